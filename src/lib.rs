@@ -1,0 +1,24 @@
+//! ironpop: a POP3 server for Unix mbox spools.
+//!
+//! Architecture in brief (see DESIGN.md for the full map):
+//!
+//! * `daemon` starts up (config, listeners, privilege drop), runs a mio poll
+//!   loop over the listening sockets and hands each accepted connection to a
+//!   bounded pool of worker threads.
+//! * Each worker drives one blocking session: `net` reads bounded command
+//!   lines from a [`net::Conn`] (plain TCP, TLS or stdin/stdout) and feeds
+//!   them to the pure POP3 state machine in `pop3`, which answers through an
+//!   output buffer that the driver flushes once per batch of commands.
+//! * `auth` verifies credentials (passwd-file, system accounts) and names the
+//!   account's spool; `mailbox` scans an mbox spool once, serves messages
+//!   from it and applies deletions at QUIT without losing any other byte.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod limits;
+pub mod logging;
+pub mod mailbox;
+pub mod net;
+pub mod pop3;

@@ -1,0 +1,141 @@
+//! Maildrops: the messages of one mailbox as a POP3 session sees them.
+//!
+//! A [`Maildrop`] is opened after a successful login (through a
+//! [`MaildropOpener`]), scanned once, served from, and finally either
+//! committed (QUIT in TRANSACTION: deleted messages are removed, every other
+//! byte, including mail appended since the scan, is kept) or dropped (any
+//! other end of the session: nothing changes).
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::auth::Principal;
+
+/// What the session needs to know about one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageInfo {
+    /// Octets as sent by RETR: CRLF line ends, before dot-stuffing, without
+    /// the mbox `From ` separator line.
+    pub size: u64,
+    /// RFC 1939 unique id: 1–70 octets of 0x21–0x7E, unique in the maildrop
+    /// and stable across sessions.
+    pub uid: String,
+}
+
+/// Totals of a committed update, for the logout log line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    pub deleted: usize,
+    pub deleted_bytes: u64,
+    pub kept: usize,
+    pub kept_bytes: u64,
+}
+
+/// The messages of one locked mailbox.
+pub trait Maildrop: Send {
+    /// All messages found by the scan, in mailbox order (index 0 is message 1).
+    fn messages(&self) -> &[MessageInfo];
+
+    /// Writes message `index` to `out` as the body of a POP3 multi-line
+    /// response: CRLF line ends, dot-stuffed, always ending in CRLF, but
+    /// without the terminating `.` line. `body_lines` is `None` for RETR and
+    /// `Some(n)` for `TOP msg n` (the header, the blank line, n body lines).
+    fn write_message(
+        &mut self,
+        index: usize,
+        body_lines: Option<u64>,
+        out: &mut dyn io::Write,
+    ) -> Result<(), TransferError>;
+
+    /// Removes the messages whose flag in `deleted` is set (one flag per
+    /// message) and keeps every other byte, including mail appended after
+    /// the scan.
+    fn commit(self: Box<Self>, deleted: &[bool]) -> Result<CommitReport, MailboxError>;
+}
+
+/// Opens the maildrop of an authenticated account.
+pub trait MaildropOpener: Send + Sync {
+    fn open(&self, principal: &Principal) -> Result<Box<dyn Maildrop>, MailboxError>;
+}
+
+/// RETR/TOP failed after `+OK` was sent: the connection must be closed.
+#[derive(Debug)]
+pub enum TransferError {
+    /// Reading the spool failed or it changed under us.
+    Mailbox(MailboxError),
+    /// Writing to the client failed.
+    Client(io::Error),
+}
+
+impl From<io::Error> for TransferError {
+    fn from(e: io::Error) -> Self {
+        TransferError::Client(e)
+    }
+}
+
+/// Why a mailbox could not be opened, read or updated, in the words an
+/// administrator reads in the log and a user reads after `-ERR`.
+#[derive(Debug)]
+pub enum MailboxError {
+    /// Another POP3 session holds this mailbox (RFC 2449 `[IN-USE]`).
+    InUse { path: PathBuf },
+    /// A delivery lock could not be taken within `lock_timeout`.
+    Locked { path: PathBuf, detail: String },
+    /// The part of the spool this session scanned changed under us.
+    Changed { path: PathBuf },
+    /// The spool is not something we may serve (symlink, wrong owner, not a
+    /// regular file, ...).
+    Refused { path: PathBuf, reason: String },
+    /// An I/O error; `action` says what we were doing ("reading", ...).
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
+}
+
+impl MailboxError {
+    /// `true` when the condition is the other session's (`[IN-USE]`), not a
+    /// temporary system problem (`[SYS/TEMP]`) or a permanent one.
+    pub fn is_in_use(&self) -> bool {
+        matches!(self, MailboxError::InUse { .. })
+    }
+
+    /// `true` for conditions that will not go away by retrying (`[SYS/PERM]`).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, MailboxError::Refused { .. })
+    }
+}
+
+impl fmt::Display for MailboxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MailboxError::InUse { path } => write!(
+                f,
+                "mailbox {} is locked by another POP3 session",
+                path.display()
+            ),
+            MailboxError::Locked { path, detail } => write!(
+                f,
+                "mailbox {} is locked for delivery ({detail}); try again later",
+                path.display()
+            ),
+            MailboxError::Changed { path } => write!(
+                f,
+                "mailbox {} was changed by another program during the session",
+                path.display()
+            ),
+            MailboxError::Refused { path, reason } => {
+                write!(f, "mailbox {} cannot be served: {reason}", path.display())
+            }
+            MailboxError::Io {
+                path,
+                action,
+                source,
+            } => write!(f, "error {action} mailbox {}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for MailboxError {}
