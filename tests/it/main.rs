@@ -6,6 +6,7 @@ mod harness;
 
 mod clients;
 mod demo;
+mod docs;
 mod maildrop;
 mod popa3d_compat;
 mod protocol;
