@@ -7,4 +7,7 @@ pub mod reply;
 pub mod session;
 mod transaction;
 
-// pub use session::{Backend, Control, Session, SessionSettings, State};
+pub use session::{Backend, Control, Session, SessionSettings, State};
+
+#[cfg(test)]
+mod tests;
