@@ -142,7 +142,11 @@ mod tests {
         let mut out = Vec::new();
         for piece in input.chunks(chunk) {
             lb.push(piece);
-            assert!(lb.buf.len() <= max + chunk, "buffer grew to {}", lb.buf.len());
+            assert!(
+                lb.buf.len() <= max + chunk,
+                "buffer grew to {}",
+                lb.buf.len()
+            );
             while let Some(ev) = lb.next_line() {
                 out.push(match ev {
                     LineEvent::Line(l) => Some(l.to_vec()),
@@ -225,7 +229,10 @@ mod tests {
             LineEvent::TooLong,
             LineEvent::Line(b"C"),
         ];
-        assert_eq!(got, want.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>());
+        assert_eq!(
+            got,
+            want.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -246,6 +253,9 @@ mod tests {
         lb.set_max_line(100);
         let long = format!("{}\r\n", "z".repeat(50));
         lb.push(long.as_bytes());
-        assert_eq!(lb.next_line(), Some(LineEvent::Line("z".repeat(50).as_bytes())));
+        assert_eq!(
+            lb.next_line(),
+            Some(LineEvent::Line("z".repeat(50).as_bytes()))
+        );
     }
 }

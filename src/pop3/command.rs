@@ -2,9 +2,9 @@
 //!
 //! Parsing is split in two so the session can check the state before it
 //! looks at arguments: [`split`] finds the keyword ([`Verb`]), then
-//! [`parse_args`] reads the arguments. Message numbers are only checked
-//! for syntax by neither: [`message_number`] checks them against the
-//! maildrop, with one distinct error for each way they can be wrong.
+//! [`parse_args`] reads the arguments. Message numbers stay raw arguments
+//! ([`MsgArg`]) until [`message_number`], the one check against the
+//! maildrop, with a distinct error for each way they can be wrong.
 
 use std::fmt;
 
@@ -195,7 +195,10 @@ pub enum MsgNumError {
 impl MsgNumError {
     /// The argument could never be a message number (vs. not one here).
     pub fn is_syntax(&self) -> bool {
-        !matches!(self, MsgNumError::OutOfRange { .. } | MsgNumError::Deleted(_))
+        !matches!(
+            self,
+            MsgNumError::OutOfRange { .. } | MsgNumError::Deleted(_)
+        )
     }
 }
 
@@ -334,7 +337,10 @@ fn decimal<E>(arg: &[u8], negative: E, junk: E, too_large: E) -> Result<u64, E> 
     }
     let mut n = 0u64;
     for &d in digits {
-        match n.checked_mul(10).and_then(|n| n.checked_add(u64::from(d - b'0'))) {
+        match n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(d - b'0')))
+        {
             Some(next) => n = next,
             None => return Err(too_large),
         }

@@ -73,8 +73,14 @@ mod tests {
     #[test]
     fn reply_lines_are_byte_exact() {
         assert_eq!(render(|o| ok(o, format_args!(""))), "+OK\r\n");
-        assert_eq!(render(|o| ok(o, format_args!("{} {}", 2, 320))), "+OK 2 320\r\n");
-        assert_eq!(render(|o| err(o, "unknown command")), "-ERR unknown command\r\n");
+        assert_eq!(
+            render(|o| ok(o, format_args!("{} {}", 2, 320))),
+            "+OK 2 320\r\n"
+        );
+        assert_eq!(
+            render(|o| err(o, "unknown command")),
+            "-ERR unknown command\r\n"
+        );
         assert_eq!(
             render(|o| err_code(o, RespCode::InUse, "mailbox is busy")),
             "-ERR [IN-USE] mailbox is busy\r\n"

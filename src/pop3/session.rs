@@ -56,14 +56,18 @@ impl State {
 pub enum Control {
     Continue,
     /// Sleep `auth_fail_delay`, flush, then continue or close.
-    AuthFailed { then_close: bool },
+    AuthFailed {
+        then_close: bool,
+    },
     /// Flush and close the connection.
     Close,
 }
 
 enum Phase {
     /// `user` is the name of a USER command just before, waiting for PASS.
-    Authorization { user: Option<String> },
+    Authorization {
+        user: Option<String>,
+    },
     Transaction(Box<Transaction>),
     /// QUIT, or the session was closed: nothing more is accepted.
     Ended,
@@ -131,7 +135,11 @@ impl Session {
                     format_args!("{} is not valid in {} state", verb.name(), state.name()),
                 ),
                 Refusal::PlaintextNotAllowed => {
-                    let hint = if self.stls_available() { "; use STLS" } else { "" };
+                    let hint = if self.stls_available() {
+                        "; use STLS"
+                    } else {
+                        ""
+                    };
                     reply::err_code(
                         out,
                         RespCode::Auth,
@@ -280,7 +288,10 @@ impl Session {
         match std::mem::replace(&mut self.phase, Phase::Ended) {
             Phase::Transaction(t) => t.quit(&self.settings.peer, out)?,
             _ => {
-                log::debug!("disconnect: rip={} reason=quit (not logged in)", self.settings.peer);
+                log::debug!(
+                    "disconnect: rip={} reason=quit (not logged in)",
+                    self.settings.peer
+                );
                 reply::ok(out, format_args!("ironpop signing off"))?;
             }
         }
@@ -306,7 +317,9 @@ impl Session {
                 return Ok(Control::AuthFailed { then_close });
             }
             AuthOutcome::Unavailable(detail) => {
-                log::warn!("login: user={user} rip={peer}: authentication backend failed: {detail}");
+                log::warn!(
+                    "login: user={user} rip={peer}: authentication backend failed: {detail}"
+                );
                 reply::err_code(
                     out,
                     RespCode::SysTemp,

@@ -93,7 +93,11 @@ impl Transaction {
                     Ok(i) => i,
                     Err(step) => return Ok(step),
                 };
-                let uid = self.maildrop.messages().get(i).map_or("", |m| m.uid.as_str());
+                let uid = self
+                    .maildrop
+                    .messages()
+                    .get(i)
+                    .map_or("", |m| m.uid.as_str());
                 reply::ok(out, format_args!("{} {uid}", i + 1))?;
             }
             Command::Retr(arg) => {
@@ -227,7 +231,11 @@ impl Transaction {
             Ok(i) => Ok(Ok(i)),
             Err(e) => {
                 reply::err(out, &e)?;
-                Ok(Err(if e.is_syntax() { Step::Bad } else { Step::Failed }))
+                Ok(Err(if e.is_syntax() {
+                    Step::Bad
+                } else {
+                    Step::Failed
+                }))
             }
         }
     }

@@ -96,8 +96,14 @@ fn missing_and_extra_arguments_name_the_command() {
     assert_eq!(err_text(b"RETR"), "RETR needs a message number");
     assert_eq!(err_text(b"RETR 1 2"), "RETR takes one argument");
     assert_eq!(err_text(b"DELE"), "DELE needs a message number");
-    assert_eq!(err_text(b"TOP"), "TOP needs a message number and a line count");
-    assert_eq!(err_text(b"TOP 1"), "TOP needs a message number and a line count");
+    assert_eq!(
+        err_text(b"TOP"),
+        "TOP needs a message number and a line count"
+    );
+    assert_eq!(
+        err_text(b"TOP 1"),
+        "TOP needs a message number and a line count"
+    );
     assert_eq!(err_text(b"TOP 1 2 3"), "TOP takes two arguments");
     assert_eq!(err_text(b"LIST 1 2"), "LIST takes at most one argument");
     assert_eq!(err_text(b"UIDL 1 2"), "UIDL takes at most one argument");
@@ -139,8 +145,14 @@ fn control_characters_and_bad_utf8_in_arguments() {
         err_text(b"USER a\tb"),
         "USER argument contains a control character"
     );
-    assert_eq!(err_text(b"USER \xff\xfe"), "USER argument is not valid UTF-8");
-    assert_eq!(parse("USER j\u{f6}rg".as_bytes()), Ok(Command::User("j\u{f6}rg")));
+    assert_eq!(
+        err_text(b"USER \xff\xfe"),
+        "USER argument is not valid UTF-8"
+    );
+    assert_eq!(
+        parse("USER j\u{f6}rg".as_bytes()),
+        Ok(Command::User("j\u{f6}rg"))
+    );
 }
 
 #[test]
@@ -149,7 +161,10 @@ fn top_line_count() {
         parse(b"TOP 1 18446744073709551615"),
         Ok(Command::Top(MsgArg(b"1"), u64::MAX))
     );
-    assert_eq!(err_text(b"TOP 1 18446744073709551616"), "TOP line count is too large");
+    assert_eq!(
+        err_text(b"TOP 1 18446744073709551616"),
+        "TOP line count is too large"
+    );
     assert_eq!(err_text(b"TOP 1 -1"), "TOP line count must not be negative");
     assert_eq!(err_text(b"TOP 1 x"), "TOP line count must be a number");
     assert_eq!(err_text(b"TOP 1 +3"), "TOP line count must be a number");
@@ -167,11 +182,26 @@ fn message_numbers_each_error_distinct() {
     assert_eq!(msg("5", &five), Ok(4));
     assert_eq!(msg("0005", &five), Ok(4));
     assert_eq!(msg("0", &five).unwrap_err(), "message numbers start at 1");
-    assert_eq!(msg("-1", &five).unwrap_err(), "message numbers cannot be negative");
-    assert_eq!(msg("abc", &five).unwrap_err(), "message number must be a decimal number");
-    assert_eq!(msg("1x", &five).unwrap_err(), "message number must be a decimal number");
-    assert_eq!(msg("+1", &five).unwrap_err(), "message number must be a decimal number");
-    assert_eq!(msg("4294967296", &five).unwrap_err(), "message number is too large");
+    assert_eq!(
+        msg("-1", &five).unwrap_err(),
+        "message numbers cannot be negative"
+    );
+    assert_eq!(
+        msg("abc", &five).unwrap_err(),
+        "message number must be a decimal number"
+    );
+    assert_eq!(
+        msg("1x", &five).unwrap_err(),
+        "message number must be a decimal number"
+    );
+    assert_eq!(
+        msg("+1", &five).unwrap_err(),
+        "message number must be a decimal number"
+    );
+    assert_eq!(
+        msg("4294967296", &five).unwrap_err(),
+        "message number is too large"
+    );
     assert_eq!(
         msg("99999999999999999999999", &five).unwrap_err(),
         "message number is too large"
@@ -184,8 +214,14 @@ fn message_numbers_each_error_distinct() {
         msg("4294967295", &five).unwrap_err(),
         "no message 4294967295, maildrop has 5 messages"
     );
-    assert_eq!(msg("2", &[false]).unwrap_err(), "no message 2, maildrop has 1 message");
-    assert_eq!(msg("1", &[]).unwrap_err(), "no message 1, maildrop has 0 messages");
+    assert_eq!(
+        msg("2", &[false]).unwrap_err(),
+        "no message 2, maildrop has 1 message"
+    );
+    assert_eq!(
+        msg("1", &[]).unwrap_err(),
+        "no message 1, maildrop has 0 messages"
+    );
     assert_eq!(msg("3", &five).unwrap_err(), "message 3 is deleted");
 }
 

@@ -12,7 +12,14 @@ const TRANSACTION_ONLY: [&str; 14] = [
 ];
 
 const AUTHORIZATION_ONLY: [&str; 8] = [
-    "USER alice", "PASS wonder land", "APOP a b", "AUTH", "AUTH PLAIN", "STLS", "user", "pass",
+    "USER alice",
+    "PASS wonder land",
+    "APOP a b",
+    "AUTH",
+    "AUTH PLAIN",
+    "STLS",
+    "user",
+    "pass",
 ];
 
 fn keyword(line: &str) -> String {
@@ -130,11 +137,15 @@ fn pass_must_follow_user_immediately() {
 #[test]
 fn plaintext_refused_when_not_allowed() {
     let (mut s, _) = session_with(settings(false, true));
-    let with_hint = "-ERR [AUTH] plaintext authentication is not allowed on this connection; use STLS\r\n";
+    let with_hint =
+        "-ERR [AUTH] plaintext authentication is not allowed on this connection; use STLS\r\n";
     assert_eq!(say(&mut s, "USER alice"), with_hint);
     assert_eq!(say(&mut s, "PASS wonder land"), with_hint);
     let capa = say(&mut s, "CAPA");
-    assert!(capa.contains("\r\nSTLS\r\n") && !capa.contains("USER"), "{capa}");
+    assert!(
+        capa.contains("\r\nSTLS\r\n") && !capa.contains("USER"),
+        "{capa}"
+    );
 
     let (mut s, _) = session_with(settings(false, false));
     assert_eq!(
@@ -174,10 +185,16 @@ fn unknown_user_and_bad_password_look_identical() {
         replies.push((user_reply, reply));
     }
     assert_eq!(replies[0], replies[1]);
-    assert_eq!(replies[0].1, "-ERR [AUTH] invalid user name or password\r\n");
+    assert_eq!(
+        replies[0].1,
+        "-ERR [AUTH] invalid user name or password\r\n"
+    );
     let logs = logs().join("\n");
     assert!(logs.contains("login failed: user=mallory method=USER rip=192.0.2.7:50312"));
-    assert!(!logs.contains("wonder"), "a password reached the log: {logs}");
+    assert!(
+        !logs.contains("wonder"),
+        "a password reached the log: {logs}"
+    );
 }
 
 #[test]
@@ -201,17 +218,32 @@ fn successful_login_is_logged_without_the_password() {
     say(&mut s, "NOOP");
     let logs = logs().join("\n");
     assert!(logs.contains("INFO login: user=alice method=USER rip=192.0.2.7:50312"));
-    assert!(!logs.contains("wonder"), "a password reached the log: {logs}");
+    assert!(
+        !logs.contains("wonder"),
+        "a password reached the log: {logs}"
+    );
 }
 
 #[test]
 fn backend_and_maildrop_failures() {
     capture_logs();
     let cases = [
-        ("broken", "-ERR [SYS/TEMP] authentication is temporarily unavailable; try again later\r\n"),
-        ("busy", "-ERR [IN-USE] mailbox is in use by another POP3 session\r\n"),
-        ("refused", "-ERR [SYS/PERM] mailbox cannot be opened; please contact the administrator\r\n"),
-        ("ioerr", "-ERR [SYS/TEMP] mailbox is temporarily unavailable; try again later\r\n"),
+        (
+            "broken",
+            "-ERR [SYS/TEMP] authentication is temporarily unavailable; try again later\r\n",
+        ),
+        (
+            "busy",
+            "-ERR [IN-USE] mailbox is in use by another POP3 session\r\n",
+        ),
+        (
+            "refused",
+            "-ERR [SYS/PERM] mailbox cannot be opened; please contact the administrator\r\n",
+        ),
+        (
+            "ioerr",
+            "-ERR [SYS/TEMP] mailbox is temporarily unavailable; try again later\r\n",
+        ),
     ];
     for (user, want) in cases {
         let (mut s, _) = session_with(settings(true, false));
@@ -221,7 +253,10 @@ fn backend_and_maildrop_failures() {
     }
     let logs = logs().join("\n");
     assert!(logs.contains("passwd file unreadable"), "{logs}");
-    assert!(logs.contains("/var/mail/busy is locked by another POP3 session"), "{logs}");
+    assert!(
+        logs.contains("/var/mail/busy is locked by another POP3 session"),
+        "{logs}"
+    );
     assert!(logs.contains("/var/mail/refused cannot be served: it is a symbolic link"));
     assert!(logs.contains("error reading mailbox /var/mail/ioerr: disk on fire"));
 }
@@ -231,14 +266,20 @@ fn line_errors_and_too_long_lines() {
     let (mut s, _) = session_with(settings(true, false));
     assert_eq!(say(&mut s, ""), "-ERR empty command line\r\n");
     assert_eq!(say(&mut s, "US\0ER a"), "-ERR NUL byte in command line\r\n");
-    assert_eq!(say(&mut s, " USER a"), "-ERR command keyword must be ASCII letters\r\n");
+    assert_eq!(
+        say(&mut s, " USER a"),
+        "-ERR command keyword must be ASCII letters\r\n"
+    );
     assert_eq!(say(&mut s, "HELO x"), "-ERR unknown command\r\n");
     assert_eq!(say(&mut s, "USER"), "-ERR USER needs a user name\r\n");
     assert_eq!(say(&mut s, "USER a b"), "-ERR USER takes one argument\r\n");
     assert_eq!(say(&mut s, "QUIT now"), "-ERR QUIT takes no arguments\r\n");
     let mut out = Vec::new();
     assert_eq!(s.handle_too_long(&mut out).unwrap(), Control::Continue);
-    assert_eq!(out, b"-ERR line too long (at most 255 octets including CRLF)\r\n");
+    assert_eq!(
+        out,
+        b"-ERR line too long (at most 255 octets including CRLF)\r\n"
+    );
 }
 
 #[test]

@@ -45,8 +45,7 @@ pub fn messages() -> Vec<(Vec<u8>, u64)> {
     vec![
         (b"Subject: one\r\n\r\nfirst body\r\n".to_vec(), 28),
         (
-            b"Subject: two\r\nFrom: x@example.org\r\n\r\nline 1\r\n..line 2\r\nline 3\r\n"
-                .to_vec(),
+            b"Subject: two\r\nFrom: x@example.org\r\n\r\nline 1\r\n..line 2\r\nline 3\r\n".to_vec(),
             62,
         ),
         (b"Subject: three\r\n\r\nthird\r\n".to_vec(), 25),
@@ -119,7 +118,10 @@ impl Maildrop for FakeMaildrop {
         body_lines: Option<u64>,
         out: &mut dyn io::Write,
     ) -> Result<(), TransferError> {
-        let body = self.bodies.get(index).expect("session asked for a missing message");
+        let body = self
+            .bodies
+            .get(index)
+            .expect("session asked for a missing message");
         if self.fail_transfer {
             out.write_all(b"Subject: partial\r\n")?;
             return Err(TransferError::Mailbox(MailboxError::Changed {
@@ -219,4 +221,3 @@ pub fn capture_logs() {
 pub fn logs() -> Vec<String> {
     LOG_LINES.with(|l| l.borrow().clone())
 }
-

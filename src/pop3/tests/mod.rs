@@ -18,7 +18,11 @@ fn talk(s: &mut Session, line: &str) -> (String, Control) {
 /// Sends one line that must leave the session going; returns the reply.
 fn say(s: &mut Session, line: &str) -> String {
     let (reply, control) = talk(s, line);
-    assert_eq!(control, Control::Continue, "after {line:?} replied {reply:?}");
+    assert_eq!(
+        control,
+        Control::Continue,
+        "after {line:?} replied {reply:?}"
+    );
     reply
 }
 

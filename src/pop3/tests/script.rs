@@ -9,15 +9,33 @@ use crate::pop3::Control;
 fn script() -> Vec<u8> {
     let mut s = Vec::new();
     for line in [
-        "CAPA", "USER alice", "PASS wonder land", "STAT", "LIST", "LIST 2", "UIDL", "UIDL 3",
-        "RETR 2", "TOP 2 1", "top 1 0", "DELE 1", "STAT", "LIST 1", "RETR 1", "RSET",
-        "DELE 3", "NOOP", "bogus",
+        "CAPA",
+        "USER alice",
+        "PASS wonder land",
+        "STAT",
+        "LIST",
+        "LIST 2",
+        "UIDL",
+        "UIDL 3",
+        "RETR 2",
+        "TOP 2 1",
+        "top 1 0",
+        "DELE 1",
+        "STAT",
+        "LIST 1",
+        "RETR 1",
+        "RSET",
+        "DELE 3",
+        "NOOP",
+        "bogus",
     ] {
         s.extend_from_slice(line.as_bytes());
         s.extend_from_slice(b"\r\n");
     }
     s.extend_from_slice("x".repeat(300).as_bytes());
-    s.extend_from_slice(b"\r\nNO\0OP\r\n\r\nuser bob\r\nRETR 0\r\nRETR 9\r\nlist\nQUIT\r\nNOOP\r\n");
+    s.extend_from_slice(
+        b"\r\nNO\0OP\r\n\r\nuser bob\r\nRETR 0\r\nRETR 9\r\nlist\nQUIT\r\nNOOP\r\n",
+    );
     s
 }
 

@@ -105,7 +105,10 @@ fn empty_maildrop() {
     );
     assert_eq!(say(&mut s, "STAT"), "+OK 0 0\r\n");
     assert_eq!(say(&mut s, "LIST"), "+OK 0 messages (0 octets)\r\n.\r\n");
-    assert_eq!(say(&mut s, "UIDL"), "+OK unique-id listing follows\r\n.\r\n");
+    assert_eq!(
+        say(&mut s, "UIDL"),
+        "+OK unique-id listing follows\r\n.\r\n"
+    );
     assert_eq!(
         say(&mut s, "RETR 1"),
         "-ERR no message 1, maildrop has 0 messages\r\n"
@@ -132,7 +135,10 @@ fn quit_commits_the_deleted_flags_and_logs_the_session() {
     assert_eq!(s.state(), State::Authorization);
     assert_eq!(talk(&mut s, "STAT"), (String::new(), Control::Close));
     s.abort("eof");
-    let logout: Vec<_> = logs().into_iter().filter(|l| l.contains("logout:")).collect();
+    let logout: Vec<_> = logs()
+        .into_iter()
+        .filter(|l| l.contains("logout:"))
+        .collect();
     assert_eq!(
         logout,
         ["INFO logout: user=alice rip=192.0.2.7:50312 retr=2/90 top=1 dele=2/53 kept=1/62 reason=quit"]
@@ -168,7 +174,10 @@ fn abort_changes_nothing_and_logs_once() {
     s.abort("eof");
     assert!(commits.lock().unwrap().is_empty());
     assert_eq!(talk(&mut s, "QUIT"), (String::new(), Control::Close));
-    let logout: Vec<_> = logs().into_iter().filter(|l| l.contains("logout:")).collect();
+    let logout: Vec<_> = logs()
+        .into_iter()
+        .filter(|l| l.contains("logout:"))
+        .collect();
     assert_eq!(
         logout,
         ["INFO logout: user=alice rip=192.0.2.7:50312 retr=0/0 top=0 dele=1/28 kept=3/115 reason=timeout"]
