@@ -118,6 +118,8 @@ impl Session {
         limits::MAX_COMMAND_LINE
     }
 
+    /// Answers one command line (without its line end). `Err` only means
+    /// writing to `out` failed: the driver closes and calls [`abort`](Self::abort).
     pub fn handle_line(&mut self, line: &[u8], out: &mut dyn Write) -> io::Result<Control> {
         // RFC 1939: PASS must come immediately after USER.
         let pending_user = self.take_pending_user();
@@ -172,6 +174,8 @@ impl Session {
     }
 
     /// The connection ends without QUIT: nothing is written to the mailbox.
+    /// A no-op once the session has ended (after QUIT or `Control::Close`),
+    /// so the driver may call it at every connection end.
     pub fn abort(&mut self, reason: &str) {
         match std::mem::replace(&mut self.phase, Phase::Ended) {
             Phase::Transaction(t) => t.abort(&self.settings.peer, reason),
