@@ -1,5 +1,7 @@
 //! Authentication: who may log in, and where their mail is.
 
+pub mod crypt;
+
 use std::path::PathBuf;
 
 /// An authenticated account and the spool it reads.
