@@ -281,13 +281,24 @@ mod tests {
     #[test]
     fn double_dash_ends_options() {
         assert!(err(&["--", "-t"]).contains("unexpected argument '-t'"));
-        assert_eq!(mode(&["--demo", "--", "-dir"]), Mode::Demo(Some("-dir".into())));
+        assert_eq!(
+            mode(&["--demo", "--", "-dir"]),
+            Mode::Demo(Some("-dir".into()))
+        );
     }
 
     #[test]
     fn usage_mentions_every_option() {
         let u = usage();
-        for o in ["-f FILE", "-F", "-t", "--demo [DIR]", "--hash-password", "-V", "-h"] {
+        for o in [
+            "-f FILE",
+            "-F",
+            "-t",
+            "--demo [DIR]",
+            "--hash-password",
+            "-V",
+            "-h",
+        ] {
             assert!(u.contains(o), "{o}");
         }
         assert!(u.contains(DEFAULT_CONFIG_PATH));

@@ -202,7 +202,8 @@ mod tests {
     // yescrypt's reference TESTS-OK, Drepper's SHA-crypt spec (also what
     // `openssl passwd -5/-6 -salt saltstring 'Hello world!'` prints) and
     // crypt_blowfish's own test vector.
-    const YESCRYPT: &str = "$y$jD5.7$LdJMENpBABJJ3hIHjB1Bi.$HboGM6qPrsK.StKYGt6KErmUYtioHreJd98oIugoNB6";
+    const YESCRYPT: &str =
+        "$y$jD5.7$LdJMENpBABJJ3hIHjB1Bi.$HboGM6qPrsK.StKYGt6KErmUYtioHreJd98oIugoNB6";
     const SHA512: &str = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1";
     const SHA256: &str = "$5$saltstring$5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5";
     const BCRYPT_2A: &str = "$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";
@@ -238,7 +239,15 @@ mod tests {
 
     #[test]
     fn locked_unknown_and_empty_hashes_never_match() {
-        for h in ["", "*", "!", "!$6$saltstring$x", "*LK*", "abJnggxhB/yWI", "$9$x$y"] {
+        for h in [
+            "",
+            "*",
+            "!",
+            "!$6$saltstring$x",
+            "*LK*",
+            "abJnggxhB/yWI",
+            "$9$x$y",
+        ] {
             assert!(!verify(h, b""), "{h:?}");
             assert!(!verify(h, b"Hello world!"), "{h:?}");
         }
