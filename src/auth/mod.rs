@@ -1,6 +1,7 @@
 //! Authentication: who may log in, and where their mail is.
 
 pub mod crypt;
+pub mod passwd_file;
 
 use std::path::PathBuf;
 
