@@ -27,7 +27,8 @@ const MAX_LINE: usize = 4096;
 /// the result is always discarded): verified against for unknown users and
 /// refused entries so that they take as long as a wrong password for a real
 /// account.
-const DUMMY_HASH: &str = "$y$j9T$fw5H6Rhhyvv4mzAzx.8Yd.$f3sGmllg/Yn.Z6hiYOF0esqKWELHdG/b5k/1wlHiok2";
+const DUMMY_HASH: &str =
+    "$y$j9T$fw5H6Rhhyvv4mzAzx.8Yd.$f3sGmllg/Yn.Z6hiYOF0esqKWELHdG/b5k/1wlHiok2";
 
 /// What an entry's password field holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,9 +122,8 @@ impl PasswdFile {
 
     /// The current accounts, re-read if the file changed.
     fn snapshot(&self) -> Result<Arc<Snapshot>, String> {
-        let cannot = |e: std::io::Error| {
-            format!("cannot read passwd file {}: {}", self.path.display(), e)
-        };
+        let cannot =
+            |e: std::io::Error| format!("cannot read passwd file {}: {}", self.path.display(), e);
         let meta = std::fs::metadata(&self.path).map_err(cannot)?;
         let stamp = Stamp::of(&meta);
         // A poisoned lock only means another login panicked; the cache is
@@ -175,7 +175,10 @@ impl Authenticator for PasswdFile {
         };
         let Some(account) = snap.accounts.get(user) else {
             crypt::verify(DUMMY_HASH, password);
-            log::debug!("passwd file: no account {:?}", user.escape_debug().to_string());
+            log::debug!(
+                "passwd file: no account {:?}",
+                user.escape_debug().to_string()
+            );
             return AuthOutcome::Rejected;
         };
         let ok = match &account.secret {
@@ -234,11 +237,19 @@ fn expand_mailbox(template: &str, user: &str, home: Option<&str>) -> Result<Path
         }
         match chars.next() {
             Some('u') => out.push_str(user),
-            Some('h') => match home {
-                Some(h) if h.starts_with('/') => out.push_str(h.trim_end_matches('/')),
-                Some(_) => return Err("home directory is not an absolute path, but the mailbox template uses %h".into()),
-                None => return Err("no home directory in the passwd file, but the mailbox template uses %h".into()),
-            },
+            Some('h') => {
+                match home {
+                    Some(h) if h.starts_with('/') => out.push_str(h.trim_end_matches('/')),
+                    Some(_) => return Err(
+                        "home directory is not an absolute path, but the mailbox template uses %h"
+                            .into(),
+                    ),
+                    None => return Err(
+                        "no home directory in the passwd file, but the mailbox template uses %h"
+                            .into(),
+                    ),
+                }
+            }
             Some('%') => out.push('%'),
             _ => return Err(format!("mailbox template {template:?} has a bad % escape")),
         }

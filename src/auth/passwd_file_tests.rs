@@ -79,7 +79,10 @@ fn bad_lines_are_skipped_not_fatal() {
 
 #[test]
 fn verifies_crypt_and_expands_user() {
-    let (_d, db) = db(&format!("bob:{{BLF-CRYPT}}{BCRYPT}\nalice:{SHA512}\n"), "/var/mail/%u");
+    let (_d, db) = db(
+        &format!("bob:{{BLF-CRYPT}}{BCRYPT}\nalice:{SHA512}\n"),
+        "/var/mail/%u",
+    );
     let p = accepted(db.verify_password("bob", b"U*U"));
     assert_eq!(p.user, "bob");
     assert_eq!(p.mailbox, PathBuf::from("/var/mail/bob"));
@@ -105,7 +108,10 @@ fn plain_entries_are_accepted() {
     accepted(db.verify_password("carol", b"secret"));
     accepted(db.verify_password("dan", b"s3"));
     assert_eq!(db.verify_password("carol", b"secre"), AuthOutcome::Rejected);
-    assert_eq!(db.verify_password("carol", b"secret "), AuthOutcome::Rejected);
+    assert_eq!(
+        db.verify_password("carol", b"secret "),
+        AuthOutcome::Rejected
+    );
 }
 
 #[test]
@@ -115,8 +121,16 @@ fn scram_locked_and_unsupported_entries_are_refused() {
         "/m/%u",
     );
     for user in ["s", "l", "e", "u"] {
-        assert_eq!(db.verify_password(user, b""), AuthOutcome::Rejected, "{user}");
-        assert_eq!(db.verify_password(user, b"x"), AuthOutcome::Rejected, "{user}");
+        assert_eq!(
+            db.verify_password(user, b""),
+            AuthOutcome::Rejected,
+            "{user}"
+        );
+        assert_eq!(
+            db.verify_password(user, b"x"),
+            AuthOutcome::Rejected,
+            "{user}"
+        );
     }
 }
 
@@ -143,7 +157,10 @@ fn missing_file_is_unavailable() {
     let db = PasswdFile::new("/nonexistent/ironpop-users".into(), "/m/%u".into());
     match db.verify_password("bob", b"x") {
         AuthOutcome::Unavailable(msg) => {
-            assert!(msg.contains("cannot read passwd file /nonexistent/ironpop-users"), "{msg}")
+            assert!(
+                msg.contains("cannot read passwd file /nonexistent/ironpop-users"),
+                "{msg}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -169,13 +186,22 @@ fn edits_are_picked_up() {
     assert_eq!(db.check(), Ok(2));
     // Removed: a temporary failure, not a rejected password.
     std::fs::remove_file(&path).unwrap();
-    assert!(matches!(db.verify_password("zed", b"z"), AuthOutcome::Unavailable(_)));
+    assert!(matches!(
+        db.verify_password("zed", b"z"),
+        AuthOutcome::Unavailable(_)
+    ));
 }
 
 #[test]
 fn expand_mailbox_rules() {
-    assert_eq!(expand_mailbox("/var/mail/%u", "bob", None), Ok("/var/mail/bob".into()));
-    assert_eq!(expand_mailbox("%h/mbox", "bob", Some("/home/bob")), Ok("/home/bob/mbox".into()));
+    assert_eq!(
+        expand_mailbox("/var/mail/%u", "bob", None),
+        Ok("/var/mail/bob".into())
+    );
+    assert_eq!(
+        expand_mailbox("%h/mbox", "bob", Some("/home/bob")),
+        Ok("/home/bob/mbox".into())
+    );
     assert!(expand_mailbox("%h/mbox", "bob", None).is_err());
     assert!(expand_mailbox("/m/%x", "bob", None).is_err());
     assert!(expand_mailbox("/m/%", "bob", None).is_err());
