@@ -1,1 +1,306 @@
-//! SKELETON
+//! Command line: the getopts table → which mode to run and with which config file.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::config::DEFAULT_CONFIG_PATH;
+
+/// What the process is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Serve POP3 (detached unless `-F`).
+    Daemon,
+    /// `-t`: check the config and print the effective settings.
+    CheckConfig,
+    /// `--demo [DIR]`: self-contained demo as the current user.
+    Demo(Option<PathBuf>),
+    /// `--hash-password`: read a password, print a hash for the passwd file.
+    HashPassword,
+    /// `-V`
+    Version,
+    /// `-h`
+    Help,
+}
+
+/// The parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub mode: Mode,
+    /// `-f FILE`, or [`DEFAULT_CONFIG_PATH`].
+    pub config: PathBuf,
+    /// `-F`: stay in the foreground and log to stderr.
+    pub foreground: bool,
+}
+
+/// A command line that cannot be run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliError(String);
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}; try 'ironpop -h'", self.0)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+fn table() -> getopts::Options {
+    let mut o = getopts::Options::new();
+    o.optopt("f", "", "configuration file", "FILE");
+    o.optflag("F", "", "stay in the foreground, log to stderr");
+    o.optflag("t", "", "check the configuration and print it");
+    // Optional value: `--demo=DIR`; `--demo DIR` arrives as a free argument.
+    o.optflagopt("", "demo", "run a self-contained demo", "DIR");
+    o.optflag("", "hash-password", "read a password, print its hash");
+    o.optflag("V", "version", "print the version");
+    o.optflag("h", "help", "print this help");
+    o
+}
+
+/// Parses the arguments (without argv\[0\]).
+pub fn parse(args: &[String]) -> Result<Options, CliError> {
+    let m = table()
+        .parse(args)
+        .map_err(|e| CliError(getopts_message(&e)))?;
+
+    let mut modes: Vec<(&str, Mode)> = Vec::new();
+    if m.opt_present("t") {
+        modes.push(("-t", Mode::CheckConfig));
+    }
+    if m.opt_present("demo") {
+        modes.push(("--demo", Mode::Demo(m.opt_str("demo").map(PathBuf::from))));
+    }
+    if m.opt_present("hash-password") {
+        modes.push(("--hash-password", Mode::HashPassword));
+    }
+    if m.opt_present("V") {
+        modes.push(("-V", Mode::Version));
+    }
+    if m.opt_present("h") {
+        modes.push(("-h", Mode::Help));
+    }
+    let (name, mut mode) = match modes.len() {
+        0 => ("", Mode::Daemon),
+        1 => modes.remove(0),
+        _ => {
+            let names: Vec<&str> = modes.iter().map(|(n, _)| *n).collect();
+            return Err(CliError(format!(
+                "{} cannot be combined",
+                names.join(" and ")
+            )));
+        }
+    };
+
+    // Free arguments: only the demo directory.
+    match (&mut mode, m.free.as_slice()) {
+        (_, []) => {}
+        (Mode::Demo(dir @ None), [one]) => *dir = Some(PathBuf::from(one)),
+        (Mode::Demo(_), _) => {
+            return Err(CliError("--demo takes at most one directory".into()));
+        }
+        (_, [first, ..]) => {
+            return Err(CliError(format!("unexpected argument '{first}'")));
+        }
+    }
+    if matches!(mode, Mode::Demo(Some(ref d)) if d.as_os_str().is_empty()) {
+        return Err(CliError("--demo needs a non-empty directory name".into()));
+    }
+
+    let foreground = m.opt_present("F");
+    let config = m.opt_str("f");
+    let uses_config = matches!(mode, Mode::Daemon | Mode::CheckConfig);
+    if config.is_some() && !uses_config {
+        return Err(CliError(format!(
+            "-f does not apply to {name} (it only selects the daemon's or -t's config)"
+        )));
+    }
+    if foreground && mode != Mode::Daemon {
+        return Err(CliError(format!(
+            "-F does not apply to {name} (it only keeps the daemon in the foreground)"
+        )));
+    }
+    let config = match config {
+        Some(c) if c.is_empty() => return Err(CliError("-f needs a file name".into())),
+        Some(c) => PathBuf::from(c),
+        None => PathBuf::from(DEFAULT_CONFIG_PATH),
+    };
+    Ok(Options {
+        mode,
+        config,
+        foreground,
+    })
+}
+
+/// getopts' messages, phrased like the rest of ironpop's.
+fn getopts_message(e: &getopts::Fail) -> String {
+    use getopts::Fail;
+    match e {
+        Fail::ArgumentMissing(o) => format!("option '{}' needs a value", dashed(o)),
+        Fail::UnrecognizedOption(o) => format!("unknown option '{}'", dashed(o)),
+        Fail::OptionMissing(o) => format!("option '{}' is required", dashed(o)),
+        Fail::OptionDuplicated(o) => format!("option '{}' given more than once", dashed(o)),
+        Fail::UnexpectedArgument(o) => format!("option '{}' does not take a value", dashed(o)),
+    }
+}
+
+fn dashed(name: &str) -> String {
+    if name.starts_with('-') {
+        name.to_owned()
+    } else if name.chars().count() == 1 {
+        format!("-{name}")
+    } else {
+        format!("--{name}")
+    }
+}
+
+/// The text `ironpop -h` prints.
+pub fn usage() -> String {
+    format!(
+        "\
+ironpop {version} - a POP3 server for Unix mbox spools
+
+usage:
+  ironpop [-F] [-f FILE]     run the daemon (detaches and writes a pid file unless -F)
+  ironpop -t [-f FILE]       check the configuration and print the effective settings
+  ironpop --demo [DIR]       self-contained demo as the current user (default DIR: ./ironpop-demo)
+  ironpop --hash-password    read a password, print a yescrypt hash for the passwd file
+  ironpop -V | -h
+
+options:
+  -f FILE           configuration file (default {config})
+  -F                stay in the foreground and log to stderr
+  -t                check the configuration, print it, exit 0 when valid
+  --demo [DIR]      serve a sample mailbox on 127.0.0.1:1110 (user demo, password demo)
+  --hash-password   read a password (no echo on a terminal, else one line of stdin)
+  -V, --version     print the version
+  -h, --help        print this help
+
+See ironpop(8) and ironpop.conf(5).
+",
+        version = env!("CARGO_PKG_VERSION"),
+        config = DEFAULT_CONFIG_PATH,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Options, CliError> {
+        let v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        parse(&v)
+    }
+
+    fn mode(args: &[&str]) -> Mode {
+        p(args).unwrap().mode
+    }
+
+    fn err(args: &[&str]) -> String {
+        p(args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn no_arguments_is_the_daemon_with_the_default_config() {
+        let o = p(&[]).unwrap();
+        assert_eq!(o.mode, Mode::Daemon);
+        assert_eq!(o.config, PathBuf::from(DEFAULT_CONFIG_PATH));
+        assert!(!o.foreground);
+    }
+
+    #[test]
+    fn foreground_and_config_file() {
+        let o = p(&["-F", "-f", "/tmp/x.conf"]).unwrap();
+        assert_eq!(o.mode, Mode::Daemon);
+        assert!(o.foreground);
+        assert_eq!(o.config, PathBuf::from("/tmp/x.conf"));
+        assert_eq!(p(&["-Ff/a"]).unwrap().config, PathBuf::from("/a"));
+    }
+
+    #[test]
+    fn check_config_takes_a_file() {
+        let o = p(&["-t", "-f", "a.conf"]).unwrap();
+        assert_eq!(o.mode, Mode::CheckConfig);
+        assert_eq!(o.config, PathBuf::from("a.conf"));
+    }
+
+    #[test]
+    fn demo_with_and_without_directory() {
+        assert_eq!(mode(&["--demo"]), Mode::Demo(None));
+        assert_eq!(mode(&["--demo", "d"]), Mode::Demo(Some("d".into())));
+        assert_eq!(mode(&["--demo=d2"]), Mode::Demo(Some("d2".into())));
+    }
+
+    #[test]
+    fn simple_modes() {
+        assert_eq!(mode(&["--hash-password"]), Mode::HashPassword);
+        assert_eq!(mode(&["-V"]), Mode::Version);
+        assert_eq!(mode(&["--version"]), Mode::Version);
+        assert_eq!(mode(&["-h"]), Mode::Help);
+        assert_eq!(mode(&["--help"]), Mode::Help);
+    }
+
+    #[test]
+    fn conflicting_modes_are_errors() {
+        let e = err(&["-t", "--demo"]);
+        assert!(e.contains("-t and --demo cannot be combined"), "{e}");
+        assert!(err(&["-V", "-h"]).contains("cannot be combined"));
+        assert!(err(&["--hash-password", "-t"]).contains("cannot be combined"));
+    }
+
+    #[test]
+    fn stray_arguments_are_errors() {
+        let e = err(&["foo"]);
+        assert!(e.contains("unexpected argument 'foo'"), "{e}");
+        assert!(err(&["-t", "x"]).contains("unexpected argument 'x'"));
+        assert!(err(&["--demo", "a", "b"]).contains("at most one directory"));
+        assert!(err(&["--demo=a", "b"]).contains("at most one directory"));
+        assert!(err(&["--demo="]).contains("non-empty"));
+    }
+
+    #[test]
+    fn options_that_do_not_apply_are_errors() {
+        assert!(err(&["-F", "-t"]).contains("-F does not apply to -t"));
+        assert!(err(&["-F", "--demo"]).contains("-F does not apply"));
+        assert!(err(&["-f", "x", "--hash-password"]).contains("-f does not apply"));
+        assert!(err(&["-f", "x", "-V"]).contains("-f does not apply"));
+        assert!(err(&["-f", ""]).contains("needs a file name"));
+    }
+
+    #[test]
+    fn getopts_failures_are_phrased_and_point_to_help() {
+        let e = err(&["-x"]);
+        assert_eq!(e, "unknown option '-x'; try 'ironpop -h'");
+        assert!(err(&["--bogus"]).contains("unknown option '--bogus'"));
+        assert!(err(&["-f"]).contains("option '-f' needs a value"));
+        assert!(err(&["-F", "-F"]).contains("more than once"));
+        assert!(err(&["-f", "a", "-f", "b"]).contains("more than once"));
+        assert!(err(&["--version=3"]).contains("does not take a value"));
+        assert!(err(&["-i"]).ends_with("try 'ironpop -h'"));
+    }
+
+    #[test]
+    fn double_dash_ends_options() {
+        assert!(err(&["--", "-t"]).contains("unexpected argument '-t'"));
+        assert_eq!(
+            mode(&["--demo", "--", "-dir"]),
+            Mode::Demo(Some("-dir".into()))
+        );
+    }
+
+    #[test]
+    fn usage_mentions_every_option() {
+        let u = usage();
+        for o in [
+            "-f FILE",
+            "-F",
+            "-t",
+            "--demo [DIR]",
+            "--hash-password",
+            "-V",
+            "-h",
+        ] {
+            assert!(u.contains(o), "{o}");
+        }
+        assert!(u.contains(DEFAULT_CONFIG_PATH));
+    }
+}

@@ -1,6 +1,16 @@
 //! Authentication: who may log in, and where their mail is.
 
+pub mod crypt;
+pub mod hash_cmd;
+pub mod passwd_file;
+
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::{Config, Passdb};
+
+pub use hash_cmd::hash_password_command;
+pub use passwd_file::PasswdFile;
 
 /// An authenticated account and the spool it reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,4 +35,76 @@ pub enum AuthOutcome {
 /// spend the same effort on unknown users as on known ones.
 pub trait Authenticator: Send + Sync {
     fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome;
+}
+
+/// The account database the config's `passdb` names.
+///
+/// A passwd file is read once here so that a missing or unreadable file
+/// stops startup with a clear message instead of failing every login.
+pub fn build_authenticator(config: &Config) -> Result<Arc<dyn Authenticator>, String> {
+    match &config.passdb {
+        Passdb::PasswdFile(path) => {
+            let db = PasswdFile::new(path.clone(), config.mailbox.clone());
+            db.check()?;
+            Ok(Arc::new(db))
+        }
+        Passdb::System => Err(not_yet("system")),
+        Passdb::Pam => Err(not_yet("pam")),
+    }
+}
+
+fn not_yet(which: &str) -> String {
+    format!(
+        "passdb = {which} is not supported yet (it arrives with the daemon-integration work); \
+         use passdb = passwd-file:PATH with hashes from ironpop --hash-password"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn passwd_file_passdb_builds_a_working_authenticator() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users");
+        std::fs::write(&users, "demo:{PLAIN}demo\n").unwrap();
+        let mut config = Config::defaults(Path::new("/test.conf"));
+        config.passdb = Passdb::PasswdFile(users);
+        config.mailbox = "/srv/%u.mbox".into();
+        let auth = build_authenticator(&config).unwrap();
+        assert_eq!(
+            auth.verify_password("demo", b"demo"),
+            AuthOutcome::Accepted(Principal {
+                user: "demo".into(),
+                mailbox: PathBuf::from("/srv/demo.mbox"),
+            })
+        );
+        assert_eq!(auth.verify_password("demo", b"x"), AuthOutcome::Rejected);
+    }
+
+    #[test]
+    fn missing_passwd_file_fails_at_startup() {
+        let mut config = Config::defaults(Path::new("/test.conf"));
+        config.passdb = Passdb::PasswdFile("/nonexistent/users".into());
+        let e = build_authenticator(&config).err().unwrap();
+        assert!(
+            e.contains("cannot read passwd file /nonexistent/users"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn system_and_pam_say_not_yet() {
+        let mut config = Config::defaults(Path::new("/test.conf"));
+        for (db, name) in [(Passdb::System, "system"), (Passdb::Pam, "pam")] {
+            config.passdb = db;
+            let e = build_authenticator(&config).err().unwrap();
+            assert!(
+                e.contains(&format!("passdb = {name} is not supported yet")),
+                "{e}"
+            );
+        }
+    }
 }

@@ -1,1 +1,3 @@
 //! SKELETON
+
+pub mod line_buffer;

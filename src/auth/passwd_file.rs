@@ -1,0 +1,361 @@
+//! Dovecot-style passwd-file account database: `user:{SCHEME}secret:uid:gid:gecos:home:shell:extra`.
+//!
+//! The file is re-read whenever its identity, size, mtime or ctime change,
+//! so an admin can edit it while the daemon runs. Malformed lines are logged
+//! with `file:line` and skipped. Unknown users cost one dummy yescrypt
+//! verification, like a known user with a wrong password.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::crypt;
+use super::{AuthOutcome, Authenticator, Principal};
+
+/// A passwd file larger than this is refused: it would cost every login a
+/// long re-read, and no real deployment comes near it.
+const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Longer lines are logged and skipped (a crypt string is ~100 bytes; the
+/// extra fields may carry some userdb settings).
+const MAX_LINE: usize = 4096;
+
+/// A yescrypt hash with libxcrypt's default cost (of "ironpop-dummy-password";
+/// the result is always discarded): verified against for unknown users and
+/// refused entries so that they take as long as a wrong password for a real
+/// account.
+const DUMMY_HASH: &str =
+    "$y$j9T$fw5H6Rhhyvv4mzAzx.8Yd.$f3sGmllg/Yn.Z6hiYOF0esqKWELHdG/b5k/1wlHiok2";
+
+/// What an entry's password field holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Secret {
+    /// A crypt(3) string libxcrypt can check.
+    Crypt(String),
+    /// `{PLAIN}` / `{CLEAR}`: the password itself (Dovecot compatibility).
+    Plain(Vec<u8>),
+    /// `{SCRAM-SHA-256}`: usable only by AUTH SCRAM-SHA-256 (a later issue).
+    Scram(String),
+    /// Empty, `*` or `!`: the account cannot log in with a password.
+    Locked,
+    /// A scheme ironpop cannot verify; the string says which.
+    Unsupported(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Account {
+    secret: Secret,
+    home: Option<String>,
+    /// Where the entry is, for log lines.
+    line: usize,
+}
+
+/// What makes us re-read: a replaced file (new inode), or an edit in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+impl Stamp {
+    /// File timestamps come from a coarse clock (jiffies), so two edits in
+    /// quick succession can leave size and times unchanged. Like git's
+    /// "racy clean" rule, a snapshot read within 2 s of the file's last
+    /// change is not trusted and the next login reads the file again.
+    fn settled(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        now.saturating_sub(self.mtime.0.max(self.ctime.0)) >= 2
+    }
+}
+
+#[derive(Debug)]
+struct Snapshot {
+    stamp: Stamp,
+    /// The stamp was old enough when read to be trusted (see [`Stamp::settled`]).
+    settled: bool,
+    accounts: HashMap<String, Account>,
+}
+
+/// The passwd-file [`Authenticator`].
+pub struct PasswdFile {
+    path: PathBuf,
+    mailbox_template: String,
+    cache: Mutex<Option<Arc<Snapshot>>>,
+}
+
+impl PasswdFile {
+    /// `mailbox_template` is the config's `mailbox` (`%u`, `%h`, `%%`).
+    /// The file is read at the first login, and again whenever it changes.
+    pub fn new(path: PathBuf, mailbox_template: String) -> PasswdFile {
+        PasswdFile {
+            path,
+            mailbox_template,
+            cache: Mutex::new(None),
+        }
+    }
+
+    /// Reads the file now: the daemon calls this at startup so that a
+    /// missing or unreadable file is reported before the first client.
+    pub fn check(&self) -> Result<usize, String> {
+        self.snapshot().map(|s| s.accounts.len())
+    }
+
+    /// The current accounts, re-read if the file changed.
+    fn snapshot(&self) -> Result<Arc<Snapshot>, String> {
+        let cannot =
+            |e: std::io::Error| format!("cannot read passwd file {}: {}", self.path.display(), e);
+        let meta = std::fs::metadata(&self.path).map_err(cannot)?;
+        let stamp = Stamp::of(&meta);
+        // A poisoned lock only means another login panicked; the cache is
+        // a plain value that is either complete or absent.
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(snap) = cache.as_ref() {
+            if snap.settled && snap.stamp == stamp {
+                return Ok(Arc::clone(snap));
+            }
+        }
+        let file = File::open(&self.path).map_err(cannot)?;
+        let stamp = file.metadata().map(|m| Stamp::of(&m)).map_err(cannot)?;
+        if stamp.size > MAX_FILE_BYTES {
+            return Err(format!(
+                "passwd file {} is larger than {MAX_FILE_BYTES} bytes",
+                self.path.display()
+            ));
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_FILE_BYTES)
+            .read_to_end(&mut bytes)
+            .map_err(cannot)?;
+        let accounts = parse(&bytes, &self.path);
+        log::debug!(
+            "passwd file {}: {} accounts",
+            self.path.display(),
+            accounts.len()
+        );
+        let snap = Arc::new(Snapshot {
+            stamp,
+            settled: stamp.settled(),
+            accounts,
+        });
+        *cache = Some(Arc::clone(&snap));
+        Ok(snap)
+    }
+}
+
+impl Authenticator for PasswdFile {
+    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome {
+        let snap = match self.snapshot() {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("{e}");
+                // Keep the timing of the failure path uniform as well.
+                crypt::verify(DUMMY_HASH, password);
+                return AuthOutcome::Unavailable(e);
+            }
+        };
+        let Some(account) = snap.accounts.get(user) else {
+            crypt::verify(DUMMY_HASH, password);
+            log::debug!(
+                "passwd file: no account {:?}",
+                user.escape_debug().to_string()
+            );
+            return AuthOutcome::Rejected;
+        };
+        let ok = match &account.secret {
+            Secret::Crypt(hash) => crypt::verify(hash, password),
+            Secret::Plain(stored) => {
+                crypt::verify(DUMMY_HASH, password);
+                crypt::constant_time_eq(stored, password)
+            }
+            other => {
+                crypt::verify(DUMMY_HASH, password);
+                let why = match other {
+                    Secret::Scram(_) => "has only a {SCRAM-SHA-256} secret, which USER/PASS cannot check (AUTH SCRAM-SHA-256 is not implemented yet)".to_owned(),
+                    Secret::Locked => "is locked (empty, '*' or '!' password)".to_owned(),
+                    Secret::Unsupported(s) => format!("has a password ironpop cannot verify ({s})"),
+                    _ => String::new(),
+                };
+                log::warn!(
+                    "{}:{}: login refused: account {:?} {why}",
+                    self.path.display(),
+                    account.line,
+                    user
+                );
+                false
+            }
+        };
+        if !ok {
+            return AuthOutcome::Rejected;
+        }
+        match expand_mailbox(&self.mailbox_template, user, account.home.as_deref()) {
+            Ok(mailbox) => AuthOutcome::Accepted(Principal {
+                user: user.to_owned(),
+                mailbox,
+            }),
+            Err(e) => {
+                let msg = format!(
+                    "{}:{}: account {:?}: {e}",
+                    self.path.display(),
+                    account.line,
+                    user
+                );
+                log::error!("{msg}");
+                AuthOutcome::Unavailable(msg)
+            }
+        }
+    }
+}
+
+/// Expands `%u`, `%h` and `%%` in the mailbox template.
+fn expand_mailbox(template: &str, user: &str, home: Option<&str>) -> Result<PathBuf, String> {
+    let mut out = String::with_capacity(template.len() + user.len());
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('u') => out.push_str(user),
+            Some('h') => {
+                match home {
+                    Some(h) if h.starts_with('/') => out.push_str(h.trim_end_matches('/')),
+                    Some(_) => return Err(
+                        "home directory is not an absolute path, but the mailbox template uses %h"
+                            .into(),
+                    ),
+                    None => return Err(
+                        "no home directory in the passwd file, but the mailbox template uses %h"
+                            .into(),
+                    ),
+                }
+            }
+            Some('%') => out.push('%'),
+            _ => return Err(format!("mailbox template {template:?} has a bad % escape")),
+        }
+    }
+    Ok(PathBuf::from(out))
+}
+
+/// Parses passwd-file bytes; bad lines are logged and skipped.
+fn parse(bytes: &[u8], path: &Path) -> HashMap<String, Account> {
+    let mut accounts: HashMap<String, Account> = HashMap::new();
+    for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = index + 1;
+        let skip = |why: &str| log::warn!("{}:{line}: {why}; line skipped", path.display());
+        if raw.len() > MAX_LINE {
+            skip(&format!("line longer than {MAX_LINE} bytes"));
+            continue;
+        }
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let Ok(text) = std::str::from_utf8(raw) else {
+            skip("not valid UTF-8");
+            continue;
+        };
+        if text.trim().is_empty() || text.starts_with('#') {
+            continue;
+        }
+        let mut fields = text.split(':');
+        let user = fields.next().unwrap_or("");
+        if let Err(why) = check_user(user) {
+            skip(&why);
+            continue;
+        }
+        let secret = parse_secret(fields.next().unwrap_or(""), path, line, user);
+        // uid, gid, gecos, then home.
+        let home = fields.nth(3).filter(|h| !h.is_empty()).map(str::to_owned);
+        if let Some(first) = accounts.get(user) {
+            log::warn!(
+                "{}:{line}: account {user:?} is already defined on line {}; this entry is ignored",
+                path.display(),
+                first.line
+            );
+            continue;
+        }
+        accounts.insert(user.to_owned(), Account { secret, home, line });
+    }
+    accounts
+}
+
+/// A user name becomes part of a path (`%u`): no separators, no tricks.
+fn check_user(user: &str) -> Result<(), String> {
+    if user.is_empty() {
+        return Err("empty user name".into());
+    }
+    if user == "." || user == ".." || user.starts_with('-') {
+        return Err(format!("user name {user:?} is not allowed"));
+    }
+    if let Some(c) = user
+        .chars()
+        .find(|c| c.is_control() || c.is_whitespace() || *c == '/' || *c == '%')
+    {
+        return Err(format!(
+            "user name {:?} contains {:?}, which is not allowed",
+            user.escape_debug().to_string(),
+            c
+        ));
+    }
+    Ok(())
+}
+
+fn parse_secret(field: &str, path: &Path, line: usize, user: &str) -> Secret {
+    let warn = |what: &str| log::warn!("{}:{line}: account {user:?}: {what}", path.display());
+    let (scheme, body) = match field.strip_prefix('{').and_then(|r| r.split_once('}')) {
+        Some((scheme, body)) => (Some(scheme.to_ascii_uppercase()), body),
+        None => (None, field),
+    };
+    let crypt_secret = |body: &str| {
+        if body.is_empty() || body.starts_with('*') || body.starts_with('!') {
+            Secret::Locked
+        } else if crypt::is_supported(body) {
+            if crypt::is_weak(body) {
+                warn("md5crypt ($1$) is weak; replace it with ironpop --hash-password");
+            }
+            Secret::Crypt(body.to_owned())
+        } else {
+            warn("password is not a crypt hash ironpop supports ($y$, $6$, $5$, $2b$, ...)");
+            Secret::Unsupported("unrecognised crypt format".into())
+        }
+    };
+    match scheme.as_deref() {
+        None | Some("CRYPT" | "BLF-CRYPT" | "SHA512-CRYPT" | "SHA256-CRYPT" | "MD5-CRYPT") => {
+            crypt_secret(body)
+        }
+        Some("PLAIN" | "CLEAR") if body.is_empty() => Secret::Locked,
+        Some(s @ ("PLAIN" | "CLEAR")) => {
+            warn(&format!(
+                "{{{s}}} password stored in clear text; accepted, but store a hash (ironpop --hash-password)"
+            ));
+            Secret::Plain(body.as_bytes().to_vec())
+        }
+        Some("SCRAM-SHA-256") => Secret::Scram(body.to_owned()),
+        Some(other) => {
+            warn(&format!("password scheme {{{other}}} is not supported"));
+            Secret::Unsupported(format!("{{{other}}}"))
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "passwd_file_tests.rs"]
+mod tests;

@@ -1,0 +1,227 @@
+//! Tests of the passwd-file parser, verifier, reload and mailbox expansion.
+
+use super::*;
+use std::io::Write as _;
+
+const SHA512: &str = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1";
+const BCRYPT: &str = "$2b$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";
+
+fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+    let path = dir.path().join("users");
+    let mut f = File::create(&path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    path
+}
+
+fn db(text: &str, template: &str) -> (tempfile::TempDir, PasswdFile) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, text);
+    (dir, PasswdFile::new(path, template.to_owned()))
+}
+
+fn accepted(outcome: AuthOutcome) -> Principal {
+    match outcome {
+        AuthOutcome::Accepted(p) => p,
+        other => panic!("not accepted: {other:?}"),
+    }
+}
+
+#[test]
+fn dummy_hash_is_a_working_yescrypt_hash() {
+    // If libxcrypt could not parse it, unknown users would be answered
+    // without the hash cost and could be told apart by timing.
+    assert!(crypt::verify(DUMMY_HASH, b"ironpop-dummy-password"));
+    assert!(DUMMY_HASH.starts_with("$y$"));
+}
+
+#[test]
+fn parses_fields_and_schemes() {
+    let text = format!(
+        "# comment\n\nalice:{{SHA512-CRYPT}}{SHA512}:1000:1000:Alice:/home/alice:/bin/sh:extra\r\n\
+         bob:{BCRYPT}\n\
+         carol:{{plain}}pa:ss::::/home/carol\n\
+         dave:{{SCRAM-SHA-256}}4096,c2FsdA==,a2V5,c2Vy\n\
+         eve:*\n\
+         frank:{{MD4}}abcd\n\
+         gina:abJnggxhB/yWI\n\
+         hal:{{CLEAR}}\n"
+    );
+    let a = parse(text.as_bytes(), Path::new("/p"));
+    assert_eq!(a.len(), 8);
+    let alice = &a["alice"];
+    assert_eq!(alice.secret, Secret::Crypt(SHA512.into()));
+    assert_eq!(alice.home.as_deref(), Some("/home/alice"));
+    assert_eq!(alice.line, 3);
+    assert_eq!(a["bob"].secret, Secret::Crypt(BCRYPT.into()));
+    assert_eq!(a["bob"].home, None);
+    // A ':' ends the password field, as in Dovecot.
+    assert_eq!(a["carol"].secret, Secret::Plain(b"pa".to_vec()));
+    assert!(matches!(a["dave"].secret, Secret::Scram(_)));
+    assert_eq!(a["eve"].secret, Secret::Locked);
+    assert!(matches!(a["frank"].secret, Secret::Unsupported(_)));
+    assert!(matches!(a["gina"].secret, Secret::Unsupported(_)));
+    assert_eq!(a["hal"].secret, Secret::Locked);
+}
+
+#[test]
+fn bad_lines_are_skipped_not_fatal() {
+    let long = format!("long:{}\n", "x".repeat(MAX_LINE));
+    let mut bytes = format!(
+        ":nouser\n../x:{SHA512}\na/b:{SHA512}\nsp ace:{SHA512}\n{long}ok:{SHA512}\nok:{BCRYPT}\n-opt:{SHA512}\n"
+    )
+    .into_bytes();
+    bytes.extend_from_slice(b"bin\xff:x\n");
+    let a = parse(&bytes, Path::new("/p"));
+    assert_eq!(a.keys().collect::<Vec<_>>(), vec!["ok"]);
+    // The first definition of a user wins.
+    assert_eq!(a["ok"].secret, Secret::Crypt(SHA512.into()));
+}
+
+#[test]
+fn verifies_crypt_and_expands_user() {
+    let (_d, db) = db(
+        &format!("bob:{{BLF-CRYPT}}{BCRYPT}\nalice:{SHA512}\n"),
+        "/var/mail/%u",
+    );
+    let p = accepted(db.verify_password("bob", b"U*U"));
+    assert_eq!(p.user, "bob");
+    assert_eq!(p.mailbox, PathBuf::from("/var/mail/bob"));
+    accepted(db.verify_password("alice", b"Hello world!"));
+    assert_eq!(db.verify_password("bob", b"U*V"), AuthOutcome::Rejected);
+    assert_eq!(db.verify_password("Bob", b"U*U"), AuthOutcome::Rejected);
+    assert_eq!(db.verify_password("nobody", b"U*U"), AuthOutcome::Rejected);
+    assert_eq!(db.verify_password("", b""), AuthOutcome::Rejected);
+    assert_eq!(db.check(), Ok(2));
+}
+
+#[test]
+fn yescrypt_entries_work() {
+    let hash = crypt::hash_password(b"demo").unwrap();
+    let (_d, db) = db(&format!("demo:{hash}:::::\n"), "/tmp/spool/%u");
+    accepted(db.verify_password("demo", b"demo"));
+    assert_eq!(db.verify_password("demo", b"dem"), AuthOutcome::Rejected);
+}
+
+#[test]
+fn plain_entries_are_accepted() {
+    let (_d, db) = db("carol:{PLAIN}secret\ndan:{CLEAR}s3\n", "/m/%u");
+    accepted(db.verify_password("carol", b"secret"));
+    accepted(db.verify_password("dan", b"s3"));
+    assert_eq!(db.verify_password("carol", b"secre"), AuthOutcome::Rejected);
+    assert_eq!(
+        db.verify_password("carol", b"secret "),
+        AuthOutcome::Rejected
+    );
+}
+
+#[test]
+fn scram_locked_and_unsupported_entries_are_refused() {
+    let (_d, db) = db(
+        "s:{SCRAM-SHA-256}4096,c2FsdA==,a2V5,c2Vy\nl:!$6$saltstring$x\ne:\nu:{MD5}xyz\n",
+        "/m/%u",
+    );
+    for user in ["s", "l", "e", "u"] {
+        assert_eq!(
+            db.verify_password(user, b""),
+            AuthOutcome::Rejected,
+            "{user}"
+        );
+        assert_eq!(
+            db.verify_password(user, b"x"),
+            AuthOutcome::Rejected,
+            "{user}"
+        );
+    }
+}
+
+#[test]
+fn home_expansion() {
+    let (_d, db) = db(
+        &format!("h:{SHA512}::::/home/h/:\nn:{SHA512}\nr:{SHA512}::::rel/home\n"),
+        "%h/Mail/%u%%",
+    );
+    let p = accepted(db.verify_password("h", b"Hello world!"));
+    assert_eq!(p.mailbox, PathBuf::from("/home/h/Mail/h%"));
+    for user in ["n", "r"] {
+        match db.verify_password(user, b"Hello world!") {
+            AuthOutcome::Unavailable(msg) => assert!(msg.contains("%h"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // A wrong password is still just Rejected, even without a home.
+    assert_eq!(db.verify_password("n", b"nope"), AuthOutcome::Rejected);
+}
+
+#[test]
+fn missing_file_is_unavailable() {
+    let db = PasswdFile::new("/nonexistent/ironpop-users".into(), "/m/%u".into());
+    match db.verify_password("bob", b"x") {
+        AuthOutcome::Unavailable(msg) => {
+            assert!(
+                msg.contains("cannot read passwd file /nonexistent/ironpop-users"),
+                "{msg}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(db.check().is_err());
+}
+
+#[test]
+fn edits_are_picked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "carol:{PLAIN}one\n");
+    let db = PasswdFile::new(path.clone(), "/m/%u".into());
+    accepted(db.verify_password("carol", b"one"));
+    // Same size, same second: the nanosecond mtime/ctime still differ.
+    write(&dir, "carol:{PLAIN}two\n");
+    accepted(db.verify_password("carol", b"two"));
+    assert_eq!(db.verify_password("carol", b"one"), AuthOutcome::Rejected);
+    // Replaced by rename (what editors and useradd-style tools do).
+    let tmp = dir.path().join("users.new");
+    std::fs::write(&tmp, "carol:{PLAIN}three\nzed:{PLAIN}z\n").unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    accepted(db.verify_password("carol", b"three"));
+    accepted(db.verify_password("zed", b"z"));
+    assert_eq!(db.check(), Ok(2));
+    // Removed: a temporary failure, not a rejected password.
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(
+        db.verify_password("zed", b"z"),
+        AuthOutcome::Unavailable(_)
+    ));
+}
+
+#[test]
+fn expand_mailbox_rules() {
+    assert_eq!(
+        expand_mailbox("/var/mail/%u", "bob", None),
+        Ok("/var/mail/bob".into())
+    );
+    assert_eq!(
+        expand_mailbox("%h/mbox", "bob", Some("/home/bob")),
+        Ok("/home/bob/mbox".into())
+    );
+    assert!(expand_mailbox("%h/mbox", "bob", None).is_err());
+    assert!(expand_mailbox("/m/%x", "bob", None).is_err());
+    assert!(expand_mailbox("/m/%", "bob", None).is_err());
+}
+
+#[test]
+fn only_old_stamps_are_trusted() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let stamp = |m: i64, c: i64| Stamp {
+        dev: 1,
+        ino: 2,
+        size: 3,
+        mtime: (m, 0),
+        ctime: (c, 0),
+    };
+    assert!(stamp(now - 100, now - 50).settled());
+    assert!(!stamp(now - 100, now).settled());
+    assert!(!stamp(now, now - 100).settled());
+    assert!(!stamp(now + 3600, now + 3600).settled());
+}

@@ -1,0 +1,97 @@
+//! The CAPA list (RFC 2449): only what works in the session's current state.
+
+use std::io::{self, Write};
+
+/// What the capability list depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapaContext {
+    /// Still in AUTHORIZATION (USER and STLS are offered only there).
+    pub authorization: bool,
+    /// USER/PASS are allowed on this connection now.
+    pub plaintext_allowed: bool,
+    /// STLS would work: plain connection with TLS configured.
+    pub stls_offered: bool,
+}
+
+/// The capability lines, without line ends.
+pub fn capabilities(ctx: CapaContext) -> Vec<String> {
+    let mut caps: Vec<String> = ["TOP", "UIDL"].map(String::from).to_vec();
+    if ctx.authorization && ctx.plaintext_allowed {
+        caps.push("USER".into());
+    }
+    if ctx.authorization && ctx.stls_offered {
+        caps.push("STLS".into());
+    }
+    caps.extend(
+        [
+            "RESP-CODES",
+            "AUTH-RESP-CODE",
+            "PIPELINING",
+            // True: ironpop never deletes mail the user has not DELEted.
+            "EXPIRE NEVER",
+        ]
+        .map(String::from),
+    );
+    caps.push(format!(
+        "IMPLEMENTATION ironpop-{}",
+        env!("CARGO_PKG_VERSION")
+    ));
+    caps
+}
+
+/// The whole multi-line CAPA response.
+pub fn write_capa(out: &mut dyn Write, ctx: CapaContext) -> io::Result<()> {
+    out.write_all(b"+OK capability list follows\r\n")?;
+    for cap in capabilities(ctx) {
+        write!(out, "{cap}\r\n")?;
+    }
+    out.write_all(b".\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(authorization: bool, plaintext_allowed: bool, stls_offered: bool) -> CapaContext {
+        CapaContext {
+            authorization,
+            plaintext_allowed,
+            stls_offered,
+        }
+    }
+
+    #[test]
+    fn authorization_with_plaintext_and_stls() {
+        let mut out = Vec::new();
+        write_capa(&mut out, ctx(true, true, true)).unwrap();
+        let want = format!(
+            "+OK capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\nSTLS\r\nRESP-CODES\r\n\
+             AUTH-RESP-CODE\r\nPIPELINING\r\nEXPIRE NEVER\r\nIMPLEMENTATION ironpop-{}\r\n.\r\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
+
+    #[test]
+    fn user_only_when_plaintext_allowed_and_not_after_login() {
+        assert!(!capabilities(ctx(true, false, false)).contains(&"USER".into()));
+        assert!(capabilities(ctx(true, true, false)).contains(&"USER".into()));
+        assert!(!capabilities(ctx(false, true, true)).contains(&"USER".into()));
+    }
+
+    #[test]
+    fn stls_only_when_offered_and_before_login() {
+        assert!(!capabilities(ctx(true, true, false)).contains(&"STLS".into()));
+        assert!(capabilities(ctx(true, false, true)).contains(&"STLS".into()));
+        assert!(!capabilities(ctx(false, true, true)).contains(&"STLS".into()));
+    }
+
+    #[test]
+    fn nothing_untrue_is_advertised() {
+        for caps in [ctx(true, true, true), ctx(false, false, false)].map(capabilities) {
+            assert!(caps.iter().all(|c| !c.starts_with("SASL")));
+            assert!(caps.iter().all(|c| !c.starts_with("LOGIN-DELAY")));
+            assert!(caps.contains(&"PIPELINING".into()));
+        }
+    }
+}
