@@ -183,3 +183,98 @@ fn curl_lists_retrieves_and_deletes() {
     let out = curl(&[&format!("{base}/1")]);
     assert_bytes_eq(&out.stdout, &crlf(&msgs[1]), "curl RETR 1 after DELE");
 }
+
+/// The messages a maildir delivery wrote, sorted, with CRLF turned into LF
+/// (mpop stores local line ends).
+fn maildir_messages(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = ["new", "cur"]
+        .iter()
+        .filter_map(|sub| std::fs::read_dir(dir.join(sub)).ok())
+        .flat_map(|rd| rd.flatten())
+        .map(|e| std::fs::read(e.path()).expect("read delivered mail"))
+        .map(|m| {
+            let mut lf = Vec::with_capacity(m.len());
+            for (i, &b) in m.iter().enumerate() {
+                if !(b == b'\r' && m.get(i + 1) == Some(&b'\n')) {
+                    lf.push(b);
+                }
+            }
+            lf
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn mpop(s: &TestServer, work: &std::path::Path, extra: &[&str]) -> Output {
+    let maildir = work.join("Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
+    }
+    let out = run(
+        Command::new("mpop")
+            .arg("--host=127.0.0.1")
+            .arg(format!("--port={}", s.port()))
+            .args([
+                "--tls=off",
+                "--auth=user",
+                "--user=alice",
+                "--received-header=off",
+            ])
+            .arg(format!("--passwordeval=echo {}", ALICE.password))
+            .arg(format!("--delivery=maildir,{}", maildir.display()))
+            .arg(format!("--uidls-file={}", work.join("uidls").display()))
+            .args(extra)
+            .env("HOME", work),
+        b"",
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "mpop {extra:?} failed:\n{}\nserver log:\n{}",
+        out.all_text(),
+        s.log()
+    );
+    out
+}
+
+#[test]
+fn mpop_fetches_only_new_mail_by_uidl() {
+    if !require_tool("mpop", &["--version"]) {
+        return;
+    }
+    let msgs = client_messages();
+    let s = ServerBuilder::new().spool("alice", mbox(&msgs)).start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let mut want: Vec<Vec<u8>> = msgs.clone();
+    want.sort();
+    mpop(&s, work.path(), &["--keep=on", "--only-new=on"]);
+    assert_eq!(
+        maildir_messages(&work.path().join("Maildir")),
+        want,
+        "first fetch"
+    );
+    // Nothing is new for the second run: the UIDs were stable.
+    mpop(&s, work.path(), &["--keep=on", "--only-new=on"]);
+    assert_eq!(
+        maildir_messages(&work.path().join("Maildir")),
+        want,
+        "second fetch fetched again"
+    );
+    // New mail arrives; the third run fetches only it and deletes everything.
+    let new = message(42);
+    s.append_spool("alice", &mbox_chunk(&new));
+    want.push(new);
+    want.sort();
+    mpop(&s, work.path(), &["--keep=off", "--only-new=on"]);
+    assert_eq!(
+        maildir_messages(&work.path().join("Maildir")),
+        want,
+        "third fetch"
+    );
+    assert_eq!(
+        s.read_spool("alice"),
+        b"",
+        "mpop --keep=off left mail in the spool"
+    );
+}

@@ -62,6 +62,13 @@ fn the_default_config_is_valid_and_is_the_defaults() {
     let empty = dir.path().join("empty.conf");
     std::fs::write(&empty, "").expect("write");
     let defaults = ironpop(&["-t", "-f", empty.to_str().expect("utf-8 path")]);
+    assert!(
+        defaults
+            .stdout_text()
+            .lines()
+            .any(|l| l == "max_sessions = 512"),
+        "ironpop -t does not print the defaults: {defaults:?}"
+    );
     assert_eq!(shipped.stdout_text(), defaults.stdout_text());
     // Each commented default line, uncommented alone, is accepted and keeps
     // the effective configuration unchanged.
