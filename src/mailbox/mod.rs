@@ -6,6 +6,10 @@
 //! byte, including mail appended since the scan, is kept) or dropped (any
 //! other end of the session: nothing changes).
 
+pub mod scan;
+pub mod transfer;
+pub mod uidl;
+
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
