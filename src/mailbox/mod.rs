@@ -6,9 +6,13 @@
 //! byte, including mail appended since the scan, is kept) or dropped (any
 //! other end of the session: nothing changes).
 
+pub mod mbox;
 pub mod scan;
 pub mod transfer;
 pub mod uidl;
+pub mod update;
+
+pub use mbox::{MboxMaildrop, MboxOpener};
 
 use std::fmt;
 use std::io;
