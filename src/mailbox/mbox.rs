@@ -346,7 +346,10 @@ From c@x Mon Jan  1 00:00:02 2024\nMessage-ID: <1@x>\nSubject: one\n\ndup, no fi
             let unstuffed = body.len() - body.windows(3).filter(|w| *w == b"\n..").count();
             assert_eq!(md.messages()[i].size, unstuffed as u64, "message {}", i + 1);
         }
-        assert_eq!(retr(&mut md, 1, None), b"Message-ID: <2@x>\r\n\r\n>From quoted\r\n");
+        assert_eq!(
+            retr(&mut md, 1, None),
+            b"Message-ID: <2@x>\r\n\r\n>From quoted\r\n"
+        );
         assert!(retr(&mut md, 2, None).ends_with(b"dup, no final newline\r\n"));
         let uids: Vec<&str> = md.messages().iter().map(|m| m.uid.as_str()).collect();
         assert_eq!(uids[2], format!("{}-2", uids[0]));

@@ -386,7 +386,10 @@ From c@d Mon Jan  1 00:00:01 2024\nSubject: two\n\nbody 2\nFrom not a separator\
         // A From_ line alone: an empty message.
         let scan = scan_all_splits(b"From x");
         assert_eq!(scan.messages.len(), 1);
-        assert_eq!((scan.messages[0].content_len, scan.messages[0].size), (0, 0));
+        assert_eq!(
+            (scan.messages[0].content_len, scan.messages[0].size),
+            (0, 0)
+        );
     }
 
     #[test]
@@ -454,7 +457,15 @@ From c@d Mon Jan  1 00:00:01 2024\nSubject: two\n\nbody 2\nFrom not a separator\
     #[test]
     fn pseudo_random_spools_never_panic_and_agree_across_splits() {
         let pieces: [&[u8]; 9] = [
-            b"From ", b"\n", b"\r", b"Received: a", b"\n\n", b".", b"x", b"Date: ", b"\x00",
+            b"From ",
+            b"\n",
+            b"\r",
+            b"Received: a",
+            b"\n\n",
+            b".",
+            b"x",
+            b"Date: ",
+            b"\x00",
         ];
         let mut x: u32 = 99;
         for _ in 0..200 {

@@ -68,13 +68,10 @@ impl UidHasher {
         };
         self.fixed = match first {
             b'\t' | b' ' => self.fixed,
-            b'R' | b'r' => {
-                if !self.received && starts_with_ci(head, b"Received:") {
-                    self.received = true;
-                    true
-                } else {
-                    false
-                }
+            // Only the first Received: (from the local MTA) is stable.
+            b'R' | b'r' if !self.received && starts_with_ci(head, b"Received:") => {
+                self.received = true;
+                true
             }
             b'D' | b'd' => {
                 starts_with_ci(head, b"Delivered-To:")

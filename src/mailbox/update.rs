@@ -128,7 +128,14 @@ pub fn compact(
     let mut read_at = write_at;
     for (i, span) in spans.iter().enumerate().skip(first) {
         if is_deleted(i) {
-            copy_down(file, path, &mut buf, read_at, Some(span.from_offset), &mut write_at)?;
+            copy_down(
+                file,
+                path,
+                &mut buf,
+                read_at,
+                Some(span.from_offset),
+                &mut write_at,
+            )?;
             read_at = span.end;
         }
     }
@@ -202,7 +209,11 @@ two\n\nFrom c\nC: 3\n\nthree\n\nFrom d\nD: 4\n\nfour, no final newline";
     fn spool_file(data: &[u8]) -> (tempfile::NamedTempFile, File) {
         let mut t = tempfile::NamedTempFile::new().unwrap();
         t.write_all(data).unwrap();
-        let f = File::options().read(true).write(true).open(t.path()).unwrap();
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .open(t.path())
+            .unwrap();
         (t, f)
     }
 
