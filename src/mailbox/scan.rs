@@ -133,6 +133,11 @@ impl Scanner {
     pub fn feed(&mut self, block: &[u8]) {
         let mut rest = block;
         while !rest.is_empty() {
+            let n = self.body_lines(rest);
+            rest = &rest[n..];
+            if rest.is_empty() {
+                break;
+            }
             let (len, complete) = match memchr(b'\n', rest) {
                 Some(i) => (i + 1, true),
                 None => (rest.len(), false),
@@ -141,6 +146,39 @@ impl Scanner {
             self.segment(seg, complete);
             rest = tail;
         }
+    }
+
+    /// The hot path: whole lines of a message body, where only blank lines
+    /// (a `From ` may follow) and bare LFs (for the size) matter. Returns
+    /// the bytes consumed; stops after a blank line, at the last LF of the
+    /// block, or at once when not at a body line start.
+    fn body_lines(&mut self, block: &[u8]) -> usize {
+        let Some(cur) = self.cur.as_mut() else {
+            return 0;
+        };
+        if self.line_len != 0 || self.prev_blank || cur.in_header || cur.content_offset.is_none() {
+            return 0;
+        }
+        let mut start = 0;
+        let mut bare = 0;
+        for lf in memchr::memchr_iter(b'\n', block) {
+            let line_start = start;
+            start = lf + 1;
+            if lf == line_start {
+                bare += 1;
+                self.prev_blank = true;
+                break;
+            }
+            cur.nonblank = true;
+            bare += u64::from(block.get(lf - 1) != Some(&b'\r'));
+        }
+        if start > 0 {
+            cur.bare_lf += bare;
+            self.offset += start as u64;
+            self.line_start = self.offset;
+            self.prev_byte = Some(b'\n');
+        }
+        start
     }
 
     /// One piece of a line: all of it (`complete`, ending in LF) or its
