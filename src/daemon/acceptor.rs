@@ -95,7 +95,10 @@ impl LogLimiter {
         };
         if expired {
             if self.suppressed > 0 {
-                log::warn!("{} more refused connections were not logged", self.suppressed);
+                log::warn!(
+                    "{} more refused connections were not logged",
+                    self.suppressed
+                );
             }
             self.window_start = Some(now);
             self.logged = 0;
@@ -235,7 +238,13 @@ impl Acceptor {
         }
     }
 
-    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, pool: &Pool<Job>, table: &Arc<SessionTable>) {
+    fn admit(
+        &mut self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        pool: &Pool<Job>,
+        table: &Arc<SessionTable>,
+    ) {
         // A second handle lets shutdown wake the worker; without one (out
         // of descriptors) the session still runs, it just cannot be woken.
         let handle = stream.try_clone().ok();
@@ -343,7 +352,11 @@ mod tests {
         );
         assert_eq!(first_line(&refused), "", "then closed");
         drop(served);
-        assert_eq!(first_line(&queued), "+OK hi\r\n", "queued one is served next");
+        assert_eq!(
+            first_line(&queued),
+            "+OK hi\r\n",
+            "queued one is served next"
+        );
         h.stopper.stop();
         assert_eq!(h.thread.join().unwrap(), StopReason::Requested);
     }

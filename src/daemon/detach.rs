@@ -186,7 +186,10 @@ mod tests {
         // pid 1 always exists.
         fs::write(&path, "1\n").unwrap();
         let err = check_pid_file(&path).unwrap_err();
-        assert!(err.to_string().contains("already running as pid 1"), "{err}");
+        assert!(
+            err.to_string().contains("already running as pid 1"),
+            "{err}"
+        );
         assert!(path.exists());
 
         // A pid beyond pid_max cannot be alive.

@@ -18,7 +18,10 @@ pub enum DaemonError {
     /// The account database could not be set up.
     Auth(String),
     /// A system call the daemon depends on failed; `what` says which step.
-    System { what: &'static str, source: io::Error },
+    System {
+        what: &'static str,
+        source: io::Error,
+    },
     /// The demo directory could not be prepared.
     Demo { path: PathBuf, source: io::Error },
 }
@@ -46,7 +49,11 @@ impl fmt::Display for DaemonError {
         match self {
             DaemonError::NoListeners => f.write_str("no listen address is configured"),
             DaemonError::Listen { addr, source } => {
-                write!(f, "cannot listen on {addr}: {source}{}", listen_hint(source))
+                write!(
+                    f,
+                    "cannot listen on {addr}: {source}{}",
+                    listen_hint(source)
+                )
             }
             DaemonError::AlreadyRunning { pid_file, pid } => write!(
                 f,

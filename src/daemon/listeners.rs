@@ -94,7 +94,10 @@ mod tests {
         let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let err = bind_all(&[l.local]).unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with(&format!("cannot listen on {}", l.local)), "{text}");
+        assert!(
+            text.starts_with(&format!("cannot listen on {}", l.local)),
+            "{text}"
+        );
         assert!(text.contains("already running"), "{text}");
         assert!(matches!(bind_all(&[]), Err(DaemonError::NoListeners)));
     }

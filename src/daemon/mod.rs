@@ -46,6 +46,11 @@ const FDS_PER_SESSION: u64 = 6;
 pub fn run(config: &Config, foreground: bool) -> Result<(), DaemonError> {
     report_identity();
     raise_fd_limit(config.max_sessions);
+    if !foreground {
+        // Before binding, so a second start says "already running" rather
+        // than "address in use".
+        detach::check_pid_file(&config.pid_file)?;
+    }
     let listeners = listeners::bind_all(&config.listen)?;
     let auth = crate::auth::build_authenticator(config).map_err(DaemonError::Auth)?;
     let maildrops = Arc::new(MboxOpener::new(config));

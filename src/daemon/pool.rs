@@ -101,7 +101,12 @@ impl<J: Send + 'static> Pool<J> {
         if state.shutdown {
             return Err(job);
         }
-        let admission = admit(state.workers, state.idle, state.queue.len(), &self.shared.limits);
+        let admission = admit(
+            state.workers,
+            state.idle,
+            state.queue.len(),
+            &self.shared.limits,
+        );
         match admission {
             Admission::Refuse => return Err(job),
             Admission::Queue => {
@@ -131,7 +136,10 @@ impl<J: Send + 'static> Pool<J> {
             Err(e) => {
                 log::error!("cannot start a worker thread: {e}");
                 self.shared.lock().workers -= 1;
-                let job = handoff.lock().unwrap_or_else(PoisonError::into_inner).take();
+                let job = handoff
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
                 job.map_or(Ok(()), Err)
             }
         }
@@ -228,7 +236,11 @@ mod tests {
         let l = limits(2, 1);
         assert_eq!(admit(0, 0, 0, &l), Admission::Spawn);
         assert_eq!(admit(1, 1, 0, &l), Admission::Queue, "idle worker takes it");
-        assert_eq!(admit(1, 1, 1, &l), Admission::Spawn, "idle one is already claimed");
+        assert_eq!(
+            admit(1, 1, 1, &l),
+            Admission::Spawn,
+            "idle one is already claimed"
+        );
         assert_eq!(admit(2, 0, 0, &l), Admission::Queue);
         assert_eq!(admit(2, 0, 1, &l), Admission::Refuse);
         assert_eq!(admit(2, 1, 1, &l), Admission::Refuse);
@@ -285,7 +297,9 @@ mod tests {
         for tx in &releases {
             let _ = tx.send(());
         }
-        let mut finished: Vec<u32> = (0..3).map(|_| done.recv_timeout(Duration::from_secs(10)).unwrap()).collect();
+        let mut finished: Vec<u32> = (0..3)
+            .map(|_| done.recv_timeout(Duration::from_secs(10)).unwrap())
+            .collect();
         finished.sort_unstable();
         assert_eq!(finished, vec![1, 2, 3]);
     }

@@ -45,7 +45,10 @@ impl Server {
             ticket: _ticket,
         } = job;
         // Accepted sockets are blocking on Linux, not on every Unix.
-        let conn = match stream.set_nonblocking(false).and_then(|()| Conn::tcp(stream)) {
+        let conn = match stream
+            .set_nonblocking(false)
+            .and_then(|()| Conn::tcp(stream))
+        {
             Ok(conn) => conn,
             Err(e) => {
                 log::debug!("connection from {peer} lost before the greeting: {e}");

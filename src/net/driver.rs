@@ -87,7 +87,12 @@ pub fn session_settings(conn: &Conn, policy: PlaintextAuth) -> SessionSettings {
 /// Runs `session` over `conn` until it ends, then closes the connection.
 /// `stopping` is set by the daemon at shutdown, so that a connection it
 /// closes is logged as `shutdown` rather than as the client's doing.
-pub fn serve(conn: Conn, session: &mut Session, timeouts: &Timeouts, stopping: &AtomicBool) -> Ended {
+pub fn serve(
+    conn: Conn,
+    session: &mut Session,
+    timeouts: &Timeouts,
+    stopping: &AtomicBool,
+) -> Ended {
     // A client that stops reading in the middle of a long RETR is as idle
     // as one that stops writing.
     let _ = conn.set_write_timeout(Some(timeouts.idle.max(timeouts.auth)));

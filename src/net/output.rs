@@ -108,7 +108,10 @@ mod tests {
         let mut out = Output::new(Recorder::default(), 1024);
         out.write_all(b"+OK 2 320\r\n").unwrap();
         out.write_all(b"+OK\r\n").unwrap();
-        assert!(out.get_ref().writes.is_empty(), "nothing written before flush");
+        assert!(
+            out.get_ref().writes.is_empty(),
+            "nothing written before flush"
+        );
         assert_eq!(out.buffered(), 16);
         out.flush().unwrap();
         assert_eq!(out.get_ref().writes, vec![b"+OK 2 320\r\n+OK\r\n".to_vec()]);
@@ -135,7 +138,10 @@ mod tests {
         out.write_all(&[b'x'; 8000]).unwrap();
         assert!(out.buf.capacity() >= 8000);
         out.release();
-        assert!(out.buf.capacity() >= 8000, "not released while data is pending");
+        assert!(
+            out.buf.capacity() >= 8000,
+            "not released while data is pending"
+        );
         out.flush().unwrap();
         out.release();
         assert!(out.buf.capacity() <= IDLE_CAPACITY * 2);
@@ -151,6 +157,9 @@ mod tests {
         assert_eq!(out.buffered(), 0);
         out.get_mut().fail = false;
         out.flush().unwrap();
-        assert!(out.get_ref().writes.is_empty(), "half a reply is never resent");
+        assert!(
+            out.get_ref().writes.is_empty(),
+            "half a reply is never resent"
+        );
     }
 }

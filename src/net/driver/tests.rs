@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::auth::{AuthOutcome, Authenticator, Principal};
-use crate::mailbox::{Maildrop, MaildropOpener, MailboxError};
+use crate::mailbox::{MailboxError, Maildrop, MaildropOpener};
 use crate::pop3::Backend;
 use std::io::BufRead;
 use std::net::{TcpListener, TcpStream};
