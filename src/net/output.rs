@@ -37,6 +37,13 @@ impl<W: Write> Output<W> {
         &mut self.inner
     }
 
+    /// The connection back, once buffered replies are written (STLS hands
+    /// the plain connection to the TLS handshake this way).
+    pub fn into_inner(mut self) -> io::Result<W> {
+        self.write_buffered()?;
+        Ok(self.inner)
+    }
+
     /// Bytes waiting to be written.
     pub fn buffered(&self) -> usize {
         self.buf.len()
@@ -146,6 +153,17 @@ mod tests {
         out.release();
         assert!(out.buf.capacity() <= IDLE_CAPACITY * 2);
         assert_eq!(out.get_ref().writes.concat().len(), 8000);
+    }
+
+    #[test]
+    fn into_inner_writes_what_is_buffered() {
+        let mut out = Output::new(Recorder::default(), 64);
+        out.write_all(b"+OK Begin TLS negotiation\r\n").unwrap();
+        let inner = out.into_inner().unwrap();
+        assert_eq!(
+            inner.writes,
+            vec![b"+OK Begin TLS negotiation\r\n".to_vec()]
+        );
     }
 
     #[test]
