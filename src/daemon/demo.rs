@@ -114,7 +114,11 @@ pub fn prepare(dir: &Path) -> Result<PathBuf, DaemonError> {
     }
     let passwd = dir.join("passwd");
     if !passwd.exists() {
-        let hash = crate::auth::crypt::hash_password(PASSWORD);
+        let hash = crate::auth::crypt::hash_password(PASSWORD.as_bytes()).map_err(|e| {
+            fail(io::Error::other(format!(
+                "cannot hash the demo password: {e}"
+            )))
+        })?;
         create(&passwd, format!("{USER}:{hash}\n").as_bytes()).map_err(fail)?;
     }
     let mbox = dir.join("mail").join(USER);

@@ -100,7 +100,9 @@ pub fn serve(
     let ended = drive(session, &mut out, timeouts);
     let shutting_down = stopping.load(Ordering::Relaxed);
     match ended {
-        Ended::Closed => {}
+        // The session has normally ended itself (QUIT); if not, this logs
+        // the disconnect, and is a no-op otherwise.
+        Ended::Closed => session.abort("closed"),
         Ended::Timeout => {
             let _ = out.get_ref().set_write_timeout(Some(GOODBYE_WRITE_TIMEOUT));
             let _ = out.write_all(AUTOLOGOUT_REPLY).and_then(|()| out.flush());
