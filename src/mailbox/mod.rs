@@ -6,6 +6,14 @@
 //! byte, including mail appended since the scan, is kept) or dropped (any
 //! other end of the session: nothing changes).
 
+pub mod mbox;
+pub mod scan;
+pub mod transfer;
+pub mod uidl;
+pub mod update;
+
+pub use mbox::{MboxMaildrop, MboxOpener};
+
 use std::fmt;
 use std::io;
 use std::path::PathBuf;

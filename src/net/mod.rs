@@ -1,3 +1,8 @@
-//! SKELETON
+//! Network I/O: client connections, bounded line framing and the blocking session driver.
 
+pub mod conn;
+pub mod driver;
 pub mod line_buffer;
+pub mod output;
+
+pub use conn::Conn;
