@@ -421,3 +421,116 @@ fn ten_thousand_messages() {
         "spool after QUIT",
     );
 }
+
+#[test]
+fn text_before_the_first_from_line_is_served_as_message_one() {
+    let junk =
+        b"Subject: no From_ line\nMessage-ID: <junk@example.org>\n\nleft here by some tool\n";
+    let mut spool = junk.to_vec();
+    spool.push(b'\n');
+    spool.extend_from_slice(&mbox(&messages(2)));
+    let s = ServerBuilder::new().spool("alice", spool.clone()).start();
+    let mut c = s.login(ALICE);
+    assert_eq!(c.ok_lines("LIST").len(), 3);
+    assert_bytes_eq(
+        &c.ok_body("RETR 1"),
+        &crlf(junk),
+        "leading text as message 1",
+    );
+    assert_bytes_eq(&c.ok_body("RETR 2"), &crlf(&message(1)), "RETR 2");
+    // Deleting a real message keeps the leading text byte for byte.
+    c.ok("DELE 3");
+    c.quit();
+    let mut want = junk.to_vec();
+    want.push(b'\n');
+    want.extend_from_slice(&mbox(&messages(1)));
+    assert_bytes_eq(&s.read_spool("alice"), &want, "spool after DELE 3");
+}
+
+#[test]
+fn stored_crlf_line_ends_are_served_unchanged() {
+    let m = b"Subject: crlf\r\nMessage-ID: <crlf@example.org>\r\n\r\nstored with CRLF\r\n.dot\r\n";
+    let s = ServerBuilder::new()
+        .spool("alice", mbox(&[&m[..], &message(2)[..]]))
+        .start();
+    let mut c = s.login(ALICE);
+    let body = c.ok_body("RETR 1");
+    let want =
+        b"Subject: crlf\r\nMessage-ID: <crlf@example.org>\r\n\r\nstored with CRLF\r\n.dot\r\n";
+    assert_bytes_eq(&body, want, "RETR of a CRLF message");
+    assert_eq!(c.ok("LIST 1"), format!("+OK 1 {}", want.len()));
+    assert_bytes_eq(
+        &c.ok_body("TOP 1 0"),
+        b"Subject: crlf\r\nMessage-ID: <crlf@example.org>\r\n\r\n",
+        "TOP 1 0",
+    );
+    c.quit();
+}
+
+#[test]
+fn large_message_streams_exactly() {
+    // 8 MiB in 100-octet lines, some of them starting with a dot.
+    let mut big = b"Subject: big\nMessage-ID: <big@example.org>\n\n".to_vec();
+    for i in 0..(8 << 20) / 100 {
+        let lead = if i % 7 == 0 { "." } else { "x" };
+        big.extend_from_slice(format!("{lead}{:098}\n", i).as_bytes());
+    }
+    let msgs = [message(1), big, message(3)];
+    let s = ServerBuilder::new().spool("alice", mbox(&msgs)).start();
+    let mut c = s.login(ALICE);
+    let want = crlf(&msgs[1]);
+    assert_eq!(c.ok("LIST 2"), format!("+OK 2 {}", want.len()));
+    assert_bytes_eq(&c.ok_body("RETR 2"), &want, "RETR of 8 MiB");
+    c.ok("DELE 2");
+    c.quit();
+    assert_bytes_eq(
+        &s.read_spool("alice"),
+        &mbox_without(&msgs, &[2]),
+        "spool after deleting 8 MiB",
+    );
+}
+
+#[test]
+fn spool_rewritten_by_another_program_is_not_updated() {
+    let msgs = messages(3);
+    let s = ServerBuilder::new().spool("alice", mbox(&msgs)).start();
+    let mut c = s.login(ALICE);
+    // A local mail reader removes message 1 behind the session's back.
+    let rewritten = mbox_without(&msgs, &[1]);
+    std::fs::write(s.spool_path("alice"), &rewritten).expect("rewrite spool");
+    c.ok("DELE 2");
+    let reply = c.cmd("QUIT");
+    assert!(
+        reply.starts_with("-ERR [SYS/TEMP]"),
+        "QUIT after the spool changed: {reply:?}"
+    );
+    c.expect_closed(IO_TIMEOUT);
+    assert_bytes_eq(
+        &s.read_spool("alice"),
+        &rewritten,
+        "the other program's spool",
+    );
+}
+
+#[test]
+fn exact_duplicates_get_a_numbered_suffix() {
+    let msgs = [message(1), message(1), message(2), message(1)];
+    let s = ServerBuilder::new().spool("alice", mbox(&msgs)).start();
+    let mut c = s.login(ALICE);
+    let uids: Vec<String> = uidl_map(&mut c).into_iter().map(|(_, u)| u).collect();
+    assert_eq!(uids.len(), 4);
+    let base = &uids[0];
+    for dup in [&uids[1], &uids[3]] {
+        let suffix = dup
+            .strip_prefix(base.as_str())
+            .and_then(|r| r.strip_prefix('-'))
+            .unwrap_or_else(|| panic!("duplicate UID {dup:?} is not {base:?}-N"));
+        assert!(
+            !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()),
+            "{dup:?}"
+        );
+    }
+    assert_ne!(uids[1], uids[3]);
+    assert!(!uids[2].starts_with(base.as_str()), "{uids:?}");
+    c.quit();
+}

@@ -501,3 +501,54 @@ fn pipelined_commands_split_across_writes_are_answered_in_order() {
 fn total_size(n: usize) -> usize {
     messages(n).iter().map(|m| crlf(m).len()).sum()
 }
+
+#[test]
+fn a_thousand_pipelined_commands_are_answered_in_order() {
+    let s = server();
+    let mut c = s.login(ALICE);
+    let mut batch = String::new();
+    for i in 0..1000 {
+        batch.push_str(&format!("LIST {}\r\n", i % 3 + 1));
+    }
+    batch.push_str("RETR 1\r\n");
+    c.send_raw(batch.as_bytes());
+    for i in 0..1000 {
+        let n = i % 3 + 1;
+        assert_eq!(
+            c.line(),
+            format!("+OK {n} {}", crlf(&message(n)).len()),
+            "reply {i}"
+        );
+    }
+    assert_ok(&c.line(), "RETR 1");
+    assert_bytes_eq(
+        &c.multi_body(),
+        &crlf(&message(1)),
+        "RETR 1 after 1000 LISTs",
+    );
+    c.quit();
+}
+
+#[test]
+fn three_failed_logins_close_the_connection() {
+    let s = server();
+    let mut c = s.greeted();
+    for i in 1..=3 {
+        c.ok("USER alice");
+        let r = c.cmd("PASS wrong");
+        assert!(r.starts_with("-ERR [AUTH]"), "failure {i}: {r:?}");
+    }
+    let rest = c.expect_closed(IO_TIMEOUT);
+    assert!(rest.is_empty(), "{rest:?}");
+    // fail2ban needs the user and the client address on the failure lines.
+    let failures = s
+        .log()
+        .lines()
+        .filter(|l| l.contains("fail") && l.contains("alice") && l.contains("127.0.0.1"))
+        .count();
+    assert!(
+        failures >= 3,
+        "failures not logged with user and address:\n{}",
+        s.log()
+    );
+}

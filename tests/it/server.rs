@@ -465,3 +465,104 @@ fn sigterm_stops_an_idle_server() {
         "still accepting after SIGTERM"
     );
 }
+
+#[test]
+fn sigterm_closes_open_sessions_without_update() {
+    let msgs = messages(2);
+    let mut s = ServerBuilder::new().spool("alice", mbox(&msgs)).start();
+    let mut c = s.login(ALICE);
+    c.ok("DELE 1");
+    let pid = nix::unistd::Pid::from_raw(s.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("kill");
+    // The session is idle: after the grace period it is cut, not updated.
+    c.expect_closed(Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.is_running() {
+        assert!(
+            Instant::now() < deadline,
+            "still running after SIGTERM:\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        s.read_spool("alice"),
+        mbox(&msgs),
+        "shutdown applied a deletion"
+    );
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[test]
+fn without_f_the_daemon_detaches_and_writes_its_pid_file() {
+    let s = ServerBuilder::new()
+        .spool("alice", mbox(&messages(1)))
+        .start();
+    // Same accounts and spools, but a fixed port and no -F.
+    let port = free_port();
+    let conf = s.dir().join("detached.conf");
+    let text = std::fs::read_to_string(s.config_path())
+        .expect("config")
+        .replace(
+            "listen = 127.0.0.1:0",
+            &format!("listen = 127.0.0.1:{port}"),
+        )
+        .replace("ironpop.pid", "detached.pid");
+    std::fs::write(&conf, text).expect("write config");
+    let out = ironpop(&["-f", conf.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "ironpop without -F: {out:?}");
+    let pid_file = s.dir().join("detached.pid");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid: i32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pid file {}",
+            pid_file.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let pid = nix::unistd::Pid::from_raw(pid);
+    // Stop the detached daemon whatever happens below.
+    struct Reaper(nix::unistd::Pid);
+    impl Drop for Reaper {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let _reaper = Reaper(pid);
+    assert!(
+        nix::sys::signal::kill(pid, None).is_ok(),
+        "pid {pid} from the pid file is not running"
+    );
+    let mut c = Client::connect(SocketAddr::from(([127, 0, 0, 1], port)));
+    c.greeting();
+    c.login(ALICE);
+    c.ok("STAT");
+    c.quit();
+    // The daemon left the foreground process group: it is its own session.
+    let sid = nix::unistd::getsid(Some(pid)).expect("getsid");
+    assert_ne!(
+        sid,
+        nix::unistd::getsid(None).expect("getsid"),
+        "daemon shares our session"
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while nix::sys::signal::kill(pid, None).is_ok() {
+        assert!(Instant::now() < deadline, "detached daemon ignores SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
