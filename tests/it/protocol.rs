@@ -541,13 +541,19 @@ fn three_failed_logins_close_the_connection() {
     let rest = c.expect_closed(IO_TIMEOUT);
     assert!(rest.is_empty(), "{rest:?}");
     // fail2ban needs the user and the client address on the failure lines.
-    let failures = s
-        .log()
-        .lines()
-        .filter(|l| l.contains("fail") && l.contains("alice") && l.contains("127.0.0.1"))
-        .count();
+    // The log reaches us through a pipe: give the last line a moment.
+    let failures = || {
+        s.log()
+            .lines()
+            .filter(|l| l.contains("fail") && l.contains("alice") && l.contains("127.0.0.1"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while failures() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
-        failures >= 3,
+        failures() >= 3,
         "failures not logged with user and address:\n{}",
         s.log()
     );
