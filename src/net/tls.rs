@@ -40,18 +40,38 @@ pub enum TlsError {
         path: PathBuf,
         source: io::Error,
     },
-    TooLarge { what: &'static str, path: PathBuf },
+    TooLarge {
+        what: &'static str,
+        path: PathBuf,
+    },
     BadPem {
         what: &'static str,
         path: PathBuf,
         detail: String,
     },
-    NoCertificate { what: &'static str, path: PathBuf },
-    NoKey { path: PathBuf },
-    UnsupportedKey { path: PathBuf, detail: String },
-    KeyMismatch { cert: PathBuf, key: PathBuf },
-    BadCertificate { path: PathBuf, detail: String },
-    BadClientCa { path: PathBuf, detail: String },
+    NoCertificate {
+        what: &'static str,
+        path: PathBuf,
+    },
+    NoKey {
+        path: PathBuf,
+    },
+    UnsupportedKey {
+        path: PathBuf,
+        detail: String,
+    },
+    KeyMismatch {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+    BadCertificate {
+        path: PathBuf,
+        detail: String,
+    },
+    BadClientCa {
+        path: PathBuf,
+        detail: String,
+    },
 }
 
 const CERT: &str = "TLS certificate file (tls_cert)";
@@ -99,11 +119,9 @@ impl fmt::Display for TlsError {
                 "the certificate in {CERT} {} cannot be used: {detail}",
                 path.display()
             ),
-            TlsError::BadClientCa { path, detail } => write!(
-                f,
-                "{CLIENT_CA} {} cannot be used: {detail}",
-                path.display()
-            ),
+            TlsError::BadClientCa { path, detail } => {
+                write!(f, "{CLIENT_CA} {} cannot be used: {detail}", path.display())
+            }
         }
     }
 }

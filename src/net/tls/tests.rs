@@ -97,7 +97,10 @@ impl Pki {
     }
 }
 
-fn pump<A, B>(from: &mut ConnectionCommon<A>, to: &mut ConnectionCommon<B>) -> Result<(), rustls::Error> {
+fn pump<A, B>(
+    from: &mut ConnectionCommon<A>,
+    to: &mut ConnectionCommon<B>,
+) -> Result<(), rustls::Error> {
     let mut buf = Vec::new();
     while from.wants_write() {
         from.write_tls(&mut buf).unwrap();
@@ -134,10 +137,7 @@ fn good_pair_handshakes_and_carries_data() {
     let (cert, key) = pki.server_files("srv");
     let server = load_tls(&cert, &key, None).unwrap();
     let (mut c, mut s) = handshake(server, pki.client_config(BOTH, None, &[])).unwrap();
-    assert_eq!(
-        s.protocol_version(),
-        Some(rustls::ProtocolVersion::TLSv1_3)
-    );
+    assert_eq!(s.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
     assert!(s.peer_certificates().is_none());
     c.writer().write_all(b"CAPA\r\n").unwrap();
     pump(&mut c, &mut s).unwrap();
@@ -195,10 +195,7 @@ fn tls11_client_hello_refused() {
     let mut s = ServerConnection::new(server).unwrap();
     s.read_tls(&mut &hello[..]).unwrap();
     let err = s.process_new_packets().unwrap_err();
-    assert!(
-        matches!(err, rustls::Error::PeerIncompatible(_)),
-        "{err:?}"
-    );
+    assert!(matches!(err, rustls::Error::PeerIncompatible(_)), "{err:?}");
 }
 
 #[test]
@@ -223,8 +220,11 @@ fn client_certificate_requested_not_required() {
     assert!(s.peer_certificates().is_none());
     let bob = pki.leaf("bob", true, false);
     for v in [&rustls::version::TLS12, &rustls::version::TLS13] {
-        let (_, s) =
-            handshake(server.clone(), pki.client_config(&[v], Some(bob.clone()), &[])).unwrap();
+        let (_, s) = handshake(
+            server.clone(),
+            pki.client_config(&[v], Some(bob.clone()), &[]),
+        )
+        .unwrap();
         let peer = s.peer_certificates().expect("client certificate");
         assert_eq!(
             peer[0].as_ref(),
@@ -257,7 +257,7 @@ fn client_certificate_ignored_without_client_ca() {
 }
 
 fn load_err(cert: &Path, key: &Path, ca: Option<&Path>) -> (TlsError, String) {
-    let err = load_tls(cert, key, ca).err().expect("load must fail");
+    let err = load_tls(cert, key, ca).expect_err("load must fail");
     let text = err.to_string();
     (err, text)
 }
@@ -269,7 +269,10 @@ fn mismatched_pair_refused() {
     let (_, other_key) = pki.server_files("b");
     let (err, text) = load_err(&cert, &other_key, None);
     assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err:?}");
-    assert!(text.contains("does not belong to the certificate"), "{text}");
+    assert!(
+        text.contains("does not belong to the certificate"),
+        "{text}"
+    );
     assert!(text.contains("b.key") && text.contains("a.crt"), "{text}");
 }
 
@@ -281,11 +284,15 @@ fn missing_and_unreadable_files_refused() {
     let (err, text) = load_err(&missing, &key, None);
     assert!(matches!(err, TlsError::Read { .. }), "{err:?}");
     assert!(
-        text.starts_with("cannot read TLS certificate file (tls_cert)") && text.contains("nope.pem"),
+        text.starts_with("cannot read TLS certificate file (tls_cert)")
+            && text.contains("nope.pem"),
         "{text}"
     );
     let (_, text) = load_err(&cert, &missing, None);
-    assert!(text.starts_with("cannot read TLS key file (tls_key)"), "{text}");
+    assert!(
+        text.starts_with("cannot read TLS key file (tls_key)"),
+        "{text}"
+    );
     let (_, text) = load_err(&cert, &key, Some(&missing));
     assert!(text.starts_with("cannot read TLS client CA file"), "{text}");
     // A directory opens but cannot be read.
