@@ -534,3 +534,47 @@ fn exact_duplicates_get_a_numbered_suffix() {
     assert!(!uids[2].starts_with(base.as_str()), "{uids:?}");
     c.quit();
 }
+
+#[test]
+fn two_sessions_on_one_mailbox_never_lose_mail() {
+    let msgs = messages(4);
+    let s = ServerBuilder::new().spool("alice", mbox(&msgs)).start();
+    let mut a = s.login(ALICE);
+    let mut b = s.greeted();
+    b.ok("USER alice");
+    let b_login = b.cmd(&format!("PASS {}", ALICE.password));
+    if b_login.starts_with("-ERR") {
+        // A session lock ([IN-USE]) is the other correct answer.
+        assert!(b_login.starts_with("-ERR [IN-USE]"), "{b_login:?}");
+        a.ok("DELE 1");
+        a.quit();
+        assert_bytes_eq(&s.read_spool("alice"), &mbox_without(&msgs, &[1]), "spool");
+        return;
+    }
+    a.ok("DELE 1");
+    b.ok("DELE 3");
+    a.quit();
+    assert_bytes_eq(
+        &s.read_spool("alice"),
+        &mbox_without(&msgs, &[1]),
+        "spool after A's QUIT",
+    );
+    // B's scan is stale now: it must either refuse the update or apply
+    // exactly its own deletion to the current spool.
+    let reply = b.cmd("QUIT");
+    let spool = s.read_spool("alice");
+    if reply.starts_with("+OK") {
+        assert_bytes_eq(
+            &spool,
+            &mbox_without(&msgs, &[1, 3]),
+            "spool after B's QUIT",
+        );
+    } else {
+        assert!(reply.starts_with("-ERR [SYS/TEMP]"), "B's QUIT: {reply:?}");
+        assert_bytes_eq(
+            &spool,
+            &mbox_without(&msgs, &[1]),
+            "spool after B's refused QUIT",
+        );
+    }
+}
