@@ -135,28 +135,43 @@ fn scram_entries_serve_user_pass() {
 
 #[test]
 fn scram_secrets_offered_only_when_present() {
-    let (_d, mixed) = db(&format!("s:{}\nc:{SHA512}\n", scram_field("pencil")), "/m/%u");
+    let (_d, mixed) = db(
+        &format!("s:{}\nc:{SHA512}\n", scram_field("pencil")),
+        "/m/%u",
+    );
     assert!(mixed.offers_scram());
     match mixed.scram_secret("s") {
         SecretLookup::Found(secret) => assert!(secret.verify_plain_password(b"pencil")),
         _ => panic!("no secret for s"),
     }
     for user in ["c", "nobody"] {
-        assert!(matches!(mixed.scram_secret(user), SecretLookup::NoSecret), "{user}");
+        assert!(
+            matches!(mixed.scram_secret(user), SecretLookup::NoSecret),
+            "{user}"
+        );
     }
     let (_d, crypt_only) = db(&format!("c:{SHA512}\n"), "/m/%u");
     assert!(!crypt_only.offers_scram());
     let gone = PasswdFile::new("/nonexistent/users".into(), "/m/%u".into());
     assert!(!gone.offers_scram());
-    assert!(matches!(gone.scram_secret("s"), SecretLookup::Unavailable(_)));
+    assert!(matches!(
+        gone.scram_secret("s"),
+        SecretLookup::Unavailable(_)
+    ));
 }
 
 #[test]
 fn lookup_finds_accounts_without_a_password() {
-    let (_d, homes) = db(&format!("c:{SHA512}\nl:!x\nh:{SHA512}::::rel\n"), "/m/%h/%u");
+    let (_d, homes) = db(
+        &format!("c:{SHA512}\nl:!x\nh:{SHA512}::::rel\n"),
+        "/m/%h/%u",
+    );
     assert_eq!(homes.lookup("nobody"), AuthOutcome::Rejected);
     assert_eq!(homes.lookup("l"), AuthOutcome::Rejected, "locked");
-    assert!(matches!(homes.lookup("h"), AuthOutcome::Unavailable(_)), "bad home");
+    assert!(
+        matches!(homes.lookup("h"), AuthOutcome::Unavailable(_)),
+        "bad home"
+    );
     let (_d2, plain) = db(&format!("c:{SHA512}\n"), "/m/%u");
     assert_eq!(accepted(plain.lookup("c")).mailbox, PathBuf::from("/m/c"));
     let gone = PasswdFile::new("/nonexistent/users".into(), "/m/%u".into());
