@@ -8,6 +8,7 @@
 
 pub mod acceptor;
 pub mod demo;
+pub mod demo_tls;
 pub mod detach;
 pub mod error;
 pub mod listeners;
