@@ -151,3 +151,6 @@ impl TlsService {
         Ok(tls)
     }
 }
+
+#[cfg(test)]
+mod tests;
