@@ -187,8 +187,10 @@ fn upgrade(
 }
 
 fn drive(session: &mut Session, out: &mut Output<Conn>, timeouts: &Timeouts, greet: bool) -> Next {
-    if greet && session.greeting(out).and_then(|()| out.flush()).is_err() {
-        return Next::Ended(Ended::Error);
+    if greet {
+        if let Err(e) = session.greeting(out).and_then(|()| out.flush()) {
+            return Next::Ended(ended_by(&e));
+        }
     }
     let mut lines = LineBuffer::new(session.max_line());
     let mut chunk = [0u8; limits::READ_BUFFER];
@@ -200,7 +202,7 @@ fn drive(session: &mut Session, out: &mut Output<Conn>, timeouts: &Timeouts, gre
             Ok(0) => return Next::Ended(Ended::Eof),
             Ok(n) => n,
             Err(e) if is_timeout(&e) => return Next::Ended(Ended::Timeout),
-            Err(_) => return Next::Ended(Ended::Error),
+            Err(e) => return Next::Ended(ended_by(&e)),
         };
         lines.push(chunk.get(..n).unwrap_or_default());
         let mut commands = 0usize;
@@ -213,14 +215,14 @@ fn drive(session: &mut Session, out: &mut Output<Conn>, timeouts: &Timeouts, gre
             commands += 1;
             lines.set_max_line(session.max_line());
             match control {
-                Err(_) => return Next::Ended(Ended::Error),
+                Err(e) => return Next::Ended(ended_by(&e)),
                 Ok(Control::Continue) => {}
                 Ok(Control::AuthFailed { then_close }) => {
                     // The failure reply (and anything batched before it)
                     // waits out the delay, so guessing costs real time.
                     thread::sleep(timeouts.auth_fail_delay);
-                    if out.flush().is_err() {
-                        return Next::Ended(Ended::Error);
+                    if let Err(e) = out.flush() {
+                        return Next::Ended(ended_by(&e));
                     }
                     if then_close {
                         return Next::Ended(Ended::Closed);
@@ -233,8 +235,8 @@ fn drive(session: &mut Session, out: &mut Output<Conn>, timeouts: &Timeouts, gre
                 Ok(Control::StartTls) => {
                     // Returning drops `lines`: nothing the client sent
                     // after STLS is ever executed.
-                    if out.flush().is_err() {
-                        return Next::Ended(Ended::Error);
+                    if let Err(e) = out.flush() {
+                        return Next::Ended(ended_by(&e));
                     }
                     return Next::StartTls;
                 }
@@ -242,8 +244,8 @@ fn drive(session: &mut Session, out: &mut Output<Conn>, timeouts: &Timeouts, gre
         }
         // No complete line is left: the batch of replies leaves now, in
         // one write where it fits the buffer.
-        if out.flush().is_err() {
-            return Next::Ended(Ended::Error);
+        if let Err(e) = out.flush() {
+            return Next::Ended(ended_by(&e));
         }
         out.release();
         if commands > 0 {
@@ -264,6 +266,18 @@ fn read_before(conn: &mut Conn, buf: &mut [u8], deadline: Instant) -> io::Result
             Err(e) if e.kind() == io::ErrorKind::Interrupted || is_timeout(&e) => continue,
             result => return result,
         }
+    }
+}
+
+/// A client that hung up (reset, or closed before reading our reply) ended
+/// the session as surely as one that closed cleanly; only other failures are
+/// errors worth a different log reason.
+fn ended_by(e: &io::Error) -> Ended {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionAborted => Ended::Eof,
+        _ => Ended::Error,
     }
 }
 
