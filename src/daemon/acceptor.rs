@@ -32,6 +32,8 @@ const REFUSED_PER_IP: &[u8] = b"-ERR [SYS/TEMP] too many connections from your a
 pub struct Job {
     pub stream: TcpStream,
     pub peer: SocketAddr,
+    /// Accepted on an implicit-TLS listener: handshake before the greeting.
+    pub tls: bool,
     /// Holds the client's per-address slot until the session ends.
     pub ticket: Ticket,
 }
@@ -122,6 +124,8 @@ pub struct Acceptor {
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     refusals: LogLimiter,
+    /// What SIGHUP does (reload TLS material).
+    on_reload: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl Acceptor {
@@ -148,7 +152,13 @@ impl Acceptor {
             waker,
             stop: Arc::new(AtomicBool::new(false)),
             refusals: LogLimiter::new(),
+            on_reload: None,
         })
+    }
+
+    /// Runs `reload` in the poll loop on each SIGHUP.
+    pub fn on_reload(&mut self, reload: impl FnMut() + Send + 'static) {
+        self.on_reload = Some(Box::new(reload));
     }
 
     pub fn stopper(&self) -> Stopper {
@@ -204,9 +214,10 @@ impl Acceptor {
         while let Some(event) = signals.next() {
             match event {
                 SignalEvent::Stop(s) => return Some(StopReason::Signal(s)),
-                SignalEvent::Reload => {
-                    log::info!("received SIGHUP: nothing to reload in this version")
-                }
+                SignalEvent::Reload => match self.on_reload.as_mut() {
+                    Some(reload) => reload(),
+                    None => log::info!("received SIGHUP: nothing to reload"),
+                },
             }
         }
         None
@@ -220,7 +231,10 @@ impl Acceptor {
                 return false;
             };
             match listener.socket.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer, pool, table),
+                Ok((stream, peer)) => {
+                    let tls = listener.tls;
+                    self.admit(stream, peer, tls, pool, table)
+                }
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => return false,
                     // The client gave up before we got to it.
@@ -242,6 +256,7 @@ impl Acceptor {
         &mut self,
         stream: TcpStream,
         peer: SocketAddr,
+        tls: bool,
         pool: &Pool<Job>,
         table: &Arc<SessionTable>,
     ) {
@@ -258,7 +273,7 @@ impl Acceptor {
                         refusal.open
                     );
                 }
-                refuse(stream, REFUSED_PER_IP);
+                refuse(stream, REFUSED_PER_IP, tls);
                 return;
             }
         };
@@ -266,6 +281,7 @@ impl Acceptor {
         if let Err(job) = pool.submit(Job {
             stream,
             peer,
+            tls,
             ticket,
         }) {
             if self.refusals.allow(Instant::now()) {
@@ -274,14 +290,15 @@ impl Acceptor {
                     peer.ip()
                 );
             }
-            refuse(job.stream, REFUSED_FULL);
+            refuse(job.stream, REFUSED_FULL, tls);
         }
     }
 }
 
-/// Tells the client why and closes, without ever waiting for it.
-fn refuse(stream: TcpStream, reply: &[u8]) {
-    if stream.set_nonblocking(true).is_ok() {
+/// Tells the client why and closes, without ever waiting for it. A TLS
+/// client expects a handshake, not text: it is only closed.
+fn refuse(stream: TcpStream, reply: &[u8], tls: bool) {
+    if !tls && stream.set_nonblocking(true).is_ok() {
         let _ = (&stream).write(reply);
     }
 }

@@ -19,6 +19,8 @@ pub struct Listener {
     pub socket: TcpListener,
     /// The resolved address (port 0 in the config becomes the real port).
     pub local: SocketAddr,
+    /// Implicit TLS (`listen_tls`, POP3S): the handshake comes first.
+    pub tls: bool,
 }
 
 /// Binds every address in `addrs` and logs `listening on ADDR (pop3)` for
@@ -27,11 +29,19 @@ pub fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<Listener>, DaemonError> {
     if addrs.is_empty() {
         return Err(DaemonError::NoListeners);
     }
+    bind_each(addrs, false)
+}
+
+/// Binds `addrs` as plain POP3 (`tls` false) or implicit-TLS listeners and
+/// logs `listening on ADDR (pop3)` or `(pop3s)` for each.
+pub fn bind_each(addrs: &[SocketAddr], tls: bool) -> Result<Vec<Listener>, DaemonError> {
     addrs
         .iter()
         .map(|&addr| {
-            let listener = bind(addr).map_err(|source| DaemonError::Listen { addr, source })?;
-            log::info!("listening on {} (pop3)", listener.local);
+            let mut listener = bind(addr).map_err(|source| DaemonError::Listen { addr, source })?;
+            listener.tls = tls;
+            let kind = if tls { "pop3s" } else { "pop3" };
+            log::info!("listening on {} ({kind})", listener.local);
             Ok(listener)
         })
         .collect()
@@ -60,7 +70,11 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<Listener> {
     socket::listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))?;
     let socket = TcpListener::from(fd);
     let local = socket.local_addr()?;
-    Ok(Listener { socket, local })
+    Ok(Listener {
+        socket,
+        local,
+        tls: false,
+    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 pub mod acceptor;
 pub mod demo;
+pub mod demo_tls;
 pub mod detach;
 pub mod error;
 pub mod listeners;
@@ -23,9 +24,13 @@ use std::time::Duration;
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
+use std::path::Path;
+
 use crate::config::Config;
 use crate::limits;
 use crate::mailbox::MboxOpener;
+use crate::net::tls::{TlsFiles, TlsReloader};
+use crate::net::tls_conn::{TlsService, MAX_HANDSHAKE_TIME};
 
 pub use error::DaemonError;
 
@@ -51,7 +56,16 @@ pub fn run(config: &Config, foreground: bool) -> Result<(), DaemonError> {
         // than "address in use".
         detach::check_pid_file(&config.pid_file)?;
     }
-    let listeners = listeners::bind_all(&config.listen)?;
+    let mut listeners = listeners::bind_each(&config.listen, false)?;
+    // TLS keys are read here, before detaching and before any privilege
+    // drop, so that root-only key files work and a bad pair stops startup.
+    let tls = tls_service(config)?;
+    if tls.is_some() {
+        listeners.extend(listeners::bind_each(&config.listen_tls, true)?);
+    }
+    if listeners.is_empty() {
+        return Err(DaemonError::NoListeners);
+    }
     let auth = crate::auth::build_authenticator(config).map_err(DaemonError::Auth)?;
     let maildrops = Arc::new(MboxOpener::new(config));
     let _pid_file = if foreground {
@@ -61,7 +75,7 @@ pub fn run(config: &Config, foreground: bool) -> Result<(), DaemonError> {
     };
     // No thread may exist before this point (fork above; signal mask below).
     let signals = signals::Signals::block()?;
-    let server = Arc::new(worker::Server::new(config, auth, maildrops));
+    let server = Arc::new(worker::Server::new(config, auth, maildrops, tls.clone()));
     let stopping = Arc::clone(&server.stopping);
     let pool = pool::Pool::new(
         pool::PoolLimits {
@@ -74,6 +88,9 @@ pub fn run(config: &Config, foreground: bool) -> Result<(), DaemonError> {
     let table = Arc::new(sessions::SessionTable::new(config.max_sessions_per_ip));
     let mut acceptor = acceptor::Acceptor::new(listeners, Some(signals))
         .map_err(|e| DaemonError::system("set up the event loop", e))?;
+    if let Some(tls) = tls {
+        acceptor.on_reload(move || reload_tls(&tls));
+    }
     log::info!(
         "ironpop {} ready: max_sessions={} max_sessions_per_ip={}",
         env!("CARGO_PKG_VERSION"),
@@ -92,6 +109,45 @@ pub fn run(config: &Config, foreground: bool) -> Result<(), DaemonError> {
     shut_down_sessions(&table);
     log::info!("stopped");
     Ok(())
+}
+
+/// The TLS service when `tls_cert` is set; the files are read now.
+fn tls_service(config: &Config) -> Result<Option<Arc<TlsService>>, DaemonError> {
+    let Some(files) = TlsFiles::from_config(config) else {
+        return Ok(None);
+    };
+    let reloader = TlsReloader::new(files).map_err(DaemonError::Tls)?;
+    log::info!(
+        "TLS certificate {} loaded{}",
+        config
+            .tls_cert
+            .as_deref()
+            .unwrap_or(Path::new(""))
+            .display(),
+        if config.tls_client_ca.is_some() {
+            "; client certificates requested"
+        } else {
+            ""
+        }
+    );
+    Ok(Some(Arc::new(TlsService::new(
+        Arc::new(reloader),
+        config.tls_cert_user,
+        config.auth_timeout.min(MAX_HANDSHAKE_TIME),
+    ))))
+}
+
+/// SIGHUP: new connections get the reread certificate and key; sessions
+/// in progress keep theirs. A broken file keeps the old pair in force.
+fn reload_tls(tls: &TlsService) {
+    let reloader = tls.reloader();
+    match reloader.reload() {
+        Ok(()) => log::info!(
+            "received SIGHUP: reloaded TLS certificate {}",
+            reloader.files().cert.display()
+        ),
+        Err(e) => log::error!("received SIGHUP: keeping the previous TLS certificate: {e}"),
+    }
 }
 
 /// Ends every session without UPDATE: idle ones at once, busy ones after

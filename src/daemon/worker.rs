@@ -8,6 +8,7 @@ use crate::config::{Config, PlaintextAuth};
 use crate::daemon::acceptor::Job;
 use crate::mailbox::MaildropOpener;
 use crate::net::driver::{self, Timeouts};
+use crate::net::tls_conn::TlsService;
 use crate::net::Conn;
 use crate::pop3::{Backend, Session};
 
@@ -19,6 +20,8 @@ pub struct Server {
     pub timeouts: Timeouts,
     /// Set at shutdown, so sessions ended by it say so in the log.
     pub stopping: Arc<AtomicBool>,
+    /// With `tls_cert`: implicit-TLS handshakes and STLS.
+    pub tls: Option<Arc<TlsService>>,
 }
 
 impl Server {
@@ -26,6 +29,7 @@ impl Server {
         config: &Config,
         auth: Arc<dyn Authenticator>,
         maildrops: Arc<dyn MaildropOpener>,
+        tls: Option<Arc<TlsService>>,
     ) -> Server {
         Server {
             auth,
@@ -33,6 +37,7 @@ impl Server {
             plaintext_auth: config.plaintext_auth,
             timeouts: Timeouts::from_config(config),
             stopping: Arc::new(AtomicBool::new(false)),
+            tls,
         }
     }
 
@@ -42,6 +47,7 @@ impl Server {
         let Job {
             stream,
             peer,
+            tls,
             ticket: _ticket,
         } = job;
         // Accepted sockets are blocking on Linux, not on every Unix.
@@ -55,13 +61,34 @@ impl Server {
                 return;
             }
         };
-        let settings = driver::session_settings(&conn, self.plaintext_auth);
+        let conn = match (conn, tls, self.tls.as_deref()) {
+            (Conn::Tcp(tcp), true, Some(service)) => match service.accept(tcp, &peer.to_string()) {
+                Ok(tls) => Conn::Tls(Box::new(tls)),
+                Err(e) => {
+                    log::info!("pop3s: rip={peer}: {e}");
+                    return;
+                }
+            },
+            (_, true, _) => {
+                log::error!("connection from {peer} on a TLS listener, but TLS is not set up");
+                return;
+            }
+            (conn, false, _) => conn,
+        };
+        let mut settings = driver::session_settings(&conn, self.plaintext_auth);
+        settings.stls_offered = self.tls.is_some() && !conn.is_tls();
         let backend = Backend {
             auth: Arc::clone(&self.auth),
             maildrops: Arc::clone(&self.maildrops),
         };
         let mut session = Session::new(backend, settings);
-        let ended = driver::serve(conn, &mut session, &self.timeouts, &self.stopping);
+        let ended = driver::serve_with_tls(
+            conn,
+            &mut session,
+            &self.timeouts,
+            &self.stopping,
+            self.tls.as_deref(),
+        );
         log::debug!("connection from {peer} ended: {ended:?}");
     }
 }

@@ -1,8 +1,10 @@
-//! `Conn`: one client connection, whatever carries it (plain TCP now; TLS and stdio later).
+//! `Conn`: one client connection, whatever carries it (plain TCP or TLS over TCP).
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
+
+use crate::net::tls_conn::TlsConn;
 
 /// A client connection. The session driver only sees `Read + Write` and the
 /// few socket controls below, so TLS (`rustls::StreamOwned`) and inetd's
@@ -11,6 +13,8 @@ use std::time::Duration;
 pub enum Conn {
     /// Plain POP3 over TCP.
     Tcp(TcpStream),
+    /// POP3 over TLS (implicit, or after STLS).
+    Tls(Box<TlsConn>),
 }
 
 impl Conn {
@@ -28,6 +32,7 @@ impl Conn {
         let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
         match self {
             Conn::Tcp(s) => s.set_read_timeout(timeout),
+            Conn::Tls(t) => t.stream.sock.set_read_timeout(timeout),
         }
     }
 
@@ -36,6 +41,7 @@ impl Conn {
         let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
         match self {
             Conn::Tcp(s) => s.set_write_timeout(timeout),
+            Conn::Tls(t) => t.stream.sock.set_write_timeout(timeout),
         }
     }
 
@@ -43,6 +49,7 @@ impl Conn {
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         match self {
             Conn::Tcp(s) => s.peer_addr().ok(),
+            Conn::Tls(t) => t.stream.sock.peer_addr().ok(),
         }
     }
 
@@ -54,9 +61,30 @@ impl Conn {
 
     /// `true` when the connection is encrypted.
     pub fn is_tls(&self) -> bool {
+        matches!(self, Conn::Tls(_))
+    }
+
+    /// The account a verified TLS client certificate names.
+    pub fn cert_identity(&self) -> Option<&str> {
         match self {
-            Conn::Tcp(_) => false,
+            Conn::Tls(t) => t.cert_identity.as_deref(),
+            Conn::Tcp(_) => None,
         }
+    }
+
+    /// Ends the connection: a TLS close_notify first (best effort, it
+    /// must not block long on a client that stopped reading), then
+    /// [`shutdown`](Self::shutdown).
+    pub fn close(&mut self) {
+        if let Conn::Tls(t) = self {
+            let _ = t
+                .stream
+                .sock
+                .set_write_timeout(Some(Duration::from_secs(1)));
+            t.stream.conn.send_close_notify();
+            let _ = t.stream.flush();
+        }
+        self.shutdown();
     }
 
     /// Best-effort orderly close of both directions.
@@ -64,6 +92,9 @@ impl Conn {
         match self {
             Conn::Tcp(s) => {
                 let _ = s.shutdown(Shutdown::Both);
+            }
+            Conn::Tls(t) => {
+                let _ = t.stream.sock.shutdown(Shutdown::Both);
             }
         }
     }
@@ -78,6 +109,12 @@ impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Conn::Tcp(s) => s.read(buf),
+            // A client that hangs up without close_notify has not cut a
+            // command short (only complete lines are executed): plain EOF.
+            Conn::Tls(t) => match t.stream.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
         }
     }
 }
@@ -86,18 +123,21 @@ impl Write for Conn {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Conn::Tcp(s) => s.write(buf),
+            Conn::Tls(t) => t.stream.write(buf),
         }
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Conn::Tcp(s) => s.write_vectored(bufs),
+            Conn::Tls(t) => t.stream.write_vectored(bufs),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Conn::Tcp(s) => s.flush(),
+            Conn::Tls(t) => t.stream.flush(),
         }
     }
 }

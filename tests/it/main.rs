@@ -11,3 +11,4 @@ mod maildrop;
 mod popa3d_compat;
 mod protocol;
 mod server;
+mod tls;

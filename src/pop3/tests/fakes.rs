@@ -176,6 +176,7 @@ pub fn settings(plaintext_allowed: bool, stls_offered: bool) -> SessionSettings 
         stls_offered,
         tls_active: false,
         peer: "192.0.2.7:50312".into(),
+        cert_identity: None,
     }
 }
 
