@@ -7,6 +7,7 @@ mod harness;
 mod clients;
 mod demo;
 mod docs;
+mod fail2ban;
 mod maildrop;
 mod popa3d_compat;
 mod protocol;
