@@ -117,7 +117,13 @@ fn man_pages_lint_clean() {
             .stdout_text()
             .split('\u{8}')
             .enumerate()
-            .map(|(i, s)| if i == 0 { s } else { s.get(1..).unwrap_or_default() })
+            .map(|(i, s)| {
+                if i == 0 {
+                    s
+                } else {
+                    s.get(1..).unwrap_or_default()
+                }
+            })
             .collect();
         assert!(plain.contains("SEE ALSO"), "{page} renders empty: {plain}");
     }
@@ -184,9 +190,9 @@ fn every_config_key_is_in_the_installed_config() {
     let sample = repo_file("packaging/ironpop.conf");
     for key in config_keys() {
         assert!(
-            sample.lines().any(|l| l
-                .trim_start_matches('#')
-                .starts_with(&format!("{key} ="))),
+            sample
+                .lines()
+                .any(|l| l.trim_start_matches('#').starts_with(&format!("{key} ="))),
             "packaging/ironpop.conf lacks {key}"
         );
     }
@@ -196,7 +202,10 @@ fn every_config_key_is_in_the_installed_config() {
 #[test]
 fn installed_config_is_tls_first_and_otherwise_the_defaults() {
     let shipped = check_config(&repo_file("packaging/ironpop.conf"));
-    assert!(shipped.status.success(), "packaging/ironpop.conf: {shipped:?}");
+    assert!(
+        shipped.status.success(),
+        "packaging/ironpop.conf: {shipped:?}"
+    );
     let defaults = check_config("");
     assert!(
         defaults
