@@ -156,6 +156,8 @@ if [ "$LOGIN" = 1 ]; then
     grep -q 'listening on 0.0.0.0:110 (pop3)' "$WORK/daemon.log" || fail "no POP3 listener"
     grep -q 'privileges dropped to user=ironpop' "$WORK/daemon.log" \
         || fail "the daemon did not drop its privileges to ironpop"
+    [ "$(awk '/^Uid:/ { print $2 }' "/proc/$DAEMON_PID/status")" = "$uid" ] \
+        || fail "the daemon does not run as ironpop (uid $uid)"
 
     # Verify the server for real: the snakeoil certificate is the trust
     # anchor and its own name is the host name curl checks.
