@@ -8,6 +8,7 @@
 
 pub mod delivery_lock;
 pub mod dotlock;
+pub mod journal;
 pub mod mbox;
 pub mod ofd;
 pub mod scan;
@@ -16,6 +17,8 @@ pub mod state;
 pub mod transfer;
 pub mod uidl;
 pub mod update;
+#[cfg(test)]
+mod update_crash_tests;
 
 pub use mbox::{MboxMaildrop, MboxOpener};
 
