@@ -123,7 +123,10 @@ fn busy_or_stale(path: &Path, server_now: SystemTime) -> io::Result<Attempt> {
         Ok(m) => m,
         // Released between our link and now: the caller simply retries.
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(Attempt::Busy(format!("{} was just released", path.display())))
+            return Ok(Attempt::Busy(format!(
+                "{} was just released",
+                path.display()
+            )))
         }
         Err(e) => return Err(e),
     };
@@ -220,7 +223,11 @@ mod tests {
         }
         drop(lock);
         assert!(!dir.path().join("bob.lock").exists());
-        assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+        assert!(
+            leftovers(dir.path()).is_empty(),
+            "{:?}",
+            leftovers(dir.path())
+        );
         drop(held(try_lock(&spool).unwrap()));
     }
 

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::OFlag;
 
 use super::state::StateDir;
+use super::update::fault_point;
 use super::MailboxError;
 use crate::limits;
 
@@ -94,7 +95,9 @@ impl Header {
             _ => return None,
         };
         let u = |i: usize| -> Option<u64> {
-            Some(u64::from_le_bytes(h.get(24 + 8 * i..32 + 8 * i)?.try_into().ok()?))
+            Some(u64::from_le_bytes(
+                h.get(24 + 8 * i..32 + 8 * i)?.try_into().ok()?,
+            ))
         };
         let m = usize::try_from(u(5)?).ok()?;
         let path_len = usize::try_from(u64::from_le_bytes(h.get(88..96)?.try_into().ok()?)).ok()?;
@@ -159,15 +162,16 @@ impl Journal {
                 file.write_all_at(&buf[..n], HEADER_LEN + done)?;
                 done += n as u64;
                 tick();
-                super::update::crash_point();
+                fault_point()?;
             }
             // (1) journal data durable before its name appears ...
             file.sync_all()?;
-            super::update::crash_point();
+            fault_point()?;
             fs::rename(&tmp, &path)?;
-            super::update::crash_point();
+            fault_point()?;
             // (2) ... and the name durable before the spool is touched.
             sync_dir(state.path())?;
+            fault_point()?;
             Ok(file)
         })();
         match result {
@@ -211,7 +215,9 @@ impl Journal {
     /// Durably records the phase.
     pub fn set_phase(&mut self, phase: Phase) -> io::Result<()> {
         self.file.write_all_at(&[phase as u8], PHASE_AT)?;
+        fault_point()?;
         self.file.sync_data()?;
+        fault_point()?;
         self.header.phase = phase;
         Ok(())
     }
@@ -225,15 +231,18 @@ impl Journal {
             let n = usize::try_from(total - done).map_or(buf.len(), |n| n.min(buf.len()));
             self.file.read_exact_at(&mut buf[..n], HEADER_LEN + done)?;
             spool.write_all_at(&buf[..n], self.header.start + done)?;
+            fault_point()?;
             done += n as u64;
             tick();
         }
-        spool.sync_all()
+        spool.sync_all()?;
+        fault_point()
     }
 
     /// Removes the journal durably: the update is over.
     pub fn remove(self) -> io::Result<()> {
         fs::remove_file(&self.path)?;
+        fault_point()?;
         match self.path.parent() {
             Some(dir) => sync_dir(dir),
             None => Ok(()),
@@ -263,6 +272,16 @@ pub fn recover(
         path: spool.to_path_buf(),
         reason,
     };
+    // A journal that never got its final name: the update never touched
+    // the spool.
+    match fs::remove_file(state.journal_tmp(spool)) {
+        Ok(()) => log::warn!(
+            "mailbox {}: removed an incomplete update journal (the update had not started)",
+            spool.display()
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => log::warn!("cannot remove {}: {e}", state.journal_tmp(spool).display()),
+    }
     let mut journal = match Journal::open(state, spool) {
         Ok(Some(j)) => j,
         Ok(None) => return Ok(None),
@@ -325,8 +344,12 @@ pub fn recover(
                 Recovered::Finished
             } else if len == h.orig_len {
                 // Nothing appended since: finish with the truncate.
-                file.set_len(h.new_len).map_err(io_err)?;
-                file.sync_all().map_err(io_err)?;
+                file.set_len(h.new_len)
+                    .and_then(|()| fault_point())
+                    .map_err(io_err)?;
+                file.sync_all()
+                    .and_then(|()| fault_point())
+                    .map_err(io_err)?;
                 Recovered::Finished
             } else {
                 // Mail was appended at N after the crash: undo instead, which

@@ -65,7 +65,10 @@ mod tests {
         unlock(&a).unwrap();
         assert!(try_lock(&b).unwrap());
         drop(b);
-        assert!(try_lock(&a).unwrap(), "closing the holder releases the lock");
+        assert!(
+            try_lock(&a).unwrap(),
+            "closing the holder releases the lock"
+        );
     }
 
     #[test]

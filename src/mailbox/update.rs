@@ -180,12 +180,18 @@ pub fn apply(
         });
     };
     if new_len == start {
-        file.set_len(start).map_err(io_error(path, "truncating"))?;
-        crash_point();
-        file.sync_all().map_err(io_error(path, "syncing"))?;
+        file.set_len(start)
+            .and_then(|()| fault_point())
+            .map_err(io_error(path, "truncating"))?;
+        file.sync_all()
+            .and_then(|()| fault_point())
+            .map_err(io_error(path, "syncing"))?;
         return Ok(start);
     }
-    let marker = make_marker(deleted_bytes.min(journal::MAX_MARKER as u64) as usize, &meta);
+    let marker = make_marker(
+        deleted_bytes.min(journal::MAX_MARKER as u64) as usize,
+        &meta,
+    );
     let header = Header {
         phase: Phase::Undo,
         dev: meta.dev(),
@@ -199,7 +205,6 @@ pub fn apply(
     // Step 1.
     let mut journal = Journal::create(state, file, header, tick)
         .map_err(io_error(path, "writing the update journal for"))?;
-    crash_point();
     let steps = (|| {
         // Step 2.
         let copied = compact(file, path, spans, deleted, end, tick)?;
@@ -210,10 +215,11 @@ pub fn apply(
         }
         // Step 3.
         file.write_all_at(&marker, new_len)
+            .and_then(|()| fault_point())
             .map_err(io_error(path, "updating"))?;
-        crash_point();
-        file.sync_all().map_err(io_error(path, "syncing"))?;
-        crash_point();
+        file.sync_all()
+            .and_then(|()| fault_point())
+            .map_err(io_error(path, "syncing"))?;
         // Only a writer ignoring our locks could have appended; the
         // truncate would destroy what it wrote.
         if file.metadata().map_err(io_error(path, "checking"))?.size() != end {
@@ -224,34 +230,31 @@ pub fn apply(
         // Step 4.
         journal
             .set_phase(Phase::Compacted)
+            .and_then(|()| fault_point())
             .map_err(io_error(path, "writing the update journal for"))?;
-        crash_point();
-        // Step 5.
-        if let Err(e) = file.set_len(new_len) {
-            // The length is still N: undoing is valid again.
-            journal
-                .set_phase(Phase::Undo)
-                .map_err(io_error(path, "writing the update journal for"))?;
-            return Err(io_error(path, "truncating")(e));
-        }
-        crash_point();
         Ok(())
     })();
     if let Err(e) = steps {
         undo_now(journal, file, path, tick);
         return Err(e);
     }
-    if let Err(e) = file.sync_all() {
-        // The truncate may or may not be durable: leave the journal, the
-        // next login recovers (phase COMPACTED, marker decides).
-        log::error!(
-            "mailbox {}: syncing after the update failed ({e}); journal {} kept for recovery at the next login",
-            path.display(),
-            journal.path().display()
-        );
+    // Step 5.
+    if let Err(e) = file.set_len(new_len).and_then(|()| fault_point()) {
+        let still_n = file.metadata().is_ok_and(|m| m.size() == end);
+        // Undoing needs the length N; back to phase UNDO first.
+        if still_n && journal.set_phase(Phase::Undo).is_ok() {
+            undo_now(journal, file, path, tick);
+        } else {
+            keep_for_recovery(&journal, path, &e);
+        }
+        return Err(io_error(path, "truncating")(e));
+    }
+    if let Err(e) = file.sync_all().and_then(|()| fault_point()) {
+        // The truncate may or may not be durable: the next login recovers
+        // (phase COMPACTED, the marker decides).
+        keep_for_recovery(&journal, path, &e);
         return Err(io_error(path, "syncing")(e));
     }
-    crash_point();
     // Step 6. The update is complete even if this fails: recovery would
     // only remove the journal.
     let jpath = journal.path().to_path_buf();
@@ -259,6 +262,14 @@ pub fn apply(
         log::warn!("cannot remove update journal {}: {e}", jpath.display());
     }
     Ok(new_len)
+}
+
+fn keep_for_recovery(journal: &Journal, path: &Path, e: &io::Error) {
+    log::error!(
+        "mailbox {}: finishing the update failed ({e}); journal {} kept, the next login completes or undoes the update",
+        path.display(),
+        journal.path().display()
+    );
 }
 
 /// After an error in steps 2–5: the spool length is ≥ N and the journal in
@@ -324,7 +335,15 @@ pub fn compact(
     let mut read_at = write_at;
     for (i, span) in spans.iter().enumerate().skip(first) {
         if is_deleted(i) {
-            copy_down(file, path, &mut buf, read_at, span.from_offset, &mut write_at, tick)?;
+            copy_down(
+                file,
+                path,
+                &mut buf,
+                read_at,
+                span.from_offset,
+                &mut write_at,
+                tick,
+            )?;
             read_at = span.end;
         }
     }
@@ -357,8 +376,8 @@ fn copy_down(
         };
         if *write_at != from {
             file.write_all_at(&buf[..n], *write_at)
+                .and_then(|()| fault_point())
                 .map_err(io_error(path, "updating"))?;
-            crash_point();
         }
         from += n as u64;
         *write_at += n as u64;
@@ -367,26 +386,46 @@ fn copy_down(
     Ok(())
 }
 
+/// What a test makes the next fault point do.
 #[cfg(test)]
-thread_local! {
-    /// Test hook: the number of crash points to pass before "crashing".
-    pub static CRASH_AFTER: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Stop dead (a panic skips every cleanup, like SIGKILL).
+    Crash,
+    /// Fail as the system call before would have, with this errno.
+    Fail(i32),
 }
 
-/// A point between two system calls of an update. Tests make the update
-/// stop dead here (a panic skips every cleanup, like SIGKILL); in normal
-/// builds it is nothing.
+#[cfg(test)]
+thread_local! {
+    /// Test hook: how many fault points to pass, and what to do at the next.
+    pub static FAULT_AFTER: std::cell::Cell<Option<(u32, Fault)>> = const { std::cell::Cell::new(None) };
+}
+
+/// A point right after a system call of an update. Tests make the update
+/// crash or fail here; in normal builds it is nothing.
 #[inline]
-pub(crate) fn crash_point() {
+pub(crate) fn fault_point() -> io::Result<()> {
     #[cfg(test)]
-    CRASH_AFTER.with(|c| match c.get() {
-        Some(0) => {
-            c.set(None);
-            panic!("simulated crash");
+    {
+        let hit = FAULT_AFTER.with(|c| match c.get() {
+            Some((0, fault)) => {
+                c.set(None);
+                Some(fault)
+            }
+            Some((n, fault)) => {
+                c.set(Some((n - 1, fault)));
+                None
+            }
+            None => None,
+        });
+        match hit {
+            Some(Fault::Crash) => panic!("simulated crash"),
+            Some(Fault::Fail(errno)) => return Err(io::Error::from_raw_os_error(errno)),
+            None => {}
         }
-        Some(n) => c.set(Some(n - 1)),
-        None => {}
-    });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
