@@ -1,1 +1,136 @@
-//! SKELETON
+//! Logging: stderr via env_logger for `-F` and the demo, syslog for the detached daemon, and a panic hook that logs.
+
+use std::ffi::CStr;
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use nix::syslog::{self, Facility, LogFlags, Priority, Severity};
+
+/// The syslog ident (program name in each line).
+const IDENT: &CStr = c"ironpop";
+
+/// Logs to stderr at `level`; `RUST_LOG`, when set, overrides it (with
+/// env_logger's per-module syntax) for debugging.
+pub fn init_stderr(level: LevelFilter) {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level);
+    builder.parse_env(env_logger::Env::default());
+    // Already initialised (tests, demo after a failed start): keep it.
+    let _ = builder.try_init();
+}
+
+/// Logs to syslog with `facility` (a config name such as `mail` or
+/// `local3`). The connection is opened now, before the process detaches
+/// or changes identity.
+pub fn init_syslog(facility: &str, level: LevelFilter) -> Result<(), String> {
+    let facility = facility_from_name(facility)
+        .ok_or_else(|| format!("unknown syslog facility '{facility}'"))?;
+    syslog::openlog(
+        Some(IDENT),
+        LogFlags::LOG_PID | LogFlags::LOG_NDELAY,
+        facility,
+    )
+    .map_err(|e| format!("cannot open syslog: {e}"))?;
+    log::set_boxed_logger(Box::new(SyslogLogger { facility }))
+        .map_err(|e| format!("cannot install the syslog logger: {e}"))?;
+    log::set_max_level(level);
+    Ok(())
+}
+
+/// Changes the level at run time (SIGHUP reload).
+pub fn set_level(level: LevelFilter) {
+    log::set_max_level(level);
+}
+
+/// Sends panics to the log (in daemon mode stderr is /dev/null) with the
+/// thread, message and location; the session's connection is closed by
+/// unwinding and the daemon goes on.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let backtrace = std::backtrace::Backtrace::capture();
+        match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => {
+                log::error!("panic in thread {name}: {info}\n{backtrace}")
+            }
+            _ => log::error!("panic in thread {name}: {info}"),
+        }
+    }));
+}
+
+/// The facility for a `syslog_facility` config value.
+pub fn facility_from_name(name: &str) -> Option<Facility> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "mail" => Facility::LOG_MAIL,
+        "daemon" => Facility::LOG_DAEMON,
+        "auth" => Facility::LOG_AUTH,
+        "user" => Facility::LOG_USER,
+        "local0" => Facility::LOG_LOCAL0,
+        "local1" => Facility::LOG_LOCAL1,
+        "local2" => Facility::LOG_LOCAL2,
+        "local3" => Facility::LOG_LOCAL3,
+        "local4" => Facility::LOG_LOCAL4,
+        "local5" => Facility::LOG_LOCAL5,
+        "local6" => Facility::LOG_LOCAL6,
+        "local7" => Facility::LOG_LOCAL7,
+        _ => return None,
+    })
+}
+
+fn severity(level: Level) -> Severity {
+    match level {
+        Level::Error => Severity::LOG_ERR,
+        Level::Warn => Severity::LOG_WARNING,
+        Level::Info => Severity::LOG_INFO,
+        Level::Debug | Level::Trace => Severity::LOG_DEBUG,
+    }
+}
+
+struct SyslogLogger {
+    facility: Facility,
+}
+
+impl Log for SyslogLogger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let mut message = record.args().to_string();
+        // syslog(3) takes a C string: a NUL (from a client's bytes that
+        // reached a log line) would otherwise drop the whole line.
+        message.retain(|c| c != '\0');
+        let priority = Priority::new(severity(record.level()), self.facility);
+        let _ = syslog::syslog(priority, message.as_str());
+    }
+
+    fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facility_names() {
+        assert!(matches!(
+            facility_from_name("mail"),
+            Some(Facility::LOG_MAIL)
+        ));
+        assert!(matches!(
+            facility_from_name("LOCAL7"),
+            Some(Facility::LOG_LOCAL7)
+        ));
+        assert!(facility_from_name("mial").is_none());
+    }
+
+    #[test]
+    fn severities_follow_levels() {
+        assert_eq!(severity(Level::Error), Severity::LOG_ERR);
+        assert_eq!(severity(Level::Warn), Severity::LOG_WARNING);
+        assert_eq!(severity(Level::Trace), Severity::LOG_DEBUG);
+    }
+}

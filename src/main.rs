@@ -1,1 +1,104 @@
-fn main() {}
+//! The `ironpop` binary: parses the command line and dispatches to a mode.
+//!
+//! Exit codes: 0 success (including a clean shutdown on SIGTERM/SIGINT),
+//! 1 runtime failure (cannot listen, cannot detach, ...), 2 usage or
+//! configuration error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use ironpop::cli::{self, Mode};
+use ironpop::config::{self, Config};
+use ironpop::daemon::{self, demo};
+use ironpop::logging;
+
+const RUNTIME_FAILURE: u8 = 1;
+const USAGE_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let options = match cli::parse(&args) {
+        Ok(options) => options,
+        Err(e) => return fail(USAGE_ERROR, &e),
+    };
+    match options.mode {
+        Mode::Help => {
+            print!("{}", cli::usage());
+            ExitCode::SUCCESS
+        }
+        Mode::Version => {
+            println!("ironpop {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Mode::CheckConfig => check_config(&options.config),
+        Mode::HashPassword => match ironpop::auth::hash_password_command() {
+            Ok(hash) => {
+                println!("{hash}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(RUNTIME_FAILURE, &e),
+        },
+        Mode::Daemon => match load(&options.config) {
+            Ok(config) => serve(&config, options.foreground),
+            Err(code) => code,
+        },
+        Mode::Demo(dir) => run_demo(dir),
+    }
+}
+
+fn fail(code: u8, error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("ironpop: {error}");
+    ExitCode::from(code)
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    config::load(path).map_err(|e| fail(USAGE_ERROR, &e))
+}
+
+/// `-t`: the effective settings on stdout, warnings on stderr.
+fn check_config(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    print!("{}", config.render());
+    for warning in config.warnings() {
+        eprintln!("ironpop: warning: {warning}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn serve(config: &Config, foreground: bool) -> ExitCode {
+    if foreground {
+        logging::init_stderr(config.log_level);
+    } else if let Err(e) = logging::init_syslog(&config.syslog_facility, config.log_level) {
+        return fail(RUNTIME_FAILURE, &e);
+    }
+    logging::install_panic_hook();
+    match daemon::run(config, foreground) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            // With -F the logger already wrote to stderr; before detaching
+            // the terminal must see why the daemon did not start.
+            if foreground {
+                ExitCode::from(RUNTIME_FAILURE)
+            } else {
+                fail(RUNTIME_FAILURE, &e)
+            }
+        }
+    }
+}
+
+fn run_demo(dir: Option<PathBuf>) -> ExitCode {
+    let dir = dir.unwrap_or_else(|| PathBuf::from(demo::DEFAULT_DIR));
+    let config = match demo::prepare(&dir) {
+        Ok(path) => match load(&path) {
+            Ok(config) => config,
+            Err(code) => return code,
+        },
+        Err(e) => return fail(RUNTIME_FAILURE, &e),
+    };
+    print!("{}", demo::instructions(&config));
+    serve(&config, true)
+}

@@ -1,3 +1,10 @@
-//! SKELETON
+//! Network I/O: client connections, bounded line framing, TLS and the blocking session driver.
 
+pub mod cert_identity;
+pub mod conn;
+pub mod driver;
 pub mod line_buffer;
+pub mod output;
+pub mod tls;
+
+pub use conn::Conn;

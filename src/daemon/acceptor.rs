@@ -1,0 +1,400 @@
+//! The acceptor: one mio poll loop over the listeners, the signalfd and a waker; admission and hand-off to the pool.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use nix::sys::signal::Signal;
+
+use crate::daemon::listeners::Listener;
+use crate::daemon::pool::Pool;
+use crate::daemon::sessions::{SessionTable, Ticket};
+use crate::daemon::signals::{SignalEvent, Signals};
+
+const SIGNALS: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+
+/// When accept(2) fails for want of file descriptors the pending
+/// connection stays queued and, with edge-triggered polling, no new event
+/// comes for it: retry on a timer instead.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+const REFUSED_FULL: &[u8] = b"-ERR [SYS/TEMP] too many connections\r\n";
+const REFUSED_PER_IP: &[u8] = b"-ERR [SYS/TEMP] too many connections from your address\r\n";
+
+/// An admitted connection on its way to a worker.
+pub struct Job {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    /// Holds the client's per-address slot until the session ends.
+    pub ticket: Ticket,
+}
+
+/// Why the acceptor stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Signal(Signal),
+    /// [`Stopper::stop`] was called.
+    Requested,
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::Signal(s) => write!(f, "received {}", s.as_str()),
+            StopReason::Requested => f.write_str("stop requested"),
+        }
+    }
+}
+
+/// Stops a running acceptor from another thread.
+#[derive(Clone)]
+pub struct Stopper {
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+/// Keeps a flood of refused connections from flooding the log: a few lines
+/// per second, then a count of what was left out.
+struct LogLimiter {
+    window_start: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    const PER_SECOND: u32 = 5;
+
+    fn new() -> LogLimiter {
+        LogLimiter {
+            window_start: None,
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether to log one more line at `now`; reports what was suppressed
+    /// when a new window starts.
+    fn allow(&mut self, now: Instant) -> bool {
+        let expired = match self.window_start {
+            None => true,
+            Some(start) => now.duration_since(start) >= Duration::from_secs(1),
+        };
+        if expired {
+            if self.suppressed > 0 {
+                log::warn!(
+                    "{} more refused connections were not logged",
+                    self.suppressed
+                );
+            }
+            self.window_start = Some(now);
+            self.logged = 0;
+            self.suppressed = 0;
+        }
+        if self.logged < Self::PER_SECOND {
+            self.logged += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+}
+
+/// The poll loop and everything it watches.
+pub struct Acceptor {
+    poll: Poll,
+    listeners: Vec<Listener>,
+    signals: Option<Signals>,
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    refusals: LogLimiter,
+}
+
+impl Acceptor {
+    /// Registers `listeners` (and `signals`, when the daemon handles them)
+    /// with a new poll instance.
+    pub fn new(listeners: Vec<Listener>, signals: Option<Signals>) -> io::Result<Acceptor> {
+        let poll = Poll::new()?;
+        for (i, l) in listeners.iter().enumerate() {
+            poll.registry().register(
+                &mut SourceFd(&l.socket.as_raw_fd()),
+                Token(i),
+                Interest::READABLE,
+            )?;
+        }
+        if let Some(s) = &signals {
+            poll.registry()
+                .register(&mut SourceFd(&s.as_raw_fd()), SIGNALS, Interest::READABLE)?;
+        }
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok(Acceptor {
+            poll,
+            listeners,
+            signals,
+            waker,
+            stop: Arc::new(AtomicBool::new(false)),
+            refusals: LogLimiter::new(),
+        })
+    }
+
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            waker: Arc::clone(&self.waker),
+            stop: Arc::clone(&self.stop),
+        }
+    }
+
+    /// The resolved addresses being listened on.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|l| l.local).collect()
+    }
+
+    /// Accepts connections until a stop signal or [`Stopper::stop`]. Never
+    /// blocks on a client: refusals are written without blocking.
+    pub fn run(&mut self, pool: &Pool<Job>, table: &Arc<SessionTable>) -> io::Result<StopReason> {
+        let mut events = Events::with_capacity(64);
+        let mut retry_all = false;
+        loop {
+            let timeout = retry_all.then_some(ACCEPT_RETRY);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if retry_all {
+                retry_all = false;
+                for i in 0..self.listeners.len() {
+                    retry_all |= self.accept_all(i, pool, table);
+                }
+            }
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => {}
+                    SIGNALS => {
+                        if let Some(reason) = self.take_signals() {
+                            return Ok(reason);
+                        }
+                    }
+                    Token(i) => retry_all |= self.accept_all(i, pool, table),
+                }
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                return Ok(StopReason::Requested);
+            }
+        }
+    }
+
+    fn take_signals(&mut self) -> Option<StopReason> {
+        let signals = self.signals.as_ref()?;
+        while let Some(event) = signals.next() {
+            match event {
+                SignalEvent::Stop(s) => return Some(StopReason::Signal(s)),
+                SignalEvent::Reload => {
+                    log::info!("received SIGHUP: nothing to reload in this version")
+                }
+            }
+        }
+        None
+    }
+
+    /// Accepts until the listener has nothing pending. Returns `true` when
+    /// accepting must be retried later (out of file descriptors).
+    fn accept_all(&mut self, index: usize, pool: &Pool<Job>, table: &Arc<SessionTable>) -> bool {
+        loop {
+            let Some(listener) = self.listeners.get(index) else {
+                return false;
+            };
+            match listener.socket.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer, pool, table),
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => return false,
+                    // The client gave up before we got to it.
+                    io::ErrorKind::Interrupted
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::ConnectionReset => continue,
+                    _ => {
+                        if self.refusals.allow(Instant::now()) {
+                            log::error!("cannot accept connections on {}: {e}", listener.local);
+                        }
+                        return true;
+                    }
+                },
+            }
+        }
+    }
+
+    fn admit(
+        &mut self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        pool: &Pool<Job>,
+        table: &Arc<SessionTable>,
+    ) {
+        // A second handle lets shutdown wake the worker; without one (out
+        // of descriptors) the session still runs, it just cannot be woken.
+        let handle = stream.try_clone().ok();
+        let ticket = match table.admit(peer.ip(), handle) {
+            Ok(ticket) => ticket,
+            Err(refusal) => {
+                if self.refusals.allow(Instant::now()) {
+                    log::warn!(
+                        "refused connection: rip={} reason=too many sessions from this address ({} open)",
+                        peer.ip(),
+                        refusal.open
+                    );
+                }
+                refuse(stream, REFUSED_PER_IP);
+                return;
+            }
+        };
+        log::debug!("connection from {peer}");
+        if let Err(job) = pool.submit(Job {
+            stream,
+            peer,
+            ticket,
+        }) {
+            if self.refusals.allow(Instant::now()) {
+                log::warn!(
+                    "refused connection: rip={} reason=all workers busy and the queue is full (max_sessions)",
+                    peer.ip()
+                );
+            }
+            refuse(job.stream, REFUSED_FULL);
+        }
+    }
+}
+
+/// Tells the client why and closes, without ever waiting for it.
+fn refuse(stream: TcpStream, reply: &[u8]) {
+    if stream.set_nonblocking(true).is_ok() {
+        let _ = (&stream).write(reply);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::listeners;
+    use crate::daemon::pool::PoolLimits;
+    use std::io::{BufRead, BufReader, Read};
+    use std::thread;
+
+    /// A running acceptor whose "sessions" greet and wait for end of file.
+    struct Harness {
+        addr: SocketAddr,
+        stopper: Stopper,
+        thread: thread::JoinHandle<StopReason>,
+    }
+
+    fn start(max_workers: usize, queue_len: usize, per_ip: usize) -> Harness {
+        let listener = listeners::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local;
+        let mut acceptor = Acceptor::new(vec![listener], None).unwrap();
+        let stopper = acceptor.stopper();
+        let thread = thread::spawn(move || {
+            let pool = Pool::new(
+                PoolLimits {
+                    max_workers,
+                    queue_len,
+                    stack_size: 64 * 1024,
+                },
+                |job: Job| {
+                    let mut stream = job.stream;
+                    stream.set_nonblocking(false).unwrap();
+                    let _ = stream.write_all(b"+OK hi\r\n");
+                    let _ = stream.read(&mut [0u8; 8]);
+                },
+            );
+            let table = Arc::new(SessionTable::new(per_ip));
+            acceptor.run(&pool, &table).unwrap()
+        });
+        Harness {
+            addr,
+            stopper,
+            thread,
+        }
+    }
+
+    fn first_line(stream: &TcpStream) -> String {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).unwrap();
+        line
+    }
+
+    #[test]
+    fn full_pool_and_queue_refuse_with_sys_temp() {
+        let h = start(1, 1, 0);
+        let served = TcpStream::connect(h.addr).unwrap();
+        assert_eq!(first_line(&served), "+OK hi\r\n");
+        let queued = TcpStream::connect(h.addr).unwrap();
+        let refused = TcpStream::connect(h.addr).unwrap();
+        assert_eq!(
+            first_line(&refused),
+            "-ERR [SYS/TEMP] too many connections\r\n"
+        );
+        assert_eq!(first_line(&refused), "", "then closed");
+        drop(served);
+        assert_eq!(
+            first_line(&queued),
+            "+OK hi\r\n",
+            "queued one is served next"
+        );
+        h.stopper.stop();
+        assert_eq!(h.thread.join().unwrap(), StopReason::Requested);
+    }
+
+    #[test]
+    fn per_address_limit_refuses_and_recovers() {
+        let h = start(4, 4, 1);
+        let first = TcpStream::connect(h.addr).unwrap();
+        assert_eq!(first_line(&first), "+OK hi\r\n");
+        let second = TcpStream::connect(h.addr).unwrap();
+        assert_eq!(
+            first_line(&second),
+            "-ERR [SYS/TEMP] too many connections from your address\r\n"
+        );
+        drop(first);
+        // The slot comes back once the session has ended.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let again = TcpStream::connect(h.addr).unwrap();
+            let line = first_line(&again);
+            if line == "+OK hi\r\n" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "slot never released: {line}");
+            thread::sleep(Duration::from_millis(20));
+        }
+        h.stopper.stop();
+        h.thread.join().unwrap();
+    }
+
+    #[test]
+    fn log_limiter_allows_a_few_per_second() {
+        let mut limiter = LogLimiter::new();
+        let t0 = Instant::now();
+        let allowed = (0..20).filter(|_| limiter.allow(t0)).count();
+        assert_eq!(allowed, LogLimiter::PER_SECOND as usize);
+        assert_eq!(limiter.suppressed, 15);
+        assert!(limiter.allow(t0 + Duration::from_millis(1001)));
+        assert_eq!(limiter.suppressed, 0, "count reset in the new window");
+    }
+}

@@ -1,0 +1,264 @@
+//! `ironpop --demo [DIR]`: a self-contained demo as the current user — config, passwd file, sample mailbox — served in the foreground.
+
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::daemon::error::DaemonError;
+
+/// Where the demo lives when no DIR is given.
+pub const DEFAULT_DIR: &str = "ironpop-demo";
+pub const USER: &str = "demo";
+pub const PASSWORD: &str = "demo";
+/// Unprivileged, so no root is needed; 110 + 1000.
+pub const ADDRESS: &str = "127.0.0.1:1110";
+
+/// The sample mailbox: friendly, and exercising what POP3 clients trip
+/// over — a line starting with `.` (dot-stuffing) and a `>From ` line
+/// (served as stored).
+const SAMPLE_MBOX: &str = "\
+From welcome@ironpop.example Mon Jan  6 09:00:00 2025
+From: ironpop <welcome@ironpop.example>
+To: demo@localhost
+Subject: Welcome to ironpop
+Date: Mon, 06 Jan 2025 09:00:00 +0000
+Message-ID: <welcome.1@ironpop.example>
+
+Hello!
+
+This is your demo mailbox, an ordinary mbox file. Every POP3 client can
+read it: curl, Python's poplib, Thunderbird, fetchmail, mutt.
+
+Nothing is deleted unless you DELE a message and then QUIT; a dropped
+connection never changes the mailbox.
+
+From alice@example.org Tue Jan  7 10:15:00 2025
+From: Alice <alice@example.org>
+To: demo@localhost
+Subject: Lunch on Friday?
+Date: Tue, 07 Jan 2025 10:15:00 +0000
+Message-ID: <lunch.2@example.org>
+
+Hi,
+
+shall we try the new place by the river on Friday? Noon suits me.
+Let me know...
+.. and bring the umbrella, the forecast says rain.
+.
+(That lone dot above is part of the message: POP3 sends it as \"..\" and
+your client turns it back into \".\".)
+
+Alice
+
+From bob@example.net Wed Jan  8 16:40:00 2025
+From: Bob <bob@example.net>
+To: demo@localhost
+Subject: Notes from the meeting
+Date: Wed, 08 Jan 2025 16:40:00 +0000
+Message-ID: <notes.3@example.net>
+
+Notes, as promised:
+
+1. Release on the 20th.
+2. Write the changelog.
+>From now on the weekly call moves to Thursdays.
+
+(In an mbox file a body line starting with \"From \" is stored as \">From \";
+ironpop serves it exactly as stored.)
+
+Bob
+
+From newsletter@example.com Thu Jan  9 08:00:00 2025
+From: Example Weekly <newsletter@example.com>
+To: demo@localhost
+Subject: Try TOP
+Date: Thu, 09 Jan 2025 08:00:00 +0000
+Message-ID: <weekly.4@example.com>
+
+This message is here to try TOP, which sends the header and the first
+few lines of the body. In Python, after logging in:
+
+  print(b\"\\n\".join(p.top(4, 2)[1]).decode())
+
+Line three of the body.
+Line four of the body.
+";
+
+/// Creates (or completes) the demo directory and returns the path of its
+/// config file. Existing pieces are kept — in particular a mailbox that
+/// still has mail — so running the demo again reuses DIR; an empty or
+/// missing mailbox gets the sample messages again.
+pub fn prepare(dir: &Path) -> Result<PathBuf, DaemonError> {
+    let fail = |source| DaemonError::Demo {
+        path: dir.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(dir).map_err(fail)?;
+    let dir = dir.canonicalize().map_err(fail)?;
+    let fail = |source| DaemonError::Demo {
+        path: dir.clone(),
+        source,
+    };
+    let private_dir = |path: &Path| match DirBuilder::new().mode(0o700).create(path) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    };
+    private_dir(&dir.join("mail")).map_err(fail)?;
+    private_dir(&dir.join("state")).map_err(fail)?;
+
+    let config_path = dir.join("ironpop.conf");
+    if !config_path.exists() {
+        create(&config_path, config_text(&dir).as_bytes()).map_err(fail)?;
+    }
+    let passwd = dir.join("passwd");
+    if !passwd.exists() {
+        let hash = crate::auth::crypt::hash_password(PASSWORD.as_bytes()).map_err(|e| {
+            fail(io::Error::other(format!(
+                "cannot hash the demo password: {e}"
+            )))
+        })?;
+        create(&passwd, format!("{USER}:{hash}\n").as_bytes()).map_err(fail)?;
+    }
+    let mbox = dir.join("mail").join(USER);
+    let empty = fs::metadata(&mbox).map(|m| m.len() == 0);
+    match empty {
+        Ok(false) => {}
+        Ok(true) => {
+            fs::write(&mbox, SAMPLE_MBOX).map_err(fail)?;
+            println!("refilled the empty mailbox {}", mbox.display());
+        }
+        Err(_) => create(&mbox, SAMPLE_MBOX.as_bytes()).map_err(fail)?,
+    }
+    Ok(config_path)
+}
+
+/// The demo's config, with absolute paths so it works from any directory.
+fn config_text(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "# ironpop demo configuration, created by `ironpop --demo`.\n\
+         # Edit freely; `ironpop --demo` keeps this file when it runs again.\n\
+         listen = {ADDRESS}\n\
+         # Loopback counts as secure, so USER/PASS work without TLS.\n\
+         plaintext_auth = localhost\n\
+         passdb = passwd-file:{d}/passwd\n\
+         mailbox = {d}/mail/%u\n\
+         state_dir = {d}/state\n\
+         pid_file = {d}/ironpop.pid\n\
+         log_level = info\n"
+    )
+}
+
+/// Creates a private file that must not exist yet, and says so.
+fn create(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents)?;
+    println!("created {}", path.display());
+    Ok(())
+}
+
+/// How to connect, for the terminal.
+pub fn instructions(config: &Config) -> String {
+    let addr = config
+        .listen
+        .first()
+        .map_or_else(|| ADDRESS.to_string(), |a| a.to_string());
+    let (host, port) = config.listen.first().map_or_else(
+        || ("127.0.0.1".to_string(), 1110),
+        |a| (a.ip().to_string(), a.port()),
+    );
+    let mailbox = config.mailbox.replace("%u", USER);
+    format!(
+        "\n\
+         ironpop demo: user '{USER}', password '{PASSWORD}', mailbox {mailbox}\n\
+         \n\
+         List the messages, then read the first one:\n\
+         \x20 curl pop3://{USER}:{PASSWORD}@{addr}/\n\
+         \x20 curl pop3://{USER}:{PASSWORD}@{addr}/1\n\
+         \n\
+         Or with Python:\n\
+         \x20 python3 -c 'import poplib; p = poplib.POP3(\"{host}\", {port}); p.user(\"{USER}\"); \
+         p.pass_(\"{PASSWORD}\"); print(p.list()[1]); print(b\"\\n\".join(p.retr(1)[1]).decode()); p.quit()'\n\
+         \n\
+         Ctrl-C stops the server. Running the demo again reuses {dir}.\n\n",
+        dir = config
+            .source
+            .parent()
+            .map_or_else(|| ".".to_string(), |p| p.display().to_string()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_mailbox_has_the_tricky_lines() {
+        let separators = SAMPLE_MBOX
+            .lines()
+            .filter(|l| l.starts_with("From "))
+            .count();
+        assert_eq!(separators, 4);
+        assert!(SAMPLE_MBOX.lines().any(|l| l == "."));
+        assert!(SAMPLE_MBOX.lines().any(|l| l.starts_with(">From ")));
+        assert!(
+            SAMPLE_MBOX.lines().all(|l| l.len() < 78),
+            "lines fit a terminal"
+        );
+        // Each message but the first follows a blank line (mbox rule).
+        assert_eq!(SAMPLE_MBOX.matches("\n\nFrom ").count(), 3);
+    }
+
+    #[test]
+    fn prepare_creates_then_reuses() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("demo");
+        let conf = prepare(&dir).unwrap();
+        let dir = dir.canonicalize().unwrap();
+        assert_eq!(conf, dir.join("ironpop.conf"));
+        let text = fs::read_to_string(&conf).unwrap();
+        assert!(text.contains("listen = 127.0.0.1:1110\n"));
+        assert!(text.contains(&format!("mailbox = {}/mail/%u\n", dir.display())));
+        assert!(text.contains(&format!("passdb = passwd-file:{}/passwd\n", dir.display())));
+        let passwd = fs::read_to_string(dir.join("passwd")).unwrap();
+        assert!(passwd.starts_with("demo:") && !passwd.contains(":demo\n"));
+        let mbox = dir.join("mail/demo");
+        assert_eq!(fs::read_to_string(&mbox).unwrap(), SAMPLE_MBOX);
+
+        // A mailbox the user changed is kept; a deleted passwd comes back.
+        fs::write(&mbox, "From x Mon Jan  6 09:00:00 2025\n\nmine\n").unwrap();
+        fs::remove_file(dir.join("passwd")).unwrap();
+        prepare(&dir).unwrap();
+        assert!(fs::read_to_string(&mbox).unwrap().ends_with("mine\n"));
+        assert!(dir.join("passwd").exists());
+
+        // An emptied mailbox gets the samples again.
+        fs::write(&mbox, "").unwrap();
+        prepare(&dir).unwrap();
+        assert_eq!(fs::read_to_string(&mbox).unwrap(), SAMPLE_MBOX);
+    }
+
+    #[test]
+    fn instructions_name_the_configured_address() {
+        let tmp = tempfile::tempdir().unwrap();
+        let conf = prepare(tmp.path()).unwrap();
+        let mut config = crate::config::load(&conf).unwrap();
+        config.listen = vec!["127.0.0.1:2110".parse().unwrap()];
+        let text = instructions(&config);
+        assert!(
+            text.contains("curl pop3://demo:demo@127.0.0.1:2110/1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("curl pop3://demo:demo@127.0.0.1:2110/\n"),
+            "{text}"
+        );
+        assert!(text.contains("poplib.POP3(\"127.0.0.1\", 2110)"), "{text}");
+    }
+}

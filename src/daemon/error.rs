@@ -1,0 +1,85 @@
+//! `DaemonError`: why the daemon could not start or keep running, in an administrator's words.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug)]
+pub enum DaemonError {
+    /// The config names no address to listen on.
+    NoListeners,
+    /// A listening socket could not be set up.
+    Listen { addr: SocketAddr, source: io::Error },
+    /// Another instance owns the pid file.
+    AlreadyRunning { pid_file: PathBuf, pid: i32 },
+    /// The pid file could not be checked or written.
+    PidFile { path: PathBuf, source: io::Error },
+    /// The account database could not be set up.
+    Auth(String),
+    /// A system call the daemon depends on failed; `what` says which step.
+    System {
+        what: &'static str,
+        source: io::Error,
+    },
+    /// The demo directory could not be prepared.
+    Demo { path: PathBuf, source: io::Error },
+}
+
+impl DaemonError {
+    pub fn system(what: &'static str, source: impl Into<io::Error>) -> DaemonError {
+        DaemonError::System {
+            what,
+            source: source.into(),
+        }
+    }
+}
+
+fn listen_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => " (is another POP3 server or ironpop already running?)",
+        io::ErrorKind::PermissionDenied => " (ports below 1024 need root)",
+        io::ErrorKind::AddrNotAvailable => " (no local interface has this address)",
+        _ => "",
+    }
+}
+
+impl fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DaemonError::NoListeners => f.write_str("no listen address is configured"),
+            DaemonError::Listen { addr, source } => {
+                write!(
+                    f,
+                    "cannot listen on {addr}: {source}{}",
+                    listen_hint(source)
+                )
+            }
+            DaemonError::AlreadyRunning { pid_file, pid } => write!(
+                f,
+                "ironpop is already running as pid {pid} (pid file {})",
+                pid_file.display()
+            ),
+            DaemonError::PidFile { path, source } => {
+                write!(f, "cannot write pid file {}: {source}", path.display())
+            }
+            DaemonError::Auth(detail) => write!(f, "cannot set up authentication: {detail}"),
+            DaemonError::System { what, source } => write!(f, "cannot {what}: {source}"),
+            DaemonError::Demo { path, source } => {
+                write!(f, "cannot prepare demo in {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for DaemonError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DaemonError::Listen { source, .. }
+            | DaemonError::PidFile { source, .. }
+            | DaemonError::System { source, .. }
+            | DaemonError::Demo { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

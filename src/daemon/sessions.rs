@@ -1,0 +1,203 @@
+//! The table of open sessions: per-address admission at accept, and a way to close them all at shutdown.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Shutdown, TcpStream};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+struct Inner {
+    per_ip: HashMap<IpAddr, usize>,
+    /// A second handle on each session's socket, so shutdown can wake a
+    /// worker blocked in read(2) without touching the worker's own handle.
+    open: HashMap<u64, Option<TcpStream>>,
+    next_id: u64,
+}
+
+/// Open sessions, counted per client address.
+pub struct SessionTable {
+    inner: Mutex<Inner>,
+    ended: Condvar,
+    /// Most sessions per address; 0 means no limit.
+    per_ip_limit: usize,
+}
+
+/// Proof of admission; dropping it (session over, or never started) gives
+/// the slot back.
+pub struct Ticket {
+    table: Arc<SessionTable>,
+    ip: IpAddr,
+    id: u64,
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyFromAddress {
+    pub open: usize,
+}
+
+impl SessionTable {
+    pub fn new(per_ip_limit: usize) -> SessionTable {
+        SessionTable {
+            inner: Mutex::new(Inner::default()),
+            ended: Condvar::new(),
+            per_ip_limit,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Admits a session from `ip` unless that address already has
+    /// `per_ip_limit` sessions. `handle` is kept for [`Self::close_all`].
+    pub fn admit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        handle: Option<TcpStream>,
+    ) -> Result<Ticket, TooManyFromAddress> {
+        // `::ffff:192.0.2.1` and `192.0.2.1` are the same client.
+        let ip = ip.to_canonical();
+        let mut inner = self.lock();
+        let count = inner.per_ip.get(&ip).copied().unwrap_or(0);
+        if self.per_ip_limit != 0 && count >= self.per_ip_limit {
+            return Err(TooManyFromAddress { open: count });
+        }
+        inner.per_ip.insert(ip, count + 1);
+        let id = inner.next_id;
+        inner.next_id = inner.next_id.wrapping_add(1);
+        inner.open.insert(id, handle);
+        Ok(Ticket {
+            table: Arc::clone(self),
+            ip,
+            id,
+        })
+    }
+
+    /// Sessions open from `ip`.
+    pub fn count(&self, ip: IpAddr) -> usize {
+        self.lock()
+            .per_ip
+            .get(&ip.to_canonical())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Sessions open in total.
+    pub fn active(&self) -> usize {
+        self.lock().open.len()
+    }
+
+    /// Shuts down `how` on every open session's socket: `Read` ends idle
+    /// sessions at once (their read sees end of file) and lets a reply in
+    /// progress finish; `Both` also ends sessions stuck writing.
+    pub fn close_all(&self, how: Shutdown) {
+        for stream in self.lock().open.values().flatten() {
+            let _ = stream.shutdown(how);
+        }
+    }
+
+    /// Waits until no session is open; `false` on timeout.
+    pub fn wait_all_ended(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut inner = self.lock();
+        while !inner.open.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            inner = self
+                .ended
+                .wait_timeout(inner, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
+    fn release(&self, ip: IpAddr, id: u64) {
+        let mut inner = self.lock();
+        inner.open.remove(&id);
+        if let Some(count) = inner.per_ip.get_mut(&ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                // Keeps the map as small as the set of connected clients.
+                inner.per_ip.remove(&ip);
+            }
+        }
+        if inner.open.is_empty() {
+            self.ended.notify_all();
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.table.release(self.ip, self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::thread;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn per_address_limit_and_release() {
+        let table = Arc::new(SessionTable::new(2));
+        let a1 = table.admit(ip("192.0.2.1"), None).unwrap();
+        let a2 = table.admit(ip("::ffff:192.0.2.1"), None).unwrap();
+        assert_eq!(
+            table.admit(ip("192.0.2.1"), None).err(),
+            Some(TooManyFromAddress { open: 2 }),
+            "mapped and plain IPv4 count as one address"
+        );
+        let b = table.admit(ip("2001:db8::1"), None).unwrap();
+        assert_eq!(table.count(ip("192.0.2.1")), 2);
+        assert_eq!(table.active(), 3);
+        drop(a1);
+        assert_eq!(table.count(ip("192.0.2.1")), 1);
+        let a3 = table.admit(ip("192.0.2.1"), None).unwrap();
+        drop((a2, a3, b));
+        assert_eq!(table.active(), 0);
+        assert!(table.lock().per_ip.is_empty(), "no entries left behind");
+    }
+
+    #[test]
+    fn zero_limit_means_unlimited() {
+        let table = Arc::new(SessionTable::new(0));
+        let tickets: Vec<Ticket> = (0..100)
+            .map(|_| table.admit(ip("192.0.2.7"), None).unwrap())
+            .collect();
+        assert_eq!(table.count(ip("192.0.2.7")), 100);
+        drop(tickets);
+        assert_eq!(table.count(ip("192.0.2.7")), 0);
+    }
+
+    #[test]
+    fn close_all_wakes_a_blocked_reader() {
+        let table = Arc::new(SessionTable::new(16));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, peer) = listener.accept().unwrap();
+        let ticket = table
+            .admit(peer.ip(), Some(server.try_clone().unwrap()))
+            .unwrap();
+        let reader = thread::spawn(move || {
+            let mut buf = [0u8; 16];
+            let n = server.read(&mut buf).unwrap();
+            drop(ticket);
+            n
+        });
+        assert!(!table.wait_all_ended(Duration::from_millis(50)));
+        table.close_all(Shutdown::Read);
+        assert!(table.wait_all_ended(Duration::from_secs(10)));
+        assert_eq!(reader.join().unwrap(), 0, "read saw end of file");
+    }
+}

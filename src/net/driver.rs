@@ -1,0 +1,200 @@
+//! The blocking session driver: command lines in from a `Conn`, through the POP3 session, replies out in batches.
+
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, PlaintextAuth};
+use crate::limits;
+use crate::net::conn::Conn;
+use crate::net::line_buffer::{LineBuffer, LineEvent};
+use crate::net::output::Output;
+use crate::pop3::{Control, Session, SessionSettings, State};
+
+/// RFC 1939 §3 names no wording; this is the traditional one (popa3d, qpopper).
+const AUTOLOGOUT_REPLY: &[u8] = b"-ERR autologout; idle for too long\r\n";
+
+/// The goodbye after a timeout must not hold the worker on a client that
+/// stopped reading.
+const GOODBYE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The timing knobs of a session, taken from the config once at startup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Inactivity limit in AUTHORIZATION.
+    pub auth: Duration,
+    /// Inactivity limit in TRANSACTION (RFC 1939: at least 10 minutes).
+    pub idle: Duration,
+    /// Pause before every failed-authentication reply.
+    pub auth_fail_delay: Duration,
+}
+
+impl Timeouts {
+    pub fn from_config(config: &Config) -> Timeouts {
+        Timeouts {
+            auth: config.auth_timeout,
+            idle: config.idle_timeout,
+            auth_fail_delay: config.auth_fail_delay,
+        }
+    }
+
+    fn for_state(&self, state: State) -> Duration {
+        match state {
+            State::Authorization => self.auth,
+            State::Transaction => self.idle,
+        }
+    }
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The session closed it (QUIT, too many failures).
+    Closed,
+    /// The client was silent longer than the state's timeout.
+    Timeout,
+    /// The client closed the connection (or the daemon shut it down).
+    Eof,
+    /// Reading from or writing to the client failed.
+    Error,
+}
+
+/// Whether USER/PASS may be used on this connection right now.
+pub fn plaintext_allowed(policy: PlaintextAuth, tls_active: bool, loopback: bool) -> bool {
+    match policy {
+        PlaintextAuth::Always => true,
+        PlaintextAuth::Localhost => tls_active || loopback,
+        PlaintextAuth::TlsOnly => tls_active,
+    }
+}
+
+/// The per-connection settings the session needs, derived from the
+/// connection and the configured policy.
+pub fn session_settings(conn: &Conn, policy: PlaintextAuth) -> SessionSettings {
+    let tls_active = conn.is_tls();
+    SessionSettings {
+        plaintext_allowed: plaintext_allowed(policy, tls_active, conn.is_loopback()),
+        // STLS arrives with the TLS issue.
+        stls_offered: false,
+        tls_active,
+        peer: conn
+            .peer_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string()),
+    }
+}
+
+/// Runs `session` over `conn` until it ends, then closes the connection.
+/// `stopping` is set by the daemon at shutdown, so that a connection it
+/// closes is logged as `shutdown` rather than as the client's doing.
+pub fn serve(
+    conn: Conn,
+    session: &mut Session,
+    timeouts: &Timeouts,
+    stopping: &AtomicBool,
+) -> Ended {
+    // A client that stops reading in the middle of a long RETR is as idle
+    // as one that stops writing.
+    let _ = conn.set_write_timeout(Some(timeouts.idle.max(timeouts.auth)));
+    let mut out = Output::new(conn, limits::WRITE_BUFFER);
+    let ended = drive(session, &mut out, timeouts);
+    let shutting_down = stopping.load(Ordering::Relaxed);
+    match ended {
+        // The session has normally ended itself (QUIT); if not, this logs
+        // the disconnect, and is a no-op otherwise.
+        Ended::Closed => session.abort("closed"),
+        Ended::Timeout => {
+            let _ = out.get_ref().set_write_timeout(Some(GOODBYE_WRITE_TIMEOUT));
+            let _ = out.write_all(AUTOLOGOUT_REPLY).and_then(|()| out.flush());
+            session.abort("timeout");
+        }
+        Ended::Eof | Ended::Error if shutting_down => session.abort("shutdown"),
+        Ended::Eof => session.abort("eof"),
+        Ended::Error => session.abort("error"),
+    }
+    out.get_ref().shutdown();
+    ended
+}
+
+fn drive(session: &mut Session, out: &mut Output<Conn>, timeouts: &Timeouts) -> Ended {
+    if session.greeting(out).and_then(|()| out.flush()).is_err() {
+        return Ended::Error;
+    }
+    let mut lines = LineBuffer::new(session.max_line());
+    let mut chunk = [0u8; limits::READ_BUFFER];
+    // The autologout timer runs from the last complete command, so a
+    // client trickling bytes cannot hold a worker past the timeout.
+    let mut deadline = Instant::now() + timeouts.for_state(session.state());
+    loop {
+        let n = match read_before(out.get_mut(), &mut chunk, deadline) {
+            Ok(0) => return Ended::Eof,
+            Ok(n) => n,
+            Err(e) if is_timeout(&e) => return Ended::Timeout,
+            Err(_) => return Ended::Error,
+        };
+        lines.push(chunk.get(..n).unwrap_or_default());
+        let mut commands = 0usize;
+        loop {
+            let control = match lines.next_line() {
+                None => break,
+                Some(LineEvent::Line(line)) => session.handle_line(line, out),
+                Some(LineEvent::TooLong) => session.handle_too_long(out),
+            };
+            commands += 1;
+            lines.set_max_line(session.max_line());
+            match control {
+                Err(_) => return Ended::Error,
+                Ok(Control::Continue) => {}
+                Ok(Control::AuthFailed { then_close }) => {
+                    // The failure reply (and anything batched before it)
+                    // waits out the delay, so guessing costs real time.
+                    thread::sleep(timeouts.auth_fail_delay);
+                    if out.flush().is_err() {
+                        return Ended::Error;
+                    }
+                    if then_close {
+                        return Ended::Closed;
+                    }
+                }
+                Ok(Control::Close) => {
+                    let _ = out.flush();
+                    return Ended::Closed;
+                }
+            }
+        }
+        // No complete line is left: the batch of replies leaves now, in
+        // one write where it fits the buffer.
+        if out.flush().is_err() {
+            return Ended::Error;
+        }
+        out.release();
+        if commands > 0 {
+            deadline = Instant::now() + timeouts.for_state(session.state());
+        }
+    }
+}
+
+/// One read that gives up at `deadline`.
+fn read_before(conn: &mut Conn, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        conn.set_read_timeout(Some(left))?;
+        match conn.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted || is_timeout(&e) => continue,
+            result => return result,
+        }
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+#[cfg(test)]
+mod tests;
