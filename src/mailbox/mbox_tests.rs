@@ -195,3 +195,144 @@ fn opener_uses_the_principal_mailbox() {
     };
     assert_eq!(opener.open(&p).unwrap().messages().len(), 3);
 }
+
+#[test]
+fn one_session_per_mailbox_until_the_first_ends() {
+    let (_dir, path) = spool(SPOOL);
+    let first = open(&path).unwrap();
+    let e = open(&path).err().unwrap();
+    assert!(e.is_in_use(), "{e}");
+    drop(first);
+    let second = open(&path).unwrap();
+    let e = open(&path).err().unwrap();
+    assert!(e.is_in_use(), "{e}");
+    // QUIT ends the session too.
+    Box::new(second).commit(&[false, false, false]).unwrap();
+    drop(open(&path).unwrap());
+}
+
+#[test]
+fn delivery_locks_are_not_held_during_the_session() {
+    let (dir, path) = spool(SPOOL);
+    let md = open(&path).unwrap();
+    assert!(!crate::mailbox::dotlock::lock_path(&path).exists());
+    let mda = File::options().read(true).write(true).open(&path).unwrap();
+    assert!(
+        crate::mailbox::ofd::try_lock(&mda).unwrap(),
+        "fcntl lock left behind"
+    );
+    // While the MDA holds its lock, QUIT waits, then gives up: [SYS/TEMP].
+    let e = Box::new(md).commit(&[true, false, false]).unwrap_err();
+    assert!(matches!(e, MailboxError::Locked { .. }), "{e}");
+    assert!(!e.is_permanent() && !e.is_in_use());
+    assert_eq!(std::fs::read(&path).unwrap(), SPOOL);
+    // ... and the failed QUIT still ended the session.
+    drop(mda);
+    let md = open(&path).unwrap();
+    assert_eq!(md.messages().len(), 3);
+    assert!(dir.path().join("state").is_dir());
+}
+
+#[test]
+fn login_waits_for_the_mda_then_times_out() {
+    let (_dir, path) = spool(SPOOL);
+    let lock = crate::mailbox::dotlock::lock_path(&path);
+    std::fs::write(&lock, b"1\n").unwrap();
+    let e = open(&path).err().unwrap();
+    assert!(matches!(e, MailboxError::Locked { .. }), "{e}");
+    assert!(e.to_string().contains("bob.lock"), "{e}");
+    std::fs::remove_file(&lock).unwrap();
+    // The failed login did not keep the session lock.
+    assert_eq!(open(&path).unwrap().messages().len(), 3);
+}
+
+#[test]
+fn an_interrupted_update_is_recovered_before_the_scan() {
+    use crate::mailbox::update::{Fault, FAULT_AFTER};
+    let (dir, path) = spool(SPOOL);
+    let md = open(&path).unwrap();
+    // Crash after the journal is durable and the copy has started.
+    FAULT_AFTER.with(|c| c.set(Some((4, Fault::Crash))));
+    let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Box::new(md).commit(&[true, false, false])
+    }));
+    FAULT_AFTER.with(|c| c.set(None));
+    assert!(crashed.is_err(), "the update should have crashed");
+    let journal = StateDir::new(dir.path().join("state")).journal(&path);
+    assert!(journal.exists());
+    assert_ne!(std::fs::read(&path).unwrap(), SPOOL, "partly compacted");
+    let md = open(&path).unwrap();
+    assert!(!journal.exists());
+    assert_eq!(std::fs::read(&path).unwrap(), SPOOL);
+    assert_eq!(md.messages().len(), 3);
+}
+
+#[test]
+fn a_journal_without_its_spool_refuses_the_login() {
+    let (dir, path) = spool(SPOOL);
+    let state = StateDir::new(dir.path().join("state"));
+    state.ensure().unwrap();
+    std::fs::write(state.journal(&path), b"whatever").unwrap();
+    let e = open(&path).err().unwrap();
+    assert!(e.is_permanent(), "{e}");
+    assert!(e.to_string().contains("journal"), "{e}");
+    std::fs::remove_file(&path).unwrap();
+    let e = open(&path).err().unwrap();
+    assert!(e.is_permanent() && e.to_string().contains("journal"), "{e}");
+}
+
+/// Dots added by dot-stuffing.
+fn stuffed(out: &[u8]) -> u64 {
+    let first = u64::from(out.starts_with(b"."));
+    first + out.windows(3).filter(|w| *w == b"\n..").count() as u64
+}
+
+#[test]
+fn odd_spools_are_served_and_updated_without_damage() {
+    let cases: &[&[u8]] = &[
+        b"",
+        b"no From_ line at all\njust text\n",
+        b"leading text\n\nFrom a\n\nbody\n\nFrom b\n\nno final newline",
+        b"From a\r\rCR-only\rlines\r\rFrom b\r\r",
+        b"From a\n\nNUL\0in\0body\n\nFrom b\n\n\0\0\0\n",
+        b"From a\r\nX: 1\r\n\r\nCRLF stored\r\n\r\nFrom b\r\n\r\nsecond\r\n",
+        b"\n\n\nFrom a\n\nafter blank lines\n",
+    ];
+    for (i, data) in cases.iter().enumerate() {
+        let (_dir, path) = spool(data);
+        let mut md = open(&path).unwrap();
+        let n = md.messages().len();
+        let mut bodies = Vec::new();
+        for m in 0..n {
+            let mut out = Vec::new();
+            md.write_message(m, None, &mut out).unwrap();
+            assert!(
+                out.is_empty() || out.ends_with(b"\r\n"),
+                "case {i} message {m}"
+            );
+            assert_eq!(
+                out.len() as u64,
+                md.messages()[m].size + stuffed(&out),
+                "case {i}"
+            );
+            bodies.push(out);
+        }
+        // Delete the first message; the rest must be served unchanged.
+        let deleted: Vec<bool> = (0..n).map(|m| m == 0).collect();
+        Box::new(md).commit(&deleted).unwrap();
+        let mut md = open(&path).unwrap();
+        assert_eq!(md.messages().len(), n.saturating_sub(1), "case {i}");
+        for m in 0..md.messages().len() {
+            let mut out = Vec::new();
+            md.write_message(m, None, &mut out).unwrap();
+            assert_eq!(out, bodies[m + 1], "case {i} message {m}");
+        }
+        Box::new(md)
+            .commit(&vec![true; n.saturating_sub(1)])
+            .unwrap();
+        // Bytes outside every message (blank lines before the first
+        // From_) are kept, like everything else not deleted.
+        assert!(open(&path).unwrap().messages().is_empty(), "case {i}");
+        assert!(std::fs::metadata(&path).unwrap().len() <= 3, "case {i}");
+    }
+}
