@@ -23,7 +23,8 @@ fn write_spool(path: &Path, total: u64) -> Vec<Span> {
     let mut n = 0u64;
     let body_line = b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod.\n";
     while at < total {
-        let from = format!("From bench@example.org Mon Jan  1 00:00:00 2024\nMessage-ID: <{n}@bench>\n\n");
+        let from =
+            format!("From bench@example.org Mon Jan  1 00:00:00 2024\nMessage-ID: <{n}@bench>\n\n");
         let mut msg = from.clone().into_bytes();
         while msg.len() + body_line.len() + 1 < MESSAGE {
             msg.extend_from_slice(body_line);
@@ -64,11 +65,17 @@ fn run(dir: &Path, total: u64, name: &str, pick: impl Fn(usize, usize) -> bool) 
 
 fn main() {
     // `cargo bench` passes --bench; anything else is ours.
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let dir = PathBuf::from(args.first().map_or("/var/tmp", String::as_str));
     let mib: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1024);
     let total = mib << 20;
-    println!("UPDATE on a {mib} MiB spool of 64 KiB messages in {}", dir.display());
+    println!(
+        "UPDATE on a {mib} MiB spool of 64 KiB messages in {}",
+        dir.display()
+    );
 
     // Reference: what rewriting the whole file once costs here.
     let path = dir.join("bench-spool");

@@ -104,8 +104,10 @@ fn unique_name() -> String {
 
 /// Links `tmp` to `path`; `Some((dev, ino))` when the lock is now ours.
 fn link_and_check(file: &mut File, tmp: &Path, path: &Path) -> io::Result<Option<(u64, u64)>> {
-    // liblockfile writes the pid; tools that show lock holders read it.
-    file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+    // liblockfile writes the pid (tools that show lock holders read it);
+    // the second line lets another ironpop on this host recognise a lock
+    // left by a killed ironpop (see `left_by_dead_ironpop`).
+    file.write_all(format!("{}\n{}\n", std::process::id(), owner_tag()).as_bytes())?;
     let linked = fs::hard_link(tmp, path);
     let meta = file.metadata()?;
     if meta.nlink() == 2 {
@@ -116,6 +118,36 @@ fn link_and_check(file: &mut File, tmp: &Path, path: &Path) -> io::Result<Option
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+fn owner_tag() -> String {
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("ironpop@{host}")
+}
+
+/// `true` when the lock says it was made by an ironpop on this host whose
+/// process no longer exists: a SIGKILLed session, not a live MDA. Any
+/// other content (MDAs write only a pid, or nothing) waits for the
+/// 5-minute rule, since a pid from another host or pid namespace proves
+/// nothing.
+fn left_by_dead_ironpop(path: &Path) -> bool {
+    let Ok(text) = fs::read(path) else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&text[..text.len().min(256)]).into_owned();
+    let mut lines = text.lines();
+    let (Some(pid), Some(tag)) = (lines.next(), lines.next()) else {
+        return false;
+    };
+    let Ok(pid) = pid.trim().parse::<i32>() else {
+        return false;
+    };
+    pid > 0
+        && tag == owner_tag()
+        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH)
 }
 
 fn busy_or_stale(path: &Path, server_now: SystemTime) -> io::Result<Attempt> {
@@ -133,11 +165,16 @@ fn busy_or_stale(path: &Path, server_now: SystemTime) -> io::Result<Attempt> {
     let age = server_now
         .duration_since(meta.modified()?)
         .unwrap_or_default();
-    if age >= limits::DOTLOCK_STALE_AFTER {
+    let dead_owner = left_by_dead_ironpop(path);
+    if age >= limits::DOTLOCK_STALE_AFTER || dead_owner {
         log::warn!(
-            "removing stale dotlock {} (unchanged for {} s)",
+            "removing stale dotlock {} ({})",
             path.display(),
-            age.as_secs()
+            if dead_owner {
+                "left by an ironpop process that no longer exists".to_string()
+            } else {
+                format!("unchanged for {} s", age.as_secs())
+            }
         );
         match fs::remove_file(path) {
             Ok(()) => {}
@@ -216,7 +253,7 @@ mod tests {
         let lock = held(try_lock(&spool).unwrap());
         assert_eq!(lock.path(), dir.path().join("bob.lock"));
         let pid = fs::read_to_string(dir.path().join("bob.lock")).unwrap();
-        assert_eq!(pid, format!("{}\n", std::process::id()));
+        assert_eq!(pid, format!("{}\n{}\n", std::process::id(), owner_tag()));
         match try_lock(&spool).unwrap() {
             Attempt::Busy(why) => assert!(why.contains("is held"), "{why}"),
             Attempt::Held(_) => panic!("two holders"),
@@ -256,6 +293,30 @@ mod tests {
             .unwrap_or_default();
         assert!(age < Duration::from_secs(60), "{age:?}");
         assert!(matches!(try_lock(&spool).unwrap(), Attempt::Busy(_)));
+    }
+
+    #[test]
+    fn a_lock_of_a_dead_ironpop_on_this_host_is_stale_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("bob");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        for (content, stale) in [
+            (format!("{dead}\n{}\n", owner_tag()), true),
+            (format!("{}\n{}\n", std::process::id(), owner_tag()), false),
+            (format!("{dead}\n"), false), // an MDA's lock: only the 5-minute rule
+            (format!("{dead}\nironpop@some-other-host\n"), false),
+        ] {
+            fs::write(lock_path(&spool), &content).unwrap();
+            match try_lock(&spool).unwrap() {
+                Attempt::Busy(why) => {
+                    assert_eq!(why.contains("stale"), stale, "{content:?}: {why}")
+                }
+                Attempt::Held(_) => panic!("taken without removal"),
+            }
+            assert_eq!(!lock_path(&spool).exists(), stale, "{content:?}");
+        }
     }
 
     #[test]
