@@ -475,9 +475,9 @@ fn efbig_from_rlimit_fsize_leaves_the_spool_unchanged() {
     let server = ServerBuilder::new()
         .spool("bob", harness::mbox(&msgs))
         .start();
-    // SIGXFSZ ignored (inherited through exec), so the write fails with
-    // EFBIG instead of killing the process.
-    let script = "trap '' XFSZ; exec prlimit --fsize=1048576 \"$0\" -F -f \"$1\"";
+    // The daemon itself must keep SIGXFSZ from killing it (the write then
+    // fails with EFBIG), so the signal keeps its default disposition here.
+    let script = "exec prlimit --fsize=1048576 \"$0\" -F -f \"$1\"";
     let p = Process::start_with(
         Command::new("sh")
             .arg("-c")
