@@ -19,6 +19,8 @@ pub struct Listener {
     pub socket: TcpListener,
     /// The resolved address (port 0 in the config becomes the real port).
     pub local: SocketAddr,
+    /// Implicit TLS (POP3S): connections start with a TLS handshake.
+    pub tls: bool,
 }
 
 /// Binds every address in `addrs` and logs `listening on ADDR (pop3)` for
@@ -60,7 +62,11 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<Listener> {
     socket::listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))?;
     let socket = TcpListener::from(fd);
     let local = socket.local_addr()?;
-    Ok(Listener { socket, local })
+    Ok(Listener {
+        socket,
+        local,
+        tls: false,
+    })
 }
 
 #[cfg(test)]

@@ -3,18 +3,18 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::auth::Authenticator;
+use crate::auth::throttle::{Throttle, ThrottledAuth};
 use crate::config::{Config, PlaintextAuth};
 use crate::daemon::acceptor::Job;
-use crate::mailbox::MaildropOpener;
+use crate::daemon::privsep::Accounts;
 use crate::net::driver::{self, Timeouts};
 use crate::net::Conn;
 use crate::pop3::{Backend, Session};
 
 /// Everything sessions share, built once at startup.
 pub struct Server {
-    pub auth: Arc<dyn Authenticator>,
-    pub maildrops: Arc<dyn MaildropOpener>,
+    pub accounts: Accounts,
+    pub throttle: Arc<Throttle>,
     pub plaintext_auth: PlaintextAuth,
     pub timeouts: Timeouts,
     /// Set at shutdown, so sessions ended by it say so in the log.
@@ -22,14 +22,10 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(
-        config: &Config,
-        auth: Arc<dyn Authenticator>,
-        maildrops: Arc<dyn MaildropOpener>,
-    ) -> Server {
+    pub fn new(config: &Config, accounts: Accounts, throttle: Arc<Throttle>) -> Server {
         Server {
-            auth,
-            maildrops,
+            accounts,
+            throttle,
             plaintext_auth: config.plaintext_auth,
             timeouts: Timeouts::from_config(config),
             stopping: Arc::new(AtomicBool::new(false)),
@@ -43,7 +39,17 @@ impl Server {
             stream,
             peer,
             ticket: _ticket,
+            tls,
         } = job;
+        if tls {
+            // Hook for the TLS work: wrap `stream` in the server config's
+            // handshake here. Until then a POP3S socket cannot be served.
+            log::warn!(
+                "connection from {} on an implicit-TLS socket, but this build has no TLS support; closing",
+                peer.ip()
+            );
+            return;
+        }
         // Accepted sockets are blocking on Linux, not on every Unix.
         let conn = match stream
             .set_nonblocking(false)
@@ -56,9 +62,14 @@ impl Server {
             }
         };
         let settings = driver::session_settings(&conn, self.plaintext_auth);
+        let (auth, maildrops) = self.accounts.for_session();
         let backend = Backend {
-            auth: Arc::clone(&self.auth),
-            maildrops: Arc::clone(&self.maildrops),
+            auth: Arc::new(ThrottledAuth {
+                inner: auth,
+                throttle: Arc::clone(&self.throttle),
+                ip: Some(peer.ip()),
+            }),
+            maildrops,
         };
         let mut session = Session::new(backend, settings);
         let ended = driver::serve(conn, &mut session, &self.timeouts, &self.stopping);

@@ -4,6 +4,8 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
+use crate::net::stdio::Stdio;
+
 /// A client connection. The session driver only sees `Read + Write` and the
 /// few socket controls below, so TLS (`rustls::StreamOwned`) and inetd's
 /// stdin/stdout slot in as further variants without touching the driver.
@@ -11,6 +13,8 @@ use std::time::Duration;
 pub enum Conn {
     /// Plain POP3 over TCP.
     Tcp(TcpStream),
+    /// inetd mode: the client on stdin/stdout.
+    Stdio(Stdio),
 }
 
 impl Conn {
@@ -28,6 +32,10 @@ impl Conn {
         let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
         match self {
             Conn::Tcp(s) => s.set_read_timeout(timeout),
+            Conn::Stdio(s) => {
+                s.set_read_timeout(timeout);
+                Ok(())
+            }
         }
     }
 
@@ -36,6 +44,10 @@ impl Conn {
         let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
         match self {
             Conn::Tcp(s) => s.set_write_timeout(timeout),
+            Conn::Stdio(s) => {
+                s.set_write_timeout(timeout);
+                Ok(())
+            }
         }
     }
 
@@ -43,6 +55,15 @@ impl Conn {
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         match self {
             Conn::Tcp(s) => s.peer_addr().ok(),
+            Conn::Stdio(s) => s.peer_addr(),
+        }
+    }
+
+    /// Our side's address (the `lip=` of log lines), if it has one.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Conn::Tcp(s) => s.local_addr().ok(),
+            Conn::Stdio(s) => s.local_addr(),
         }
     }
 
@@ -55,7 +76,7 @@ impl Conn {
     /// `true` when the connection is encrypted.
     pub fn is_tls(&self) -> bool {
         match self {
-            Conn::Tcp(_) => false,
+            Conn::Tcp(_) | Conn::Stdio(_) => false,
         }
     }
 
@@ -65,6 +86,7 @@ impl Conn {
             Conn::Tcp(s) => {
                 let _ = s.shutdown(Shutdown::Both);
             }
+            Conn::Stdio(s) => s.shutdown(),
         }
     }
 }
@@ -78,6 +100,7 @@ impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Conn::Tcp(s) => s.read(buf),
+            Conn::Stdio(s) => s.read(buf),
         }
     }
 }
@@ -86,18 +109,21 @@ impl Write for Conn {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Conn::Tcp(s) => s.write(buf),
+            Conn::Stdio(s) => s.write(buf),
         }
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Conn::Tcp(s) => s.write_vectored(bufs),
+            Conn::Stdio(s) => s.write_vectored(bufs),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Conn::Tcp(s) => s.flush(),
+            Conn::Stdio(s) => s.flush(),
         }
     }
 }

@@ -78,9 +78,17 @@ pub fn session_settings(conn: &Conn, policy: PlaintextAuth) -> SessionSettings {
         // STLS arrives with the TLS issue.
         stls_offered: false,
         tls_active,
-        peer: conn
-            .peer_addr()
-            .map_or_else(|| "unknown".to_string(), |a| a.to_string()),
+        // Addresses without ports, as fail2ban and log readers expect.
+        peer: conn.peer_addr().map_or_else(
+            || "unknown".to_string(),
+            |a| a.ip().to_canonical().to_string(),
+        ),
+        local: conn.local_addr().map_or_else(
+            || "unknown".to_string(),
+            |a| a.ip().to_canonical().to_string(),
+        ),
+        // Set by the TLS transport once it exists.
+        tls_protocol: None,
     }
 }
 

@@ -4,5 +4,6 @@ pub mod conn;
 pub mod driver;
 pub mod line_buffer;
 pub mod output;
+pub mod stdio;
 
 pub use conn::Conn;

@@ -31,8 +31,12 @@ pub struct SessionSettings {
     /// Plain connection and TLS configured (the TLS issue uses it).
     pub stls_offered: bool,
     pub tls_active: bool,
-    /// Client address for log lines, e.g. "127.0.0.1:50312".
+    /// Client address for log lines (`rip=`), e.g. "203.0.113.5".
     pub peer: String,
+    /// Server address for the login line (`lip=`), e.g. "192.0.2.1".
+    pub local: String,
+    /// Negotiated TLS protocol for the login line (`tls=`), `None`: plain.
+    pub tls_protocol: Option<&'static str>,
 }
 
 /// The RFC 1939 state, for the driver's choice of idle timeout.
@@ -310,7 +314,7 @@ impl Session {
                 self.auth_failures += 1;
                 let then_close = self.auth_failures >= limits::MAX_AUTH_FAILURES;
                 log::warn!(
-                    "login failed: user={user} method=USER rip={peer} failures={}",
+                    "auth failed: user={user} method=USER rip={peer} failures={}",
                     self.auth_failures
                 );
                 if then_close {
@@ -336,7 +340,12 @@ impl Session {
             Ok(maildrop) => {
                 let t = Transaction::new(maildrop, principal.user);
                 let (count, octets) = t.totals();
-                log::info!("login: user={} method=USER rip={peer}", t.user());
+                log::info!(
+                    "login: user={} method=USER rip={peer} lip={} tls={}",
+                    t.user(),
+                    self.settings.local,
+                    self.settings.tls_protocol.unwrap_or("no")
+                );
                 reply::ok(
                     out,
                     format_args!("maildrop has {count} messages ({octets} octets)"),
