@@ -22,3 +22,4 @@ pub mod logging;
 pub mod mailbox;
 pub mod net;
 pub mod pop3;
+pub mod sasl;

@@ -1,9 +1,11 @@
-//! Network I/O: client connections, bounded line framing and the blocking session driver.
+//! Network I/O: client connections, bounded line framing, TLS and the blocking session driver.
 
+pub mod cert_identity;
 pub mod conn;
 pub mod driver;
 pub mod line_buffer;
 pub mod output;
 pub mod stdio;
+pub mod tls;
 
 pub use conn::Conn;
