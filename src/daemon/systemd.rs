@@ -166,7 +166,9 @@ impl Notifier {
     /// `RELOADING=1` with the timestamp systemd wants for it.
     pub fn reloading(&self) {
         let usec = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
-            t.tv_sec() as i64 * 1_000_000 + t.tv_nsec() as i64 / 1000
+            t.tv_sec()
+                .saturating_mul(1_000_000)
+                .saturating_add(t.tv_nsec() / 1000)
         });
         self.notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
     }

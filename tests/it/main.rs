@@ -1,0 +1,3 @@
+//! Integration tests (temporary entry point until the tests package merges its own).
+
+mod daemon;
