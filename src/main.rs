@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use ironpop::cli::{self, Mode};
 use ironpop::config::{self, Config};
-use ironpop::daemon::{self, demo};
+use ironpop::daemon::{self, demo, RunMode};
 use ironpop::logging;
 
 const RUNTIME_FAILURE: u8 = 1;
@@ -39,7 +39,14 @@ fn main() -> ExitCode {
             Err(e) => fail(RUNTIME_FAILURE, &e),
         },
         Mode::Daemon => match load(&options.config) {
-            Ok(config) => serve(&config, &options.config, options.foreground),
+            Ok(config) => {
+                let mode = if options.foreground {
+                    RunMode::Foreground
+                } else {
+                    RunMode::Detached
+                };
+                serve(&config, &options.config, mode)
+            }
             Err(code) => code,
         },
         Mode::Inetd { tls } => inetd(&options.config, tls),
@@ -69,14 +76,15 @@ fn check_config(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn serve(config: &Config, config_path: &Path, foreground: bool) -> ExitCode {
+fn serve(config: &Config, config_path: &Path, mode: RunMode) -> ExitCode {
+    let foreground = mode != RunMode::Detached;
     if foreground {
         logging::init_stderr(config.log_level);
     } else if let Err(e) = logging::init_syslog(&config.syslog_facility, config.log_level) {
         return fail(RUNTIME_FAILURE, &e);
     }
     logging::install_panic_hook();
-    match daemon::run(config, config_path, foreground) {
+    match daemon::run(config, config_path, mode) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
@@ -101,7 +109,7 @@ fn run_demo(dir: Option<PathBuf>) -> ExitCode {
         Err(e) => return fail(RUNTIME_FAILURE, &e),
     };
     print!("{}", demo::instructions(&config));
-    serve(&config, &path, true)
+    serve(&config, &path, RunMode::Demo)
 }
 
 /// `-i`: stderr is (usually) the client's socket, so it is pointed at

@@ -21,7 +21,7 @@ use nix::sys::socket::{
 };
 use nix::unistd::{self, ForkResult, Pid, Uid};
 
-use super::helper_wire::{Request, Response, Spool, MAX_FRAME};
+use super::helper_wire::{Request, Response, Secret, Spool, MAX_FRAME};
 use super::system::SystemDb;
 use super::{AuthOutcome, PasswdFile};
 use crate::config::{Config, Passdb};
@@ -56,6 +56,43 @@ impl HelperDb {
                 })
             }
             Passdb::Pam => Err("passdb = pam is not available in this build (PAM support is not implemented yet); use passdb = system".into()),
+        }
+    }
+
+    fn lookup(&self, user: &str) -> (AuthOutcome, Option<Uid>) {
+        match self {
+            HelperDb::System(db) => db.lookup_account(user),
+            HelperDb::PasswdFile { db, owner } => {
+                use super::Authenticator;
+                (db.lookup(user), Some(*owner))
+            }
+        }
+    }
+
+    fn scram_secret(&self, user: &str) -> Response {
+        use crate::sasl::SecretLookup;
+        match self {
+            HelperDb::System(_) => Response::Rejected,
+            HelperDb::PasswdFile { db, .. } => {
+                use super::Authenticator;
+                match db.scram_secret(user) {
+                    SecretLookup::Found(secret) => {
+                        Response::Secret(Secret(secret.to_string().into_bytes()))
+                    }
+                    SecretLookup::NoSecret => Response::Rejected,
+                    SecretLookup::Unavailable(why) => Response::Unavailable(why),
+                }
+            }
+        }
+    }
+
+    fn offers_scram(&self) -> bool {
+        match self {
+            HelperDb::System(_) => false,
+            HelperDb::PasswdFile { db, .. } => {
+                use super::Authenticator;
+                db.offers_scram()
+            }
         }
     }
 
@@ -181,8 +218,14 @@ pub(crate) fn serve(channel: &OwnedFd, db: &HelperDb) -> i32 {
 }
 
 fn handle(db: &HelperDb, request: Request) -> (Response, Option<File>) {
-    match request {
-        Request::Verify { user, password } => match db.verify(&user, &password.0) {
+    let checked = match request {
+        Request::Verify { user, password } => db.verify(&user, &password.0),
+        Request::Lookup { user } => db.lookup(&user),
+        Request::ScramSecret { user } => return (db.scram_secret(&user), None),
+        Request::OffersScram => return (Response::Flag(db.offers_scram()), None),
+    };
+    {
+        match checked {
             (AuthOutcome::Accepted(p), owner) => {
                 let (spool, file) = open_checked(&p.mailbox, owner);
                 let response = Response::Accepted {
@@ -194,7 +237,7 @@ fn handle(db: &HelperDb, request: Request) -> (Response, Option<File>) {
             }
             (AuthOutcome::Rejected, _) => (Response::Rejected, None),
             (AuthOutcome::Unavailable(why), _) => (Response::Unavailable(why), None),
-        },
+        }
     }
 }
 

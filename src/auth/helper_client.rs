@@ -19,6 +19,7 @@ use nix::sys::time::TimeVal;
 use super::helper_wire::{Request, Response, Secret, Spool, MAX_FRAME};
 use super::{AuthOutcome, Authenticator, Principal};
 use crate::mailbox::{MailboxError, Maildrop, MaildropOpener, MboxMaildrop};
+use crate::sasl::{ScramSecret, SecretLookup};
 
 /// A helper answers within this time or is considered hung: even a
 /// costly hash takes well under a second.
@@ -105,10 +106,14 @@ impl HelperPool {
     /// Asks a helper to check `password` (and open the spool). `Err` means
     /// no trustworthy answer was had.
     pub fn verify(&self, user: &str, password: &[u8]) -> Result<Verdict, String> {
-        let request = Request::Verify {
+        self.ask(&Request::Verify {
             user: user.to_owned(),
             password: Secret(password.to_vec()),
-        };
+        })
+    }
+
+    /// One request, one answer from whichever helper is free.
+    pub fn ask(&self, request: &Request) -> Result<Verdict, String> {
         let Some(frame) = request.encode() else {
             // Longer than any real user name or password: not worth a hash.
             return Ok(Verdict {
@@ -240,8 +245,46 @@ impl HelperSession {
 
 impl Authenticator for HelperSession {
     fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome {
+        self.login(self.pool.verify(user, password))
+    }
+
+    fn lookup(&self, user: &str) -> AuthOutcome {
+        self.login(self.pool.ask(&Request::Lookup {
+            user: user.to_owned(),
+        }))
+    }
+
+    fn offers_scram(&self) -> bool {
+        matches!(
+            self.pool.ask(&Request::OffersScram),
+            Ok(Verdict {
+                response: Response::Flag(true),
+                ..
+            })
+        )
+    }
+
+    fn scram_secret(&self, user: &str) -> SecretLookup {
+        let verdict = self.pool.ask(&Request::ScramSecret {
+            user: user.to_owned(),
+        });
+        match verdict.map(|v| v.response) {
+            Ok(Response::Secret(field)) => std::str::from_utf8(&field.0)
+                .ok()
+                .and_then(|f| ScramSecret::parse(f).ok())
+                .map_or(SecretLookup::NoSecret, SecretLookup::Found),
+            Ok(Response::Unavailable(why)) | Err(why) => SecretLookup::Unavailable(why),
+            Ok(_) => SecretLookup::NoSecret,
+        }
+    }
+}
+
+impl HelperSession {
+    /// Turns a helper's answer to a login into an outcome, keeping the
+    /// spool it opened for [`MaildropOpener::open`].
+    fn login(&self, verdict: Result<Verdict, String>) -> AuthOutcome {
         self.stash(None);
-        let verdict = match self.pool.verify(user, password) {
+        let verdict = match verdict {
             Ok(v) => v,
             Err(e) => return AuthOutcome::Unavailable(e),
         };
@@ -273,6 +316,9 @@ impl Authenticator for HelperSession {
             }
             Response::Rejected => AuthOutcome::Rejected,
             Response::Unavailable(why) => AuthOutcome::Unavailable(why),
+            Response::Secret(_) | Response::Flag(_) => {
+                AuthOutcome::Unavailable("the privileged helper answered another question".into())
+            }
         }
     }
 }

@@ -24,16 +24,21 @@ pub const MAX_PATH: usize = 4096;
 pub const MAX_TEXT: usize = 1024;
 
 const REQ_VERIFY: u8 = 1;
+const REQ_LOOKUP: u8 = 2;
+const REQ_SCRAM_SECRET: u8 = 3;
+const REQ_OFFERS_SCRAM: u8 = 4;
 const RESP_ACCEPTED: u8 = 1;
 const RESP_REJECTED: u8 = 2;
 const RESP_UNAVAILABLE: u8 = 3;
+const RESP_SECRET: u8 = 4;
+const RESP_FLAG: u8 = 5;
 const SPOOL_OPEN: u8 = 1;
 const SPOOL_MISSING: u8 = 2;
 const SPOOL_REFUSED: u8 = 3;
 const SPOOL_FAILED: u8 = 4;
 
 /// A password on its way through the helper; zeroed when dropped.
-#[derive(PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub Vec<u8>);
 
 impl Drop for Secret {
@@ -56,6 +61,13 @@ pub enum Request {
     /// Check a password; on success also open the account's spool, so a
     /// spool can only be had together with the account's password.
     Verify { user: String, password: Secret },
+    /// The account without a password (SASL EXTERNAL with a verified
+    /// certificate, SCRAM after its proof), with its spool.
+    Lookup { user: String },
+    /// The account's SCRAM-SHA-256 secret (passwd-file field syntax).
+    ScramSecret { user: String },
+    /// Whether any account has a SCRAM-SHA-256 secret.
+    OffersScram,
 }
 
 /// The state of the spool the helper opened for an accepted login.
@@ -81,6 +93,9 @@ pub enum Response {
     },
     Rejected,
     Unavailable(String),
+    /// A SCRAM secret, `{SCRAM-SHA-256}...`.
+    Secret(Secret),
+    Flag(bool),
 }
 
 /// A frame under construction; refuses to grow past [`MAX_FRAME`].
@@ -164,6 +179,17 @@ impl Request {
                 e.field(&password.0, MAX_PASSWORD)?;
                 Some(e.finish())
             }
+            Request::Lookup { user } => {
+                let mut e = Encoder::new(REQ_LOOKUP);
+                e.field(user.as_bytes(), MAX_USER)?;
+                Some(e.finish())
+            }
+            Request::ScramSecret { user } => {
+                let mut e = Encoder::new(REQ_SCRAM_SECRET);
+                e.field(user.as_bytes(), MAX_USER)?;
+                Some(e.finish())
+            }
+            Request::OffersScram => Some(Encoder::new(REQ_OFFERS_SCRAM).finish()),
         }
     }
 
@@ -175,6 +201,15 @@ impl Request {
                 let password = Secret(d.field(MAX_PASSWORD)?.to_vec());
                 d.end(Request::Verify { user, password })
             }
+            REQ_LOOKUP => {
+                let user = d.text(MAX_USER)?;
+                d.end(Request::Lookup { user })
+            }
+            REQ_SCRAM_SECRET => {
+                let user = d.text(MAX_USER)?;
+                d.end(Request::ScramSecret { user })
+            }
+            REQ_OFFERS_SCRAM => d.end(Request::OffersScram),
             _ => None,
         }
     }
@@ -224,6 +259,16 @@ impl Response {
                 e.field(bounded(why).as_bytes(), MAX_TEXT)?;
                 e.finish()
             }
+            Response::Secret(secret) => {
+                let mut e = Encoder::new(RESP_SECRET);
+                e.field(&secret.0, MAX_TEXT)?;
+                e.finish()
+            }
+            Response::Flag(flag) => {
+                let mut e = Encoder::new(RESP_FLAG);
+                e.byte(u8::from(*flag));
+                e.finish()
+            }
         })
     }
 
@@ -251,6 +296,15 @@ impl Response {
                 let why = d.text(MAX_TEXT)?;
                 d.end(Response::Unavailable(why))
             }
+            RESP_SECRET => {
+                let secret = Secret(d.field(MAX_TEXT)?.to_vec());
+                d.end(Response::Secret(secret))
+            }
+            RESP_FLAG => match d.byte()? {
+                0 => d.end(Response::Flag(false)),
+                1 => d.end(Response::Flag(true)),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -269,16 +323,27 @@ mod tests {
 
     #[test]
     fn requests_round_trip() {
-        let r = verify("alice", b"pa:ss\0word");
-        let frame = r.encode().unwrap();
-        assert!(frame.len() <= MAX_FRAME);
-        assert_eq!(Request::decode(&frame), Some(r));
+        for r in [
+            verify("alice", b"pa:ss\0word"),
+            Request::Lookup { user: "bob".into() },
+            Request::ScramSecret {
+                user: "carol".into(),
+            },
+            Request::OffersScram,
+        ] {
+            let frame = r.encode().unwrap();
+            assert!(frame.len() <= MAX_FRAME);
+            assert_eq!(Request::decode(&frame), Some(r));
+        }
     }
 
     #[test]
     fn responses_round_trip() {
         for r in [
             Response::Rejected,
+            Response::Flag(true),
+            Response::Flag(false),
+            Response::Secret(Secret(b"{SCRAM-SHA-256}4096,c2FsdA==,a,b".to_vec())),
             Response::Unavailable("shadow unreadable".into()),
             Response::Accepted {
                 user: "bob".into(),

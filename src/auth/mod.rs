@@ -40,6 +40,29 @@ pub enum AuthOutcome {
 /// spend the same effort on unknown users as on known ones.
 pub trait Authenticator: Send + Sync {
     fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome;
+
+    /// The account `user` without a password check, for SASL mechanisms
+    /// that proved who the client is by themselves (SCRAM-SHA-256, EXTERNAL
+    /// with a verified certificate). `Rejected` when there is no such
+    /// account or it is locked.
+    fn lookup(&self, user: &str) -> AuthOutcome {
+        let _ = user;
+        AuthOutcome::Unavailable(
+            "this account database cannot look up an account without a password".into(),
+        )
+    }
+
+    /// Whether any account here has a SCRAM-SHA-256 secret; SCRAM is
+    /// offered only then (a crypt hash cannot serve it).
+    fn offers_scram(&self) -> bool {
+        false
+    }
+
+    /// The SCRAM-SHA-256 secret of `user` (AUTH SCRAM-SHA-256).
+    fn scram_secret(&self, user: &str) -> crate::sasl::SecretLookup {
+        let _ = user;
+        crate::sasl::SecretLookup::NoSecret
+    }
 }
 
 /// The account database the config's `passdb` names.

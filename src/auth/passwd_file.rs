@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use super::crypt;
 use super::{AuthOutcome, Authenticator, Principal};
+use crate::sasl::{ScramSecret, SecretLookup};
 
 /// A passwd file larger than this is refused: it would cost every login a
 /// long re-read, and no real deployment comes near it.
@@ -37,7 +38,9 @@ enum Secret {
     Crypt(String),
     /// `{PLAIN}` / `{CLEAR}`: the password itself (Dovecot compatibility).
     Plain(Vec<u8>),
-    /// `{SCRAM-SHA-256}`: usable only by AUTH SCRAM-SHA-256 (a later issue).
+    /// `{SCRAM-SHA-256}…`, prefix included, checked by `ScramSecret::parse`
+    /// when the file was read: serves AUTH SCRAM-SHA-256, and USER/PASS and
+    /// AUTH PLAIN by deriving the keys from the password.
     Scram(String),
     /// Empty, `*` or `!`: the account cannot log in with a password.
     Locked,
@@ -162,12 +165,47 @@ impl PasswdFile {
     }
 }
 
+impl PasswdFile {
+    /// The current accounts, or the error already logged.
+    fn accounts(&self) -> Result<Arc<Snapshot>, String> {
+        self.snapshot().inspect_err(|e| log::error!("{e}"))
+    }
+
+    /// The account's principal once its credentials are proven.
+    fn principal(&self, user: &str, account: &Account) -> AuthOutcome {
+        match expand_mailbox(&self.mailbox_template, user, account.home.as_deref()) {
+            Ok(mailbox) => AuthOutcome::Accepted(Principal {
+                user: user.to_owned(),
+                mailbox,
+            }),
+            Err(e) => {
+                let msg = format!(
+                    "{}:{}: account {:?}: {e}",
+                    self.path.display(),
+                    account.line,
+                    user
+                );
+                log::error!("{msg}");
+                AuthOutcome::Unavailable(msg)
+            }
+        }
+    }
+
+    fn refused(&self, user: &str, account: &Account, why: &str) {
+        log::warn!(
+            "{}:{}: login refused: account {:?} {why}",
+            self.path.display(),
+            account.line,
+            user
+        );
+    }
+}
+
 impl Authenticator for PasswdFile {
     fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome {
-        let snap = match self.snapshot() {
+        let snap = match self.accounts() {
             Ok(s) => s,
             Err(e) => {
-                log::error!("{e}");
                 // Keep the timing of the failure path uniform as well.
                 crypt::verify(DUMMY_HASH, password);
                 return AuthOutcome::Unavailable(e);
@@ -187,19 +225,22 @@ impl Authenticator for PasswdFile {
                 crypt::verify(DUMMY_HASH, password);
                 crypt::constant_time_eq(stored, password)
             }
-            other => {
+            // Checked when the file was read; PBKDF2 with the stored
+            // iteration count costs about what a crypt hash does.
+            Secret::Scram(field) => {
+                ScramSecret::parse(field).is_ok_and(|s| s.verify_plain_password(password))
+            }
+            Secret::Locked => {
                 crypt::verify(DUMMY_HASH, password);
-                let why = match other {
-                    Secret::Scram(_) => "has only a {SCRAM-SHA-256} secret, which USER/PASS cannot check (AUTH SCRAM-SHA-256 is not implemented yet)".to_owned(),
-                    Secret::Locked => "is locked (empty, '*' or '!' password)".to_owned(),
-                    Secret::Unsupported(s) => format!("has a password ironpop cannot verify ({s})"),
-                    _ => String::new(),
-                };
-                log::warn!(
-                    "{}:{}: login refused: account {:?} {why}",
-                    self.path.display(),
-                    account.line,
-                    user
+                self.refused(user, account, "is locked (empty, '*' or '!' password)");
+                false
+            }
+            Secret::Unsupported(s) => {
+                crypt::verify(DUMMY_HASH, password);
+                self.refused(
+                    user,
+                    account,
+                    &format!("has a password ironpop cannot verify ({s})"),
                 );
                 false
             }
@@ -207,21 +248,43 @@ impl Authenticator for PasswdFile {
         if !ok {
             return AuthOutcome::Rejected;
         }
-        match expand_mailbox(&self.mailbox_template, user, account.home.as_deref()) {
-            Ok(mailbox) => AuthOutcome::Accepted(Principal {
-                user: user.to_owned(),
-                mailbox,
-            }),
-            Err(e) => {
-                let msg = format!(
-                    "{}:{}: account {:?}: {e}",
-                    self.path.display(),
-                    account.line,
-                    user
-                );
-                log::error!("{msg}");
-                AuthOutcome::Unavailable(msg)
+        self.principal(user, account)
+    }
+
+    fn lookup(&self, user: &str) -> AuthOutcome {
+        let snap = match self.accounts() {
+            Ok(s) => s,
+            Err(e) => return AuthOutcome::Unavailable(e),
+        };
+        match snap.accounts.get(user) {
+            None => AuthOutcome::Rejected,
+            Some(account) if account.secret == Secret::Locked => {
+                self.refused(user, account, "is locked (empty, '*' or '!' password)");
+                AuthOutcome::Rejected
             }
+            Some(account) => self.principal(user, account),
+        }
+    }
+
+    fn offers_scram(&self) -> bool {
+        self.accounts().is_ok_and(|snap| {
+            snap.accounts
+                .values()
+                .any(|a| matches!(a.secret, Secret::Scram(_)))
+        })
+    }
+
+    fn scram_secret(&self, user: &str) -> SecretLookup {
+        let snap = match self.accounts() {
+            Ok(s) => s,
+            Err(e) => return SecretLookup::Unavailable(e),
+        };
+        match snap.accounts.get(user).map(|a| &a.secret) {
+            Some(Secret::Scram(field)) => match ScramSecret::parse(field) {
+                Ok(secret) => SecretLookup::Found(secret),
+                Err(_) => SecretLookup::NoSecret,
+            },
+            _ => SecretLookup::NoSecret,
         }
     }
 }
@@ -352,7 +415,13 @@ fn parse_secret(field: &str, path: &Path, line: usize, user: &str) -> Secret {
             ));
             Secret::Plain(body.as_bytes().to_vec())
         }
-        Some("SCRAM-SHA-256") => Secret::Scram(body.to_owned()),
+        Some("SCRAM-SHA-256") => match ScramSecret::parse(field) {
+            Ok(_) => Secret::Scram(field.to_owned()),
+            Err(e) => {
+                warn(&format!("password {e}"));
+                Secret::Unsupported(format!("malformed {{SCRAM-SHA-256}} secret: {e}"))
+            }
+        },
         Some(other) => {
             warn(&format!("password scheme {{{other}}} is not supported"));
             Secret::Unsupported(format!("{{{other}}}"))

@@ -6,6 +6,13 @@ use std::io::Write as _;
 const SHA512: &str = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1";
 const BCRYPT: &str = "$2b$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";
 
+/// A valid `{SCRAM-SHA-256}` field for `password` (4096 iterations).
+fn scram_field(password: &str) -> String {
+    ScramSecret::derive(password.as_bytes(), b"pepper salt", 4096)
+        .unwrap()
+        .to_string()
+}
+
 fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
     let path = dir.path().join("users");
     let mut f = File::create(&path).unwrap();
@@ -40,14 +47,16 @@ fn parses_fields_and_schemes() {
         "# comment\n\nalice:{{SHA512-CRYPT}}{SHA512}:1000:1000:Alice:/home/alice:/bin/sh:extra\r\n\
          bob:{BCRYPT}\n\
          carol:{{plain}}pa:ss::::/home/carol\n\
-         dave:{{SCRAM-SHA-256}}4096,c2FsdA==,a2V5,c2Vy\n\
+         dave:{scram}\n\
          eve:*\n\
          frank:{{MD4}}abcd\n\
          gina:abJnggxhB/yWI\n\
-         hal:{{CLEAR}}\n"
+         hal:{{CLEAR}}\n\
+         ida:{{SCRAM-SHA-256}}4096,c2FsdA==,a2V5,c2Vy\n",
+        scram = scram_field("pw"),
     );
     let a = parse(text.as_bytes(), Path::new("/p"));
-    assert_eq!(a.len(), 8);
+    assert_eq!(a.len(), 9);
     let alice = &a["alice"];
     assert_eq!(alice.secret, Secret::Crypt(SHA512.into()));
     assert_eq!(alice.home.as_deref(), Some("/home/alice"));
@@ -61,6 +70,8 @@ fn parses_fields_and_schemes() {
     assert!(matches!(a["frank"].secret, Secret::Unsupported(_)));
     assert!(matches!(a["gina"].secret, Secret::Unsupported(_)));
     assert_eq!(a["hal"].secret, Secret::Locked);
+    // Keys that are not 32 bytes: not a usable SCRAM secret.
+    assert!(matches!(a["ida"].secret, Secret::Unsupported(_)));
 }
 
 #[test]
@@ -115,7 +126,60 @@ fn plain_entries_are_accepted() {
 }
 
 #[test]
-fn scram_locked_and_unsupported_entries_are_refused() {
+fn scram_entries_serve_user_pass() {
+    let (_d, db) = db(&format!("s:{}\n", scram_field("pencil")), "/m/%u");
+    accepted(db.verify_password("s", b"pencil"));
+    assert_eq!(db.verify_password("s", b"pencil "), AuthOutcome::Rejected);
+    assert_eq!(db.verify_password("s", b""), AuthOutcome::Rejected);
+}
+
+#[test]
+fn scram_secrets_offered_only_when_present() {
+    let (_d, mixed) = db(
+        &format!("s:{}\nc:{SHA512}\n", scram_field("pencil")),
+        "/m/%u",
+    );
+    assert!(mixed.offers_scram());
+    match mixed.scram_secret("s") {
+        SecretLookup::Found(secret) => assert!(secret.verify_plain_password(b"pencil")),
+        _ => panic!("no secret for s"),
+    }
+    for user in ["c", "nobody"] {
+        assert!(
+            matches!(mixed.scram_secret(user), SecretLookup::NoSecret),
+            "{user}"
+        );
+    }
+    let (_d, crypt_only) = db(&format!("c:{SHA512}\n"), "/m/%u");
+    assert!(!crypt_only.offers_scram());
+    let gone = PasswdFile::new("/nonexistent/users".into(), "/m/%u".into());
+    assert!(!gone.offers_scram());
+    assert!(matches!(
+        gone.scram_secret("s"),
+        SecretLookup::Unavailable(_)
+    ));
+}
+
+#[test]
+fn lookup_finds_accounts_without_a_password() {
+    let (_d, homes) = db(
+        &format!("c:{SHA512}\nl:!x\nh:{SHA512}::::rel\n"),
+        "/m/%h/%u",
+    );
+    assert_eq!(homes.lookup("nobody"), AuthOutcome::Rejected);
+    assert_eq!(homes.lookup("l"), AuthOutcome::Rejected, "locked");
+    assert!(
+        matches!(homes.lookup("h"), AuthOutcome::Unavailable(_)),
+        "bad home"
+    );
+    let (_d2, plain) = db(&format!("c:{SHA512}\n"), "/m/%u");
+    assert_eq!(accepted(plain.lookup("c")).mailbox, PathBuf::from("/m/c"));
+    let gone = PasswdFile::new("/nonexistent/users".into(), "/m/%u".into());
+    assert!(matches!(gone.lookup("c"), AuthOutcome::Unavailable(_)));
+}
+
+#[test]
+fn bad_scram_locked_and_unsupported_entries_are_refused() {
     let (_d, db) = db(
         "s:{SCRAM-SHA-256}4096,c2FsdA==,a2V5,c2Vy\nl:!$6$saltstring$x\ne:\nu:{MD5}xyz\n",
         "/m/%u",

@@ -226,9 +226,61 @@ impl SystemDb {
     }
 }
 
+impl SystemDb {
+    /// The account without a password check (a verified client
+    /// certificate named it); locked and expired accounts are refused.
+    pub fn lookup_account(&self, user: &str) -> Verified {
+        if user.is_empty() || user.contains([':', '/', '\0', '\n']) {
+            return (AuthOutcome::Rejected, None);
+        }
+        let account = match User::from_name(user) {
+            Ok(Some(a)) => a,
+            Ok(None) => return (AuthOutcome::Rejected, None),
+            Err(e) => {
+                return (
+                    AuthOutcome::Unavailable(format!("cannot look up user {user:?}: {e}")),
+                    None,
+                )
+            }
+        };
+        if account.passwd.to_bytes() == b"x" {
+            let text = match read_shadow(&self.shadow) {
+                Ok(t) => t,
+                Err(e) => return (AuthOutcome::Unavailable(e), None),
+            };
+            let usable = find_entry(&text, user).map(|e| usable(&e, today()));
+            match usable {
+                Some(Ok(())) => {}
+                Some(Err(why)) => {
+                    log::warn!("login refused: account {user:?} {}", why.describe());
+                    return (AuthOutcome::Rejected, None);
+                }
+                None => return (AuthOutcome::Rejected, None),
+            }
+        }
+        match expand_mailbox(&self.mailbox_template, user, account.dir.to_str()) {
+            Ok(mailbox) => (
+                AuthOutcome::Accepted(Principal {
+                    user: user.to_owned(),
+                    mailbox,
+                }),
+                Some(account.uid),
+            ),
+            Err(e) => (
+                AuthOutcome::Unavailable(format!("mailbox of {user:?}: {e}")),
+                None,
+            ),
+        }
+    }
+}
+
 impl Authenticator for SystemDb {
     fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome {
         self.verify_account(user, password).0
+    }
+
+    fn lookup(&self, user: &str) -> AuthOutcome {
+        self.lookup_account(user).0
     }
 }
 

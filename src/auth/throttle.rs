@@ -183,6 +183,18 @@ impl Authenticator for ThrottledAuth {
         }
         outcome
     }
+
+    fn lookup(&self, user: &str) -> AuthOutcome {
+        self.inner.lookup(user)
+    }
+
+    fn offers_scram(&self) -> bool {
+        self.inner.offers_scram()
+    }
+
+    fn scram_secret(&self, user: &str) -> crate::sasl::SecretLookup {
+        self.inner.scram_secret(user)
+    }
 }
 
 #[cfg(test)]

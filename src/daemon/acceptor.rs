@@ -38,10 +38,10 @@ const REFUSED_BLOCKED: &[u8] =
 pub struct Job {
     pub stream: TcpStream,
     pub peer: SocketAddr,
+    /// Accepted on an implicit-TLS listener: handshake before the greeting.
+    pub tls: bool,
     /// Holds the client's per-address slot until the session ends.
     pub ticket: Ticket,
-    /// Accepted on an implicit-TLS (POP3S) listener.
-    pub tls: bool,
 }
 
 /// Why the acceptor stopped.
@@ -133,19 +133,14 @@ pub struct Acceptor {
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     refusals: LogLimiter,
-    /// Called on SIGHUP.
-    reload: Option<Box<dyn FnMut() + Send>>,
+    /// What SIGHUP does (reload the log level and TLS material).
+    on_reload: Option<Box<dyn FnMut() + Send>>,
     /// The privileged helpers: if one ends, the daemon must stop.
     helpers: Vec<Pid>,
     throttle: Option<Arc<Throttle>>,
 }
 
 impl Acceptor {
-    /// What SIGHUP does.
-    pub fn on_reload(&mut self, reload: Box<dyn FnMut() + Send>) {
-        self.reload = Some(reload);
-    }
-
     /// The helper processes whose end stops the daemon.
     pub fn watch_helpers(&mut self, pids: &[Pid]) {
         self.helpers = pids.to_vec();
@@ -179,10 +174,15 @@ impl Acceptor {
             waker,
             stop: Arc::new(AtomicBool::new(false)),
             refusals: LogLimiter::new(),
-            reload: None,
+            on_reload: None,
             helpers: Vec::new(),
             throttle: None,
         })
+    }
+
+    /// Runs `reload` in the poll loop on each SIGHUP.
+    pub fn on_reload(&mut self, reload: impl FnMut() + Send + 'static) {
+        self.on_reload = Some(Box::new(reload));
     }
 
     pub fn stopper(&self) -> Stopper {
@@ -237,7 +237,7 @@ impl Acceptor {
         while let Some(event) = self.signals.as_ref()?.next() {
             match event {
                 SignalEvent::Stop(s) => return Some(StopReason::Signal(s)),
-                SignalEvent::Reload => match self.reload.as_mut() {
+                SignalEvent::Reload => match self.on_reload.as_mut() {
                     Some(reload) => reload(),
                     None => log::info!("received SIGHUP: nothing to reload"),
                 },
@@ -280,7 +280,7 @@ impl Acceptor {
             };
             let tls = listener.tls;
             match listener.socket.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer, pool, table, tls),
+                Ok((stream, peer)) => self.admit(stream, peer, tls, pool, table),
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => return false,
                     // The client gave up before we got to it.
@@ -302,9 +302,9 @@ impl Acceptor {
         &mut self,
         stream: TcpStream,
         peer: SocketAddr,
+        tls: bool,
         pool: &Pool<Job>,
         table: &Arc<SessionTable>,
-        tls: bool,
     ) {
         if let Some(throttle) = &self.throttle {
             if let Err(left) = throttle.check(peer.ip(), Instant::now()) {
@@ -315,7 +315,7 @@ impl Acceptor {
                         left.as_secs().max(1)
                     );
                 }
-                refuse(stream, REFUSED_BLOCKED);
+                refuse(stream, REFUSED_BLOCKED, tls);
                 return;
             }
         }
@@ -332,7 +332,7 @@ impl Acceptor {
                         refusal.open
                     );
                 }
-                refuse(stream, REFUSED_PER_IP);
+                refuse(stream, REFUSED_PER_IP, tls);
                 return;
             }
         };
@@ -340,8 +340,8 @@ impl Acceptor {
         if let Err(job) = pool.submit(Job {
             stream,
             peer,
-            ticket,
             tls,
+            ticket,
         }) {
             if self.refusals.allow(Instant::now()) {
                 log::warn!(
@@ -349,14 +349,15 @@ impl Acceptor {
                     peer.ip()
                 );
             }
-            refuse(job.stream, REFUSED_FULL);
+            refuse(job.stream, REFUSED_FULL, tls);
         }
     }
 }
 
-/// Tells the client why and closes, without ever waiting for it.
-fn refuse(stream: TcpStream, reply: &[u8]) {
-    if stream.set_nonblocking(true).is_ok() {
+/// Tells the client why and closes, without ever waiting for it. A TLS
+/// client expects a handshake, not text: it is only closed.
+fn refuse(stream: TcpStream, reply: &[u8], tls: bool) {
+    if !tls && stream.set_nonblocking(true).is_ok() {
         let _ = (&stream).write(reply);
     }
 }

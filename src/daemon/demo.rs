@@ -110,7 +110,15 @@ pub fn prepare(dir: &Path) -> Result<PathBuf, DaemonError> {
 
     let config_path = dir.join("ironpop.conf");
     if !config_path.exists() {
-        create(&config_path, config_text(&dir).as_bytes()).map_err(fail)?;
+        let tls = match super::demo_tls::ensure_certificate(&dir) {
+            Ok((cert, key)) => super::demo_tls::config_lines(&cert, &key),
+            Err(why) => {
+                println!("no TLS in this demo: {why}");
+                String::new()
+            }
+        };
+        let text = config_text(&dir) + &tls;
+        create(&config_path, text.as_bytes()).map_err(fail)?;
     }
     let passwd = dir.join("passwd");
     if !passwd.exists() {
@@ -186,7 +194,9 @@ pub fn instructions(config: &Config) -> String {
          \x20 python3 -c 'import poplib; p = poplib.POP3(\"{host}\", {port}); p.user(\"{USER}\"); \
          p.pass_(\"{PASSWORD}\"); print(p.list()[1]); print(b\"\\n\".join(p.retr(1)[1]).decode()); p.quit()'\n\
          \n\
+         {tls}\
          Ctrl-C stops the server. Running the demo again reuses {dir}.\n\n",
+        tls = super::demo_tls::instructions(config, USER, PASSWORD),
         dir = config
             .source
             .parent()

@@ -17,6 +17,8 @@ pub enum DaemonError {
     PidFile { path: PathBuf, source: io::Error },
     /// The account database could not be set up.
     Auth(String),
+    /// The TLS certificate, key or client CA cannot be used.
+    Tls(crate::net::tls::TlsError),
     /// A system call the daemon depends on failed; `what` says which step.
     System {
         what: &'static str,
@@ -31,7 +33,7 @@ pub enum DaemonError {
     /// A privileged helper process ended while the daemon ran.
     HelperDied(String),
     /// Implicit TLS was asked for and cannot be provided.
-    Tls(String),
+    TlsUnavailable(String),
 }
 
 impl DaemonError {
@@ -72,6 +74,7 @@ impl fmt::Display for DaemonError {
                 write!(f, "cannot write pid file {}: {source}", path.display())
             }
             DaemonError::Auth(detail) => write!(f, "cannot set up authentication: {detail}"),
+            DaemonError::Tls(e) => write!(f, "cannot set up TLS: {e}"),
             DaemonError::System { what, source } => write!(f, "cannot {what}: {source}"),
             DaemonError::Demo { path, source } => {
                 write!(f, "cannot prepare demo in {}: {source}", path.display())
@@ -82,7 +85,7 @@ impl fmt::Display for DaemonError {
                 f,
                 "{detail}; exiting so that logins are never checked without it (restart ironpop)"
             ),
-            DaemonError::Tls(detail) => write!(f, "TLS: {detail}"),
+            DaemonError::TlsUnavailable(detail) => write!(f, "{detail}"),
         }
     }
 }
@@ -94,6 +97,7 @@ impl std::error::Error for DaemonError {
             | DaemonError::PidFile { source, .. }
             | DaemonError::System { source, .. }
             | DaemonError::Demo { source, .. } => Some(source),
+            DaemonError::Tls(e) => Some(e),
             _ => None,
         }
     }

@@ -19,7 +19,7 @@ pub struct Listener {
     pub socket: TcpListener,
     /// The resolved address (port 0 in the config becomes the real port).
     pub local: SocketAddr,
-    /// Implicit TLS (POP3S): connections start with a TLS handshake.
+    /// Implicit TLS (`listen_tls`, POP3S): the handshake comes first.
     pub tls: bool,
 }
 
@@ -29,11 +29,19 @@ pub fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<Listener>, DaemonError> {
     if addrs.is_empty() {
         return Err(DaemonError::NoListeners);
     }
+    bind_each(addrs, false)
+}
+
+/// Binds `addrs` as plain POP3 (`tls` false) or implicit-TLS listeners and
+/// logs `listening on ADDR (pop3)` or `(pop3s)` for each.
+pub fn bind_each(addrs: &[SocketAddr], tls: bool) -> Result<Vec<Listener>, DaemonError> {
     addrs
         .iter()
         .map(|&addr| {
-            let listener = bind(addr).map_err(|source| DaemonError::Listen { addr, source })?;
-            log::info!("listening on {} (pop3)", listener.local);
+            let mut listener = bind(addr).map_err(|source| DaemonError::Listen { addr, source })?;
+            listener.tls = tls;
+            let kind = if tls { "pop3s" } else { "pop3" };
+            log::info!("listening on {} ({kind})", listener.local);
             Ok(listener)
         })
         .collect()

@@ -8,6 +8,7 @@
 
 pub mod acceptor;
 pub mod demo;
+pub mod demo_tls;
 pub mod detach;
 pub mod error;
 pub mod inetd;
@@ -32,6 +33,8 @@ use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use crate::auth::throttle::{Policy, Throttle};
 use crate::config::Config;
 use crate::limits;
+use crate::net::tls::{TlsFiles, TlsReloader};
+use crate::net::tls_conn::{TlsService, MAX_HANDSHAKE_TIME};
 
 pub use error::DaemonError;
 
@@ -47,10 +50,22 @@ const SHUTDOWN_FINISH: Duration = Duration::from_secs(20);
 /// the spool, its lock files.
 const FDS_PER_SESSION: u64 = 6;
 
-/// Runs the daemon until SIGTERM or SIGINT. `foreground` (`-F`, demo)
-/// stays attached to the terminal and writes no pid file. `config_path`
-/// is re-read on SIGHUP.
-pub fn run(config: &Config, config_path: &Path, foreground: bool) -> Result<(), DaemonError> {
+/// How the daemon runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// Detached, with a pid file.
+    Detached,
+    /// `-F`: attached to the terminal, no pid file.
+    Foreground,
+    /// `--demo`: in the foreground as whoever started it, even root: no
+    /// helper, no privilege change.
+    Demo,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. `config_path` is re-read on
+/// SIGHUP.
+pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), DaemonError> {
+    let foreground = mode != RunMode::Detached;
     raise_fd_limit(config.max_sessions);
     if !foreground {
         // Before binding, so a second start says "already running" rather
@@ -59,22 +74,49 @@ pub fn run(config: &Config, config_path: &Path, foreground: bool) -> Result<(), 
     }
     // Connected now: the notify socket may not be reachable after the drop.
     let notifier = systemd::Notifier::from_env();
+    // TLS keys are read here, before detaching and before any privilege
+    // drop, so that root-only key files work and a bad pair stops startup.
+    let tls = tls_service(config)?;
     let listeners = match systemd::listeners_from_env()? {
         Some(passed) => passed,
-        None => listeners::bind_all(&config.listen)?,
+        None => {
+            let mut listeners = listeners::bind_each(&config.listen, false)?;
+            if tls.is_some() {
+                listeners.extend(listeners::bind_each(&config.listen_tls, true)?);
+            }
+            listeners
+        }
     };
+    if listeners.is_empty() {
+        return Err(DaemonError::NoListeners);
+    }
+    if tls.is_none() && listeners.iter().any(|l| l.tls) {
+        return Err(DaemonError::Activation(format!(
+            "a socket named {} is implicit TLS, but tls_cert is not set",
+            systemd::TLS_NAME
+        )));
+    }
     let _pid_file = if foreground {
         None
     } else {
         Some(detach::detach(&config.pid_file)?)
     };
     let listener_fds: Vec<_> = listeners.iter().map(|l| l.socket.as_raw_fd()).collect();
-    let accounts = privsep::setup(config, privsep::helper_count(), &listener_fds)?;
+    let accounts = if mode == RunMode::Demo {
+        privsep::direct(config, "demo")?
+    } else {
+        privsep::setup(config, privsep::helper_count(), &listener_fds)?
+    };
     // No thread may exist before this point (forks above; signal mask below).
     let signals = signals::Signals::block()?;
     let throttle = Arc::new(Throttle::new(Policy::new(config.auth_fail_delay)));
     let helpers = accounts.helper_pids().to_vec();
-    let server = Arc::new(worker::Server::new(config, accounts, Arc::clone(&throttle)));
+    let server = Arc::new(worker::Server::new(
+        config,
+        accounts,
+        Arc::clone(&throttle),
+        tls.clone(),
+    ));
     let stopping = Arc::clone(&server.stopping);
     let pool = pool::Pool::new(
         pool::PoolLimits {
@@ -90,7 +132,11 @@ pub fn run(config: &Config, config_path: &Path, foreground: bool) -> Result<(), 
     acceptor.watch_helpers(&helpers);
     acceptor.use_throttle(throttle);
     let notifier = Arc::new(notifier);
-    acceptor.on_reload(reloader(config_path.to_path_buf(), Arc::clone(&notifier)));
+    acceptor.on_reload(reloader(
+        config_path.to_path_buf(),
+        Arc::clone(&notifier),
+        tls,
+    ));
     log::info!(
         "ironpop {} ready: max_sessions={} max_sessions_per_ip={}",
         env!("CARGO_PKG_VERSION"),
@@ -116,16 +162,19 @@ pub fn run(config: &Config, config_path: &Path, foreground: bool) -> Result<(), 
     Ok(())
 }
 
-/// SIGHUP: re-reads the config and applies what can change at run time
-/// (the log level; TLS material once TLS exists). A broken config is
-/// reported and the running settings stay.
-fn reloader(path: PathBuf, notifier: Arc<systemd::Notifier>) -> Box<dyn FnMut() + Send> {
-    Box::new(move || {
+/// SIGHUP: re-reads the config for the log level and the TLS files for
+/// new connections (sessions in progress keep theirs). A broken config or
+/// key pair is reported and the running settings stay.
+fn reloader(
+    path: PathBuf,
+    notifier: Arc<systemd::Notifier>,
+    tls: Option<Arc<TlsService>>,
+) -> impl FnMut() + Send + 'static {
+    move || {
         notifier.reloading();
         match crate::config::load(&path) {
             Ok(config) => {
                 crate::logging::set_level(config.log_level);
-                // Hook for the TLS work: rebuild and swap the server config.
                 log::info!(
                     "received SIGHUP: reloaded {} (log_level = {})",
                     path.display(),
@@ -134,8 +183,50 @@ fn reloader(path: PathBuf, notifier: Arc<systemd::Notifier>) -> Box<dyn FnMut() 
             }
             Err(e) => log::error!("received SIGHUP: keeping the running settings: {e}"),
         }
+        if let Some(tls) = &tls {
+            reload_tls(tls);
+        }
         notifier.notify("READY=1");
-    })
+    }
+}
+
+/// The TLS service when `tls_cert` is set; the files are read now.
+pub(crate) fn tls_service(config: &Config) -> Result<Option<Arc<TlsService>>, DaemonError> {
+    let Some(files) = TlsFiles::from_config(config) else {
+        return Ok(None);
+    };
+    let reloader = TlsReloader::new(files).map_err(DaemonError::Tls)?;
+    log::info!(
+        "TLS certificate {} loaded{}",
+        config
+            .tls_cert
+            .as_deref()
+            .unwrap_or(Path::new(""))
+            .display(),
+        if config.tls_client_ca.is_some() {
+            "; client certificates requested"
+        } else {
+            ""
+        }
+    );
+    Ok(Some(Arc::new(TlsService::new(
+        Arc::new(reloader),
+        config.tls_cert_user,
+        config.auth_timeout.min(MAX_HANDSHAKE_TIME),
+    ))))
+}
+
+/// SIGHUP: new connections get the reread certificate and key; sessions
+/// in progress keep theirs. A broken file keeps the old pair in force.
+fn reload_tls(tls: &TlsService) {
+    let reloader = tls.reloader();
+    match reloader.reload() {
+        Ok(()) => log::info!(
+            "received SIGHUP: reloaded TLS certificate {}",
+            reloader.files().cert.display()
+        ),
+        Err(e) => log::error!("received SIGHUP: keeping the previous TLS certificate: {e}"),
+    }
 }
 
 /// Ends every session without UPDATE: idle ones at once, busy ones after

@@ -53,6 +53,18 @@ impl Accounts {
     }
 }
 
+/// No separation: the process checks passwords and opens spools with its
+/// own rights (`why` says why, for the log).
+pub fn direct(config: &Config, why: &str) -> Result<Accounts, DaemonError> {
+    log::info!(
+        "running as uid {} ({why}): no privileged helper, no privilege change",
+        nix::unistd::geteuid()
+    );
+    let auth = auth::build_authenticator(config).map_err(DaemonError::Auth)?;
+    let maildrops: Arc<dyn MaildropOpener> = Arc::new(MboxOpener::new(config));
+    Ok(Accounts::Direct { auth, maildrops })
+}
+
 /// How many helpers: one per core, within [`MAX_HELPERS`].
 pub fn helper_count() -> usize {
     std::thread::available_parallelism()
@@ -68,14 +80,8 @@ pub fn setup(
     helpers: usize,
     close_in_child: &[RawFd],
 ) -> Result<Accounts, DaemonError> {
-    let uid = nix::unistd::geteuid();
-    if !uid.is_root() {
-        log::info!(
-            "running as uid {uid} (not started as root): no privileged helper, no privilege change"
-        );
-        let auth = auth::build_authenticator(config).map_err(DaemonError::Auth)?;
-        let maildrops: Arc<dyn MaildropOpener> = Arc::new(MboxOpener::new(config));
-        return Ok(Accounts::Direct { auth, maildrops });
+    if !nix::unistd::geteuid().is_root() {
+        return direct(config, "not started as root");
     }
     let identity = privileges::resolve(&config.user, &config.group)?;
     let db = HelperDb::for_config(config, identity.uid).map_err(DaemonError::Auth)?;

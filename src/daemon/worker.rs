@@ -8,27 +8,38 @@ use crate::config::{Config, PlaintextAuth};
 use crate::daemon::acceptor::Job;
 use crate::daemon::privsep::Accounts;
 use crate::net::driver::{self, Timeouts};
+use crate::net::tls_conn::TlsService;
 use crate::net::Conn;
 use crate::pop3::{Backend, Session};
 
 /// Everything sessions share, built once at startup.
 pub struct Server {
+    /// Account checks and maildrops: direct, or through the helpers.
     pub accounts: Accounts,
+    /// Failed logins per client address.
     pub throttle: Arc<Throttle>,
     pub plaintext_auth: PlaintextAuth,
     pub timeouts: Timeouts,
     /// Set at shutdown, so sessions ended by it say so in the log.
     pub stopping: Arc<AtomicBool>,
+    /// With `tls_cert`: implicit-TLS handshakes and STLS.
+    pub tls: Option<Arc<TlsService>>,
 }
 
 impl Server {
-    pub fn new(config: &Config, accounts: Accounts, throttle: Arc<Throttle>) -> Server {
+    pub fn new(
+        config: &Config,
+        accounts: Accounts,
+        throttle: Arc<Throttle>,
+        tls: Option<Arc<TlsService>>,
+    ) -> Server {
         Server {
             accounts,
             throttle,
             plaintext_auth: config.plaintext_auth,
             timeouts: Timeouts::from_config(config),
             stopping: Arc::new(AtomicBool::new(false)),
+            tls,
         }
     }
 
@@ -38,18 +49,9 @@ impl Server {
         let Job {
             stream,
             peer,
-            ticket: _ticket,
             tls,
+            ticket: _ticket,
         } = job;
-        if tls {
-            // Hook for the TLS work: wrap `stream` in the server config's
-            // handshake here. Until then a POP3S socket cannot be served.
-            log::warn!(
-                "connection from {} on an implicit-TLS socket, but this build has no TLS support; closing",
-                peer.ip()
-            );
-            return;
-        }
         // Accepted sockets are blocking on Linux, not on every Unix.
         let conn = match stream
             .set_nonblocking(false)
@@ -61,7 +63,22 @@ impl Server {
                 return;
             }
         };
-        let settings = driver::session_settings(&conn, self.plaintext_auth);
+        let conn = match (conn, tls, self.tls.as_deref()) {
+            (Conn::Tcp(tcp), true, Some(service)) => match service.accept(tcp, &peer.to_string()) {
+                Ok(tls) => Conn::Tls(Box::new(tls)),
+                Err(e) => {
+                    log::info!("pop3s: rip={peer}: {e}");
+                    return;
+                }
+            },
+            (_, true, _) => {
+                log::error!("connection from {peer} on a TLS listener, but TLS is not set up");
+                return;
+            }
+            (conn, false, _) => conn,
+        };
+        let mut settings = driver::session_settings(&conn, self.plaintext_auth);
+        settings.stls_offered = self.tls.is_some() && !conn.is_tls();
         let (auth, maildrops) = self.accounts.for_session();
         let backend = Backend {
             auth: Arc::new(ThrottledAuth {
@@ -72,7 +89,13 @@ impl Server {
             maildrops,
         };
         let mut session = Session::new(backend, settings);
-        let ended = driver::serve(conn, &mut session, &self.timeouts, &self.stopping);
+        let ended = driver::serve_with_tls(
+            conn,
+            &mut session,
+            &self.timeouts,
+            &self.stopping,
+            self.tls.as_deref(),
+        );
         log::debug!("connection from {peer} ended: {ended:?}");
     }
 }

@@ -1,10 +1,11 @@
-//! `Conn`: one client connection, whatever carries it (plain TCP now; TLS and stdio later).
+//! `Conn`: one client connection, whatever carries it (plain TCP, TLS over TCP, or inetd's stdin/stdout).
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use crate::net::stdio::Stdio;
+use crate::net::tls_conn::TlsConn;
 
 /// A client connection. The session driver only sees `Read + Write` and the
 /// few socket controls below, so TLS (`rustls::StreamOwned`) and inetd's
@@ -13,6 +14,8 @@ use crate::net::stdio::Stdio;
 pub enum Conn {
     /// Plain POP3 over TCP.
     Tcp(TcpStream),
+    /// POP3 over TLS (implicit, or after STLS).
+    Tls(Box<TlsConn>),
     /// inetd mode: the client on stdin/stdout.
     Stdio(Stdio),
 }
@@ -32,6 +35,7 @@ impl Conn {
         let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
         match self {
             Conn::Tcp(s) => s.set_read_timeout(timeout),
+            Conn::Tls(t) => t.stream.sock.set_read_timeout(timeout),
             Conn::Stdio(s) => {
                 s.set_read_timeout(timeout);
                 Ok(())
@@ -44,6 +48,7 @@ impl Conn {
         let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
         match self {
             Conn::Tcp(s) => s.set_write_timeout(timeout),
+            Conn::Tls(t) => t.stream.sock.set_write_timeout(timeout),
             Conn::Stdio(s) => {
                 s.set_write_timeout(timeout);
                 Ok(())
@@ -55,6 +60,7 @@ impl Conn {
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         match self {
             Conn::Tcp(s) => s.peer_addr().ok(),
+            Conn::Tls(t) => t.stream.sock.peer_addr().ok(),
             Conn::Stdio(s) => s.peer_addr(),
         }
     }
@@ -63,6 +69,7 @@ impl Conn {
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match self {
             Conn::Tcp(s) => s.local_addr().ok(),
+            Conn::Tls(t) => t.stream.sock.local_addr().ok(),
             Conn::Stdio(s) => s.local_addr(),
         }
     }
@@ -75,9 +82,30 @@ impl Conn {
 
     /// `true` when the connection is encrypted.
     pub fn is_tls(&self) -> bool {
+        matches!(self, Conn::Tls(_))
+    }
+
+    /// The account a verified TLS client certificate names.
+    pub fn cert_identity(&self) -> Option<&str> {
         match self {
-            Conn::Tcp(_) | Conn::Stdio(_) => false,
+            Conn::Tls(t) => t.cert_identity.as_deref(),
+            Conn::Tcp(_) | Conn::Stdio(_) => None,
         }
+    }
+
+    /// Ends the connection: a TLS close_notify first (best effort, it
+    /// must not block long on a client that stopped reading), then
+    /// [`shutdown`](Self::shutdown).
+    pub fn close(&mut self) {
+        if let Conn::Tls(t) = self {
+            let _ = t
+                .stream
+                .sock
+                .set_write_timeout(Some(Duration::from_secs(1)));
+            t.stream.conn.send_close_notify();
+            let _ = t.stream.flush();
+        }
+        self.shutdown();
     }
 
     /// Best-effort orderly close of both directions.
@@ -85,6 +113,9 @@ impl Conn {
         match self {
             Conn::Tcp(s) => {
                 let _ = s.shutdown(Shutdown::Both);
+            }
+            Conn::Tls(t) => {
+                let _ = t.stream.sock.shutdown(Shutdown::Both);
             }
             Conn::Stdio(s) => s.shutdown(),
         }
@@ -100,6 +131,12 @@ impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Conn::Tcp(s) => s.read(buf),
+            // A client that hangs up without close_notify has not cut a
+            // command short (only complete lines are executed): plain EOF.
+            Conn::Tls(t) => match t.stream.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
             Conn::Stdio(s) => s.read(buf),
         }
     }
@@ -109,6 +146,7 @@ impl Write for Conn {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Conn::Tcp(s) => s.write(buf),
+            Conn::Tls(t) => t.stream.write(buf),
             Conn::Stdio(s) => s.write(buf),
         }
     }
@@ -116,6 +154,7 @@ impl Write for Conn {
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Conn::Tcp(s) => s.write_vectored(bufs),
+            Conn::Tls(t) => t.stream.write_vectored(bufs),
             Conn::Stdio(s) => s.write_vectored(bufs),
         }
     }
@@ -123,6 +162,7 @@ impl Write for Conn {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Conn::Tcp(s) => s.flush(),
+            Conn::Tls(t) => t.stream.flush(),
             Conn::Stdio(s) => s.flush(),
         }
     }

@@ -10,6 +10,7 @@ use crate::limits;
 use crate::net::conn::Conn;
 use crate::net::line_buffer::{LineBuffer, LineEvent};
 use crate::net::output::Output;
+use crate::net::tls_conn::TlsService;
 use crate::pop3::{Control, Session, SessionSettings, State};
 
 /// RFC 1939 §3 names no wording; this is the traditional one (popa3d, qpopper).
@@ -75,21 +76,45 @@ pub fn session_settings(conn: &Conn, policy: PlaintextAuth) -> SessionSettings {
     let tls_active = conn.is_tls();
     SessionSettings {
         plaintext_allowed: plaintext_allowed(policy, tls_active, conn.is_loopback()),
-        // STLS arrives with the TLS issue.
+        // The caller sets it when it passes a `TlsService` to `serve_with_tls`.
         stls_offered: false,
         tls_active,
         // Addresses without ports, as fail2ban and log readers expect.
-        peer: conn.peer_addr().map_or_else(
-            || "unknown".to_string(),
-            |a| a.ip().to_canonical().to_string(),
-        ),
+        peer: peer_name(conn),
         local: conn.local_addr().map_or_else(
             || "unknown".to_string(),
             |a| a.ip().to_canonical().to_string(),
         ),
-        // Set by the TLS transport once it exists.
-        tls_protocol: None,
+        tls_protocol: tls_protocol(conn),
+        cert_identity: conn.cert_identity().map(str::to_owned),
     }
+}
+
+fn peer_name(conn: &Conn) -> String {
+    conn.peer_addr().map_or_else(
+        || "unknown".to_string(),
+        |a| a.ip().to_canonical().to_string(),
+    )
+}
+
+/// The `tls=` of the login line: the protocol an implicit-TLS connection
+/// negotiated (after STLS the session logs `tls=yes`).
+fn tls_protocol(conn: &Conn) -> Option<&'static str> {
+    let Conn::Tls(t) = conn else {
+        return None;
+    };
+    match t.stream.conn.protocol_version()? {
+        rustls::ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
+        rustls::ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
+        _ => Some("yes"),
+    }
+}
+
+/// What `drive` stopped for.
+enum Next {
+    Ended(Ended),
+    /// The session accepted STLS and its `+OK` is flushed.
+    StartTls,
 }
 
 /// Runs `session` over `conn` until it ends, then closes the connection.
@@ -101,11 +126,36 @@ pub fn serve(
     timeouts: &Timeouts,
     stopping: &AtomicBool,
 ) -> Ended {
-    // A client that stops reading in the middle of a long RETR is as idle
-    // as one that stops writing.
-    let _ = conn.set_write_timeout(Some(timeouts.idle.max(timeouts.auth)));
-    let mut out = Output::new(conn, limits::WRITE_BUFFER);
-    let ended = drive(session, &mut out, timeouts);
+    serve_with_tls(conn, session, timeouts, stopping, None)
+}
+
+/// [`serve`], with `starttls` to run the handshake when the session
+/// accepts STLS (the session offers it when its settings say so).
+pub fn serve_with_tls(
+    conn: Conn,
+    session: &mut Session,
+    timeouts: &Timeouts,
+    stopping: &AtomicBool,
+    starttls: Option<&TlsService>,
+) -> Ended {
+    let mut out = output_for(conn, timeouts);
+    let mut greet = true;
+    let ended = loop {
+        match drive(session, &mut out, timeouts, greet) {
+            Next::Ended(ended) => break ended,
+            Next::StartTls => {
+                greet = false;
+                match upgrade(out, session, starttls) {
+                    Some(tls) => out = output_for(tls, timeouts),
+                    None => {
+                        // The socket is gone with the failed handshake.
+                        session.abort("tls-handshake-failed");
+                        return Ended::Error;
+                    }
+                }
+            }
+        }
+    };
     let shutting_down = stopping.load(Ordering::Relaxed);
     match ended {
         // The session has normally ended itself (QUIT); if not, this logs
@@ -120,13 +170,48 @@ pub fn serve(
         Ended::Eof => session.abort("eof"),
         Ended::Error => session.abort("error"),
     }
-    out.get_ref().shutdown();
+    out.get_mut().close();
     ended
 }
 
-fn drive(session: &mut Session, out: &mut Output<Conn>, timeouts: &Timeouts) -> Ended {
-    if session.greeting(out).and_then(|()| out.flush()).is_err() {
-        return Ended::Error;
+fn output_for(conn: Conn, timeouts: &Timeouts) -> Output<Conn> {
+    // A client that stops reading in the middle of a long RETR is as idle
+    // as one that stops writing.
+    let _ = conn.set_write_timeout(Some(timeouts.idle.max(timeouts.auth)));
+    Output::new(conn, limits::WRITE_BUFFER)
+}
+
+/// The TLS handshake after STLS. Whatever the client sent after the STLS
+/// line was in `drive`'s line buffer and is gone with it; bytes still in
+/// the socket are read by the handshake, which fails unless they are TLS.
+fn upgrade(
+    out: Output<Conn>,
+    session: &mut Session,
+    starttls: Option<&TlsService>,
+) -> Option<Conn> {
+    let conn = out.into_inner().ok()?;
+    let peer = peer_name(&conn);
+    let (Conn::Tcp(tcp), Some(service)) = (conn, starttls) else {
+        log::warn!("STLS accepted without TLS on this connection: rip={peer}");
+        return None;
+    };
+    match service.accept(tcp, &peer) {
+        Ok(tls) => {
+            session.tls_started(tls.cert_identity.clone());
+            Some(Conn::Tls(Box::new(tls)))
+        }
+        Err(e) => {
+            log::info!("STLS: rip={peer}: {e}");
+            None
+        }
+    }
+}
+
+fn drive(session: &mut Session, out: &mut Output<Conn>, timeouts: &Timeouts, greet: bool) -> Next {
+    if greet {
+        if let Err(e) = session.greeting(out).and_then(|()| out.flush()) {
+            return Next::Ended(ended_by(&e));
+        }
     }
     let mut lines = LineBuffer::new(session.max_line());
     let mut chunk = [0u8; limits::READ_BUFFER];
@@ -135,10 +220,10 @@ fn drive(session: &mut Session, out: &mut Output<Conn>, timeouts: &Timeouts) -> 
     let mut deadline = Instant::now() + timeouts.for_state(session.state());
     loop {
         let n = match read_before(out.get_mut(), &mut chunk, deadline) {
-            Ok(0) => return Ended::Eof,
+            Ok(0) => return Next::Ended(Ended::Eof),
             Ok(n) => n,
-            Err(e) if is_timeout(&e) => return Ended::Timeout,
-            Err(_) => return Ended::Error,
+            Err(e) if is_timeout(&e) => return Next::Ended(Ended::Timeout),
+            Err(e) => return Next::Ended(ended_by(&e)),
         };
         lines.push(chunk.get(..n).unwrap_or_default());
         let mut commands = 0usize;
@@ -151,29 +236,37 @@ fn drive(session: &mut Session, out: &mut Output<Conn>, timeouts: &Timeouts) -> 
             commands += 1;
             lines.set_max_line(session.max_line());
             match control {
-                Err(_) => return Ended::Error,
+                Err(e) => return Next::Ended(ended_by(&e)),
                 Ok(Control::Continue) => {}
                 Ok(Control::AuthFailed { then_close }) => {
                     // The failure reply (and anything batched before it)
                     // waits out the delay, so guessing costs real time.
                     thread::sleep(timeouts.auth_fail_delay);
-                    if out.flush().is_err() {
-                        return Ended::Error;
+                    if let Err(e) = out.flush() {
+                        return Next::Ended(ended_by(&e));
                     }
                     if then_close {
-                        return Ended::Closed;
+                        return Next::Ended(Ended::Closed);
                     }
                 }
                 Ok(Control::Close) => {
                     let _ = out.flush();
-                    return Ended::Closed;
+                    return Next::Ended(Ended::Closed);
+                }
+                Ok(Control::StartTls) => {
+                    // Returning drops `lines`: nothing the client sent
+                    // after STLS is ever executed.
+                    if let Err(e) = out.flush() {
+                        return Next::Ended(ended_by(&e));
+                    }
+                    return Next::StartTls;
                 }
             }
         }
         // No complete line is left: the batch of replies leaves now, in
         // one write where it fits the buffer.
-        if out.flush().is_err() {
-            return Ended::Error;
+        if let Err(e) = out.flush() {
+            return Next::Ended(ended_by(&e));
         }
         out.release();
         if commands > 0 {
@@ -194,6 +287,18 @@ fn read_before(conn: &mut Conn, buf: &mut [u8], deadline: Instant) -> io::Result
             Err(e) if e.kind() == io::ErrorKind::Interrupted || is_timeout(&e) => continue,
             result => return result,
         }
+    }
+}
+
+/// A client that hung up (reset, or closed before reading our reply) ended
+/// the session as surely as one that closed cleanly; only other failures are
+/// errors worth a different log reason.
+fn ended_by(e: &io::Error) -> Ended {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionAborted => Ended::Eof,
+        _ => Ended::Error,
     }
 }
 

@@ -1,11 +1,13 @@
 //! Network I/O: client connections, bounded line framing, TLS and the blocking session driver.
 
 pub mod cert_identity;
+pub mod client_cert;
 pub mod conn;
 pub mod driver;
 pub mod line_buffer;
 pub mod output;
 pub mod stdio;
 pub mod tls;
+pub mod tls_conn;
 
 pub use conn::Conn;

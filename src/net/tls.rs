@@ -6,6 +6,11 @@
 //! RC4, 3DES or static-RSA suites at all. ALPN `pop3` is selected when the
 //! client offers it; a client offering only other protocols is refused (the
 //! ALPACA cross-protocol defence), one offering none is served.
+//!
+//! Client certificates are requested, never required, and never make the
+//! handshake fail: a certificate that does not verify simply names no
+//! account (AUTH EXTERNAL then fails, passwords still work), as in Dovecot.
+//! `net::client_cert` has the verifier that makes this so.
 
 use std::fmt;
 use std::fs::File;
@@ -16,6 +21,7 @@ use std::sync::{Arc, RwLock};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
@@ -141,6 +147,16 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The TLS configuration a connection is accepted with.
+#[derive(Debug)]
+pub struct TlsContext {
+    pub server: Arc<ServerConfig>,
+    /// With `tls_client_ca`: the verifier that decides after the handshake
+    /// whether the client's certificate chain is valid now
+    /// (`net::client_cert::verified_chain`).
+    pub client_verifier: Option<Arc<dyn ClientCertVerifier>>,
+}
+
 /// Builds the server configuration from the chain in `cert` (end-entity
 /// first), the key in `key`, and, with `client_ca`, a request (not a
 /// requirement) for client certificates verified against that CA.
@@ -149,6 +165,15 @@ pub fn load_tls(
     key: &Path,
     client_ca: Option<&Path>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    load_context(cert, key, client_ca).map(|ctx| Arc::clone(&ctx.server))
+}
+
+/// [`load_tls`], with the client-certificate verifier kept for later.
+pub fn load_context(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<TlsContext>, TlsError> {
     let provider = provider();
     let chain = read_certificates(CERT, cert)?;
     let key_der = read_key(key)?;
@@ -160,13 +185,22 @@ pub fn load_tls(
             path: cert.to_owned(),
             detail: e.to_string(),
         })?;
-    let builder = match client_ca {
+    let client_verifier = match client_ca {
+        None => None,
+        Some(ca) => Some(client_verifier(ca, provider)?),
+    };
+    let builder = match &client_verifier {
         None => builder.with_no_client_auth(),
-        Some(ca) => builder.with_client_cert_verifier(client_verifier(ca, provider)?),
+        Some(webpki) => builder.with_client_cert_verifier(Arc::new(
+            super::client_cert::RequestOnly::new(Arc::clone(webpki)),
+        )),
     };
     let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
     config.alpn_protocols = vec![ALPN_POP3.to_vec()];
-    Ok(Arc::new(config))
+    Ok(Arc::new(TlsContext {
+        server: Arc::new(config),
+        client_verifier,
+    }))
 }
 
 fn certified_key(
@@ -206,7 +240,7 @@ fn certified_key(
 fn client_verifier(
     ca: &Path,
     provider: Arc<CryptoProvider>,
-) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in read_certificates(CLIENT_CA, ca)? {
         roots.add(cert).map_err(|e| TlsError::BadClientCa {
@@ -308,8 +342,8 @@ impl TlsFiles {
         })
     }
 
-    pub fn load(&self) -> Result<Arc<ServerConfig>, TlsError> {
-        load_tls(&self.cert, &self.key, self.client_ca.as_deref())
+    pub fn load(&self) -> Result<Arc<TlsContext>, TlsError> {
+        load_context(&self.cert, &self.key, self.client_ca.as_deref())
     }
 }
 
@@ -317,7 +351,7 @@ impl TlsFiles {
 /// the `Arc` they started with, so a reload never disturbs them.
 pub struct TlsReloader {
     files: TlsFiles,
-    current: RwLock<Arc<ServerConfig>>,
+    current: RwLock<Arc<TlsContext>>,
 }
 
 impl TlsReloader {
@@ -335,7 +369,7 @@ impl TlsReloader {
     }
 
     /// The configuration for a connection accepted now.
-    pub fn current(&self) -> Arc<ServerConfig> {
+    pub fn current(&self) -> Arc<TlsContext> {
         // A poisoned lock still holds a complete Arc: writers only assign.
         match self.current.read() {
             Ok(guard) => guard.clone(),

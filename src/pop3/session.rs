@@ -2,9 +2,12 @@
 //!
 //! Every line goes through the same steps: parse the keyword, pass the one
 //! gate (state and policy), parse the arguments, dispatch. The AUTHORIZATION
-//! commands live here; the TRANSACTION commands in `transaction.rs`. STLS
-//! and SASL will add a `Control` variant and a `Phase` each; the gate and
-//! the dispatch are where they slot in.
+//! commands live here, AUTH (SASL) in `session/sasl.rs`, the TRANSACTION
+//! commands in `transaction.rs`. STLS answers `Control::StartTls`; from
+//! then on no line is executed until the driver reports the handshake with
+//! [`Session::tls_started`].
+
+mod sasl;
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -28,7 +31,7 @@ pub struct Backend {
 pub struct SessionSettings {
     /// USER/PASS permitted on this connection now.
     pub plaintext_allowed: bool,
-    /// Plain connection and TLS configured (the TLS issue uses it).
+    /// Plain connection and TLS configured: STLS is offered.
     pub stls_offered: bool,
     pub tls_active: bool,
     /// Client address for log lines (`rip=`), e.g. "203.0.113.5".
@@ -37,6 +40,9 @@ pub struct SessionSettings {
     pub local: String,
     /// Negotiated TLS protocol for the login line (`tls=`), `None`: plain.
     pub tls_protocol: Option<&'static str>,
+    /// The account a verified TLS client certificate names, for AUTH
+    /// EXTERNAL (`net::cert_identity`); `None` without one.
+    pub cert_identity: Option<String>,
 }
 
 /// The RFC 1939 state, for the driver's choice of idle timeout.
@@ -65,6 +71,10 @@ pub enum Control {
     },
     /// Flush and close the connection.
     Close,
+    /// `+OK` to STLS is written: flush it, drop every byte the client sent
+    /// after the STLS line (RFC 2595 §4, CVE-2011-0411), run the TLS
+    /// handshake, then call [`Session::tls_started`] (or close on failure).
+    StartTls,
 }
 
 enum Phase {
@@ -72,6 +82,10 @@ enum Phase {
     Authorization {
         user: Option<String>,
     },
+    /// Between AUTH and its final reply: lines are SASL responses.
+    Sasl(Box<crate::sasl::Exchange>),
+    /// STLS was accepted; nothing is executed until the handshake is done.
+    StartingTls,
     Transaction(Box<Transaction>),
     /// QUIT, or the session was closed: nothing more is accepted.
     Ended,
@@ -119,7 +133,27 @@ impl Session {
 
     /// The longest line the driver should accept now, line end included.
     pub fn max_line(&self) -> usize {
-        limits::MAX_COMMAND_LINE
+        match self.phase {
+            // A SASL response is base64 of a client message, not a command.
+            Phase::Sasl(_) => limits::MAX_SASL_LINE + 2,
+            _ => limits::MAX_COMMAND_LINE,
+        }
+    }
+
+    /// The TLS handshake after STLS succeeded: AUTHORIZATION starts again
+    /// with a fresh view (RFC 2595 §4): no pending USER, STLS no longer
+    /// offered, plaintext authentication allowed (every `plaintext_auth`
+    /// policy allows it over TLS), and the client certificate's identity.
+    pub fn tls_started(&mut self, cert_identity: Option<String>) {
+        if !matches!(self.phase, Phase::StartingTls) {
+            return;
+        }
+        self.settings.tls_active = true;
+        self.settings.stls_offered = false;
+        self.settings.plaintext_allowed = true;
+        self.settings.cert_identity = cert_identity;
+        self.phase = Phase::Authorization { user: None };
+        self.bad_commands = 0;
     }
 
     /// Answers one command line (without its line end). `Err` only means
@@ -127,8 +161,12 @@ impl Session {
     pub fn handle_line(&mut self, line: &[u8], out: &mut dyn Write) -> io::Result<Control> {
         // RFC 1939: PASS must come immediately after USER.
         let pending_user = self.take_pending_user();
-        if matches!(self.phase, Phase::Ended) {
-            return Ok(Control::Close);
+        match self.phase {
+            // After STLS a line can only come from a driver that did not
+            // discard what followed STLS: never execute it.
+            Phase::Ended | Phase::StartingTls => return Ok(Control::Close),
+            Phase::Sasl(_) => return self.sasl_response(Ok(line), out),
+            _ => {}
         }
         let (verb, rest) = match command::split(line) {
             Ok(split) => split,
@@ -140,21 +178,7 @@ impl Session {
                     out,
                     format_args!("{} is not valid in {} state", verb.name(), state.name()),
                 ),
-                Refusal::PlaintextNotAllowed => {
-                    let hint = if self.stls_available() {
-                        "; use STLS"
-                    } else {
-                        ""
-                    };
-                    reply::err_code(
-                        out,
-                        RespCode::Auth,
-                        format_args!(
-                            "plaintext authentication is not allowed on this connection{hint}"
-                        ),
-                    )?;
-                    self.count_bad()
-                }
+                Refusal::PlaintextNotAllowed => self.plaintext_refused(out),
             };
         }
         let cmd = match command::parse_args(verb, rest) {
@@ -167,8 +191,10 @@ impl Session {
     /// The line was longer than [`max_line`](Self::max_line) and was skipped.
     pub fn handle_too_long(&mut self, out: &mut dyn Write) -> io::Result<Control> {
         self.take_pending_user();
-        if matches!(self.phase, Phase::Ended) {
-            return Ok(Control::Close);
+        match self.phase {
+            Phase::Ended | Phase::StartingTls => return Ok(Control::Close),
+            Phase::Sasl(_) => return self.sasl_response(Err(()), out),
+            _ => {}
         }
         let max = self.max_line();
         self.bad(
@@ -183,7 +209,7 @@ impl Session {
     pub fn abort(&mut self, reason: &str) {
         match std::mem::replace(&mut self.phase, Phase::Ended) {
             Phase::Transaction(t) => t.abort(&self.settings.peer, reason),
-            Phase::Authorization { .. } => log::debug!(
+            Phase::Authorization { .. } | Phase::Sasl(_) | Phase::StartingTls => log::debug!(
                 "disconnect: rip={} reason={reason} (not logged in)",
                 self.settings.peer
             ),
@@ -200,6 +226,22 @@ impl Session {
 
     fn stls_available(&self) -> bool {
         self.settings.stls_offered && !self.settings.tls_active
+    }
+
+    /// `-ERR [AUTH]` for USER, PASS or AUTH PLAIN when `plaintext_auth`
+    /// forbids them here, pointing at STLS when it would help.
+    fn plaintext_refused(&mut self, out: &mut dyn Write) -> io::Result<Control> {
+        let hint = if self.stls_available() {
+            "; use STLS"
+        } else {
+            ""
+        };
+        reply::err_code(
+            out,
+            RespCode::Auth,
+            format_args!("plaintext authentication is not allowed on this connection{hint}"),
+        )?;
+        self.count_bad()
     }
 
     /// The one check before dispatch: is `verb` allowed here and now?
@@ -240,8 +282,9 @@ impl Session {
                     authorization: self.state() == State::Authorization,
                     plaintext_allowed: self.settings.plaintext_allowed,
                     stls_offered: self.stls_available(),
+                    sasl: self.sasl_offered(),
                 };
-                capa::write_capa(out, ctx)?;
+                capa::write_capa(out, &ctx)?;
             }
             Command::Quit => return self.quit(out),
             Command::User(name) => {
@@ -257,11 +300,20 @@ impl Session {
                 return self.pass(&user, password, out);
             }
             Command::Apop => reply::err(out, "APOP is not supported")?,
-            Command::Auth { .. } => {
-                reply::err_code(out, RespCode::Auth, "no SASL mechanisms are available")?
+            Command::Auth {
+                mechanism: None, ..
+            } => self.list_mechanisms(out)?,
+            Command::Auth {
+                mechanism: Some(mechanism),
+                initial_response,
+            } => return self.auth(mechanism, initial_response, out),
+            Command::Stls if self.stls_available() => {
+                reply::ok(out, format_args!("Begin TLS negotiation"))?;
+                self.phase = Phase::StartingTls;
+                self.bad_commands = 0;
+                return Ok(Control::StartTls);
             }
             Command::Stls => {
-                // The TLS issue turns this into `Control::StartTls`.
                 let text = if self.settings.tls_active {
                     "TLS is already active"
                 } else {
@@ -307,22 +359,49 @@ impl Session {
     }
 
     fn pass(&mut self, user: &str, password: &[u8], out: &mut dyn Write) -> io::Result<Control> {
+        let outcome = self.backend.auth.verify_password(user, password);
+        self.login(user, "USER", outcome, out)
+    }
+
+    /// One more failed login: logged, `-ERR [AUTH] text`, and the failure
+    /// delay; the connection closes after `MAX_AUTH_FAILURES`.
+    fn auth_failed(
+        &mut self,
+        user: Option<&str>,
+        method: &str,
+        text: impl std::fmt::Display,
+        out: &mut dyn Write,
+    ) -> io::Result<Control> {
+        self.auth_failures += 1;
+        let then_close = self.auth_failures >= limits::MAX_AUTH_FAILURES;
+        let user = user.map(|u| format!("user={u} ")).unwrap_or_default();
+        log::warn!(
+            "auth failed: {user}method={method} rip={} failures={}",
+            self.settings.peer,
+            self.auth_failures
+        );
+        if then_close {
+            self.phase = Phase::Ended;
+        }
+        reply::err_code(out, RespCode::Auth, text)?;
+        Ok(Control::AuthFailed { then_close })
+    }
+
+    /// Turns the account database's answer into a login: opens the
+    /// maildrop and enters TRANSACTION, or says why not.
+    fn login(
+        &mut self,
+        user: &str,
+        method: &str,
+        outcome: AuthOutcome,
+        out: &mut dyn Write,
+    ) -> io::Result<Control> {
         let peer = &self.settings.peer;
-        let principal = match self.backend.auth.verify_password(user, password) {
+        let principal = match outcome {
             AuthOutcome::Accepted(principal) => principal,
             AuthOutcome::Rejected => {
-                self.auth_failures += 1;
-                let then_close = self.auth_failures >= limits::MAX_AUTH_FAILURES;
-                log::warn!(
-                    "auth failed: user={user} method=USER rip={peer} failures={}",
-                    self.auth_failures
-                );
-                if then_close {
-                    self.phase = Phase::Ended;
-                }
                 // Unknown user and wrong password look exactly alike.
-                reply::err_code(out, RespCode::Auth, "invalid user name or password")?;
-                return Ok(Control::AuthFailed { then_close });
+                return self.auth_failed(Some(user), method, "invalid user name or password", out);
             }
             AuthOutcome::Unavailable(detail) => {
                 log::warn!(
@@ -340,11 +419,18 @@ impl Session {
             Ok(maildrop) => {
                 let t = Transaction::new(maildrop, principal.user);
                 let (count, octets) = t.totals();
+                let tls = self
+                    .settings
+                    .tls_protocol
+                    .unwrap_or(if self.settings.tls_active {
+                        "yes"
+                    } else {
+                        "no"
+                    });
                 log::info!(
-                    "login: user={} method=USER rip={peer} lip={} tls={}",
+                    "login: user={} method={method} rip={peer} lip={} tls={tls}",
                     t.user(),
-                    self.settings.local,
-                    self.settings.tls_protocol.unwrap_or("no")
+                    self.settings.local
                 );
                 reply::ok(
                     out,

@@ -468,6 +468,35 @@ fn inetd_mode_over_a_socketpair() {
 }
 
 #[test]
+fn inetd_mode_on_a_tcp_connection_like_accept_yes() {
+    require_root!();
+    let user = SystemUser::create("tcp pw");
+    let s = setup(&user, "");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    let (conn, _) = listener.accept().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("-i")
+        .arg("-f")
+        .arg(&s.conf)
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(
+            conn.try_clone().unwrap(),
+        )))
+        .stdout(Stdio::from(std::os::fd::OwnedFd::from(conn)))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut c = Client::new(client);
+    c.cmd(&format!("USER {}", user.name));
+    assert!(c
+        .cmd("PASS tcp pw")
+        .starts_with("+OK maildrop has 1 messages"));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
 fn inetd_tls_without_a_certificate_fails_quietly() {
     require_root!();
     let user = SystemUser::create("pw");
@@ -531,22 +560,28 @@ fn socket_activation_through_listen_fds_from_a_harness() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
-    // LISTEN_PID must be the daemon's pid: a shell that sets it to its
-    // own ($$) and then execs the daemon in its place.
+    // LISTEN_PID must be the daemon's pid: a shell sets it to its own
+    // ($$), moves the listener to descriptor 3 and execs the daemon in
+    // its place.
+    let script = if fd == 3 {
+        "export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$0\" \"$@\"".to_string()
+    } else {
+        format!("export LISTEN_PID=$$ LISTEN_FDS=1; exec 3<&{fd} {fd}<&-; exec \"$0\" \"$@\"")
+    };
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
-        .arg("export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$0\" \"$@\"")
+        .arg(script)
         .arg(BIN)
         .arg("-F")
         .arg("-f")
         .arg(&s.conf)
         .env("LISTEN_FDNAMES", "pop3");
     // SAFETY: the closure runs in the forked child before exec and makes
-    // only the async-signal-safe dup2(2) call (which also clears
-    // close-on-exec on descriptor 3).
+    // only the async-signal-safe fcntl(2) call, on the listener alone, so
+    // that the shell inherits it.
     unsafe {
         cmd.pre_exec(move || {
-            if nix::libc::dup2(fd, 3) < 0 {
+            if nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

@@ -178,6 +178,7 @@ pub fn settings(plaintext_allowed: bool, stls_offered: bool) -> SessionSettings 
         peer: "192.0.2.7".into(),
         local: "192.0.2.1".into(),
         tls_protocol: None,
+        cert_identity: None,
     }
 }
 

@@ -4,6 +4,7 @@
 mod authorization;
 mod fakes;
 mod script;
+mod tls_sasl;
 mod transaction;
 
 use crate::pop3::{Control, Session};

@@ -44,7 +44,8 @@ fn expected() -> String {
     let deleted = "-ERR message 1 is deleted\r\n";
     [
         "+OK ironpop ready\r\n",
-        "+OK capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n",
+        "+OK capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\nSASL PLAIN\r\nRESP-CODES\r\n",
+        "AUTH-RESP-CODE\r\n",
         "PIPELINING\r\nEXPIRE NEVER\r\nIMPLEMENTATION ironpop-",
         env!("CARGO_PKG_VERSION"),
         "\r\n.\r\n",
