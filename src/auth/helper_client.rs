@@ -18,6 +18,7 @@ use nix::sys::time::TimeVal;
 
 use super::helper_wire::{Request, Response, Secret, Spool, MAX_FRAME};
 use super::{AuthOutcome, Authenticator, Principal};
+use crate::mailbox::mbox::MboxSettings;
 use crate::mailbox::{MailboxError, Maildrop, MaildropOpener, MboxMaildrop};
 use crate::sasl::{ScramSecret, SecretLookup};
 
@@ -227,13 +228,16 @@ struct Opened {
 /// network process can open only what a correct password unlocked.
 pub struct HelperSession {
     pool: Arc<HelperPool>,
+    /// Session lock, delivery locks and journal, as for a spool opened here.
+    mbox: Arc<MboxSettings>,
     opened: Mutex<Option<Opened>>,
 }
 
 impl HelperSession {
-    pub fn new(pool: Arc<HelperPool>) -> HelperSession {
+    pub fn new(pool: Arc<HelperPool>, mbox: Arc<MboxSettings>) -> HelperSession {
         HelperSession {
             pool,
+            mbox,
             opened: Mutex::new(None),
         }
     }
@@ -331,9 +335,10 @@ impl MaildropOpener for HelperSession {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         match opened {
-            Some(o) if o.principal == *principal => Ok(Box::new(MboxMaildrop::from_file(
-                o.principal.mailbox,
+            Some(o) if o.principal == *principal => Ok(Box::new(MboxMaildrop::open_locked_file(
+                &o.principal.mailbox,
                 o.spool?,
+                Arc::clone(&self.mbox),
             )?)),
             _ => Err(MailboxError::Refused {
                 path: principal.mailbox.clone(),

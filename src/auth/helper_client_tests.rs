@@ -30,6 +30,16 @@ fn fixture() -> (Fixture, Arc<HelperDb>) {
     (Fixture { _dir: dir, mail }, Arc::new(db))
 }
 
+/// Session locks and journals under the fixture's own state dir.
+fn mbox(fx: &Fixture) -> Arc<MboxSettings> {
+    let state = fx.mail.parent().unwrap().join("state");
+    let _ = std::fs::create_dir(&state);
+    let mut config = crate::config::Config::defaults(std::path::Path::new("/t.conf"));
+    config.state_dir = state;
+    config.lock_timeout = std::time::Duration::from_secs(2);
+    Arc::new(MboxSettings::from_config(&config))
+}
+
 fn pair() -> (OwnedFd, OwnedFd) {
     socketpair(
         AddressFamily::Unix,
@@ -57,7 +67,7 @@ fn pool(db: &Arc<HelperDb>, n: usize) -> (Arc<HelperPool>, Vec<thread::JoinHandl
 fn login_opens_the_spool_through_the_helper() {
     let (fx, db) = fixture();
     let (pool, threads) = pool(&db, 1);
-    let session = HelperSession::new(Arc::clone(&pool));
+    let session = HelperSession::new(Arc::clone(&pool), mbox(&fx));
     let principal = match session.verify_password("alice", b"secret") {
         AuthOutcome::Accepted(p) => p,
         other => panic!("{other:?}"),
@@ -93,7 +103,7 @@ fn login_opens_the_spool_through_the_helper() {
 fn a_spool_is_only_had_with_a_password() {
     let (fx, db) = fixture();
     let (pool, _threads) = pool(&db, 1);
-    let session = HelperSession::new(pool);
+    let session = HelperSession::new(pool, mbox(&fx));
     let forged = Principal {
         user: "alice".into(),
         mailbox: fx.mail.join("alice"),
@@ -104,10 +114,11 @@ fn a_spool_is_only_had_with_a_password() {
 
 #[test]
 fn a_dead_helper_never_lets_a_login_through() {
+    let (fx, _db) = fixture();
     let (a, b) = pair();
     let pool = Arc::new(HelperPool::new(vec![(a, 0)]).unwrap());
     drop(b);
-    let session = HelperSession::new(Arc::clone(&pool));
+    let session = HelperSession::new(Arc::clone(&pool), mbox(&fx));
     match session.verify_password("alice", b"secret") {
         AuthOutcome::Unavailable(why) => assert!(why.contains("helper"), "{why}"),
         other => panic!("{other:?}"),
@@ -121,6 +132,7 @@ fn a_dead_helper_never_lets_a_login_through() {
 
 #[test]
 fn a_garbled_reply_is_not_trusted() {
+    let (fx, _db) = fixture();
     let (a, b) = pair();
     let pool = Arc::new(HelperPool::new(vec![(a, 0)]).unwrap());
     let fake = thread::spawn(move || {
@@ -137,7 +149,7 @@ fn a_garbled_reply_is_not_trusted() {
         nix::sys::socket::send(b.as_raw_fd(), &frame, MsgFlags::empty()).unwrap();
         b
     });
-    let session = HelperSession::new(pool);
+    let session = HelperSession::new(pool, mbox(&fx));
     assert!(matches!(
         session.verify_password("alice", b"x"),
         AuthOutcome::Unavailable(_)
@@ -156,13 +168,15 @@ fn a_malformed_request_ends_the_helper() {
 
 #[test]
 fn concurrent_logins_share_few_helpers() {
-    let (_fx, db) = fixture();
+    let (fx, db) = fixture();
+    let settings = mbox(&fx);
     let (pool, _threads) = pool(&db, 2);
     let logins: Vec<_> = (0..8)
         .map(|i| {
             let pool = Arc::clone(&pool);
+            let settings = Arc::clone(&settings);
             thread::spawn(move || {
-                let s = HelperSession::new(pool);
+                let s = HelperSession::new(pool, settings);
                 let pw: &[u8] = if i % 2 == 0 { b"secret" } else { b"nope" };
                 matches!(s.verify_password("alice", pw), AuthOutcome::Accepted(_))
             })

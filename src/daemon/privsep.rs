@@ -11,6 +11,7 @@ use crate::auth::{self, Authenticator};
 use crate::config::Config;
 use crate::daemon::error::DaemonError;
 use crate::daemon::privileges;
+use crate::mailbox::mbox::MboxSettings;
 use crate::mailbox::{MaildropOpener, MboxOpener};
 
 /// Most helper processes: each holds a yescrypt hash (16 MiB) while it
@@ -28,6 +29,7 @@ pub enum Accounts {
     /// Started as root: everything privileged goes through the helpers.
     Helpers {
         pool: Arc<HelperPool>,
+        mbox: Arc<MboxSettings>,
         pids: Vec<Pid>,
     },
 }
@@ -37,8 +39,8 @@ impl Accounts {
     pub fn for_session(&self) -> (Arc<dyn Authenticator>, Arc<dyn MaildropOpener>) {
         match self {
             Accounts::Direct { auth, maildrops } => (Arc::clone(auth), Arc::clone(maildrops)),
-            Accounts::Helpers { pool, .. } => {
-                let s = Arc::new(HelperSession::new(Arc::clone(pool)));
+            Accounts::Helpers { pool, mbox, .. } => {
+                let s = Arc::new(HelperSession::new(Arc::clone(pool), Arc::clone(mbox)));
                 (Arc::clone(&s) as Arc<dyn Authenticator>, s)
             }
         }
@@ -120,6 +122,7 @@ pub fn setup(
     );
     Ok(Accounts::Helpers {
         pool: Arc::new(pool),
+        mbox: Arc::new(MboxSettings::from_config(config)),
         pids,
     })
 }

@@ -29,6 +29,10 @@ fn handled() -> SigSet {
     set.add(Signal::SIGINT);
     set.add(Signal::SIGHUP);
     set.add(Signal::SIGCHLD);
+    // A file-size limit (RLIMIT_FSIZE) must make the update's write fail
+    // with EFBIG, which the journal undoes, instead of killing the daemon:
+    // with the signal blocked the kernel returns EFBIG, and `next` drains it.
+    set.add(Signal::SIGXFSZ);
     set
 }
 

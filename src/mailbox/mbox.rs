@@ -1,21 +1,28 @@
-//! The mbox maildrop: open and scan a spool file, stream messages from it, commit deletions.
+//! The mbox maildrop: lock, recover, open and scan a spool file, stream messages from it, commit deletions.
 //!
 //! Memory per message is a [`Span`] (four offsets) and a [`MessageInfo`]
 //! (size and UID); the file is only ever read through fixed-size buffers,
 //! so spools of several GiB and 100k+ messages work.
 //!
-//! The Mailbox-safety issue adds, around the calls marked below: the
-//! session lock before [`MboxMaildrop::open`], journal recovery before the
-//! scan, and delivery locks held while scanning and while updating.
+//! Opening for a session: session lock (`[IN-USE]` at once), open the
+//! spool (no symlinks), delivery locks, recovery of an interrupted update
+//! from its journal, scan, release the delivery locks. Committing: delivery
+//! locks, verify the scanned prefix, crash-safe update, release. The session
+//! lock is held from login to the end of the session, whatever ends it.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::fcntl::OFlag;
 
+use super::delivery_lock::{DeliveryLocks, LockPolicy};
+use super::journal::{self, Recovered};
 use super::scan::Scanner;
+use super::session_lock::SessionLock;
+use super::state::StateDir;
 use super::transfer::Encoder;
 use super::uidl::assign_uids;
 use super::update::{self, Identity, Span};
@@ -24,29 +31,57 @@ use crate::auth::Principal;
 use crate::config::Config;
 use crate::limits;
 
+/// Where session locks and journals live, and how to take delivery locks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MboxSettings {
+    pub state: StateDir,
+    pub locks: LockPolicy,
+}
+
+impl MboxSettings {
+    pub fn from_config(config: &Config) -> MboxSettings {
+        MboxSettings {
+            state: StateDir::new(&config.state_dir),
+            locks: LockPolicy {
+                methods: config.lock_methods.clone(),
+                timeout: config.lock_timeout,
+            },
+        }
+    }
+}
+
 /// Opens the mbox spool named by the principal.
-#[derive(Debug, Clone, Default)]
-pub struct MboxOpener {}
+#[derive(Debug, Clone)]
+pub struct MboxOpener {
+    settings: Arc<MboxSettings>,
+}
 
 impl MboxOpener {
-    /// The Foundation version needs nothing from the configuration yet;
-    /// `lock_methods`, `lock_timeout` and `state_dir` arrive with the
-    /// Mailbox-safety issue.
-    pub fn new(_config: &Config) -> MboxOpener {
-        MboxOpener {}
+    /// Uses `state_dir`, `lock_methods` and `lock_timeout`.
+    pub fn new(config: &Config) -> MboxOpener {
+        MboxOpener::with_settings(MboxSettings::from_config(config))
+    }
+
+    pub fn with_settings(settings: MboxSettings) -> MboxOpener {
+        MboxOpener {
+            settings: Arc::new(settings),
+        }
     }
 }
 
 impl MaildropOpener for MboxOpener {
     fn open(&self, principal: &Principal) -> Result<Box<dyn Maildrop>, MailboxError> {
-        Ok(Box::new(MboxMaildrop::open(&principal.mailbox)?))
+        Ok(Box::new(MboxMaildrop::open_locked(
+            &principal.mailbox,
+            self.settings.clone(),
+        )?))
     }
 }
 
 /// Opens a spool for reading and updating: no symlinks, regular files
 /// only. `Ok(None)` when it does not exist (an empty maildrop).
 pub fn open_spool(path: &Path) -> Result<Option<File>, MailboxError> {
-    let flags = OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    let flags = OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
     let file = match OpenOptions::new()
         .read(true)
         .write(true)
@@ -58,7 +93,9 @@ pub fn open_spool(path: &Path) -> Result<Option<File>, MailboxError> {
         Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
             return Err(MailboxError::Refused {
                 path: path.to_path_buf(),
-                reason: "it is a symbolic link".into(),
+                reason: "it is a symbolic link (refused: a link could point the session at \
+                         another user's file)"
+                    .into(),
             })
         }
         Err(e) if e.raw_os_error() == Some(nix::libc::EISDIR) => {
@@ -103,23 +140,88 @@ pub struct MboxMaildrop {
     spool: Option<Spool>,
     messages: Vec<MessageInfo>,
     spans: Vec<Span>,
+    /// `None`: opened for inspection only (no locks), cannot commit.
+    settings: Option<Arc<MboxSettings>>,
+    /// Dropped last (fields drop in order): the mailbox stays ours until
+    /// the spool is closed.
+    _session: Option<SessionLock>,
 }
 
 impl MboxMaildrop {
-    /// Opens and scans the spool at `path`.
-    pub fn open(path: &Path) -> Result<MboxMaildrop, MailboxError> {
-        MboxMaildrop::from_file(path.to_path_buf(), open_spool(path)?)
+    /// Opens a spool for a session: session lock, delivery locks while
+    /// recovering and scanning, as described in the module documentation.
+    pub fn open_locked(
+        path: &Path,
+        settings: Arc<MboxSettings>,
+    ) -> Result<MboxMaildrop, MailboxError> {
+        MboxMaildrop::open_locked_with(path, settings, || open_spool(path))
     }
 
-    /// Scans an already opened spool (`None`: there is none). For the
-    /// privileged helper, which opens the spool and passes the descriptor.
-    pub fn from_file(path: PathBuf, file: Option<File>) -> Result<MboxMaildrop, MailboxError> {
+    /// [`open_locked`](Self::open_locked) for a spool the privileged
+    /// helper opened (`None`: there is none): same locks, recovery, scan.
+    pub fn open_locked_file(
+        path: &Path,
+        file: Option<File>,
+        settings: Arc<MboxSettings>,
+    ) -> Result<MboxMaildrop, MailboxError> {
+        MboxMaildrop::open_locked_with(path, settings, || Ok(file))
+    }
+
+    fn open_locked_with(
+        path: &Path,
+        settings: Arc<MboxSettings>,
+        open: impl FnOnce() -> Result<Option<File>, MailboxError>,
+    ) -> Result<MboxMaildrop, MailboxError> {
+        let session = SessionLock::acquire(&settings.state, path)?;
+        let file = open()?;
+        let mut locks = match &file {
+            Some(f) => Some(DeliveryLocks::acquire(f, path, &settings.locks)?),
+            None => None,
+        };
+        let mut tick = || {
+            if let Some(l) = locks.as_mut() {
+                l.touch_if_due();
+            }
+        };
+        match journal::recover(&settings.state, path, file.as_ref(), &mut tick)? {
+            Some(Recovered::Undone) => log::warn!(
+                "mailbox {}: an interrupted update was undone from its journal; its deleted messages are back",
+                path.display()
+            ),
+            Some(Recovered::Finished) => log::warn!(
+                "mailbox {}: an interrupted update was completed from its journal",
+                path.display()
+            ),
+            None => {}
+        }
+        let mut md = MboxMaildrop::scan(path.to_path_buf(), file, &mut tick)?;
+        drop(locks);
+        md.settings = Some(settings);
+        md._session = Some(session);
+        Ok(md)
+    }
+
+    /// Opens and scans the spool at `path` without any lock and without
+    /// journal recovery: for inspecting a spool (tests, tools), never for a
+    /// session. Such a maildrop cannot commit.
+    pub fn open(path: &Path) -> Result<MboxMaildrop, MailboxError> {
+        MboxMaildrop::scan(path.to_path_buf(), open_spool(path)?, &mut || {})
+    }
+
+    /// Scans an already opened spool (`None`: there is none).
+    fn scan(
+        path: PathBuf,
+        file: Option<File>,
+        tick: &mut dyn FnMut(),
+    ) -> Result<MboxMaildrop, MailboxError> {
         let Some(file) = file else {
             return Ok(MboxMaildrop {
                 path,
                 spool: None,
                 messages: Vec::new(),
                 spans: Vec::new(),
+                settings: None,
+                _session: None,
             });
         };
         let io_err = |action| {
@@ -144,6 +246,7 @@ impl MboxMaildrop {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(io_err("reading")(e)),
             }
+            tick();
         }
         let scan = scanner.finish();
         let uids = assign_uids(scan.messages.iter().map(|m| &m.digest));
@@ -172,6 +275,8 @@ impl MboxMaildrop {
             }),
             messages,
             spans,
+            settings: None,
+            _session: None,
         })
     }
 
@@ -272,6 +377,13 @@ impl Maildrop for MboxMaildrop {
         if report.deleted == 0 {
             return Ok(report);
         }
+        let Some(settings) = self.settings.as_ref() else {
+            return Err(MailboxError::Refused {
+                path: self.path.clone(),
+                reason: "it was opened for inspection only".into(),
+            });
+        };
+        let mut locks = DeliveryLocks::acquire(&spool.file, &self.path, &settings.locks)?;
         update::verify(
             &spool.file,
             &self.path,
@@ -279,190 +391,19 @@ impl Maildrop for MboxMaildrop {
             spool.scanned_len,
             &self.spans,
         )?;
-        update::compact(&spool.file, &self.path, &self.spans, deleted)?;
+        update::apply(
+            &settings.state,
+            &spool.file,
+            &self.path,
+            &self.spans,
+            deleted,
+            &mut || locks.touch_if_due(),
+        )?;
+        drop(locks);
         Ok(report)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::mailbox::transfer::encode_all;
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-
-    const SPOOL: &[u8] = b"From a@x Mon Jan  1 00:00:00 2024\nMessage-ID: <1@x>\nSubject: one\n\n\
-.dot line\nbody\n\nFrom b@x Mon Jan  1 00:00:01 2024\nMessage-ID: <2@x>\n\n>From quoted\n\n\
-From c@x Mon Jan  1 00:00:02 2024\nMessage-ID: <1@x>\nSubject: one\n\ndup, no final newline";
-
-    fn spool(data: &[u8]) -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bob");
-        std::fs::write(&path, data).unwrap();
-        (dir, path)
-    }
-
-    fn retr(md: &mut MboxMaildrop, i: usize, top: Option<u64>) -> Vec<u8> {
-        let mut out = Vec::new();
-        md.write_message(i, top, &mut out).unwrap();
-        out
-    }
-
-    #[test]
-    fn missing_spool_is_an_empty_maildrop() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("nobody");
-        let md = MboxMaildrop::open(&path).unwrap();
-        assert!(md.messages().is_empty());
-        let report = Box::new(md).commit(&[]).unwrap();
-        assert_eq!(report, CommitReport::default());
-        assert!(!path.exists(), "commit must not create the spool");
-    }
-
-    #[test]
-    fn symlinks_and_directories_are_refused() {
-        let (dir, path) = spool(SPOOL);
-        let link = dir.path().join("link");
-        std::os::unix::fs::symlink(&path, &link).unwrap();
-        let e = MboxMaildrop::open(&link).err().unwrap();
-        assert!(e.is_permanent(), "{e}");
-        assert!(e.to_string().contains("symbolic link"), "{e}");
-        let e = MboxMaildrop::open(dir.path()).err().unwrap();
-        assert!(e.is_permanent(), "{e}");
-    }
-
-    #[test]
-    fn lists_sizes_equal_to_retr_octets_and_unique_uids() {
-        let (_dir, path) = spool(SPOOL);
-        let mut md = MboxMaildrop::open(&path).unwrap();
-        assert_eq!(md.messages().len(), 3);
-        assert_eq!(md.scanned_len(), SPOOL.len() as u64);
-        let first = retr(&mut md, 0, None);
-        assert_eq!(
-            first,
-            b"Message-ID: <1@x>\r\nSubject: one\r\n\r\n..dot line\r\nbody\r\n"
-        );
-        for i in 0..3 {
-            let body = retr(&mut md, i, None);
-            let unstuffed = body.len() - body.windows(3).filter(|w| *w == b"\n..").count();
-            assert_eq!(md.messages()[i].size, unstuffed as u64, "message {}", i + 1);
-        }
-        assert_eq!(
-            retr(&mut md, 1, None),
-            b"Message-ID: <2@x>\r\n\r\n>From quoted\r\n"
-        );
-        assert!(retr(&mut md, 2, None).ends_with(b"dup, no final newline\r\n"));
-        let uids: Vec<&str> = md.messages().iter().map(|m| m.uid.as_str()).collect();
-        assert_eq!(uids[2], format!("{}-2", uids[0]));
-        assert_ne!(uids[0], uids[1]);
-    }
-
-    #[test]
-    fn top_streams_header_and_n_lines() {
-        let (_dir, path) = spool(SPOOL);
-        let mut md = MboxMaildrop::open(&path).unwrap();
-        assert_eq!(
-            retr(&mut md, 0, Some(0)),
-            b"Message-ID: <1@x>\r\nSubject: one\r\n\r\n"
-        );
-        assert_eq!(
-            retr(&mut md, 0, Some(1)),
-            b"Message-ID: <1@x>\r\nSubject: one\r\n\r\n..dot line\r\n"
-        );
-    }
-
-    #[test]
-    fn large_message_streams_through_small_buffers() {
-        let mut data = b"From big\nSubject: big\n\n".to_vec();
-        let line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstu\n";
-        while data.len() < 3 * limits::SCAN_BLOCK + 17 {
-            data.extend_from_slice(line);
-        }
-        let (_dir, path) = spool(&data);
-        let mut md = MboxMaildrop::open(&path).unwrap();
-        let body = retr(&mut md, 0, None);
-        assert_eq!(body, encode_all(&data[9..], None));
-        assert_eq!(md.messages()[0].size, body.len() as u64);
-    }
-
-    #[test]
-    fn commit_removes_deleted_keeps_appended_and_the_inode() {
-        let (_dir, path) = spool(SPOOL);
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let before = std::fs::metadata(&path).unwrap();
-        let md = MboxMaildrop::open(&path).unwrap();
-        let appended = b"\nFrom new@x Tue Jan  2 00:00:00 2024\nSubject: new\n\nnew mail\n";
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        io::Write::write_all(&mut f, appended).unwrap();
-        let sizes: Vec<u64> = md.messages().iter().map(|m| m.size).collect();
-        let report = Box::new(md).commit(&[true, false, true]).unwrap();
-        assert_eq!(
-            report,
-            CommitReport {
-                deleted: 2,
-                deleted_bytes: sizes[0] + sizes[2],
-                kept: 1,
-                kept_bytes: sizes[1],
-            }
-        );
-        let start = SPOOL.windows(7).position(|w| w == b"From b@").unwrap();
-        let end = SPOOL.windows(7).position(|w| w == b"From c@").unwrap();
-        let mut expected = SPOOL[start..end].to_vec();
-        expected.extend_from_slice(appended);
-        assert_eq!(std::fs::read(&path).unwrap(), expected);
-        let after = std::fs::metadata(&path).unwrap();
-        assert_eq!(
-            (after.ino(), after.mode(), after.uid()),
-            (before.ino(), before.mode(), before.uid())
-        );
-        let md = MboxMaildrop::open(&path).unwrap();
-        assert_eq!(md.messages().len(), 2);
-    }
-
-    #[test]
-    fn commit_without_deletions_does_not_write() {
-        let (_dir, path) = spool(SPOOL);
-        let md = MboxMaildrop::open(&path).unwrap();
-        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
-        // Even a changed spool is left alone when nothing is deleted.
-        std::fs::write(&path, b"replaced").unwrap();
-        let report = Box::new(md).commit(&[false, false, false]).unwrap();
-        assert_eq!((report.deleted, report.kept), (0, 3));
-        assert_eq!(std::fs::read(&path).unwrap(), b"replaced");
-        assert!(std::fs::metadata(&path).unwrap().modified().unwrap() >= mtime);
-    }
-
-    #[test]
-    fn commit_refuses_when_the_scanned_part_changed() {
-        let (_dir, path) = spool(SPOOL);
-        let mut md = MboxMaildrop::open(&path).unwrap();
-        let mut changed = SPOOL.to_vec();
-        changed[0] = b'X';
-        std::fs::write(&path, &changed).unwrap();
-        assert!(matches!(
-            md.write_message(0, None, &mut Vec::new()),
-            Err(TransferError::Mailbox(MailboxError::Changed { .. }))
-        ));
-        let e = Box::new(md).commit(&[true, false, false]).unwrap_err();
-        assert!(matches!(e, MailboxError::Changed { .. }), "{e}");
-        assert_eq!(std::fs::read(&path).unwrap(), changed);
-    }
-
-    #[test]
-    fn delete_all_is_a_truncate() {
-        let (_dir, path) = spool(SPOOL);
-        let md = MboxMaildrop::open(&path).unwrap();
-        Box::new(md).commit(&[true, true, true]).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
-    }
-
-    #[test]
-    fn opener_uses_the_principal_mailbox() {
-        let (_dir, path) = spool(SPOOL);
-        let opener = MboxOpener::default();
-        let p = Principal {
-            user: "bob".into(),
-            mailbox: path,
-        };
-        assert_eq!(opener.open(&p).unwrap().messages().len(), 3);
-    }
-}
+#[path = "mbox_tests.rs"]
+mod tests;

@@ -6,11 +6,19 @@
 //! byte, including mail appended since the scan, is kept) or dropped (any
 //! other end of the session: nothing changes).
 
+pub mod delivery_lock;
+pub mod dotlock;
+pub mod journal;
 pub mod mbox;
+pub mod ofd;
 pub mod scan;
+pub mod session_lock;
+pub mod state;
 pub mod transfer;
 pub mod uidl;
 pub mod update;
+#[cfg(test)]
+mod update_crash_tests;
 
 pub use mbox::{MboxMaildrop, MboxOpener};
 

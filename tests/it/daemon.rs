@@ -100,8 +100,12 @@ fn setup(user: &SystemUser, extra: &str) -> Setup {
         .unwrap();
     let root = dir.path();
     std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Like /var/mail (root:mail 2775): the daemon's group may create
+    // dot-locks next to the spools.
     let mail = root.join("mail");
     std::fs::create_dir(&mail).unwrap();
+    nix::unistd::chown(&mail, None, Some(nix::unistd::Gid::from_raw(65534))).unwrap();
+    std::fs::set_permissions(&mail, std::fs::Permissions::from_mode(0o2775)).unwrap();
     let spool = mail.join(&user.name);
     std::fs::write(
         &spool,

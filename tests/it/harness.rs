@@ -307,7 +307,10 @@ impl ServerBuilder {
 /// As root the server drops to nobody: virtual users' spools must be
 /// its (the helper checks the owner), and it writes locks, the pid file
 /// and dot-locks in the temp dir.
-fn give_to_nobody(root: &Path) {
+pub fn give_to_nobody(root: &Path) {
+    if !nix::unistd::getuid().is_root() {
+        return;
+    }
     let nobody = Some(nix::unistd::Uid::from_raw(65534));
     let mut paths = vec![root.to_path_buf(), root.join("mail"), root.join("state")];
     if let Ok(entries) = std::fs::read_dir(root.join("mail")) {

@@ -11,5 +11,6 @@ mod docs;
 mod maildrop;
 mod popa3d_compat;
 mod protocol;
+mod safety;
 mod server;
 mod tls;

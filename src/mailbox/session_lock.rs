@@ -1,0 +1,159 @@
+//! One POP3 session per mailbox: an in-process registry plus an OFD lock on `state_dir/<spool>.session`.
+//!
+//! The registry answers for sessions of this process (threads) without
+//! touching the file system; the OFD lock answers across processes (inetd
+//! mode, a second daemon). Both vanish with the process, so a crash never
+//! leaves a mailbox locked, and neither is a lock any MDA looks at, so
+//! delivery is never blocked by a session. Lock files are never removed:
+//! unlinking a lock file while another process has it open is what makes
+//! lock files racy.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use nix::fcntl::OFlag;
+
+use super::ofd;
+use super::state::StateDir;
+use super::MailboxError;
+
+fn registry() -> MutexGuard<'static, HashSet<PathBuf>> {
+    static REGISTRY: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    // A panic elsewhere while holding the mutex leaves a consistent set.
+    REGISTRY
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Held for the whole session; dropping it releases the mailbox.
+#[derive(Debug)]
+pub struct SessionLock {
+    spool: PathBuf,
+    _file: File,
+}
+
+impl SessionLock {
+    /// Takes the session lock of `spool` or fails at once with
+    /// [`MailboxError::InUse`].
+    pub fn acquire(state: &StateDir, spool: &Path) -> Result<SessionLock, MailboxError> {
+        let in_use = || MailboxError::InUse {
+            path: spool.to_path_buf(),
+        };
+        if !registry().insert(spool.to_path_buf()) {
+            return Err(in_use());
+        }
+        // From here on, every early return must leave the registry clean.
+        let unregister = || {
+            registry().remove(spool);
+        };
+        let lock_path = state.session_lock(spool);
+        let io_err = |action, source: io::Error| MailboxError::Io {
+            path: spool.to_path_buf(),
+            action,
+            source: io::Error::new(
+                source.kind(),
+                format!("session lock {}: {source}", lock_path.display()),
+            ),
+        };
+        if let Err(e) = state.ensure() {
+            unregister();
+            return Err(io_err("locking", e));
+        }
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+            .open(&lock_path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                unregister();
+                return Err(io_err("locking", e));
+            }
+        };
+        match ofd::try_lock(&file) {
+            Ok(true) => Ok(SessionLock {
+                spool: spool.to_path_buf(),
+                _file: file,
+            }),
+            Ok(false) => {
+                unregister();
+                Err(in_use())
+            }
+            Err(e) => {
+                unregister();
+                Err(io_err("locking", e))
+            }
+        }
+    }
+}
+
+impl Drop for SessionLock {
+    fn drop(&mut self) {
+        // Closing the file (after this) releases the OFD lock.
+        registry().remove(&self.spool);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_session_is_in_use_until_the_first_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("state"));
+        let spool = dir.path().join("bob");
+        let first = SessionLock::acquire(&state, &spool).unwrap();
+        let e = SessionLock::acquire(&state, &spool).unwrap_err();
+        assert!(e.is_in_use(), "{e}");
+        assert!(e.to_string().contains("another POP3 session"), "{e}");
+        // Another mailbox is independent.
+        let other = SessionLock::acquire(&state, &dir.path().join("alice")).unwrap();
+        drop(first);
+        let again = SessionLock::acquire(&state, &spool).unwrap();
+        drop((again, other));
+        assert!(state.session_lock(&spool).exists(), "lock files stay");
+    }
+
+    #[test]
+    fn another_process_holding_the_lock_file_means_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let spool = dir.path().join("carol");
+        // An OFD lock on another description stands in for another process:
+        // OFD locks conflict between descriptions, not between processes.
+        std::fs::write(state.session_lock(&spool), b"").unwrap();
+        let foreign = File::options()
+            .write(true)
+            .open(state.session_lock(&spool))
+            .unwrap();
+        assert!(ofd::try_lock(&foreign).unwrap());
+        let e = SessionLock::acquire(&state, &spool).unwrap_err();
+        assert!(e.is_in_use(), "{e}");
+        // The failed attempt did not leave the spool registered.
+        drop(foreign);
+        SessionLock::acquire(&state, &spool).unwrap();
+    }
+
+    #[test]
+    fn unusable_state_dir_is_an_io_error_not_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"").unwrap();
+        let state = StateDir::new(blocker.join("sub"));
+        let spool = dir.path().join("dave");
+        let e = SessionLock::acquire(&state, &spool).unwrap_err();
+        assert!(matches!(e, MailboxError::Io { .. }), "{e}");
+        assert!(e.to_string().contains("session lock"), "{e}");
+        let e = SessionLock::acquire(&state, &spool).unwrap_err();
+        assert!(!e.is_in_use(), "registry must be clean after a failure");
+    }
+}

@@ -1,0 +1,120 @@
+//! Names of ironpop's per-mailbox files under `state_dir` (session locks, update journals).
+//!
+//! Both are keyed by the spool path, not the login name: what must be
+//! exclusive is the spool, and two logins that share one spool must share
+//! its lock and its journal. The name is the path with every byte outside
+//! `[A-Za-z0-9._-]` written as `%XX` (so `/var/mail/bob` becomes
+//! `%2Fvar%2Fmail%2Fbob`), readable by an administrator and unambiguous;
+//! paths too long for one file name use the MD5 of the path instead.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use md5::{Digest, Md5};
+
+/// Longest key kept readable (NAME_MAX is 255; room for the suffixes).
+const MAX_READABLE_KEY: usize = 200;
+
+/// The state directory and the file names in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(dir: impl Into<PathBuf>) -> StateDir {
+        StateDir { dir: dir.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates the directory (mode 0700) if it does not exist yet.
+    pub fn ensure(&self) -> io::Result<()> {
+        match fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The session lock file of a spool.
+    pub fn session_lock(&self, spool: &Path) -> PathBuf {
+        self.dir.join(format!("{}.session", key(spool)))
+    }
+
+    /// The update journal of a spool (present only while an update runs or
+    /// after one was interrupted).
+    pub fn journal(&self, spool: &Path) -> PathBuf {
+        self.dir.join(format!("{}.journal", key(spool)))
+    }
+
+    /// Where a journal is written before it is complete and renamed into place.
+    pub fn journal_tmp(&self, spool: &Path) -> PathBuf {
+        self.dir.join(format!("{}.journal.new", key(spool)))
+    }
+}
+
+/// A file-name-safe, injective name for a spool path.
+pub fn key(spool: &Path) -> String {
+    let bytes = spool.as_os_str().as_bytes();
+    let mut out = String::with_capacity(bytes.len() + 16);
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    if out.len() <= MAX_READABLE_KEY && !out.starts_with('.') {
+        return out;
+    }
+    let digest = Md5::digest(bytes);
+    let mut hashed = String::from("md5-");
+    for b in digest {
+        let _ = write!(hashed, "{b:02x}");
+    }
+    hashed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_readable_distinct_and_safe() {
+        assert_eq!(key(Path::new("/var/mail/bob")), "%2Fvar%2Fmail%2Fbob");
+        assert_ne!(key(Path::new("/a/b_c")), key(Path::new("/a_b/c")));
+        assert_ne!(key(Path::new("/a%2Fb")), key(Path::new("/a/b")));
+        let long = format!("/{}", "x".repeat(300));
+        let k = key(Path::new(&long));
+        assert!(k.starts_with("md5-") && k.len() == 36, "{k}");
+        assert!(key(Path::new("..")).starts_with("md5-"));
+        for k in [key(Path::new("/home/b ob/mbox")), key(Path::new("ü"))] {
+            assert!(!k.contains('/') && !k.contains(' '), "{k}");
+        }
+    }
+
+    #[test]
+    fn names_live_in_the_state_dir() {
+        let s = StateDir::new("/var/lib/ironpop");
+        let spool = Path::new("/var/mail/bob");
+        assert_eq!(
+            s.session_lock(spool),
+            Path::new("/var/lib/ironpop/%2Fvar%2Fmail%2Fbob.session")
+        );
+        assert_eq!(
+            s.journal(spool),
+            Path::new("/var/lib/ironpop/%2Fvar%2Fmail%2Fbob.journal")
+        );
+    }
+}

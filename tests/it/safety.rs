@@ -1,0 +1,539 @@
+//! Mailbox safety against the real binary: one session per mailbox, concurrent delivery, SIGKILL during QUIT, ENOSPC/EFBIG.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::harness::{self, Client, ServerBuilder, BOB, IO_TIMEOUT};
+use ironpop::mailbox::{Maildrop, MboxMaildrop};
+
+/// Another `ironpop -F -f CONF` process on the same files (as inetd mode or
+/// a restart would run): its own ephemeral port, killed when dropped.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Process {
+    fn start(conf: &Path) -> Process {
+        Process::start_with(Command::new(harness::BIN).arg("-F").arg("-f").arg(conf))
+    }
+
+    fn start_with(cmd: &mut Command) -> Process {
+        let mut child = cmd
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ironpop");
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        thread::spawn(move || {
+            // Keep draining so the server never blocks on a full pipe.
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = harness::parse_listening(&line) {
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("ironpop did not log its listening address");
+        Process { child, addr }
+    }
+
+    fn login(&self) -> Client {
+        let mut c = Client::connect(self.addr);
+        c.greeting();
+        c.login(BOB);
+        c
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A copy of the harness's config `conf` with the spools, state and pid
+/// file under `dir` instead.
+fn config_in(conf: &Path, dir: &Path) -> std::path::PathBuf {
+    for sub in ["mail", "state"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let text = std::fs::read_to_string(conf).unwrap();
+    let moved: String = text
+        .lines()
+        .map(|l| match l.split_once(" = ").map(|(k, _)| k) {
+            Some("mailbox") => format!("mailbox = {}/mail/%u\n", dir.display()),
+            Some("state_dir") => format!("state_dir = {}/state\n", dir.display()),
+            Some("pid_file") => format!("pid_file = {}/ironpop.pid\n", dir.display()),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    let path = dir.join("ironpop.conf");
+    std::fs::write(&path, moved).unwrap();
+    path
+}
+
+/// A deterministic xorshift generator; the seed is printed for reruns.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded() -> Rng {
+        let seed = std::env::var("IRONPOP_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+        eprintln!("random seed {seed} (rerun with IRONPOP_TEST_SEED={seed})");
+        Rng(seed | 1)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// The messages of a spool as stored (From_ line to end), by Message-ID.
+fn stored_messages(spool: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut md = MboxMaildrop::open(spool).expect("the spool parses");
+    (0..md.messages().len())
+        .map(|i| {
+            let mut out = Vec::new();
+            md.write_message(i, None, &mut out).expect("read message");
+            (message_id(&out), out)
+        })
+        .collect()
+}
+
+fn message_id(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Message-ID: "))
+        .unwrap_or("<none>")
+        .trim()
+        .to_string()
+}
+
+/// A message of about `size` bytes with its own Message-ID.
+fn big_message(n: usize, size: usize) -> Vec<u8> {
+    let mut m = format!("Message-ID: <{n}.big@example.org>\nSubject: big {n}\n\n").into_bytes();
+    let line = format!("message {n:06} ..................................................\n");
+    while m.len() < size {
+        m.extend_from_slice(line.as_bytes());
+    }
+    m
+}
+
+#[test]
+fn second_session_is_in_use_and_the_lock_dies_with_the_process() {
+    let server = ServerBuilder::new()
+        .spool("bob", harness::mbox(&harness::messages(3)))
+        .start();
+    let mut first = server.login(BOB);
+    // Same process (another worker thread).
+    let mut second = server.greeted();
+    second.ok("USER bob");
+    let reply = second.err(&format!("PASS {}", BOB.password));
+    assert!(reply.starts_with("-ERR [IN-USE]"), "{reply}");
+    // Another process on the same state directory.
+    let mut other = Process::start(server.config_path());
+    let mut c = Client::connect(other.addr);
+    c.greeting();
+    c.ok("USER bob");
+    let reply = c.err(&format!("PASS {}", BOB.password));
+    assert!(reply.starts_with("-ERR [IN-USE]"), "{reply}");
+    // The first session is undisturbed.
+    let octets: usize = harness::messages(3)
+        .iter()
+        .map(|m| harness::crlf(m).len())
+        .sum();
+    assert_eq!(first.ok("STAT"), format!("+OK 3 {octets}"));
+    assert_eq!(first.ok_body("RETR 2"), harness::crlf(&harness::message(2)));
+    first.ok("DELE 3");
+    first.quit();
+    assert_eq!(
+        server.read_spool("bob"),
+        harness::mbox_without(&harness::messages(3), &[3])
+    );
+    // Released by QUIT: the other process may have it now.
+    other.login().quit();
+    other.kill();
+}
+
+#[test]
+fn a_crashed_session_process_releases_the_mailbox() {
+    let server = ServerBuilder::new()
+        .spool("bob", harness::mbox(&harness::messages(2)))
+        .start();
+    let mut crashing = Process::start(server.config_path());
+    let _held = crashing.login();
+    let mut c = server.greeted();
+    c.ok("USER bob");
+    assert!(c
+        .err(&format!("PASS {}", BOB.password))
+        .starts_with("-ERR [IN-USE]"));
+    crashing.kill(); // SIGKILL
+    let mut c = server.login(BOB);
+    c.ok("STAT");
+    c.quit();
+}
+
+#[test]
+fn concurrent_delivery_loses_nothing_and_duplicates_nothing() {
+    if !harness::require_tool("procmail", &["-v"]) {
+        return;
+    }
+    let server = ServerBuilder::new()
+        .set("lock_timeout", "10")
+        .spool("bob", Vec::new())
+        .start();
+    let spool = server.spool_path("bob");
+    let rc = server.dir().join("procmailrc");
+    std::fs::write(&rc, "").unwrap();
+    let deliveries = 100;
+    let delivered: HashMap<String, Vec<u8>> = (0..deliveries)
+        .map(|n| {
+            let body = format!(
+                "Message-ID: <{n}.mda@example.org>\nSubject: delivery {n}\n\nbody of {n}\n{}end\n",
+                "x".repeat(n * 37 % 5000)
+            );
+            (format!("<{n}.mda@example.org>"), body.into_bytes())
+        })
+        .collect();
+    let mda = {
+        let delivered = delivered.clone();
+        let (spool, rc) = (spool.clone(), rc.clone());
+        thread::spawn(move || {
+            let mut ids: Vec<_> = delivered.keys().cloned().collect();
+            ids.sort();
+            for id in ids {
+                let mut msg = b"From mda@example.org Mon Jan  5 09:00:00 2026\n".to_vec();
+                msg.extend_from_slice(&delivered[&id]);
+                // LOCKSLEEP: procmail's default 8 s between dotlock
+                // attempts would make the test slow, not different.
+                let mut child = Command::new("procmail")
+                    .arg("-m")
+                    .arg("LOCKSLEEP=1")
+                    .arg(format!("DEFAULT={}", spool.display()))
+                    .arg(&rc)
+                    .stdin(Stdio::piped())
+                    .spawn()
+                    .expect("run procmail");
+                child.stdin.take().unwrap().write_all(&msg).unwrap();
+                assert!(child.wait().unwrap().success(), "procmail failed");
+                thread::sleep(Duration::from_millis(3));
+            }
+        })
+    };
+    // Retrieved and committed (QUIT +OK): message id → how often.
+    let mut retrieved: HashMap<String, usize> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut sessions = 0;
+    while Instant::now() < deadline {
+        let finished = mda.is_finished();
+        let mut c = server.login(BOB);
+        let count: usize = c.ok("STAT").split(' ').nth(1).unwrap().parse().unwrap();
+        let mut got = Vec::new();
+        for i in 1..=count {
+            let body = c.ok_body(&format!("RETR {i}"));
+            let id = message_id(&body);
+            let want = delivered
+                .get(&id)
+                .unwrap_or_else(|| panic!("unknown message {id}"));
+            assert_eq!(
+                body,
+                harness::crlf(want),
+                "{id} differs from what was delivered"
+            );
+            c.ok(&format!("DELE {i}"));
+            got.push(id);
+        }
+        c.send("QUIT");
+        let reply = c.line();
+        sessions += 1;
+        if reply.starts_with("+OK") {
+            for id in got {
+                *retrieved.entry(id).or_default() += 1;
+            }
+        } else {
+            assert!(reply.starts_with("-ERR [SYS/TEMP]"), "{reply}");
+        }
+        if finished && count == 0 {
+            break;
+        }
+        // A client polls now and then, not in a tight loop.
+        thread::sleep(Duration::from_millis(20));
+    }
+    mda.join().unwrap();
+    let left = stored_messages(&spool);
+    for (id, n) in &retrieved {
+        assert_eq!(*n, 1, "{id} was retrieved and deleted {n} times");
+    }
+    for (id, body) in &left {
+        assert!(
+            !retrieved.contains_key(id),
+            "{id} was deleted yet is still in the spool"
+        );
+        assert_eq!(
+            body,
+            &harness::crlf(&delivered[id]),
+            "{id} changed in the spool"
+        );
+    }
+    assert_eq!(
+        retrieved.len() + left.len(),
+        deliveries,
+        "messages lost ({sessions} sessions)"
+    );
+    eprintln!(
+        "{deliveries} deliveries by procmail during {sessions} sessions: {} retrieved, {} left",
+        retrieved.len(),
+        left.len()
+    );
+}
+
+#[test]
+fn sigkill_during_quit_never_loses_a_message() {
+    const MESSAGES: usize = 160;
+    const SIZE: usize = 128 * 1024; // a 20 MiB spool
+    let msgs: Vec<Vec<u8>> = (0..MESSAGES).map(|n| big_message(n, SIZE)).collect();
+    let server = ServerBuilder::new().start();
+    // The harness's own server stays idle; the test runs its own processes,
+    // one per iteration, with spool and state on tmpfs: a SIGKILL loses
+    // nothing from the page cache, so a disk would only add fsync time.
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
+    let conf = config_in(server.config_path(), shm.path());
+    let spool = shm.path().join("mail/bob");
+    std::fs::write(&spool, harness::mbox(&msgs)).unwrap();
+    // As root the server runs as nobody, whose spool this must be.
+    harness::give_to_nobody(shm.path());
+    let mut rng = Rng::seeded();
+    // Message numbers (into `msgs`) the spool must hold, in order.
+    let mut model: Vec<usize> = (0..MESSAGES).collect();
+    let chunks: Vec<Vec<u8>> = msgs.iter().map(|m| harness::mbox_chunk(m)).collect();
+    // Whether `now` is exactly the chunks of `m`, in order (no copies:
+    // this runs 100 times on 20 MiB).
+    let is = |now: &[u8], m: &[usize]| -> bool {
+        let mut rest = now;
+        for &i in m {
+            match rest.strip_prefix(chunks[i].as_slice()) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        }
+        rest.is_empty()
+    };
+    // How long an uninterrupted QUIT takes, to aim the kills inside it.
+    let mut p = Process::start(&conf);
+    let mut c = p.login();
+    c.ok("DELE 1");
+    let t = Instant::now();
+    c.ok("QUIT");
+    let quit_time = t.elapsed();
+    model.remove(0);
+    p.kill();
+    let (mut applied, mut undone) = (0, 0);
+    let mut pending: Option<Vec<usize>> = None;
+    let start = Instant::now();
+    for iteration in 0..=100 {
+        let mut p = Process::start(&conf);
+        // Logging in recovers whatever the previous kill left.
+        let mut c = p.login();
+        let now = std::fs::read(&spool).unwrap();
+        if let Some(after) = pending.take() {
+            // Either outcome is fine; nothing else is.
+            if is(&now, &after) {
+                applied += 1;
+                model = after;
+            } else {
+                assert!(
+                    is(&now, &model),
+                    "iteration {iteration}: the spool is neither as before nor as after the update"
+                );
+                undone += 1;
+            }
+        } else {
+            assert!(is(&now, &model), "iteration {iteration}: spool changed");
+        }
+        if iteration == 100 {
+            break;
+        }
+        // Delete the first message (everything after it moves), sometimes
+        // one more.
+        let mut after = model.clone();
+        let mut dele = vec![1];
+        if iteration % 4 == 0 {
+            dele.push(2 + rng.below(model.len() as u64 - 2) as usize);
+        }
+        for &n in dele.iter().rev() {
+            c.ok(&format!("DELE {n}"));
+            after.remove(n - 1);
+        }
+        c.send("QUIT");
+        let wait = rng.below(quit_time.as_micros() as u64 * 12 / 10 + 1);
+        thread::sleep(Duration::from_micros(wait));
+        p.kill();
+        pending = Some(after);
+    }
+    // And the spool still parses into exactly the expected messages.
+    let ids: Vec<String> = stored_messages(&spool)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let want: Vec<String> = model.iter().map(|&i| message_id(&msgs[i])).collect();
+    assert_eq!(ids, want);
+    eprintln!(
+        "100 kills during QUIT (an uninterrupted QUIT takes {quit_time:?}): {applied} updates \
+         complete, {undone} undone, {:?} in all",
+        start.elapsed()
+    );
+    assert!(undone > 0, "no kill landed inside an update");
+}
+
+/// A spool whose update needs a journal larger than the state directory
+/// can take: QUIT fails with [SYS/TEMP] and the spool is unchanged.
+fn update_fails_cleanly(server: &harness::TestServer, addr: SocketAddr, what: &str) {
+    let before = server.read_spool("bob");
+    let mut c = Client::connect(addr);
+    c.greeting();
+    c.login(BOB);
+    c.ok("DELE 1");
+    c.send("QUIT");
+    let reply = c.line();
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "{what}: {reply}");
+    assert!(server.read_spool("bob") == before, "{what}: spool changed");
+    // The mailbox is usable again at once.
+    let mut c = Client::connect(addr);
+    c.greeting();
+    c.login(BOB);
+    c.ok("STAT");
+    c.quit();
+}
+
+#[test]
+fn enospc_in_the_state_dir_leaves_the_spool_unchanged() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: cannot mount a small tmpfs; skipped");
+        return;
+    }
+    let msgs: Vec<Vec<u8>> = (0..40).map(|n| big_message(n, 100_000)).collect();
+    let server = ServerBuilder::new()
+        .spool("bob", harness::mbox(&msgs))
+        .start();
+    let state = server.dir().join("state");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&state)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("mount -t tmpfs failed (no CAP_SYS_ADMIN?); skipped");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&state);
+    update_fails_cleanly(&server, server.addr(), "ENOSPC");
+    assert!(
+        server.wait_for_log("No space left on device", IO_TIMEOUT),
+        "{}",
+        server.log()
+    );
+    assert!(server
+        .log()
+        .contains(&server.spool_path("bob").display().to_string()));
+}
+
+#[test]
+fn efbig_from_rlimit_fsize_leaves_the_spool_unchanged() {
+    if !harness::require_tool("prlimit", &["--version"]) {
+        return;
+    }
+    let msgs: Vec<Vec<u8>> = (0..40).map(|n| big_message(n, 100_000)).collect();
+    let server = ServerBuilder::new()
+        .spool("bob", harness::mbox(&msgs))
+        .start();
+    // The daemon itself must keep SIGXFSZ from killing it (the write then
+    // fails with EFBIG), so the signal keeps its default disposition here.
+    let script = "exec prlimit --fsize=1048576 \"$0\" -F -f \"$1\"";
+    let p = Process::start_with(
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(harness::BIN)
+            .arg(server.config_path()),
+    );
+    update_fails_cleanly(&server, p.addr, "EFBIG");
+}
+
+#[test]
+fn a_symlinked_spool_is_refused_with_a_clear_log_line() {
+    let server = ServerBuilder::new().start();
+    let target = server.dir().join("elsewhere");
+    std::fs::write(&target, harness::mbox(&harness::messages(1))).unwrap();
+    std::os::unix::fs::symlink(&target, server.spool_path("bob")).unwrap();
+    let mut c = server.greeted();
+    c.ok("USER bob");
+    let reply = c.err(&format!("PASS {}", BOB.password));
+    assert!(reply.starts_with("-ERR [SYS/PERM]"), "{reply}");
+    assert!(
+        server.wait_for_log("symbolic link", IO_TIMEOUT),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_200_mb_message_is_served_and_deleted() {
+    let mut msg = b"Message-ID: <huge@example.org>\nSubject: huge\n\n".to_vec();
+    let line = [b'y'; 99];
+    while msg.len() < 200 << 20 {
+        msg.extend_from_slice(&line);
+        msg.push(b'\n');
+    }
+    let small = harness::message(2);
+    let mut spool = harness::mbox_chunk(&msg);
+    spool.extend_from_slice(&harness::mbox_chunk(&small));
+    let size = harness::crlf(&msg).len();
+    drop(msg);
+    let server = ServerBuilder::new().spool("bob", spool).start();
+    let mut c = server.login(BOB);
+    assert_eq!(c.ok("LIST 1"), format!("+OK 1 {size}"));
+    c.ok("RETR 1");
+    let mut received = 0usize;
+    loop {
+        let line = c.read_raw_line().unwrap().expect("connection open");
+        if line == b".\r\n" {
+            break;
+        }
+        received += line.len();
+    }
+    assert_eq!(received, size);
+    c.ok("DELE 1");
+    c.quit();
+    assert_eq!(server.read_spool("bob"), harness::mbox_chunk(&small));
+}
