@@ -24,19 +24,29 @@ fn is_root() -> bool {
 macro_rules! require_root {
     () => {
         if !is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "this test needs root, and CI runs as root"
+            );
             eprintln!("\n*** SKIPPED: this test needs root (CI runs as root) ***\n");
             return;
         }
     };
 }
 
+/// Whether `name` is installed; under CI a missing tool fails the test.
 fn tool(name: &str) -> bool {
-    Command::new("sh")
+    let found = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {name}"))
         .stdout(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
+        .is_ok_and(|s| s.success());
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "{name} is required for this test under CI (install it: .ci/run does)"
+    );
+    found
 }
 
 /// A system account created for one test, removed afterwards.
