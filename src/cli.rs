@@ -10,6 +10,9 @@ use crate::config::DEFAULT_CONFIG_PATH;
 pub enum Mode {
     /// Serve POP3 (detached unless `-F`).
     Daemon,
+    /// `-i [--tls]`: one session on stdin/stdout (inetd, systemd
+    /// `Accept=yes`); `tls`: it starts with a TLS handshake.
+    Inetd { tls: bool },
     /// `-t`: check the config and print the effective settings.
     CheckConfig,
     /// `--demo [DIR]`: self-contained demo as the current user.
@@ -49,6 +52,8 @@ fn table() -> getopts::Options {
     o.optopt("f", "", "configuration file", "FILE");
     o.optflag("F", "", "stay in the foreground, log to stderr");
     o.optflag("t", "", "check the configuration and print it");
+    o.optflag("i", "", "serve one session on stdin/stdout (inetd)");
+    o.optflag("", "tls", "with -i: start with a TLS handshake (port 995)");
     // Optional value: `--demo=DIR`; `--demo DIR` arrives as a free argument.
     o.optflagopt("", "demo", "run a self-contained demo", "DIR");
     o.optflag("", "hash-password", "read a password, print its hash");
@@ -66,6 +71,18 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
     let mut modes: Vec<(&str, Mode)> = Vec::new();
     if m.opt_present("t") {
         modes.push(("-t", Mode::CheckConfig));
+    }
+    if m.opt_present("i") {
+        modes.push((
+            "-i",
+            Mode::Inetd {
+                tls: m.opt_present("tls"),
+            },
+        ));
+    } else if m.opt_present("tls") {
+        return Err(CliError(
+            "--tls only applies to -i (the daemon takes listen_tls from the config)".into(),
+        ));
     }
     if m.opt_present("demo") {
         modes.push(("--demo", Mode::Demo(m.opt_str("demo").map(PathBuf::from))));
@@ -108,7 +125,7 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
 
     let foreground = m.opt_present("F");
     let config = m.opt_str("f");
-    let uses_config = matches!(mode, Mode::Daemon | Mode::CheckConfig);
+    let uses_config = matches!(mode, Mode::Daemon | Mode::CheckConfig | Mode::Inetd { .. });
     if config.is_some() && !uses_config {
         return Err(CliError(format!(
             "-f does not apply to {name} (it only selects the daemon's or -t's config)"
@@ -161,6 +178,7 @@ ironpop {version} - a POP3 server for Unix mbox spools
 
 usage:
   ironpop [-F] [-f FILE]     run the daemon (detaches and writes a pid file unless -F)
+  ironpop -i [--tls] [-f FILE]  one session on stdin/stdout (inetd, systemd Accept=yes)
   ironpop -t [-f FILE]       check the configuration and print the effective settings
   ironpop --demo [DIR]       self-contained demo as the current user (default DIR: ./ironpop-demo)
   ironpop --hash-password    read a password, print a yescrypt hash for the passwd file
@@ -170,6 +188,8 @@ options:
   -f FILE           configuration file (default {config})
   -F                stay in the foreground and log to stderr
   -t                check the configuration, print it, exit 0 when valid
+  -i                inetd mode: serve one session on stdin/stdout, log to syslog
+  --tls             with -i: the session starts with a TLS handshake (POP3S)
   --demo [DIR]      serve a sample mailbox on 127.0.0.1:1110 (user demo, password demo)
   --hash-password   read a password (no echo on a terminal, else one line of stdin)
   -V, --version     print the version
@@ -275,7 +295,19 @@ mod tests {
         assert!(err(&["-F", "-F"]).contains("more than once"));
         assert!(err(&["-f", "a", "-f", "b"]).contains("more than once"));
         assert!(err(&["--version=3"]).contains("does not take a value"));
-        assert!(err(&["-i"]).ends_with("try 'ironpop -h'"));
+        assert!(err(&["-x", "-i"]).ends_with("try 'ironpop -h'"));
+    }
+
+    #[test]
+    fn inetd_mode_and_its_tls_flag() {
+        let o = p(&["-i", "-f", "/etc/i.conf"]).unwrap();
+        assert_eq!(o.mode, Mode::Inetd { tls: false });
+        assert_eq!(o.config, PathBuf::from("/etc/i.conf"));
+        assert_eq!(mode(&["-i", "--tls"]), Mode::Inetd { tls: true });
+        assert!(err(&["--tls"]).contains("--tls only applies to -i"));
+        // stderr is the client's socket in inetd mode.
+        assert!(err(&["-i", "-F"]).contains("-F does not apply to -i"));
+        assert!(err(&["-i", "-t"]).contains("cannot be combined"));
     }
 
     #[test]
@@ -294,6 +326,8 @@ mod tests {
             "-f FILE",
             "-F",
             "-t",
+            "-i",
+            "--tls",
             "--demo [DIR]",
             "--hash-password",
             "-V",

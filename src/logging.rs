@@ -12,10 +12,15 @@ const IDENT: &CStr = c"ironpop";
 /// env_logger's per-module syntax) for debugging.
 pub fn init_stderr(level: LevelFilter) {
     let mut builder = env_logger::Builder::new();
-    builder.filter_level(level);
+    let from_env = std::env::var_os("RUST_LOG").is_some();
+    // Without RUST_LOG the global maximum alone filters, so that a SIGHUP
+    // can change the level (see `set_level`).
+    builder.filter_level(if from_env { level } else { LevelFilter::Trace });
     builder.parse_env(env_logger::Env::default());
     // Already initialised (tests, demo after a failed start): keep it.
-    let _ = builder.try_init();
+    if builder.try_init().is_ok() && !from_env {
+        log::set_max_level(level);
+    }
 }
 
 /// Logs to syslog with `facility` (a config name such as `mail` or

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use ironpop::cli::{self, Mode};
 use ironpop::config::{self, Config};
-use ironpop::daemon::{self, demo};
+use ironpop::daemon::{self, demo, RunMode};
 use ironpop::logging;
 
 const RUNTIME_FAILURE: u8 = 1;
@@ -39,9 +39,17 @@ fn main() -> ExitCode {
             Err(e) => fail(RUNTIME_FAILURE, &e),
         },
         Mode::Daemon => match load(&options.config) {
-            Ok(config) => serve(&config, options.foreground),
+            Ok(config) => {
+                let mode = if options.foreground {
+                    RunMode::Foreground
+                } else {
+                    RunMode::Detached
+                };
+                serve(&config, &options.config, mode)
+            }
             Err(code) => code,
         },
+        Mode::Inetd { tls } => inetd(&options.config, tls),
         Mode::Demo(dir) => run_demo(dir),
     }
 }
@@ -68,14 +76,15 @@ fn check_config(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn serve(config: &Config, foreground: bool) -> ExitCode {
+fn serve(config: &Config, config_path: &Path, mode: RunMode) -> ExitCode {
+    let foreground = mode != RunMode::Detached;
     if foreground {
         logging::init_stderr(config.log_level);
     } else if let Err(e) = logging::init_syslog(&config.syslog_facility, config.log_level) {
         return fail(RUNTIME_FAILURE, &e);
     }
     logging::install_panic_hook();
-    match daemon::run(config, foreground) {
+    match daemon::run(config, config_path, mode) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
@@ -92,13 +101,38 @@ fn serve(config: &Config, foreground: bool) -> ExitCode {
 
 fn run_demo(dir: Option<PathBuf>) -> ExitCode {
     let dir = dir.unwrap_or_else(|| PathBuf::from(demo::DEFAULT_DIR));
-    let config = match demo::prepare(&dir) {
+    let (config, path) = match demo::prepare(&dir) {
         Ok(path) => match load(&path) {
-            Ok(config) => config,
+            Ok(config) => (config, path),
             Err(code) => return code,
         },
         Err(e) => return fail(RUNTIME_FAILURE, &e),
     };
     print!("{}", demo::instructions(&config));
-    serve(&config, true)
+    serve(&config, &path, RunMode::Demo)
+}
+
+/// `-i`: stderr is (usually) the client's socket, so it is pointed at
+/// /dev/null first and every message, even a config error, goes to syslog.
+fn inetd(config_path: &Path, tls: bool) -> ExitCode {
+    daemon::inetd::silence_stderr();
+    let config = match config::load(config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            let _ = logging::init_syslog("mail", log::LevelFilter::Info);
+            log::error!("{e}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    if logging::init_syslog(&config.syslog_facility, config.log_level).is_err() {
+        return ExitCode::from(RUNTIME_FAILURE);
+    }
+    logging::install_panic_hook();
+    match daemon::inetd::run(&config, tls) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::from(RUNTIME_FAILURE)
+        }
+    }
 }

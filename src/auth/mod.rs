@@ -2,7 +2,12 @@
 
 pub mod crypt;
 pub mod hash_cmd;
+pub mod helper;
+pub mod helper_client;
+pub mod helper_wire;
 pub mod passwd_file;
+pub mod system;
+pub mod throttle;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,16 +76,17 @@ pub fn build_authenticator(config: &Config) -> Result<Arc<dyn Authenticator>, St
             db.check()?;
             Ok(Arc::new(db))
         }
-        Passdb::System => Err(not_yet("system")),
-        Passdb::Pam => Err(not_yet("pam")),
+        Passdb::System => {
+            let db = system::SystemDb::new(config.mailbox.clone());
+            db.check()?;
+            Ok(Arc::new(db))
+        }
+        Passdb::Pam => Err(
+            "passdb = pam is not available in this build (PAM support is not implemented yet); \
+             use passdb = system"
+                .into(),
+        ),
     }
-}
-
-fn not_yet(which: &str) -> String {
-    format!(
-        "passdb = {which} is not supported yet (it arrives with the daemon-integration work); \
-         use passdb = passwd-file:PATH with hashes from ironpop --hash-password"
-    )
 }
 
 #[cfg(test)]
@@ -119,15 +125,10 @@ mod tests {
     }
 
     #[test]
-    fn system_and_pam_say_not_yet() {
+    fn pam_is_reported_as_unavailable() {
         let mut config = Config::defaults(Path::new("/test.conf"));
-        for (db, name) in [(Passdb::System, "system"), (Passdb::Pam, "pam")] {
-            config.passdb = db;
-            let e = build_authenticator(&config).err().unwrap();
-            assert!(
-                e.contains(&format!("passdb = {name} is not supported yet")),
-                "{e}"
-            );
-        }
+        config.passdb = Passdb::Pam;
+        let e = build_authenticator(&config).err().unwrap();
+        assert!(e.contains("passdb = pam is not available"), "{e}");
     }
 }

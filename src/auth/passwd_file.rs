@@ -290,7 +290,11 @@ impl Authenticator for PasswdFile {
 }
 
 /// Expands `%u`, `%h` and `%%` in the mailbox template.
-fn expand_mailbox(template: &str, user: &str, home: Option<&str>) -> Result<PathBuf, String> {
+pub(crate) fn expand_mailbox(
+    template: &str,
+    user: &str,
+    home: Option<&str>,
+) -> Result<PathBuf, String> {
     let mut out = String::with_capacity(template.len() + user.len());
     let mut chars = template.chars();
     while let Some(c) = chars.next() {

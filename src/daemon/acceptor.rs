@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::auth::throttle::Throttle;
 
 use crate::daemon::listeners::Listener;
 use crate::daemon::pool::Pool;
@@ -27,6 +31,8 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 const REFUSED_FULL: &[u8] = b"-ERR [SYS/TEMP] too many connections\r\n";
 const REFUSED_PER_IP: &[u8] = b"-ERR [SYS/TEMP] too many connections from your address\r\n";
+const REFUSED_BLOCKED: &[u8] =
+    b"-ERR [SYS/TEMP] too many failed logins from your address; try again later\r\n";
 
 /// An admitted connection on its way to a worker.
 pub struct Job {
@@ -39,11 +45,13 @@ pub struct Job {
 }
 
 /// Why the acceptor stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopReason {
     Signal(Signal),
     /// [`Stopper::stop`] was called.
     Requested,
+    /// A privileged helper process ended; the text says which and how.
+    HelperDied(String),
 }
 
 impl fmt::Display for StopReason {
@@ -51,6 +59,7 @@ impl fmt::Display for StopReason {
         match self {
             StopReason::Signal(s) => write!(f, "received {}", s.as_str()),
             StopReason::Requested => f.write_str("stop requested"),
+            StopReason::HelperDied(what) => f.write_str(what),
         }
     }
 }
@@ -124,11 +133,24 @@ pub struct Acceptor {
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     refusals: LogLimiter,
-    /// What SIGHUP does (reload TLS material).
+    /// What SIGHUP does (reload the log level and TLS material).
     on_reload: Option<Box<dyn FnMut() + Send>>,
+    /// The privileged helpers: if one ends, the daemon must stop.
+    helpers: Vec<Pid>,
+    throttle: Option<Arc<Throttle>>,
 }
 
 impl Acceptor {
+    /// The helper processes whose end stops the daemon.
+    pub fn watch_helpers(&mut self, pids: &[Pid]) {
+        self.helpers = pids.to_vec();
+    }
+
+    /// Refuses addresses the throttle has blocked, right at accept.
+    pub fn use_throttle(&mut self, throttle: Arc<Throttle>) {
+        self.throttle = Some(throttle);
+    }
+
     /// Registers `listeners` (and `signals`, when the daemon handles them)
     /// with a new poll instance.
     pub fn new(listeners: Vec<Listener>, signals: Option<Signals>) -> io::Result<Acceptor> {
@@ -153,6 +175,8 @@ impl Acceptor {
             stop: Arc::new(AtomicBool::new(false)),
             refusals: LogLimiter::new(),
             on_reload: None,
+            helpers: Vec::new(),
+            throttle: None,
         })
     }
 
@@ -210,17 +234,41 @@ impl Acceptor {
     }
 
     fn take_signals(&mut self) -> Option<StopReason> {
-        let signals = self.signals.as_ref()?;
-        while let Some(event) = signals.next() {
+        while let Some(event) = self.signals.as_ref()?.next() {
             match event {
                 SignalEvent::Stop(s) => return Some(StopReason::Signal(s)),
                 SignalEvent::Reload => match self.on_reload.as_mut() {
                     Some(reload) => reload(),
                     None => log::info!("received SIGHUP: nothing to reload"),
                 },
+                SignalEvent::Child => {
+                    if let Some(reason) = self.reap_children() {
+                        return Some(reason);
+                    }
+                }
             }
         }
         None
+    }
+
+    /// Collects ended children; a helper among them stops the daemon.
+    fn reap_children(&mut self) -> Option<StopReason> {
+        let mut died = None;
+        loop {
+            let (pid, how) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, format!("exited with status {code}")),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    (pid, format!("was killed by {}", sig.as_str()))
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => return died,
+                Ok(_) => continue,
+            };
+            if self.helpers.contains(&pid) {
+                let text = format!("the privileged helper (pid {pid}) {how}");
+                log::error!("{text}");
+                died = Some(StopReason::HelperDied(text));
+            }
+        }
     }
 
     /// Accepts until the listener has nothing pending. Returns `true` when
@@ -230,11 +278,9 @@ impl Acceptor {
             let Some(listener) = self.listeners.get(index) else {
                 return false;
             };
+            let tls = listener.tls;
             match listener.socket.accept() {
-                Ok((stream, peer)) => {
-                    let tls = listener.tls;
-                    self.admit(stream, peer, tls, pool, table)
-                }
+                Ok((stream, peer)) => self.admit(stream, peer, tls, pool, table),
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => return false,
                     // The client gave up before we got to it.
@@ -260,6 +306,19 @@ impl Acceptor {
         pool: &Pool<Job>,
         table: &Arc<SessionTable>,
     ) {
+        if let Some(throttle) = &self.throttle {
+            if let Err(left) = throttle.check(peer.ip(), Instant::now()) {
+                if self.refusals.allow(Instant::now()) {
+                    log::warn!(
+                        "refused connection: rip={} reason=too many failed logins, blocked for {}s",
+                        peer.ip().to_canonical(),
+                        left.as_secs().max(1)
+                    );
+                }
+                refuse(stream, REFUSED_BLOCKED, tls);
+                return;
+            }
+        }
         // A second handle lets shutdown wake the worker; without one (out
         // of descriptors) the session still runs, it just cannot be woken.
         let handle = stream.try_clone().ok();

@@ -26,6 +26,14 @@ pub enum DaemonError {
     },
     /// The demo directory could not be prepared.
     Demo { path: PathBuf, source: io::Error },
+    /// The privilege drop is impossible or did not take.
+    Privileges(String),
+    /// systemd's socket-activation variables or sockets are unusable.
+    Activation(String),
+    /// A privileged helper process ended while the daemon ran.
+    HelperDied(String),
+    /// Implicit TLS was asked for and cannot be provided.
+    TlsUnavailable(String),
 }
 
 impl DaemonError {
@@ -71,6 +79,13 @@ impl fmt::Display for DaemonError {
             DaemonError::Demo { path, source } => {
                 write!(f, "cannot prepare demo in {}: {source}", path.display())
             }
+            DaemonError::Privileges(detail) => write!(f, "cannot drop privileges: {detail}"),
+            DaemonError::Activation(detail) => write!(f, "socket activation: {detail}"),
+            DaemonError::HelperDied(detail) => write!(
+                f,
+                "{detail}; exiting so that logins are never checked without it (restart ironpop)"
+            ),
+            DaemonError::TlsUnavailable(detail) => write!(f, "{detail}"),
         }
     }
 }

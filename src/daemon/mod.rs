@@ -1,34 +1,38 @@
 //! The standalone daemon: startup in DESIGN.md's order, the accept loop, and an orderly shutdown.
 //!
-//! Startup: identity check → file-descriptor limit → bind listeners →
-//! account database and maildrop opener → detach (unless `-F`; before any
-//! thread exists) → block signals → worker pool → accept loop. Privilege
-//! separation (helper process, privilege drop) comes with the daemon
-//! integration work and slots in after the listeners are bound.
+//! Startup: file-descriptor limit → listeners (bound, or from systemd) →
+//! detach (unless `-F`) → privileged helpers and privilege drop (when
+//! root; all before any thread exists) → block signals → worker pool →
+//! `READY=1` → accept loop. SIGHUP reloads the log level; SIGTERM/SIGINT
+//! stop; a helper that dies stops the daemon with an error.
 
 pub mod acceptor;
 pub mod demo;
 pub mod demo_tls;
 pub mod detach;
 pub mod error;
+pub mod inetd;
 pub mod listeners;
 pub mod pool;
+pub mod privileges;
+pub mod privsep;
 pub mod sessions;
 pub mod signals;
+pub mod systemd;
 pub mod worker;
 
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
-use std::path::Path;
-
+use crate::auth::throttle::{Policy, Throttle};
 use crate::config::Config;
 use crate::limits;
-use crate::mailbox::MboxOpener;
 use crate::net::tls::{TlsFiles, TlsReloader};
 use crate::net::tls_conn::{TlsService, MAX_HANDSHAKE_TIME};
 
@@ -46,36 +50,73 @@ const SHUTDOWN_FINISH: Duration = Duration::from_secs(20);
 /// the spool, its lock files.
 const FDS_PER_SESSION: u64 = 6;
 
-/// Runs the daemon until SIGTERM or SIGINT. `foreground` (`-F`, demo)
-/// stays attached to the terminal and writes no pid file.
-pub fn run(config: &Config, foreground: bool) -> Result<(), DaemonError> {
-    report_identity();
+/// How the daemon runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// Detached, with a pid file.
+    Detached,
+    /// `-F`: attached to the terminal, no pid file.
+    Foreground,
+    /// `--demo`: in the foreground as whoever started it, even root: no
+    /// helper, no privilege change.
+    Demo,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. `config_path` is re-read on
+/// SIGHUP.
+pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), DaemonError> {
+    let foreground = mode != RunMode::Detached;
     raise_fd_limit(config.max_sessions);
     if !foreground {
         // Before binding, so a second start says "already running" rather
         // than "address in use".
         detach::check_pid_file(&config.pid_file)?;
     }
-    let mut listeners = listeners::bind_each(&config.listen, false)?;
+    // Connected now: the notify socket may not be reachable after the drop.
+    let notifier = systemd::Notifier::from_env();
     // TLS keys are read here, before detaching and before any privilege
     // drop, so that root-only key files work and a bad pair stops startup.
     let tls = tls_service(config)?;
-    if tls.is_some() {
-        listeners.extend(listeners::bind_each(&config.listen_tls, true)?);
-    }
+    let listeners = match systemd::listeners_from_env()? {
+        Some(passed) => passed,
+        None => {
+            let mut listeners = listeners::bind_each(&config.listen, false)?;
+            if tls.is_some() {
+                listeners.extend(listeners::bind_each(&config.listen_tls, true)?);
+            }
+            listeners
+        }
+    };
     if listeners.is_empty() {
         return Err(DaemonError::NoListeners);
     }
-    let auth = crate::auth::build_authenticator(config).map_err(DaemonError::Auth)?;
-    let maildrops = Arc::new(MboxOpener::new(config));
+    if tls.is_none() && listeners.iter().any(|l| l.tls) {
+        return Err(DaemonError::Activation(format!(
+            "a socket named {} is implicit TLS, but tls_cert is not set",
+            systemd::TLS_NAME
+        )));
+    }
     let _pid_file = if foreground {
         None
     } else {
         Some(detach::detach(&config.pid_file)?)
     };
-    // No thread may exist before this point (fork above; signal mask below).
+    let listener_fds: Vec<_> = listeners.iter().map(|l| l.socket.as_raw_fd()).collect();
+    let accounts = if mode == RunMode::Demo {
+        privsep::direct(config, "demo")?
+    } else {
+        privsep::setup(config, privsep::helper_count(), &listener_fds)?
+    };
+    // No thread may exist before this point (forks above; signal mask below).
     let signals = signals::Signals::block()?;
-    let server = Arc::new(worker::Server::new(config, auth, maildrops, tls.clone()));
+    let throttle = Arc::new(Throttle::new(Policy::new(config.auth_fail_delay)));
+    let helpers = accounts.helper_pids().to_vec();
+    let server = Arc::new(worker::Server::new(
+        config,
+        accounts,
+        Arc::clone(&throttle),
+        tls.clone(),
+    ));
     let stopping = Arc::clone(&server.stopping);
     let pool = pool::Pool::new(
         pool::PoolLimits {
@@ -88,18 +129,25 @@ pub fn run(config: &Config, foreground: bool) -> Result<(), DaemonError> {
     let table = Arc::new(sessions::SessionTable::new(config.max_sessions_per_ip));
     let mut acceptor = acceptor::Acceptor::new(listeners, Some(signals))
         .map_err(|e| DaemonError::system("set up the event loop", e))?;
-    if let Some(tls) = tls {
-        acceptor.on_reload(move || reload_tls(&tls));
-    }
+    acceptor.watch_helpers(&helpers);
+    acceptor.use_throttle(throttle);
+    let notifier = Arc::new(notifier);
+    acceptor.on_reload(reloader(
+        config_path.to_path_buf(),
+        Arc::clone(&notifier),
+        tls,
+    ));
     log::info!(
         "ironpop {} ready: max_sessions={} max_sessions_per_ip={}",
         env!("CARGO_PKG_VERSION"),
         config.max_sessions,
         config.max_sessions_per_ip
     );
+    notifier.notify("READY=1");
     let reason = acceptor
         .run(&pool, &table)
         .map_err(|e| DaemonError::system("wait for connections", e))?;
+    notifier.notify("STOPPING=1");
     // Closing the listeners first: new clients are refused by the kernel
     // rather than queued behind a daemon that is going away.
     drop(acceptor);
@@ -107,12 +155,43 @@ pub fn run(config: &Config, foreground: bool) -> Result<(), DaemonError> {
     stopping.store(true, Ordering::SeqCst);
     pool.shutdown();
     shut_down_sessions(&table);
+    if let acceptor::StopReason::HelperDied(what) = reason {
+        return Err(DaemonError::HelperDied(what));
+    }
     log::info!("stopped");
     Ok(())
 }
 
+/// SIGHUP: re-reads the config for the log level and the TLS files for
+/// new connections (sessions in progress keep theirs). A broken config or
+/// key pair is reported and the running settings stay.
+fn reloader(
+    path: PathBuf,
+    notifier: Arc<systemd::Notifier>,
+    tls: Option<Arc<TlsService>>,
+) -> impl FnMut() + Send + 'static {
+    move || {
+        notifier.reloading();
+        match crate::config::load(&path) {
+            Ok(config) => {
+                crate::logging::set_level(config.log_level);
+                log::info!(
+                    "received SIGHUP: reloaded {} (log_level = {})",
+                    path.display(),
+                    config.log_level.to_string().to_lowercase()
+                );
+            }
+            Err(e) => log::error!("received SIGHUP: keeping the running settings: {e}"),
+        }
+        if let Some(tls) = &tls {
+            reload_tls(tls);
+        }
+        notifier.notify("READY=1");
+    }
+}
+
 /// The TLS service when `tls_cert` is set; the files are read now.
-fn tls_service(config: &Config) -> Result<Option<Arc<TlsService>>, DaemonError> {
+pub(crate) fn tls_service(config: &Config) -> Result<Option<Arc<TlsService>>, DaemonError> {
     let Some(files) = TlsFiles::from_config(config) else {
         return Ok(None);
     };
@@ -165,17 +244,6 @@ fn shut_down_sessions(table: &sessions::SessionTable) {
     table.close_all(Shutdown::Both);
     if !table.wait_all_ended(SHUTDOWN_FINISH) {
         log::warn!("exiting with {} sessions unfinished", table.active());
-    }
-}
-
-fn report_identity() {
-    let uid = nix::unistd::getuid();
-    if uid.is_root() {
-        log::warn!(
-            "running as root without privilege separation: sessions run with full privileges"
-        );
-    } else {
-        log::info!("running as uid {uid} without privilege separation");
     }
 }
 

@@ -1,4 +1,4 @@
-//! Signals as events: SIGTERM, SIGINT and SIGHUP are blocked and read from a signalfd in the poll loop.
+//! Signals as events: SIGTERM, SIGINT, SIGHUP and SIGCHLD are blocked and read from a signalfd in the poll loop.
 
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -12,8 +12,10 @@ use crate::daemon::error::DaemonError;
 pub enum SignalEvent {
     /// SIGTERM / SIGINT: stop accepting, let sessions finish, exit.
     Stop(Signal),
-    /// SIGHUP: reload (TLS material and log level, once they exist).
+    /// SIGHUP: reload the log level (and TLS material).
     Reload,
+    /// SIGCHLD: a child (a privileged helper) changed state.
+    Child,
 }
 
 /// The signalfd of the handled signals.
@@ -26,6 +28,7 @@ fn handled() -> SigSet {
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
     set.add(Signal::SIGHUP);
+    set.add(Signal::SIGCHLD);
     // A file-size limit (RLIMIT_FSIZE) must make the update's write fail
     // with EFBIG, which the journal undoes, instead of killing the daemon:
     // with the signal blocked the kernel returns EFBIG, and `next` drains it.
@@ -56,6 +59,7 @@ impl Signals {
             match Signal::try_from(signo) {
                 Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => return Some(SignalEvent::Stop(s)),
                 Ok(Signal::SIGHUP) => return Some(SignalEvent::Reload),
+                Ok(Signal::SIGCHLD) => return Some(SignalEvent::Child),
                 _ => continue,
             }
         }

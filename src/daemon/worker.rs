@@ -3,10 +3,10 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::auth::Authenticator;
+use crate::auth::throttle::{Throttle, ThrottledAuth};
 use crate::config::{Config, PlaintextAuth};
 use crate::daemon::acceptor::Job;
-use crate::mailbox::MaildropOpener;
+use crate::daemon::privsep::Accounts;
 use crate::net::driver::{self, Timeouts};
 use crate::net::tls_conn::TlsService;
 use crate::net::Conn;
@@ -14,8 +14,10 @@ use crate::pop3::{Backend, Session};
 
 /// Everything sessions share, built once at startup.
 pub struct Server {
-    pub auth: Arc<dyn Authenticator>,
-    pub maildrops: Arc<dyn MaildropOpener>,
+    /// Account checks and maildrops: direct, or through the helpers.
+    pub accounts: Accounts,
+    /// Failed logins per client address.
+    pub throttle: Arc<Throttle>,
     pub plaintext_auth: PlaintextAuth,
     pub timeouts: Timeouts,
     /// Set at shutdown, so sessions ended by it say so in the log.
@@ -27,13 +29,13 @@ pub struct Server {
 impl Server {
     pub fn new(
         config: &Config,
-        auth: Arc<dyn Authenticator>,
-        maildrops: Arc<dyn MaildropOpener>,
+        accounts: Accounts,
+        throttle: Arc<Throttle>,
         tls: Option<Arc<TlsService>>,
     ) -> Server {
         Server {
-            auth,
-            maildrops,
+            accounts,
+            throttle,
             plaintext_auth: config.plaintext_auth,
             timeouts: Timeouts::from_config(config),
             stopping: Arc::new(AtomicBool::new(false)),
@@ -77,9 +79,14 @@ impl Server {
         };
         let mut settings = driver::session_settings(&conn, self.plaintext_auth);
         settings.stls_offered = self.tls.is_some() && !conn.is_tls();
+        let (auth, maildrops) = self.accounts.for_session();
         let backend = Backend {
-            auth: Arc::clone(&self.auth),
-            maildrops: Arc::clone(&self.maildrops),
+            auth: Arc::new(ThrottledAuth {
+                inner: auth,
+                throttle: Arc::clone(&self.throttle),
+                ip: Some(peer.ip()),
+            }),
+            maildrops,
         };
         let mut session = Session::new(backend, settings);
         let ended = driver::serve_with_tls(

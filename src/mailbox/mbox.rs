@@ -154,8 +154,26 @@ impl MboxMaildrop {
         path: &Path,
         settings: Arc<MboxSettings>,
     ) -> Result<MboxMaildrop, MailboxError> {
+        MboxMaildrop::open_locked_with(path, settings, || open_spool(path))
+    }
+
+    /// [`open_locked`](Self::open_locked) for a spool the privileged
+    /// helper opened (`None`: there is none): same locks, recovery, scan.
+    pub fn open_locked_file(
+        path: &Path,
+        file: Option<File>,
+        settings: Arc<MboxSettings>,
+    ) -> Result<MboxMaildrop, MailboxError> {
+        MboxMaildrop::open_locked_with(path, settings, || Ok(file))
+    }
+
+    fn open_locked_with(
+        path: &Path,
+        settings: Arc<MboxSettings>,
+        open: impl FnOnce() -> Result<Option<File>, MailboxError>,
+    ) -> Result<MboxMaildrop, MailboxError> {
         let session = SessionLock::acquire(&settings.state, path)?;
-        let file = open_spool(path)?;
+        let file = open()?;
         let mut locks = match &file {
             Some(f) => Some(DeliveryLocks::acquire(f, path, &settings.locks)?),
             None => None,

@@ -34,7 +34,7 @@ fn registry() -> MutexGuard<'static, HashSet<PathBuf>> {
 #[derive(Debug)]
 pub struct SessionLock {
     spool: PathBuf,
-    _file: File,
+    file: File,
 }
 
 impl SessionLock {
@@ -81,7 +81,7 @@ impl SessionLock {
         match ofd::try_lock(&file) {
             Ok(true) => Ok(SessionLock {
                 spool: spool.to_path_buf(),
-                _file: file,
+                file,
             }),
             Ok(false) => {
                 unregister();
@@ -97,7 +97,11 @@ impl SessionLock {
 
 impl Drop for SessionLock {
     fn drop(&mut self) {
-        // Closing the file (after this) releases the OFD lock.
+        // Unlock explicitly rather than rely on the close: a child being
+        // spawned at this instant (between its fork and exec) still shares
+        // the open file description, and closing our descriptor alone would
+        // leave the mailbox locked until that child has exec'd.
+        let _ = ofd::unlock(&self.file);
         registry().remove(&self.spool);
     }
 }

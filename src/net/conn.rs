@@ -1,9 +1,10 @@
-//! `Conn`: one client connection, whatever carries it (plain TCP or TLS over TCP).
+//! `Conn`: one client connection, whatever carries it (plain TCP, TLS over TCP, or inetd's stdin/stdout).
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
+use crate::net::stdio::Stdio;
 use crate::net::tls_conn::TlsConn;
 
 /// A client connection. The session driver only sees `Read + Write` and the
@@ -15,6 +16,8 @@ pub enum Conn {
     Tcp(TcpStream),
     /// POP3 over TLS (implicit, or after STLS).
     Tls(Box<TlsConn>),
+    /// inetd mode: the client on stdin/stdout.
+    Stdio(Stdio),
 }
 
 impl Conn {
@@ -33,6 +36,10 @@ impl Conn {
         match self {
             Conn::Tcp(s) => s.set_read_timeout(timeout),
             Conn::Tls(t) => t.stream.sock.set_read_timeout(timeout),
+            Conn::Stdio(s) => {
+                s.set_read_timeout(timeout);
+                Ok(())
+            }
         }
     }
 
@@ -42,6 +49,10 @@ impl Conn {
         match self {
             Conn::Tcp(s) => s.set_write_timeout(timeout),
             Conn::Tls(t) => t.stream.sock.set_write_timeout(timeout),
+            Conn::Stdio(s) => {
+                s.set_write_timeout(timeout);
+                Ok(())
+            }
         }
     }
 
@@ -50,6 +61,16 @@ impl Conn {
         match self {
             Conn::Tcp(s) => s.peer_addr().ok(),
             Conn::Tls(t) => t.stream.sock.peer_addr().ok(),
+            Conn::Stdio(s) => s.peer_addr(),
+        }
+    }
+
+    /// Our side's address (the `lip=` of log lines), if it has one.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Conn::Tcp(s) => s.local_addr().ok(),
+            Conn::Tls(t) => t.stream.sock.local_addr().ok(),
+            Conn::Stdio(s) => s.local_addr(),
         }
     }
 
@@ -68,7 +89,7 @@ impl Conn {
     pub fn cert_identity(&self) -> Option<&str> {
         match self {
             Conn::Tls(t) => t.cert_identity.as_deref(),
-            Conn::Tcp(_) => None,
+            Conn::Tcp(_) | Conn::Stdio(_) => None,
         }
     }
 
@@ -96,6 +117,7 @@ impl Conn {
             Conn::Tls(t) => {
                 let _ = t.stream.sock.shutdown(Shutdown::Both);
             }
+            Conn::Stdio(s) => s.shutdown(),
         }
     }
 }
@@ -115,6 +137,7 @@ impl Read for Conn {
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
                 other => other,
             },
+            Conn::Stdio(s) => s.read(buf),
         }
     }
 }
@@ -124,6 +147,7 @@ impl Write for Conn {
         match self {
             Conn::Tcp(s) => s.write(buf),
             Conn::Tls(t) => t.stream.write(buf),
+            Conn::Stdio(s) => s.write(buf),
         }
     }
 
@@ -131,6 +155,7 @@ impl Write for Conn {
         match self {
             Conn::Tcp(s) => s.write_vectored(bufs),
             Conn::Tls(t) => t.stream.write_vectored(bufs),
+            Conn::Stdio(s) => s.write_vectored(bufs),
         }
     }
 
@@ -138,6 +163,7 @@ impl Write for Conn {
         match self {
             Conn::Tcp(s) => s.flush(),
             Conn::Tls(t) => t.stream.flush(),
+            Conn::Stdio(s) => s.flush(),
         }
     }
 }

@@ -79,14 +79,35 @@ pub fn session_settings(conn: &Conn, policy: PlaintextAuth) -> SessionSettings {
         // The caller sets it when it passes a `TlsService` to `serve_with_tls`.
         stls_offered: false,
         tls_active,
+        // Addresses without ports, as fail2ban and log readers expect.
         peer: peer_name(conn),
+        local: conn.local_addr().map_or_else(
+            || "unknown".to_string(),
+            |a| a.ip().to_canonical().to_string(),
+        ),
+        tls_protocol: tls_protocol(conn),
         cert_identity: conn.cert_identity().map(str::to_owned),
     }
 }
 
 fn peer_name(conn: &Conn) -> String {
-    conn.peer_addr()
-        .map_or_else(|| "unknown".to_string(), |a| a.to_string())
+    conn.peer_addr().map_or_else(
+        || "unknown".to_string(),
+        |a| a.ip().to_canonical().to_string(),
+    )
+}
+
+/// The `tls=` of the login line: the protocol an implicit-TLS connection
+/// negotiated (after STLS the session logs `tls=yes`).
+fn tls_protocol(conn: &Conn) -> Option<&'static str> {
+    let Conn::Tls(t) = conn else {
+        return None;
+    };
+    match t.stream.conn.protocol_version()? {
+        rustls::ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
+        rustls::ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
+        _ => Some("yes"),
+    }
 }
 
 /// What `drive` stopped for.

@@ -34,8 +34,12 @@ pub struct SessionSettings {
     /// Plain connection and TLS configured: STLS is offered.
     pub stls_offered: bool,
     pub tls_active: bool,
-    /// Client address for log lines, e.g. "127.0.0.1:50312".
+    /// Client address for log lines (`rip=`), e.g. "203.0.113.5".
     pub peer: String,
+    /// Server address for the login line (`lip=`), e.g. "192.0.2.1".
+    pub local: String,
+    /// Negotiated TLS protocol for the login line (`tls=`), `None`: plain.
+    pub tls_protocol: Option<&'static str>,
     /// The account a verified TLS client certificate names, for AUTH
     /// EXTERNAL (`net::cert_identity`); `None` without one.
     pub cert_identity: Option<String>,
@@ -372,7 +376,7 @@ impl Session {
         let then_close = self.auth_failures >= limits::MAX_AUTH_FAILURES;
         let user = user.map(|u| format!("user={u} ")).unwrap_or_default();
         log::warn!(
-            "login failed: {user}method={method} rip={} failures={}",
+            "auth failed: {user}method={method} rip={} failures={}",
             self.settings.peer,
             self.auth_failures
         );
@@ -415,12 +419,19 @@ impl Session {
             Ok(maildrop) => {
                 let t = Transaction::new(maildrop, principal.user);
                 let (count, octets) = t.totals();
-                let tls = if self.settings.tls_active {
-                    " tls=yes"
-                } else {
-                    ""
-                };
-                log::info!("login: user={} method={method} rip={peer}{tls}", t.user());
+                let tls = self
+                    .settings
+                    .tls_protocol
+                    .unwrap_or(if self.settings.tls_active {
+                        "yes"
+                    } else {
+                        "no"
+                    });
+                log::info!(
+                    "login: user={} method={method} rip={peer} lip={} tls={tls}",
+                    t.user(),
+                    self.settings.local
+                );
                 reply::ok(
                     out,
                     format_args!("maildrop has {count} messages ({octets} octets)"),

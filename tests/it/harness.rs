@@ -203,10 +203,14 @@ impl ServerBuilder {
         b = b
             .set("plaintext_auth", "localhost")
             .set("auth_fail_delay", "0");
-        // Whoever runs the tests (root in CI, a developer elsewhere) is the
-        // identity the server keeps: no privilege change to a missing user.
+        // A developer's server keeps their identity. Root (CI) drops
+        // privileges like a real install, to nobody/nogroup, which
+        // `start` makes the owner of the server's files.
         let uid = nix::unistd::getuid();
         let gid = nix::unistd::getgid();
+        if uid.is_root() {
+            return b.set("user", "nobody").set("group", "nogroup");
+        }
         if let Ok(Some(u)) = nix::unistd::User::from_uid(uid) {
             b = b.set("user", &u.name);
         }
@@ -268,6 +272,9 @@ impl ServerBuilder {
         for (user, data) in &self.spools {
             std::fs::write(root.join("mail").join(user), data).expect("write spool");
         }
+        if nix::unistd::getuid().is_root() {
+            give_to_nobody(&root);
+        }
         let mut conf = String::from("# written by ironpop's integration tests\n");
         for l in &self.listen {
             conf.push_str(&format!("listen = {l}\n"));
@@ -294,6 +301,23 @@ impl ServerBuilder {
         let conf_path = root.join("ironpop.conf");
         std::fs::write(&conf_path, conf).expect("write config");
         TestServer::spawn(dir, conf_path, self.listen.len())
+    }
+}
+
+/// As root the server drops to nobody: virtual users' spools must be
+/// its (the helper checks the owner), and it writes locks, the pid file
+/// and dot-locks in the temp dir.
+pub fn give_to_nobody(root: &Path) {
+    if !nix::unistd::getuid().is_root() {
+        return;
+    }
+    let nobody = Some(nix::unistd::Uid::from_raw(65534));
+    let mut paths = vec![root.to_path_buf(), root.join("mail"), root.join("state")];
+    if let Ok(entries) = std::fs::read_dir(root.join("mail")) {
+        paths.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()));
+    }
+    for p in paths {
+        nix::unistd::chown(&p, nobody, None).expect("chown to nobody");
     }
 }
 
@@ -428,6 +452,11 @@ impl TestServer {
             .open(self.spool_path(user))
             .expect("open spool for append");
         f.write_all(data).expect("append to spool");
+        if nix::unistd::getuid().is_root() {
+            // A spool created here belongs to the server's user, as
+            // `start` arranges for the others.
+            give_to_nobody(self.dir.path());
+        }
     }
 
     /// A fresh connection; the greeting is not read yet.

@@ -5,6 +5,7 @@
 mod harness;
 
 mod clients;
+mod daemon;
 mod demo;
 mod docs;
 mod fail2ban;

@@ -325,6 +325,8 @@ fn sigkill_during_quit_never_loses_a_message() {
     let conf = config_in(server.config_path(), shm.path());
     let spool = shm.path().join("mail/bob");
     std::fs::write(&spool, harness::mbox(&msgs)).unwrap();
+    // As root the server runs as nobody, whose spool this must be.
+    harness::give_to_nobody(shm.path());
     let mut rng = Rng::seeded();
     // Message numbers (into `msgs`) the spool must hold, in order.
     let mut model: Vec<usize> = (0..MESSAGES).collect();

@@ -195,7 +195,7 @@ fn unknown_user_and_bad_password_look_identical() {
         "-ERR [AUTH] invalid user name or password\r\n"
     );
     let logs = logs().join("\n");
-    assert!(logs.contains("login failed: user=mallory method=USER rip=192.0.2.7:50312"));
+    assert!(logs.contains("auth failed: user=mallory method=USER rip=192.0.2.7"));
     assert!(
         !logs.contains("wonder"),
         "a password reached the log: {logs}"
@@ -222,7 +222,7 @@ fn successful_login_is_logged_without_the_password() {
     assert_eq!(s.state(), State::Transaction);
     say(&mut s, "NOOP");
     let logs = logs().join("\n");
-    assert!(logs.contains("INFO login: user=alice method=USER rip=192.0.2.7:50312"));
+    assert!(logs.contains("INFO login: user=alice method=USER rip=192.0.2.7 lip=192.0.2.1 tls=no"));
     assert!(
         !logs.contains("wonder"),
         "a password reached the log: {logs}"

@@ -175,7 +175,9 @@ pub fn settings(plaintext_allowed: bool, stls_offered: bool) -> SessionSettings 
         plaintext_allowed,
         stls_offered,
         tls_active: false,
-        peer: "192.0.2.7:50312".into(),
+        peer: "192.0.2.7".into(),
+        local: "192.0.2.1".into(),
+        tls_protocol: None,
         cert_identity: None,
     }
 }

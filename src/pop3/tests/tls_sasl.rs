@@ -150,7 +150,7 @@ fn auth_plain_with_and_without_initial_response() {
     assert_eq!(say(&mut s, &format!("AUTH PLAIN {ir}")), ALICE_OK);
     assert!(logs()
         .join("\n")
-        .contains("login: user=alice method=PLAIN rip=192.0.2.7:50312"));
+        .contains("login: user=alice method=PLAIN rip=192.0.2.7 lip=192.0.2.1"));
 
     let mut s = session(settings(true, false), false);
     assert_eq!(say(&mut s, "AUTH PLAIN"), "+ \r\n");

@@ -1,0 +1,355 @@
+//! The privileged helper process: forked as root before any thread exists, it checks passwords and opens spools, and does nothing else.
+//!
+//! Each helper is single-threaded, holds no network socket, and talks to
+//! the network process over one `SOCK_SEQPACKET` socketpair: a request
+//! frame in, a response frame out (with the spool's descriptor attached by
+//! SCM_RIGHTS). A malformed frame ends the conversation: the helper exits,
+//! and the daemon, seeing its child gone, shuts down loudly. The helper
+//! never sleeps on a failure — the failed-login delay is the network
+//! process's business — so a helper is busy only while hashing.
+
+use std::fs::File;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use nix::sys::resource::{setrlimit, Resource};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::socket::{
+    recv, sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+};
+use nix::unistd::{self, ForkResult, Pid, Uid};
+
+use super::helper_wire::{Request, Response, Secret, Spool, MAX_FRAME};
+use super::system::SystemDb;
+use super::{AuthOutcome, PasswdFile};
+use crate::config::{Config, Passdb};
+use crate::mailbox::{mbox::open_spool, MailboxError};
+
+/// The account database the helper consults, with the rule for who must
+/// own a spool.
+pub enum HelperDb {
+    /// System accounts: a spool belongs to its user.
+    System(SystemDb),
+    /// Virtual users: spools belong to the daemon's user (like Dovecot's
+    /// vmail), `owner`.
+    PasswdFile { db: PasswdFile, owner: Uid },
+}
+
+impl HelperDb {
+    /// The database `passdb` names, checked now (as root) so that an
+    /// unreadable file stops startup. `daemon_uid` owns virtual spools.
+    pub fn for_config(config: &Config, daemon_uid: Uid) -> Result<HelperDb, String> {
+        match &config.passdb {
+            Passdb::System => {
+                let db = SystemDb::new(config.mailbox.clone());
+                db.check()?;
+                Ok(HelperDb::System(db))
+            }
+            Passdb::PasswdFile(path) => {
+                let db = PasswdFile::new(path.clone(), config.mailbox.clone());
+                db.check()?;
+                Ok(HelperDb::PasswdFile {
+                    db,
+                    owner: daemon_uid,
+                })
+            }
+            Passdb::Pam => Err("passdb = pam is not available in this build (PAM support is not implemented yet); use passdb = system".into()),
+        }
+    }
+
+    fn lookup(&self, user: &str) -> (AuthOutcome, Option<Uid>) {
+        match self {
+            HelperDb::System(db) => db.lookup_account(user),
+            HelperDb::PasswdFile { db, owner } => {
+                use super::Authenticator;
+                (db.lookup(user), Some(*owner))
+            }
+        }
+    }
+
+    fn scram_secret(&self, user: &str) -> Response {
+        use crate::sasl::SecretLookup;
+        match self {
+            HelperDb::System(_) => Response::Rejected,
+            HelperDb::PasswdFile { db, .. } => {
+                use super::Authenticator;
+                match db.scram_secret(user) {
+                    SecretLookup::Found(secret) => {
+                        Response::Secret(Secret(secret.to_string().into_bytes()))
+                    }
+                    SecretLookup::NoSecret => Response::Rejected,
+                    SecretLookup::Unavailable(why) => Response::Unavailable(why),
+                }
+            }
+        }
+    }
+
+    fn offers_scram(&self) -> bool {
+        match self {
+            HelperDb::System(_) => false,
+            HelperDb::PasswdFile { db, .. } => {
+                use super::Authenticator;
+                db.offers_scram()
+            }
+        }
+    }
+
+    fn verify(&self, user: &str, password: &[u8]) -> (AuthOutcome, Option<Uid>) {
+        match self {
+            HelperDb::System(db) => db.verify_account(user, password),
+            HelperDb::PasswdFile { db, owner } => {
+                use super::Authenticator;
+                (db.verify_password(user, password), Some(*owner))
+            }
+        }
+    }
+}
+
+/// A running helper as the network process sees it.
+#[derive(Debug)]
+pub struct HelperProcess {
+    pub pid: Pid,
+    pub channel: OwnedFd,
+}
+
+/// Forks one helper. Must be called while the process is single-threaded
+/// and still root. `close_in_child` are descriptors the helper must not
+/// keep (listening sockets, other helpers' channels).
+pub fn spawn(db: &HelperDb, close_in_child: &[RawFd]) -> io::Result<HelperProcess> {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    let parent = unistd::getpid();
+    // SAFETY: the daemon calls this before it starts any thread (see
+    // daemon::run and daemon::inetd), so the child cannot inherit a lock
+    // held by another thread. The child never returns: it runs the helper
+    // loop and exits.
+    match unsafe { unistd::fork() }? {
+        ForkResult::Parent { child } => {
+            drop(theirs);
+            Ok(HelperProcess {
+                pid: child,
+                channel: ours,
+            })
+        }
+        ForkResult::Child => {
+            drop(ours);
+            for &fd in close_in_child {
+                let _ = unistd::close(fd);
+            }
+            let code = match become_helper(parent) {
+                Ok(()) => serve(&theirs, db),
+                Err(e) => {
+                    log::error!("privileged helper: cannot start: {e}");
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+    }
+}
+
+/// The helper's own hardening: gone with its parent, deaf to the signals
+/// the daemon handles (it ends when its channel closes), no core dumps of
+/// memory that held password hashes, no stdio that could be a client.
+fn become_helper(parent: Pid) -> io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    if unistd::getppid() != parent {
+        return Err(io::Error::other(
+            "the daemon exited while the helper started",
+        ));
+    }
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGPIPE,
+    ] {
+        set.add(s);
+    }
+    set.thread_block()?;
+    let devnull = File::options().read(true).write(true).open("/dev/null")?;
+    unistd::dup2_stdin(&devnull)?;
+    unistd::dup2_stdout(&devnull)?;
+    nix::sys::prctl::set_dumpable(false)?;
+    setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
+    let _ = nix::sys::prctl::set_name(c"ironpop-helper");
+    Ok(())
+}
+
+/// The request loop; returns the exit code. Ends at end of file (the
+/// daemon closed the channel) or at the first malformed frame.
+pub(crate) fn serve(channel: &OwnedFd, db: &HelperDb) -> i32 {
+    let mut buf = vec![0u8; MAX_FRAME + 1];
+    loop {
+        let n = match recv(channel.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            Ok(0) => return 0,
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                log::error!("privileged helper: cannot read a request: {e}");
+                return 1;
+            }
+        };
+        // A frame filling the buffer was longer than any valid one.
+        let request = buf
+            .get(..n)
+            .filter(|_| n <= MAX_FRAME)
+            .and_then(Request::decode);
+        buf.iter_mut().for_each(|b| *b = 0);
+        let Some(request) = request else {
+            log::error!(
+                "privileged helper: malformed request ({n} bytes); ending the conversation"
+            );
+            return 1;
+        };
+        let (response, spool) = handle(db, request);
+        if let Err(e) = reply(channel, &response, spool.as_ref()) {
+            log::error!("privileged helper: cannot send a reply: {e}");
+            return 1;
+        }
+    }
+}
+
+fn handle(db: &HelperDb, request: Request) -> (Response, Option<File>) {
+    let checked = match request {
+        Request::Verify { user, password } => db.verify(&user, &password.0),
+        Request::Lookup { user } => db.lookup(&user),
+        Request::ScramSecret { user } => return (db.scram_secret(&user), None),
+        Request::OffersScram => return (Response::Flag(db.offers_scram()), None),
+    };
+    {
+        match checked {
+            (AuthOutcome::Accepted(p), owner) => {
+                let (spool, file) = open_checked(&p.mailbox, owner);
+                let response = Response::Accepted {
+                    user: p.user,
+                    mailbox: p.mailbox,
+                    spool,
+                };
+                (response, file)
+            }
+            (AuthOutcome::Rejected, _) => (Response::Rejected, None),
+            (AuthOutcome::Unavailable(why), _) => (Response::Unavailable(why), None),
+        }
+    }
+}
+
+/// Opens a spool for its account: no symlink, a regular file, owned by
+/// `owner`, one link only (a hard link to another file would let QUIT
+/// rewrite that file), never created.
+pub fn open_checked(path: &Path, owner: Option<Uid>) -> (Spool, Option<File>) {
+    let file = match open_spool(path) {
+        Ok(Some(f)) => f,
+        Ok(None) => return (Spool::Missing, None),
+        Err(MailboxError::Refused { reason, .. }) => return (Spool::Refused(reason), None),
+        Err(MailboxError::Io { source, .. }) => {
+            return (
+                Spool::Failed(source.raw_os_error().unwrap_or(nix::libc::EIO)),
+                None,
+            )
+        }
+        Err(other) => return (Spool::Refused(other.to_string()), None),
+    };
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => {
+            return (
+                Spool::Failed(e.raw_os_error().unwrap_or(nix::libc::EIO)),
+                None,
+            )
+        }
+    };
+    if let Some(owner) = owner {
+        if meta.uid() != owner.as_raw() {
+            return (
+                Spool::Refused(format!(
+                    "it belongs to uid {}, not to the account's uid {owner}",
+                    meta.uid()
+                )),
+                None,
+            );
+        }
+    }
+    if meta.nlink() != 1 {
+        return (
+            Spool::Refused(format!("it has {} hard links", meta.nlink())),
+            None,
+        );
+    }
+    (Spool::Open, Some(file))
+}
+
+fn reply(channel: &OwnedFd, response: &Response, spool: Option<&File>) -> io::Result<()> {
+    let frame = response
+        .encode()
+        .or_else(|| Response::Unavailable("reply too large".into()).encode())
+        .unwrap_or_default();
+    let fds: Vec<RawFd> = spool.map(|f| f.as_fd().as_raw_fd()).into_iter().collect();
+    let rights = [ControlMessage::ScmRights(&fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    loop {
+        match sendmsg::<()>(
+            channel.as_raw_fd(),
+            &[IoSlice::new(&frame)],
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => return Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn open_checked_refuses_what_it_must() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = unistd::getuid();
+        let spool = dir.path().join("alice");
+        assert_eq!(open_checked(&spool, Some(me)).0, Spool::Missing);
+        assert!(!spool.exists(), "never created");
+
+        std::fs::write(&spool, "From a\n\nhi\n").unwrap();
+        let (state, file) = open_checked(&spool, Some(me));
+        assert_eq!(state, Spool::Open);
+        assert!(file.is_some());
+
+        let other = Uid::from_raw(me.as_raw().wrapping_add(1));
+        match open_checked(&spool, Some(other)).0 {
+            Spool::Refused(why) => assert!(why.contains("belongs to uid"), "{why}"),
+            s => panic!("{s:?}"),
+        }
+
+        let link = dir.path().join("bob");
+        symlink(&spool, &link).unwrap();
+        match open_checked(&link, Some(me)).0 {
+            Spool::Refused(why) => assert!(why.contains("symbolic link"), "{why}"),
+            s => panic!("{s:?}"),
+        }
+
+        let hard = dir.path().join("carol");
+        std::fs::hard_link(&spool, &hard).unwrap();
+        match open_checked(&hard, Some(me)).0 {
+            Spool::Refused(why) => assert!(why.contains("2 hard links"), "{why}"),
+            s => panic!("{s:?}"),
+        }
+
+        match open_checked(dir.path(), None).0 {
+            Spool::Refused(why) => assert!(why.contains("directory"), "{why}"),
+            s => panic!("{s:?}"),
+        }
+    }
+}

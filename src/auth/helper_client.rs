@@ -1,0 +1,353 @@
+//! The network process's side of the privileged helper: a small pool of channels, and the per-session `Authenticator` + `MaildropOpener` over it.
+//!
+//! There are as many channels as helper processes, and each carries one
+//! request at a time, so at most that many password hashes run at once
+//! however many sessions log in; the others wait their turn here. A
+//! channel that fails in any way (helper gone, timeout, garbled reply) is
+//! dropped, never reused, and the login gets `[SYS/TEMP]`: nothing but a
+//! well-formed `Accepted` from a helper lets a session in.
+
+use std::fs::File;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use nix::sys::socket::{recvmsg, sendmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
+use nix::sys::time::TimeVal;
+
+use super::helper_wire::{Request, Response, Secret, Spool, MAX_FRAME};
+use super::{AuthOutcome, Authenticator, Principal};
+use crate::mailbox::mbox::MboxSettings;
+use crate::mailbox::{MailboxError, Maildrop, MaildropOpener, MboxMaildrop};
+use crate::sasl::{ScramSecret, SecretLookup};
+
+/// A helper answers within this time or is considered hung: even a
+/// costly hash takes well under a second.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Channel {
+    fd: OwnedFd,
+    pid: i32,
+}
+
+struct Idle {
+    channels: Vec<Channel>,
+    /// Channels in existence (idle or in use); 0 means every helper is gone.
+    alive: usize,
+}
+
+/// The channels to the helper processes.
+pub struct HelperPool {
+    idle: Mutex<Idle>,
+    freed: Condvar,
+}
+
+/// What a helper said about a login, with the spool it opened.
+#[derive(Debug)]
+pub struct Verdict {
+    pub response: Response,
+    pub spool: Option<File>,
+}
+
+impl HelperPool {
+    /// Takes over the network-side ends of the helpers' channels.
+    pub fn new(channels: Vec<(OwnedFd, i32)>) -> io::Result<HelperPool> {
+        let timeout = TimeVal::new(REPLY_TIMEOUT.as_secs() as _, 0);
+        let mut list = Vec::with_capacity(channels.len());
+        for (fd, pid) in channels {
+            setsockopt(&fd, sockopt::ReceiveTimeout, &timeout)?;
+            setsockopt(&fd, sockopt::SendTimeout, &timeout)?;
+            list.push(Channel { fd, pid });
+        }
+        Ok(HelperPool {
+            idle: Mutex::new(Idle {
+                alive: list.len(),
+                channels: list,
+            }),
+            freed: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Idle> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Helpers still reachable.
+    pub fn alive(&self) -> usize {
+        self.lock().alive
+    }
+
+    fn take(&self) -> Result<Channel, String> {
+        let mut idle = self.lock();
+        loop {
+            if let Some(c) = idle.channels.pop() {
+                return Ok(c);
+            }
+            if idle.alive == 0 {
+                return Err("no privileged helper is running".into());
+            }
+            idle = self
+                .freed
+                .wait(idle)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn give_back(&self, channel: Option<Channel>) {
+        let mut idle = self.lock();
+        match channel {
+            Some(c) => idle.channels.push(c),
+            None => idle.alive = idle.alive.saturating_sub(1),
+        }
+        drop(idle);
+        self.freed.notify_all();
+    }
+
+    /// Asks a helper to check `password` (and open the spool). `Err` means
+    /// no trustworthy answer was had.
+    pub fn verify(&self, user: &str, password: &[u8]) -> Result<Verdict, String> {
+        self.ask(&Request::Verify {
+            user: user.to_owned(),
+            password: Secret(password.to_vec()),
+        })
+    }
+
+    /// One request, one answer from whichever helper is free.
+    pub fn ask(&self, request: &Request) -> Result<Verdict, String> {
+        let Some(frame) = request.encode() else {
+            // Longer than any real user name or password: not worth a hash.
+            return Ok(Verdict {
+                response: Response::Rejected,
+                spool: None,
+            });
+        };
+        let frame = Secret(frame);
+        let channel = self.take()?;
+        match exchange(&channel, &frame.0) {
+            Ok(verdict) => {
+                self.give_back(Some(channel));
+                Ok(verdict)
+            }
+            Err(e) => {
+                let pid = channel.pid;
+                // Dropping the channel closes it: the helper sees end of
+                // file and exits; the daemon notices and shuts down.
+                drop(channel);
+                self.give_back(None);
+                log::error!("privileged helper (pid {pid}) failed: {e}");
+                Err(format!("privileged helper failed: {e}"))
+            }
+        }
+    }
+}
+
+fn exchange(channel: &Channel, frame: &[u8]) -> io::Result<Verdict> {
+    let fd = channel.fd.as_raw_fd();
+    loop {
+        match sendmsg::<()>(
+            fd,
+            &[IoSlice::new(frame)],
+            &[],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => break,
+        }
+    }
+    let mut buf = vec![0u8; MAX_FRAME + 1];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let (n, fds) = loop {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        match recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(msg) => {
+                let mut fds = Vec::new();
+                for cmsg in msg.cmsgs()? {
+                    if let ControlMessageOwned::ScmRights(received) = cmsg {
+                        fds.extend(received);
+                    }
+                }
+                if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+                    return Err(io::Error::other("descriptor list truncated"));
+                }
+                break (msg.bytes, fds);
+            }
+        }
+    };
+    // Own every received descriptor at once, so none leaks on an error.
+    let mut files: Vec<File> = fds.into_iter().map(owned_file).collect();
+    if n == 0 {
+        return Err(io::Error::other("the helper closed the channel"));
+    }
+    let response = buf
+        .get(..n)
+        .filter(|_| n <= MAX_FRAME)
+        .and_then(Response::decode)
+        .ok_or_else(|| io::Error::other(format!("malformed reply ({n} bytes)")))?;
+    let wants_fd = matches!(
+        response,
+        Response::Accepted {
+            spool: Spool::Open,
+            ..
+        }
+    );
+    match (wants_fd, files.len()) {
+        (true, 1) => Ok(Verdict {
+            response,
+            spool: files.pop(),
+        }),
+        (false, 0) => Ok(Verdict {
+            response,
+            spool: None,
+        }),
+        (_, k) => Err(io::Error::other(format!(
+            "reply carries {k} descriptors, which does not fit its content"
+        ))),
+    }
+}
+
+fn owned_file(fd: RawFd) -> File {
+    // SAFETY: `fd` was just installed in this process by the kernel from
+    // an SCM_RIGHTS message; nothing else refers to it, so this is its
+    // only owner.
+    File::from(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// What a successful login opened, kept until the session asks for it.
+struct Opened {
+    principal: Principal,
+    spool: Result<Option<File>, MailboxError>,
+}
+
+/// One session's view of the helper: its `Authenticator` and
+/// `MaildropOpener`. The spool comes with the password check, so the
+/// network process can open only what a correct password unlocked.
+pub struct HelperSession {
+    pool: Arc<HelperPool>,
+    /// Session lock, delivery locks and journal, as for a spool opened here.
+    mbox: Arc<MboxSettings>,
+    opened: Mutex<Option<Opened>>,
+}
+
+impl HelperSession {
+    pub fn new(pool: Arc<HelperPool>, mbox: Arc<MboxSettings>) -> HelperSession {
+        HelperSession {
+            pool,
+            mbox,
+            opened: Mutex::new(None),
+        }
+    }
+
+    fn stash(&self, opened: Option<Opened>) {
+        *self.opened.lock().unwrap_or_else(PoisonError::into_inner) = opened;
+    }
+}
+
+impl Authenticator for HelperSession {
+    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome {
+        self.login(self.pool.verify(user, password))
+    }
+
+    fn lookup(&self, user: &str) -> AuthOutcome {
+        self.login(self.pool.ask(&Request::Lookup {
+            user: user.to_owned(),
+        }))
+    }
+
+    fn offers_scram(&self) -> bool {
+        matches!(
+            self.pool.ask(&Request::OffersScram),
+            Ok(Verdict {
+                response: Response::Flag(true),
+                ..
+            })
+        )
+    }
+
+    fn scram_secret(&self, user: &str) -> SecretLookup {
+        let verdict = self.pool.ask(&Request::ScramSecret {
+            user: user.to_owned(),
+        });
+        match verdict.map(|v| v.response) {
+            Ok(Response::Secret(field)) => std::str::from_utf8(&field.0)
+                .ok()
+                .and_then(|f| ScramSecret::parse(f).ok())
+                .map_or(SecretLookup::NoSecret, SecretLookup::Found),
+            Ok(Response::Unavailable(why)) | Err(why) => SecretLookup::Unavailable(why),
+            Ok(_) => SecretLookup::NoSecret,
+        }
+    }
+}
+
+impl HelperSession {
+    /// Turns a helper's answer to a login into an outcome, keeping the
+    /// spool it opened for [`MaildropOpener::open`].
+    fn login(&self, verdict: Result<Verdict, String>) -> AuthOutcome {
+        self.stash(None);
+        let verdict = match verdict {
+            Ok(v) => v,
+            Err(e) => return AuthOutcome::Unavailable(e),
+        };
+        match verdict.response {
+            Response::Accepted {
+                user,
+                mailbox,
+                spool,
+            } => {
+                let spool = match spool {
+                    Spool::Open => Ok(verdict.spool),
+                    Spool::Missing => Ok(None),
+                    Spool::Refused(reason) => Err(MailboxError::Refused {
+                        path: mailbox.clone(),
+                        reason,
+                    }),
+                    Spool::Failed(errno) => Err(MailboxError::Io {
+                        path: mailbox.clone(),
+                        action: "opening",
+                        source: io::Error::from_raw_os_error(errno),
+                    }),
+                };
+                let principal = Principal { user, mailbox };
+                self.stash(Some(Opened {
+                    principal: principal.clone(),
+                    spool,
+                }));
+                AuthOutcome::Accepted(principal)
+            }
+            Response::Rejected => AuthOutcome::Rejected,
+            Response::Unavailable(why) => AuthOutcome::Unavailable(why),
+            Response::Secret(_) | Response::Flag(_) => {
+                AuthOutcome::Unavailable("the privileged helper answered another question".into())
+            }
+        }
+    }
+}
+
+impl MaildropOpener for HelperSession {
+    fn open(&self, principal: &Principal) -> Result<Box<dyn Maildrop>, MailboxError> {
+        let opened = self
+            .opened
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match opened {
+            Some(o) if o.principal == *principal => Ok(Box::new(MboxMaildrop::open_locked_file(
+                &o.principal.mailbox,
+                o.spool?,
+                Arc::clone(&self.mbox),
+            )?)),
+            _ => Err(MailboxError::Refused {
+                path: principal.mailbox.clone(),
+                reason: "the privileged helper did not open it for this login".into(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "helper_client_tests.rs"]
+mod tests;

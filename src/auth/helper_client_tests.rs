@@ -1,0 +1,188 @@
+//! Tests of the helper channel pool against the real helper loop, run in a thread instead of a forked process.
+
+use super::*;
+use crate::auth::helper::{serve, HelperDb};
+use crate::auth::PasswdFile;
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use std::thread;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    mail: std::path::PathBuf,
+}
+
+fn fixture() -> (Fixture, Arc<HelperDb>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    std::fs::create_dir(&mail).unwrap();
+    let users = dir.path().join("users");
+    std::fs::write(&users, "alice:{PLAIN}secret\nbob:{PLAIN}hunter2\n").unwrap();
+    std::fs::write(
+        mail.join("alice"),
+        "From a@b Mon Jan  1 00:00:00 2024\n\nhi\n",
+    )
+    .unwrap();
+    let db = PasswdFile::new(users, format!("{}/%u", mail.display()));
+    let db = HelperDb::PasswdFile {
+        db,
+        owner: nix::unistd::getuid(),
+    };
+    (Fixture { _dir: dir, mail }, Arc::new(db))
+}
+
+/// Session locks and journals under the fixture's own state dir.
+fn mbox(fx: &Fixture) -> Arc<MboxSettings> {
+    let state = fx.mail.parent().unwrap().join("state");
+    let _ = std::fs::create_dir(&state);
+    let mut config = crate::config::Config::defaults(std::path::Path::new("/t.conf"));
+    config.state_dir = state;
+    config.lock_timeout = std::time::Duration::from_secs(2);
+    Arc::new(MboxSettings::from_config(&config))
+}
+
+fn pair() -> (OwnedFd, OwnedFd) {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap()
+}
+
+/// A pool of `n` channels, each served by the helper loop in a thread.
+fn pool(db: &Arc<HelperDb>, n: usize) -> (Arc<HelperPool>, Vec<thread::JoinHandle<i32>>) {
+    let mut ours = Vec::new();
+    let mut threads = Vec::new();
+    for _ in 0..n {
+        let (a, b) = pair();
+        let db = Arc::clone(db);
+        threads.push(thread::spawn(move || serve(&b, &db)));
+        ours.push((a, 0));
+    }
+    (Arc::new(HelperPool::new(ours).unwrap()), threads)
+}
+
+#[test]
+fn login_opens_the_spool_through_the_helper() {
+    let (fx, db) = fixture();
+    let (pool, threads) = pool(&db, 1);
+    let session = HelperSession::new(Arc::clone(&pool), mbox(&fx));
+    let principal = match session.verify_password("alice", b"secret") {
+        AuthOutcome::Accepted(p) => p,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(principal.mailbox, fx.mail.join("alice"));
+    let maildrop = session.open(&principal).unwrap();
+    assert_eq!(maildrop.messages().len(), 1);
+    // The spool is handed out once per login.
+    assert!(session.open(&principal).is_err());
+
+    assert_eq!(
+        session.verify_password("alice", b"wrong"),
+        AuthOutcome::Rejected
+    );
+    assert_eq!(
+        session.verify_password("nobody", b"secret"),
+        AuthOutcome::Rejected
+    );
+    // bob has no spool: an empty maildrop.
+    let bob = match session.verify_password("bob", b"hunter2") {
+        AuthOutcome::Accepted(p) => p,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(session.open(&bob).unwrap().messages().len(), 0);
+    drop(session);
+    drop(pool);
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 0, "helper ends cleanly at end of file");
+    }
+}
+
+#[test]
+fn a_spool_is_only_had_with_a_password() {
+    let (fx, db) = fixture();
+    let (pool, _threads) = pool(&db, 1);
+    let session = HelperSession::new(pool, mbox(&fx));
+    let forged = Principal {
+        user: "alice".into(),
+        mailbox: fx.mail.join("alice"),
+    };
+    let err = session.open(&forged).err().unwrap();
+    assert!(err.is_permanent(), "{err}");
+}
+
+#[test]
+fn a_dead_helper_never_lets_a_login_through() {
+    let (fx, _db) = fixture();
+    let (a, b) = pair();
+    let pool = Arc::new(HelperPool::new(vec![(a, 0)]).unwrap());
+    drop(b);
+    let session = HelperSession::new(Arc::clone(&pool), mbox(&fx));
+    match session.verify_password("alice", b"secret") {
+        AuthOutcome::Unavailable(why) => assert!(why.contains("helper"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(pool.alive(), 0);
+    match session.verify_password("alice", b"secret") {
+        AuthOutcome::Unavailable(why) => assert!(why.contains("no privileged helper"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_garbled_reply_is_not_trusted() {
+    let (fx, _db) = fixture();
+    let (a, b) = pair();
+    let pool = Arc::new(HelperPool::new(vec![(a, 0)]).unwrap());
+    let fake = thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        let _ = nix::sys::socket::recv(b.as_raw_fd(), &mut buf, MsgFlags::empty());
+        // "Accepted" with the spool open, but no descriptor attached.
+        let frame = Response::Accepted {
+            user: "alice".into(),
+            mailbox: "/etc/shadow".into(),
+            spool: Spool::Open,
+        }
+        .encode()
+        .unwrap();
+        nix::sys::socket::send(b.as_raw_fd(), &frame, MsgFlags::empty()).unwrap();
+        b
+    });
+    let session = HelperSession::new(pool, mbox(&fx));
+    assert!(matches!(
+        session.verify_password("alice", b"x"),
+        AuthOutcome::Unavailable(_)
+    ));
+    drop(fake.join());
+}
+
+#[test]
+fn a_malformed_request_ends_the_helper() {
+    let (_fx, db) = fixture();
+    let (a, b) = pair();
+    let helper = thread::spawn(move || serve(&b, &db));
+    nix::sys::socket::send(a.as_raw_fd(), &[99, 0, 1], MsgFlags::empty()).unwrap();
+    assert_eq!(helper.join().unwrap(), 1);
+}
+
+#[test]
+fn concurrent_logins_share_few_helpers() {
+    let (fx, db) = fixture();
+    let settings = mbox(&fx);
+    let (pool, _threads) = pool(&db, 2);
+    let logins: Vec<_> = (0..8)
+        .map(|i| {
+            let pool = Arc::clone(&pool);
+            let settings = Arc::clone(&settings);
+            thread::spawn(move || {
+                let s = HelperSession::new(pool, settings);
+                let pw: &[u8] = if i % 2 == 0 { b"secret" } else { b"nope" };
+                matches!(s.verify_password("alice", pw), AuthOutcome::Accepted(_))
+            })
+        })
+        .collect();
+    let ok: Vec<bool> = logins.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(ok, (0..8).map(|i| i % 2 == 0).collect::<Vec<_>>());
+    assert_eq!(pool.alive(), 2);
+}

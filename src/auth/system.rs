@@ -1,0 +1,364 @@
+//! `passdb = system`: passwd (getpwnam) + `/etc/shadow`, verified with libxcrypt; locked and expired accounts refused.
+//!
+//! Only the privileged helper (root) can read `/etc/shadow`; a daemon
+//! started without root cannot use this database and says so at startup.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use nix::unistd::{Uid, User};
+
+use super::crypt;
+use super::passwd_file::expand_mailbox;
+use super::{AuthOutcome, Authenticator, Principal};
+
+/// Where the shadow database lives.
+pub const SHADOW: &str = "/etc/shadow";
+
+/// A shadow file bigger than this is not read (a sane one is kilobytes).
+const MAX_SHADOW_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Verified against for unknown, locked and malformed accounts so that
+/// they cost what a wrong password for a real account costs (yescrypt at
+/// libxcrypt's default cost, of a password nobody uses).
+const DUMMY_HASH: &str =
+    "$y$j9T$fw5H6Rhhyvv4mzAzx.8Yd.$f3sGmllg/Yn.Z6hiYOF0esqKWELHdG/b5k/1wlHiok2";
+
+/// The fields of one `/etc/shadow` line that decide whether it may log in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowEntry {
+    pub hash: String,
+    /// Days since 1970-01-01 of the last password change; 0 forces a change.
+    pub last_change: Option<i64>,
+    pub max_days: Option<i64>,
+    pub inactive_days: Option<i64>,
+    /// Day the account expires.
+    pub expire: Option<i64>,
+}
+
+/// Why an account with a correct password is still refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unusable {
+    Locked,
+    AccountExpired,
+    PasswordExpired,
+    MustChangePassword,
+}
+
+impl Unusable {
+    fn describe(self) -> &'static str {
+        match self {
+            Unusable::Locked => "is locked (password field starts with '!' or '*', or is empty)",
+            Unusable::AccountExpired => "has expired (shadow expire date)",
+            Unusable::PasswordExpired => "has an expired password (shadow max days)",
+            Unusable::MustChangePassword => "must change its password first (shadow last change 0)",
+        }
+    }
+}
+
+fn day(field: &str) -> Option<i64> {
+    field.trim().parse().ok()
+}
+
+/// The entry for `user` in shadow-format text, if any.
+pub fn find_entry(text: &str, user: &str) -> Option<ShadowEntry> {
+    text.lines().find_map(|line| {
+        let mut f = line.split(':');
+        if f.next()? != user {
+            return None;
+        }
+        let hash = f.next()?.to_owned();
+        let last_change = f.next().and_then(day);
+        let _min = f.next();
+        let max_days = f.next().and_then(day);
+        let _warn = f.next();
+        let inactive_days = f.next().and_then(day);
+        let expire = f.next().and_then(day);
+        Some(ShadowEntry {
+            hash,
+            last_change,
+            max_days,
+            inactive_days,
+            expire,
+        })
+    })
+}
+
+/// Whether the entry may log in on day `today` (days since the epoch),
+/// following shadow(5) as pam_unix reads it.
+pub fn usable(entry: &ShadowEntry, today: i64) -> Result<(), Unusable> {
+    if entry.hash.is_empty() || entry.hash.starts_with('!') || entry.hash.starts_with('*') {
+        return Err(Unusable::Locked);
+    }
+    if entry.expire.is_some_and(|e| today >= e) {
+        return Err(Unusable::AccountExpired);
+    }
+    match (entry.last_change, entry.max_days) {
+        (Some(0), _) => Err(Unusable::MustChangePassword),
+        // max of 99999 (the default) means "never" in practice; the sum
+        // saturates instead of overflowing on silly values.
+        (Some(last), Some(max)) if max >= 0 && today > last.saturating_add(max) => {
+            Err(Unusable::PasswordExpired)
+        }
+        _ => Ok(()),
+    }
+}
+
+fn today() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| {
+            i64::try_from(d.as_secs() / 86_400).unwrap_or(i64::MAX)
+        })
+}
+
+/// The system account database.
+pub struct SystemDb {
+    shadow: PathBuf,
+    mailbox_template: String,
+}
+
+/// A verified system account: the principal and the uid its spool must
+/// belong to.
+pub type Verified = (AuthOutcome, Option<Uid>);
+
+impl SystemDb {
+    pub fn new(mailbox_template: String) -> SystemDb {
+        SystemDb::with_shadow(PathBuf::from(SHADOW), mailbox_template)
+    }
+
+    /// For tests: another shadow file.
+    pub fn with_shadow(shadow: PathBuf, mailbox_template: String) -> SystemDb {
+        SystemDb {
+            shadow,
+            mailbox_template,
+        }
+    }
+
+    /// Startup check: the shadow file must be readable (it is root's).
+    pub fn check(&self) -> Result<(), String> {
+        read_shadow(&self.shadow).map(|_| ()).map_err(|e| {
+            if nix::unistd::geteuid().is_root() {
+                e
+            } else {
+                format!("{e}; passdb = system needs ironpop to be started as root")
+            }
+        })
+    }
+
+    /// Checks `user`'s password; on success also names the spool's owner.
+    pub fn verify_account(&self, user: &str, password: &[u8]) -> Verified {
+        let dummy = || {
+            crypt::verify(DUMMY_HASH, password);
+            (AuthOutcome::Rejected, None)
+        };
+        if user.is_empty() || user.contains([':', '/', '\0', '\n']) {
+            return dummy();
+        }
+        let account = match User::from_name(user) {
+            Ok(Some(a)) => a,
+            Ok(None) => return dummy(),
+            Err(e) => {
+                crypt::verify(DUMMY_HASH, password);
+                return (
+                    AuthOutcome::Unavailable(format!("cannot look up user {user:?}: {e}")),
+                    None,
+                );
+            }
+        };
+        let stored = account.passwd.to_string_lossy().into_owned();
+        let entry = if stored == "x" {
+            let text = match read_shadow(&self.shadow) {
+                Ok(t) => t,
+                Err(e) => {
+                    crypt::verify(DUMMY_HASH, password);
+                    return (AuthOutcome::Unavailable(e), None);
+                }
+            };
+            match find_entry(&text, user) {
+                Some(e) => e,
+                None => {
+                    log::warn!(
+                        "login refused: user {user:?} has no entry in {}",
+                        self.shadow.display()
+                    );
+                    return dummy();
+                }
+            }
+        } else {
+            // A hash kept in passwd itself (no shadow): it never expires.
+            ShadowEntry {
+                hash: stored,
+                last_change: None,
+                max_days: None,
+                inactive_days: None,
+                expire: None,
+            }
+        };
+        if let Err(why @ Unusable::Locked) = usable(&entry, today()) {
+            log::info!("login refused: account {user:?} {}", why.describe());
+            return dummy();
+        }
+        if !crypt::verify(&entry.hash, password) {
+            return (AuthOutcome::Rejected, None);
+        }
+        // Only a caller who knows the password learns that the account
+        // expired, and only in the log.
+        if let Err(why) = usable(&entry, today()) {
+            log::warn!("login refused: account {user:?} {}", why.describe());
+            return (AuthOutcome::Rejected, None);
+        }
+        let home = account.dir.to_str();
+        match expand_mailbox(&self.mailbox_template, user, home) {
+            Ok(mailbox) => (
+                AuthOutcome::Accepted(Principal {
+                    user: user.to_owned(),
+                    mailbox,
+                }),
+                Some(account.uid),
+            ),
+            Err(e) => (
+                AuthOutcome::Unavailable(format!("mailbox of {user:?}: {e}")),
+                None,
+            ),
+        }
+    }
+}
+
+impl SystemDb {
+    /// The account without a password check (a verified client
+    /// certificate named it); locked and expired accounts are refused.
+    pub fn lookup_account(&self, user: &str) -> Verified {
+        if user.is_empty() || user.contains([':', '/', '\0', '\n']) {
+            return (AuthOutcome::Rejected, None);
+        }
+        let account = match User::from_name(user) {
+            Ok(Some(a)) => a,
+            Ok(None) => return (AuthOutcome::Rejected, None),
+            Err(e) => {
+                return (
+                    AuthOutcome::Unavailable(format!("cannot look up user {user:?}: {e}")),
+                    None,
+                )
+            }
+        };
+        if account.passwd.to_bytes() == b"x" {
+            let text = match read_shadow(&self.shadow) {
+                Ok(t) => t,
+                Err(e) => return (AuthOutcome::Unavailable(e), None),
+            };
+            let usable = find_entry(&text, user).map(|e| usable(&e, today()));
+            match usable {
+                Some(Ok(())) => {}
+                Some(Err(why)) => {
+                    log::warn!("login refused: account {user:?} {}", why.describe());
+                    return (AuthOutcome::Rejected, None);
+                }
+                None => return (AuthOutcome::Rejected, None),
+            }
+        }
+        match expand_mailbox(&self.mailbox_template, user, account.dir.to_str()) {
+            Ok(mailbox) => (
+                AuthOutcome::Accepted(Principal {
+                    user: user.to_owned(),
+                    mailbox,
+                }),
+                Some(account.uid),
+            ),
+            Err(e) => (
+                AuthOutcome::Unavailable(format!("mailbox of {user:?}: {e}")),
+                None,
+            ),
+        }
+    }
+}
+
+impl Authenticator for SystemDb {
+    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome {
+        self.verify_account(user, password).0
+    }
+
+    fn lookup(&self, user: &str) -> AuthOutcome {
+        self.lookup_account(user).0
+    }
+}
+
+fn read_shadow(path: &Path) -> Result<String, String> {
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let file = File::open(path).map_err(cannot)?;
+    let mut text = String::new();
+    file.take(MAX_SHADOW_BYTES)
+        .read_to_string(&mut text)
+        .map_err(cannot)?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "root:*:19000:0:99999:7:::\n\
+        alice:$y$j9T$abc$def:19500:0:99999:7:::\n\
+        locked:!$y$j9T$abc$def:19500:0:99999:7:::\n\
+        old:$6$salt$hash:19000:0:30:7:5:20000:\n";
+
+    #[test]
+    fn finds_entries_by_exact_name() {
+        let a = find_entry(TEXT, "alice").unwrap();
+        assert_eq!(a.hash, "$y$j9T$abc$def");
+        assert_eq!(a.last_change, Some(19500));
+        assert_eq!(a.max_days, Some(99999));
+        assert_eq!(a.expire, None);
+        assert!(find_entry(TEXT, "alic").is_none());
+        assert!(find_entry(TEXT, "").is_none());
+        let old = find_entry(TEXT, "old").unwrap();
+        assert_eq!((old.inactive_days, old.expire), (Some(5), Some(20000)));
+    }
+
+    #[test]
+    fn locked_expired_and_stale_accounts_are_unusable() {
+        let e = |name| find_entry(TEXT, name).unwrap();
+        assert_eq!(usable(&e("alice"), 19600), Ok(()));
+        assert_eq!(usable(&e("root"), 19600), Err(Unusable::Locked));
+        assert_eq!(usable(&e("locked"), 19600), Err(Unusable::Locked));
+        // old: password max 30 days from 19000; account expires on 20000.
+        assert_eq!(usable(&e("old"), 19020), Ok(()));
+        assert_eq!(usable(&e("old"), 19031), Err(Unusable::PasswordExpired));
+        assert_eq!(usable(&e("old"), 20000), Err(Unusable::AccountExpired));
+        let mut must_change = e("alice");
+        must_change.last_change = Some(0);
+        assert_eq!(
+            usable(&must_change, 19600),
+            Err(Unusable::MustChangePassword)
+        );
+        let mut empty = e("alice");
+        empty.hash.clear();
+        assert_eq!(usable(&empty, 19600), Err(Unusable::Locked));
+    }
+
+    #[test]
+    fn unknown_user_is_rejected_after_a_dummy_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let shadow = dir.path().join("shadow");
+        std::fs::write(&shadow, TEXT).unwrap();
+        let db = SystemDb::with_shadow(shadow, "/var/mail/%u".into());
+        db.check().unwrap();
+        let t = std::time::Instant::now();
+        let (outcome, owner) = db.verify_account("no-such-user-ironpop", b"pw");
+        assert_eq!(outcome, AuthOutcome::Rejected);
+        assert_eq!(owner, None);
+        assert!(
+            t.elapsed() > std::time::Duration::from_millis(1),
+            "dummy hash ran"
+        );
+        assert_eq!(db.verify_account("a:b", b"pw").0, AuthOutcome::Rejected);
+    }
+
+    #[test]
+    fn unreadable_shadow_fails_the_check() {
+        let db = SystemDb::with_shadow("/nonexistent/shadow".into(), "/var/mail/%u".into());
+        let e = db.check().unwrap_err();
+        assert!(e.contains("cannot read /nonexistent/shadow"), "{e}");
+    }
+}

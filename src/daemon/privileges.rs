@@ -1,0 +1,127 @@
+//! Dropping root for good: exactly `user` and `group`, no new privileges, not dumpable, no core files, and a check that root cannot come back.
+
+use nix::sys::resource::{setrlimit, Resource};
+use nix::unistd::{self, Gid, Group, Uid, User};
+
+use crate::daemon::error::DaemonError;
+
+/// The identity sessions run as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    pub uid: Uid,
+    pub group: String,
+    pub gid: Gid,
+}
+
+fn refuse(detail: String) -> DaemonError {
+    DaemonError::Privileges(detail)
+}
+
+/// Looks up `user` and `group`; refuses root, which would serve sessions
+/// with every privilege.
+pub fn resolve(user: &str, group: &str) -> Result<Identity, DaemonError> {
+    let u = User::from_name(user)
+        .map_err(|e| refuse(format!("cannot look up user {user:?}: {e}")))?
+        .ok_or_else(|| {
+            refuse(format!(
+                "user {user:?} does not exist; create it (e.g. adduser --system {user}) or set `user` in the config"
+            ))
+        })?;
+    let g = Group::from_name(group)
+        .map_err(|e| refuse(format!("cannot look up group {group:?}: {e}")))?
+        .ok_or_else(|| {
+            refuse(format!(
+                "group {group:?} does not exist; set `group` in the config"
+            ))
+        })?;
+    if u.uid.is_root() || g.gid.as_raw() == 0 {
+        return Err(refuse(format!(
+            "user = {user} / group = {group} would serve sessions as root; \
+             name an unprivileged account (the default is ironpop / mail)"
+        )));
+    }
+    Ok(Identity {
+        user: user.to_owned(),
+        uid: u.uid,
+        group: group.to_owned(),
+        gid: g.gid,
+    })
+}
+
+/// Becomes `id` for good. Must run while the process is single-threaded
+/// (glibc changes the ids of every thread, but only this is simple to
+/// reason about) and after everything that needs root is done.
+pub fn drop_to(id: &Identity) -> Result<(), DaemonError> {
+    let sys = |what: &'static str| move |e: nix::errno::Errno| DaemonError::system(what, e);
+    // Supplementary groups first: they go with root's right to set them.
+    unistd::setgroups(&[id.gid]).map_err(sys("set the supplementary groups"))?;
+    unistd::setresgid(id.gid, id.gid, id.gid).map_err(sys("change group (setresgid)"))?;
+    unistd::setresuid(id.uid, id.uid, id.uid).map_err(sys("change user (setresuid)"))?;
+    nix::sys::prctl::set_no_new_privs().map_err(sys("set no_new_privs"))?;
+    // Not dumpable: no core dump, no ptrace by the same user, /proc/PID
+    // files root's. Memory may hold passwords in transit.
+    nix::sys::prctl::set_dumpable(false).map_err(sys("clear the dumpable flag"))?;
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(sys("disable core files"))?;
+    verify(id)
+}
+
+/// Checks the drop took: every id is the target's, the group list is
+/// exactly `group`, and asking for root back fails.
+pub fn verify(id: &Identity) -> Result<(), DaemonError> {
+    let uids = unistd::getresuid().map_err(|e| DaemonError::system("read the user ids", e))?;
+    let gids = unistd::getresgid().map_err(|e| DaemonError::system("read the group ids", e))?;
+    let groups = unistd::getgroups().map_err(|e| DaemonError::system("read the groups", e))?;
+    if [uids.real, uids.effective, uids.saved] != [id.uid; 3]
+        || [gids.real, gids.effective, gids.saved] != [id.gid; 3]
+        || groups.iter().any(|g| *g != id.gid)
+    {
+        return Err(refuse(format!(
+            "privilege drop incomplete: uids {uids:?}, gids {gids:?}, groups {groups:?}"
+        )));
+    }
+    if unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).is_ok()
+        || unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).is_ok()
+    {
+        return Err(refuse(
+            "root could be regained after the privilege drop".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_and_missing_accounts_are_refused() {
+        let e = resolve("root", "root").unwrap_err().to_string();
+        assert!(e.contains("would serve sessions as root"), "{e}");
+        let e = resolve("no-such-user-ironpop", "root")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        let e = resolve("nobody", "no-such-group-ironpop")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("group \"no-such-group-ironpop\" does not exist"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn verify_notices_a_missing_drop() {
+        // The test process is not the target account.
+        let me = unistd::getuid();
+        let other = Identity {
+            user: "x".into(),
+            uid: Uid::from_raw(me.as_raw().wrapping_add(12345)),
+            group: "x".into(),
+            gid: Gid::from_raw(54321),
+        };
+        let e = verify(&other).unwrap_err().to_string();
+        assert!(e.contains("privilege drop incomplete"), "{e}");
+    }
+}
