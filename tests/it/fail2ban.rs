@@ -144,11 +144,12 @@ fn filter_is_anchored_at_the_server_fields() {
 Nov 28 11:00:00 mail ironpop[7]: login failed: user=x method=USER rip=192.0.2.97 failures=1 method=USER rip=198.51.100.1 failures=2
 Nov 28 11:00:01 mail ironpop[7]: login failed: method=SCRAM-SHA-256 rip=2001:db8::1 failures=1
 Nov 28 11:00:02 mail ironpop[7]: auth failed: user=bob method=USER rip=[2001:db8::2]:40000 failures=3
+Nov 28 11:00:02 mail ironpop[7]: auth failed: user=carol method=USER rip=192.0.2.5 rport=40001 failures=1
 Nov 28 11:00:03 mail ironpop[7]: login: user=bob method=USER rip=192.0.2.1 lip=192.0.2.2 tls=TLSv1.3
 Nov 28 11:00:04 mail ironpop[7]: logout: user=bob rip=192.0.2.1 retr=0/0 top=0 dele=0/0 kept=0/0 reason=quit
 ";
     assert_eq!(
         matched_ips(lines),
-        vec!["198.51.100.1", "2001:db8::1", "2001:db8::2"]
+        vec!["198.51.100.1", "2001:db8::1", "2001:db8::2", "192.0.2.5"]
     );
 }
