@@ -44,6 +44,8 @@ fn body_line(rng: &mut Rng, out: &mut Vec<u8>) {
             return;
         }
         6 => out.extend_from_slice(b"."),
+        // After a blank line an MDA quotes it, or it would start a message.
+        7 if out.ends_with(b"\n\n") => out.extend_from_slice(b">From the desk of "),
         7 => out.extend_from_slice(b"From the desk of "),
         8..=15 => out.extend_from_slice(b"> "),
         _ => {}

@@ -7,6 +7,7 @@ mod harness;
 mod clients;
 mod demo;
 mod docs;
+mod fuzz_smoke;
 mod maildrop;
 mod popa3d_compat;
 mod protocol;
