@@ -60,7 +60,12 @@ fn main() {
         ("encode worst case (every line \".\")", &dots),
     ] {
         let (rate, out) = encode_rate(input);
-        report(name, rate * 1000.0, "MB/s", Budget::AtLeast(RETR_BUDGET_GB_S * 1000.0));
+        report(
+            name,
+            rate * 1000.0,
+            "MB/s",
+            Budget::AtLeast(RETR_BUDGET_GB_S * 1000.0),
+        );
         println!(
             "{:<44} {:>12.3} (output/input octets)",
             "  expansion",

@@ -34,9 +34,26 @@ impl Rng {
 /// by RETR) or `From ` (a mid-message `From ` line, not a separator).
 fn body_line(rng: &mut Rng, out: &mut Vec<u8>) {
     const WORDS: &[&[u8]] = &[
-        b"the", b"mailbox", b"server", b"message", b"delivery", b"spool", b"of", b"and",
-        b"retrieve", b"quarterly", b"report", b"attached", b"please", b"find", b"regards",
-        b"meeting", b"tomorrow", b"0x4f3a", b"kernel", b"latency",
+        b"the",
+        b"mailbox",
+        b"server",
+        b"message",
+        b"delivery",
+        b"spool",
+        b"of",
+        b"and",
+        b"retrieve",
+        b"quarterly",
+        b"report",
+        b"attached",
+        b"please",
+        b"find",
+        b"regards",
+        b"meeting",
+        b"tomorrow",
+        b"0x4f3a",
+        b"kernel",
+        b"latency",
     ];
     match rng.next() % 100 {
         0..=5 => {

@@ -74,12 +74,27 @@ impl Drop for Server {
 
 /// Server CPU seconds so far (all threads, living and exited).
 pub fn cpu_seconds(pid: u32) -> f64 {
+    let (user, sys) = cpu_split(pid);
+    user + sys
+}
+
+/// Server (user, system) CPU seconds so far.
+pub fn cpu_split(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
     // Fields after "pid (comm) ": state is index 0, utime 11, stime 12.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / USER_HZ
+    (ticks(11) / USER_HZ, ticks(12) / USER_HZ)
+}
+
+/// CPU seconds of the calling thread.
+pub fn thread_cpu_seconds() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_THREAD).map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
 }
 
 /// A `/proc/PID/status` value in kB (VmRSS, Threads, ...).
@@ -212,7 +227,8 @@ pub struct Setup {
 /// Password of every bench account, and its sha256-crypt hash with 1000
 /// rounds (a cheap hash, so the figures are about the server, not crypt).
 pub const PASSWORD: &str = "bench-Secret-1";
-pub const CHEAP_HASH: &str = "$5$rounds=1000$ironpopbench$.TxhieEcpBU.Q5XaKH/NTeUgMv4Gl8Bs40HrnzsdQU4";
+pub const CHEAP_HASH: &str =
+    "$5$rounds=1000$ironpopbench$.TxhieEcpBU.Q5XaKH/NTeUgMv4Gl8Bs40HrnzsdQU4";
 
 impl Setup {
     /// `users` get the cheap hash; `spools` are (user, bytes) written to
@@ -226,7 +242,10 @@ impl Setup {
         for sub in ["mail", "state"] {
             std::fs::create_dir_all(root.join(sub)).expect("mkdir");
         }
-        let passwd: String = users.iter().map(|u| format!("{u}:{CHEAP_HASH}\n")).collect();
+        let passwd: String = users
+            .iter()
+            .map(|u| format!("{u}:{CHEAP_HASH}\n"))
+            .collect();
         std::fs::write(root.join("passwd"), passwd).expect("write passwd");
         for (user, data) in spools {
             std::fs::write(root.join("mail").join(user), data).expect("write spool");

@@ -62,7 +62,10 @@ fn binary() -> Result<PathBuf, String> {
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
         .ok_or("no .deb downloaded")?;
     let root = dir.join("root");
-    run("dpkg", &["-x", &deb.to_string_lossy(), &root.to_string_lossy()])?;
+    run(
+        "dpkg",
+        &["-x", &deb.to_string_lossy(), &root.to_string_lossy()],
+    )?;
     bin.is_file()
         .then_some(bin)
         .ok_or_else(|| "the package has no /usr/sbin/popa3d".into())
@@ -95,7 +98,8 @@ impl Popa3d {
         // The compat test uses the same account machinery: one at a time.
         let lock_file = File::create(std::env::temp_dir().join("ironpop-popa3d-compat.lock"))
             .map_err(|e| e.to_string())?;
-        let lock = Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, e)| e.to_string())?;
+        let lock =
+            Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, e)| e.to_string())?;
         let bin = binary()?;
         let mut p = Popa3d {
             addr: "127.0.0.1:0".parse().map_err(|_| "addr")?,
@@ -108,7 +112,16 @@ impl Popa3d {
             _lock: lock,
         };
         if !user_exists("popa3d") {
-            run("useradd", &["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "popa3d"])?;
+            run(
+                "useradd",
+                &[
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    "popa3d",
+                ],
+            )?;
             p.created_popa3d_user = true;
         }
         let chroot = Path::new("/var/lib/popa3d");
@@ -119,7 +132,17 @@ impl Popa3d {
         if user_exists(&p.user) {
             let _ = run("userdel", &[&p.user]);
         }
-        run("useradd", &["-M", "-s", "/usr/sbin/nologin", "-p", password_hash, &p.user])?;
+        run(
+            "useradd",
+            &[
+                "-M",
+                "-s",
+                "/usr/sbin/nologin",
+                "-p",
+                password_hash,
+                &p.user,
+            ],
+        )?;
         p.created_user = true;
         let path = Path::new("/var/mail").join(&p.user);
         fs::create_dir_all("/var/mail").map_err(|e| e.to_string())?;
@@ -173,7 +196,9 @@ fn inetd(listener: TcpListener, bin: PathBuf, reaped: Arc<AtomicUsize>) {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let _ = stream.set_nodelay(false); // inetd leaves Nagle on
-        let Ok(input) = stream.try_clone() else { continue };
+        let Ok(input) = stream.try_clone() else {
+            continue;
+        };
         let child = Command::new(&bin)
             .stdin(Stdio::from(OwnedFd::from(input)))
             .stdout(Stdio::from(OwnedFd::from(stream)))

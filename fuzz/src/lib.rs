@@ -135,7 +135,10 @@ pub fn session(data: &[u8]) {
         };
         let control = control.expect("writing to a Vec cannot fail");
         lines.set_max_line(session.max_line());
-        assert!(out.is_empty() || out.ends_with(b"\r\n"), "partial reply {out:?}");
+        assert!(
+            out.is_empty() || out.ends_with(b"\r\n"),
+            "partial reply {out:?}"
+        );
         if closed {
             assert_eq!(control, Control::Close, "a closed session stays closed");
             assert!(out.is_empty(), "a closed session says nothing");
@@ -161,7 +164,12 @@ pub fn mbox(data: &[u8]) {
     }
     assert_eq!(s.finish(), whole, "scan depends on block boundaries");
     assert_eq!(whole.scanned_len, spool.len() as u64);
-    let mut prev_end = 0u64;
+    // Leading blank lines before the first `From ` are no message.
+    let leading = spool.iter().take_while(|&&b| b == b'\n').count() as u64;
+    let mut prev_end = whole
+        .messages
+        .first()
+        .map_or(0, |m| m.from_offset.min(leading));
     for m in &whole.messages {
         assert_eq!(m.from_offset, prev_end, "raw ranges are contiguous");
         assert!(m.from_offset <= m.content_offset && m.content_offset + m.content_len <= m.end);

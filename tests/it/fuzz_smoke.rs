@@ -64,10 +64,44 @@ fn run(name: &str, body: fn(&[u8]), inputs: Vec<Vec<u8>>) {
 }
 
 const POP3: &[&[u8]] = &[
-    b"USER ", b"PASS ", b"STAT", b"LIST", b"RETR ", b"DELE ", b"TOP ", b"UIDL", b"NOOP",
-    b"RSET", b"QUIT", b"CAPA", b"AUTH ", b"STLS", b"APOP ", b"alice", b"secret", b"busy",
-    b"x", b"down", b" ", b"  ", b"1", b"2", b"3", b"0", b"-1", b"99999999999999999999",
-    b"\r\n", b"\n", b"\r", b"\0", b"\t", b"user ", b"retr", b"PLAIN", b"=", b"*",
+    b"USER ",
+    b"PASS ",
+    b"STAT",
+    b"LIST",
+    b"RETR ",
+    b"DELE ",
+    b"TOP ",
+    b"UIDL",
+    b"NOOP",
+    b"RSET",
+    b"QUIT",
+    b"CAPA",
+    b"AUTH ",
+    b"STLS",
+    b"APOP ",
+    b"alice",
+    b"secret",
+    b"busy",
+    b"x",
+    b"down",
+    b" ",
+    b"  ",
+    b"1",
+    b"2",
+    b"3",
+    b"0",
+    b"-1",
+    b"99999999999999999999",
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"\0",
+    b"\t",
+    b"user ",
+    b"retr",
+    b"PLAIN",
+    b"=",
+    b"*",
 ];
 
 #[test]
@@ -77,7 +111,15 @@ fn command_parser() {
 
 #[test]
 fn line_buffer_chunking() {
-    const D: &[&[u8]] = &[b"\n", b"\r\n", b"\r", b"a", b"abcdefgh", b"STAT", b"0123456789abcdef"];
+    const D: &[&[u8]] = &[
+        b"\n",
+        b"\r\n",
+        b"\r",
+        b"a",
+        b"abcdefgh",
+        b"STAT",
+        b"0123456789abcdef",
+    ];
     run("line_buffer", bodies::line_buffer, inputs(2, 4000, 24, D));
 }
 
@@ -85,15 +127,35 @@ fn line_buffer_chunking() {
 fn session_with_fake_backend() {
     run("session", bodies::session, inputs(3, 3000, 30, POP3));
     // Overlong lines and many bad commands in a row.
-    let long = [&[3u8][..], &[b'A'; 600], b"\r\nSTAT\r\n", &b"BAD\r\n".repeat(30)].concat();
+    let long = [
+        &[3u8][..],
+        &[b'A'; 600],
+        b"\r\nSTAT\r\n",
+        &b"BAD\r\n".repeat(30),
+    ]
+    .concat();
     bodies::session(&long);
 }
 
 #[test]
 fn mbox_scan_and_transfer_agree() {
     const D: &[&[u8]] = &[
-        b"From ", b"From x\n", b"\n", b"\n\n", b"\r\n", b"\r", b".", b"..", b"x", b"Subject: s",
-        b"Message-ID: <a@b>", b"Received: r", b"Date: d", b">From ", b"\0", b"\tcont",
+        b"From ",
+        b"From x\n",
+        b"\n",
+        b"\n\n",
+        b"\r\n",
+        b"\r",
+        b".",
+        b"..",
+        b"x",
+        b"Subject: s",
+        b"Message-ID: <a@b>",
+        b"Received: r",
+        b"Date: d",
+        b">From ",
+        b"\0",
+        b"\tcont",
     ];
     run("mbox", bodies::mbox, inputs(4, 4000, 30, D));
 }
@@ -101,14 +163,37 @@ fn mbox_scan_and_transfer_agree() {
 #[test]
 fn config_parse_render_round_trip() {
     const D: &[&[u8]] = &[
-        b"listen = 127.0.0.1:110\n", b"listen = [::1]:995\n", b"listen_tls = 0.0.0.0:995\n",
-        b"max_sessions = 10\n", b"max_sessions_per_ip = 0\n", b"idle_timeout = 5\n",
-        b"auth_timeout = 99999999999\n", b"plaintext_auth = localhost\n", b"passdb = pam\n",
-        b"passdb = passwd-file:/etc/x\n", b"mailbox = /var/mail/%u\n", b"mailbox = %h/mbox\n",
-        b"lock_methods = dotlock\n", b"lock_methods = fcntl dotlock\n", b"log_level = debug\n",
-        b"tls_cert = /c.pem\n", b"tls_key = /k.pem\n", b"tls_cert_user = email\n",
-        b"proxy_protocol_from = 10.0.0.1\n", b"user = mail\n", b"# c\n", b"\n", b" = \n",
-        b"key", b"=", b" ", b"#", b"\"", b"\r\n", b"state_dir = /s\n", b"pid_file = /p\n",
+        b"listen = 127.0.0.1:110\n",
+        b"listen = [::1]:995\n",
+        b"listen_tls = 0.0.0.0:995\n",
+        b"max_sessions = 10\n",
+        b"max_sessions_per_ip = 0\n",
+        b"idle_timeout = 5\n",
+        b"auth_timeout = 99999999999\n",
+        b"plaintext_auth = localhost\n",
+        b"passdb = pam\n",
+        b"passdb = passwd-file:/etc/x\n",
+        b"mailbox = /var/mail/%u\n",
+        b"mailbox = %h/mbox\n",
+        b"lock_methods = dotlock\n",
+        b"lock_methods = fcntl dotlock\n",
+        b"log_level = debug\n",
+        b"tls_cert = /c.pem\n",
+        b"tls_key = /k.pem\n",
+        b"tls_cert_user = email\n",
+        b"proxy_protocol_from = 10.0.0.1\n",
+        b"user = mail\n",
+        b"# c\n",
+        b"\n",
+        b" = \n",
+        b"key",
+        b"=",
+        b" ",
+        b"#",
+        b"\"",
+        b"\r\n",
+        b"state_dir = /s\n",
+        b"pid_file = /p\n",
     ];
     run("config", bodies::config, inputs(5, 3000, 8, D));
 }
@@ -116,9 +201,21 @@ fn config_parse_render_round_trip() {
 #[test]
 fn sasl_exchanges() {
     const D: &[&[u8]] = &[
-        b"\n", b"=", b"*", b"AGFsaWNlAHNlY3JldA==", b"biwsbj1hbGljZSxyPXJPcHJOR2ZwZ",
-        b"n,,n=alice,r=abc", b"bixhPWFsaWNlLG49YWxpY2Uscj1hYmM=", b"YWxpY2U=", b"AAAA",
-        b"====", b"c=biws,r=", b"p=", b"y,,n=x,r=y", b"!", b"\r",
+        b"\n",
+        b"=",
+        b"*",
+        b"AGFsaWNlAHNlY3JldA==",
+        b"biwsbj1hbGljZSxyPXJPcHJOR2ZwZ",
+        b"n,,n=alice,r=abc",
+        b"bixhPWFsaWNlLG49YWxpY2Uscj1hYmM=",
+        b"YWxpY2U=",
+        b"AAAA",
+        b"====",
+        b"c=biws,r=",
+        b"p=",
+        b"y,,n=x,r=y",
+        b"!",
+        b"\r",
     ];
     run("sasl", bodies::sasl, inputs(6, 3000, 6, D));
 }
