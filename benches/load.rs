@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::{env_u64, median, percentile, report, Budget, Rng};
 use loadgen::popa3d::{self, Popa3d};
-use loadgen::{Client, Server, Setup, CHEAP_HASH, PASSWORD};
+use loadgen::{Client, Server, Setup, CHEAP_HASH, PASSWORD, PLAIN_USER};
 
 const CPU_BUDGET_MS: f64 = 0.5;
 const RSS_BUDGET_KIB: f64 = 64.0;
@@ -156,16 +156,9 @@ fn main() {
     // ---- CPU per login session
     for _ in 0..100 {
         login_session(addr, "bench");
+        login_session(addr, PLAIN_USER);
     }
-    let cpu0 = loadgen::cpu_seconds(pid);
-    let t = Instant::now();
-    for _ in 0..sessions {
-        login_session(addr, "bench");
-    }
-    let wall = t.elapsed();
-    // Let the last session's logout finish on the server.
-    std::thread::sleep(Duration::from_millis(50));
-    let cpu_ms = (loadgen::cpu_seconds(pid) - cpu0) * 1e3 / sessions as f64;
+    let (cpu_ms, wall) = login_cpu_ms(pid, addr, "bench", sessions);
     report(
         "ironpop: server CPU per login session",
         cpu_ms,
@@ -174,17 +167,28 @@ fn main() {
     );
     let hash_ms = hash_cost_ms();
     report(
-        "  of which sha256-crypt (1000 rounds), CPU",
+        "  sha256-crypt rounds=1000 in-process, CPU",
         hash_ms,
         "ms",
         Budget::None,
     );
     report(
-        "  server CPU per login without the hash",
+        "  server CPU per login less that hash, est.",
         cpu_ms - hash_ms,
         "ms",
         Budget::AtMost(CPU_BUDGET_MS),
     );
+    // {PLAIN} entries and unknown users verify a dummy yescrypt hash
+    // (uniform timing): what a password guesser costs the server.
+    let n = (sessions / 20).max(10);
+    let (plain_ms, _) = login_cpu_ms(pid, addr, PLAIN_USER, n);
+    report(
+        "  login with a {PLAIN} password, CPU",
+        plain_ms,
+        "ms",
+        Budget::None,
+    );
+    failed_logins(pid, addr, n);
     report(
         "  wall time per sequential session",
         wall.as_secs_f64() * 1e3 / sessions as f64,
@@ -254,6 +258,58 @@ fn main() {
         compare_popa3d(&lat_spool, cpu_ms, &ours, sessions.min(300));
     }
     drop(server);
+}
+
+/// Server CPU ms per USER/PASS/STAT/QUIT session of `user`, and wall time.
+fn login_cpu_ms(pid: u32, addr: SocketAddr, user: &str, sessions: usize) -> (f64, Duration) {
+    let cpu0 = loadgen::cpu_seconds(pid);
+    let t = Instant::now();
+    for _ in 0..sessions {
+        login_session(addr, user);
+    }
+    let wall = t.elapsed();
+    // Let the last session's logout finish on the server.
+    std::thread::sleep(Duration::from_millis(50));
+    let cpu = (loadgen::cpu_seconds(pid) - cpu0) * 1e3 / sessions as f64;
+    (cpu, wall)
+}
+
+/// Server CPU per failed USER/PASS of an unknown user, and the peak RSS
+/// growth while 64 clients guess at once.
+fn failed_logins(pid: u32, addr: SocketAddr, n: usize) {
+    let attempt = |addr| {
+        let mut c = Client::connect(addr).expect("connect");
+        c.cmd("USER nobody-here").expect("USER");
+        c.send(b"PASS guess\r\n").expect("PASS");
+        let reply = c.line().expect("PASS reply");
+        assert!(reply.starts_with("-ERR"), "{reply}");
+    };
+    let cpu0 = loadgen::cpu_seconds(pid);
+    for _ in 0..n {
+        attempt(addr);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let cpu_ms = (loadgen::cpu_seconds(pid) - cpu0) * 1e3 / n as f64;
+    report(
+        "  failed login, unknown user, CPU",
+        cpu_ms,
+        "ms",
+        Budget::None,
+    );
+    let rss0 = loadgen::status_value(pid, "VmRSS");
+    let threads: Vec<_> = (0..64)
+        .map(|_| std::thread::spawn(move || (0..3).for_each(|_| attempt(addr))))
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    let hwm = loadgen::status_value(pid, "VmHWM");
+    report(
+        "  peak RSS growth, 64 concurrent guessers",
+        hwm.saturating_sub(rss0) as f64 / 1024.0,
+        "MiB",
+        Budget::None,
+    );
 }
 
 /// In-process cost of one verification of the bench's hash (what the

@@ -230,6 +230,10 @@ pub const PASSWORD: &str = "bench-Secret-1";
 pub const CHEAP_HASH: &str =
     "$5$rounds=1000$ironpopbench$.TxhieEcpBU.Q5XaKH/NTeUgMv4Gl8Bs40HrnzsdQU4";
 
+/// An account with a `{PLAIN}` password (ironpop logs a warning at each
+/// of its logins, which is part of what is measured).
+pub const PLAIN_USER: &str = "plain";
+
 impl Setup {
     /// `users` get the cheap hash; `spools` are (user, bytes) written to
     /// the mail directory.
@@ -242,10 +246,12 @@ impl Setup {
         for sub in ["mail", "state"] {
             std::fs::create_dir_all(root.join(sub)).expect("mkdir");
         }
-        let passwd: String = users
+        let mut passwd: String = users
             .iter()
             .map(|u| format!("{u}:{CHEAP_HASH}\n"))
             .collect();
+        // No hash at all, to tell the server's own work from crypt's.
+        passwd.push_str(&format!("{PLAIN_USER}:{{PLAIN}}{PASSWORD}\n"));
         std::fs::write(root.join("passwd"), passwd).expect("write passwd");
         for (user, data) in spools {
             std::fs::write(root.join("mail").join(user), data).expect("write spool");
