@@ -8,6 +8,7 @@ mod clients;
 mod daemon;
 mod demo;
 mod docs;
+mod fuzz_smoke;
 mod maildrop;
 mod popa3d_compat;
 mod protocol;
