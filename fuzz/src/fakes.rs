@@ -127,7 +127,10 @@ pub fn session(plaintext: bool) -> Session {
             plaintext_allowed: plaintext,
             stls_offered: !plaintext,
             tls_active: false,
-            peer: "192.0.2.1:4242".into(),
+            peer: "192.0.2.1".into(),
+            local: "192.0.2.2".into(),
+            tls_protocol: None,
+            cert_identity: None,
         },
     )
 }
