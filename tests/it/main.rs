@@ -9,6 +9,7 @@ mod daemon;
 mod demo;
 mod docs;
 mod fail2ban;
+mod fuzz_smoke;
 mod maildrop;
 mod popa3d_compat;
 mod protocol;

@@ -1,0 +1,298 @@
+//! Load-generator plumbing: a release `ironpop` on loopback, a raw POP3 client, /proc readings.
+
+pub mod popa3d;
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The server under test: cargo builds it with the bench profile (release).
+pub const BIN: &str = env!("CARGO_BIN_EXE_ironpop");
+
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Linux reports utime/stime in USER_HZ, which is 100 on every Linux ABI.
+const USER_HZ: f64 = 100.0;
+
+/// `ironpop -F -f CONF` with its log drained in the background.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts the server on `conf` and waits for its `listening on` line.
+    pub fn start(conf: &Path) -> Server {
+        let mut child = Command::new(BIN)
+            .arg("-F")
+            .arg("-f")
+            .arg(conf)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ironpop");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            // Keep reading for the server's whole life: a full pipe would
+            // stall its logging and so the figures.
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    let _ = tx.send(addr.parse::<SocketAddr>().ok());
+                } else if line.contains("ERROR") || line.contains("panicked") {
+                    eprintln!("ironpop: {line}");
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .ok()
+            .flatten()
+            .expect("ironpop logged its listening address");
+        Server { child, addr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Server CPU seconds so far (all threads, living and exited).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let (user, sys) = cpu_split(pid);
+    user + sys
+}
+
+/// Server (user, system) CPU seconds so far.
+pub fn cpu_split(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after "pid (comm) ": state is index 0, utime 11, stime 12.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) / USER_HZ, ticks(12) / USER_HZ)
+}
+
+/// CPU seconds of the calling thread.
+pub fn thread_cpu_seconds() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_THREAD).map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
+}
+
+/// A `/proc/PID/status` value in kB (VmRSS, Threads, ...).
+pub fn status_value(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to the hard limit; children
+/// (the server) inherit it. Returns the new soft limit.
+pub fn raise_nofile() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
+    };
+    let want = hard.min(65_536);
+    let _ = setrlimit(Resource::RLIMIT_NOFILE, want, hard);
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(s, _)| s)
+}
+
+/// A raw POP3 client.
+pub struct Client {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> io::Result<Client> {
+        let s = TcpStream::connect(addr)?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.set_write_timeout(Some(IO_TIMEOUT))?;
+        let w = s.try_clone()?;
+        let mut c = Client {
+            r: BufReader::with_capacity(256 * 1024, s),
+            w,
+        };
+        c.expect_ok("greeting")?;
+        Ok(c)
+    }
+
+    pub fn line(&mut self) -> io::Result<String> {
+        let mut l = String::new();
+        if self.r.read_line(&mut l)? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(l)
+    }
+
+    fn expect_ok(&mut self, what: &str) -> io::Result<String> {
+        let l = self.line()?;
+        if l.starts_with("+OK") {
+            Ok(l)
+        } else {
+            Err(io::Error::other(format!("{what}: {}", l.trim_end())))
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.w.write_all(bytes)
+    }
+
+    /// One command, one `+OK` line.
+    pub fn cmd(&mut self, cmd: &str) -> io::Result<String> {
+        self.send(format!("{cmd}\r\n").as_bytes())?;
+        self.expect_ok(cmd)
+    }
+
+    /// Reads a multi-line body up to and including `.`; returns its octets.
+    pub fn multi(&mut self) -> io::Result<u64> {
+        let mut n = 0u64;
+        loop {
+            let l = self.line()?;
+            if l == ".\r\n" {
+                return Ok(n);
+            }
+            n += l.len() as u64;
+        }
+    }
+
+    pub fn login(&mut self, user: &str, pass: &str) -> io::Result<()> {
+        self.cmd(&format!("USER {user}"))?;
+        self.cmd(&format!("PASS {pass}"))?;
+        Ok(())
+    }
+
+    /// RETR of a large message, read in big blocks; returns octets received
+    /// up to and including the terminating `.` line.
+    pub fn retr_raw(&mut self, msg: u32) -> io::Result<u64> {
+        self.cmd(&format!("RETR {msg}"))?;
+        let mut tail: Vec<u8> = Vec::with_capacity(16);
+        let mut total = 0u64;
+        loop {
+            let buf = self.r.fill_buf()?;
+            if buf.is_empty() {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let n = buf.len();
+            tail.extend_from_slice(&buf[n.saturating_sub(5)..]);
+            tail.drain(..tail.len().saturating_sub(5));
+            self.r.consume(n);
+            total += n as u64;
+            if tail == b"\r\n.\r\n" {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Reads whatever is left (after QUIT) until the server closes.
+    pub fn drain(mut self) {
+        let mut sink = Vec::new();
+        let _ = self.r.read_to_end(&mut sink);
+    }
+}
+
+/// A bench environment: a temp dir with config, passwd file and spools.
+pub struct Setup {
+    /// Removed on drop, with everything in it.
+    pub _dir: tempfile::TempDir,
+    pub conf: PathBuf,
+    /// When the passwd file was written: passwd_file re-reads a file whose
+    /// ctime is less than 2 s old at every login ("racy clean").
+    pub written: Instant,
+}
+
+/// Password of every bench account, and its sha256-crypt hash with 1000
+/// rounds (a cheap hash, so the figures are about the server, not crypt).
+pub const PASSWORD: &str = "bench-Secret-1";
+pub const CHEAP_HASH: &str =
+    "$5$rounds=1000$ironpopbench$.TxhieEcpBU.Q5XaKH/NTeUgMv4Gl8Bs40HrnzsdQU4";
+
+/// An account with a `{PLAIN}` password (ironpop logs a warning at each
+/// of its logins, which is part of what is measured).
+pub const PLAIN_USER: &str = "plain";
+
+impl Setup {
+    /// `users` get the cheap hash; `spools` are (user, bytes) written to
+    /// the mail directory.
+    pub fn new(users: &[String], spools: &[(String, Vec<u8>)], max_sessions: usize) -> Setup {
+        let dir = tempfile::Builder::new()
+            .prefix("ironpop-bench-load-")
+            .tempdir()
+            .expect("temp dir");
+        let root = dir.path();
+        for sub in ["mail", "state"] {
+            std::fs::create_dir_all(root.join(sub)).expect("mkdir");
+        }
+        let mut passwd: String = users
+            .iter()
+            .map(|u| format!("{u}:{CHEAP_HASH}\n"))
+            .collect();
+        // No hash at all, to tell the server's own work from crypt's.
+        passwd.push_str(&format!("{PLAIN_USER}:{{PLAIN}}{PASSWORD}\n"));
+        std::fs::write(root.join("passwd"), passwd).expect("write passwd");
+        for (user, data) in spools {
+            std::fs::write(root.join("mail").join(user), data).expect("write spool");
+        }
+        let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| "root".into());
+        let group = nix::unistd::Group::from_gid(nix::unistd::getgid())
+            .ok()
+            .flatten()
+            .map(|g| g.name)
+            .unwrap_or_else(|| "root".into());
+        let conf = format!(
+            "listen = 127.0.0.1:0\n\
+             passdb = passwd-file:{root}/passwd\n\
+             mailbox = {root}/mail/%u\n\
+             state_dir = {root}/state\n\
+             pid_file = {root}/ironpop.pid\n\
+             plaintext_auth = localhost\n\
+             auth_fail_delay = 0\n\
+             max_sessions = {max_sessions}\n\
+             max_sessions_per_ip = {max_sessions}\n\
+             log_level = info\n\
+             user = {me}\n\
+             group = {group}\n",
+            root = root.display()
+        );
+        let conf_path = root.join("ironpop.conf");
+        std::fs::write(&conf_path, conf).expect("write config");
+        Setup {
+            _dir: dir,
+            conf: conf_path,
+            written: Instant::now(),
+        }
+    }
+
+    /// Waits until the passwd file is old enough to be cached.
+    pub fn settle(&self) {
+        let left = Duration::from_millis(2100).saturating_sub(self.written.elapsed());
+        thread::sleep(left);
+    }
+}

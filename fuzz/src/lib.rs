@@ -1,0 +1,252 @@
+//! Fuzz target bodies over ironpop's pure parsers and encoders, shared by the libFuzzer targets and tests/it/fuzz_smoke.rs.
+//!
+//! Each `pub fn` takes arbitrary bytes, must never panic except on a broken
+//! invariant (a finding), and checks what it can cheaply: that chunking
+//! never changes a result, that sizes agree with the octets sent, that
+//! replies are whole lines. The libFuzzer targets in `fuzz_targets/` are
+//! one-line wrappers; the main test suite includes this file by path and
+//! runs every body on generated inputs, so the bodies stay compiled and
+//! exercised without libFuzzer.
+
+mod fakes;
+
+use std::path::Path;
+
+use ironpop::mailbox::scan::{scan_bytes, Scanner};
+use ironpop::mailbox::transfer::Encoder;
+use ironpop::net::line_buffer::{LineBuffer, LineEvent};
+use ironpop::pop3::command::{self, Command};
+use ironpop::pop3::Control;
+use ironpop::sasl::{self, Exchange, Mechanism, Step};
+
+/// Chunk sizes taken from the input itself, cycling, each in 1..=64.
+struct Chunks<'a> {
+    sizes: &'a [u8],
+    i: usize,
+}
+
+impl Chunks<'_> {
+    fn next_size(&mut self) -> usize {
+        let s = self.sizes.get(self.i % self.sizes.len().max(1)).copied();
+        self.i += 1;
+        usize::from(s.unwrap_or(7) % 64) + 1
+    }
+}
+
+/// Splits `data` as `[selector byte][n chunk-size bytes][payload]`.
+fn header(data: &[u8], n: usize) -> (u8, &[u8], &[u8]) {
+    let sel = data.first().copied().unwrap_or(0);
+    let rest = data.get(1..).unwrap_or_default();
+    let n = n.min(rest.len());
+    (sel, &rest[..n], &rest[n..])
+}
+
+/// `ironpop::pop3::command::parse`, and the message-number check on what
+/// it accepts.
+pub fn command(data: &[u8]) {
+    let deleted = [false, true, false];
+    match command::parse(data) {
+        Ok(Command::Retr(m) | Command::Dele(m) | Command::Top(m, _))
+        | Ok(Command::List(Some(m)) | Command::Uidl(Some(m))) => {
+            if let Ok(i) = command::message_number(m, &deleted) {
+                assert!(i < deleted.len() && !deleted[i], "message_number {i}");
+            }
+        }
+        Ok(Command::User(u)) => assert!(!u.is_empty() && u.len() <= data.len()),
+        Ok(_) | Err(_) => {}
+    }
+    if let Ok((verb, rest)) = command::split(data) {
+        let _ = command::parse_args(verb, rest);
+    }
+}
+
+/// The events a line buffer must produce for `input` with `max_line`,
+/// computed the obvious way from the whole input.
+fn expected_lines(input: &[u8], max_line: usize) -> Vec<Option<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut rest = input;
+    while let Some(lf) = memchr_lf(rest) {
+        let line = &rest[..lf];
+        if lf + 1 > max_line {
+            out.push(None);
+        } else {
+            out.push(Some(line.strip_suffix(b"\r").unwrap_or(line).to_vec()));
+        }
+        rest = &rest[lf + 1..];
+    }
+    if rest.len() >= max_line {
+        out.push(None);
+    }
+    out
+}
+
+fn memchr_lf(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| c == b'\n')
+}
+
+/// `LineBuffer` fed in arbitrary chunks, drained after each push as the
+/// driver does, must give exactly the whole-input events.
+pub fn line_buffer(data: &[u8]) {
+    let (sel, sizes, input) = header(data, 8);
+    let max_line = usize::from(sel % 32) + 1;
+    let mut lb = LineBuffer::new(max_line);
+    let mut got = Vec::new();
+    let mut chunks = Chunks { sizes, i: 0 };
+    let mut rest = input;
+    while !rest.is_empty() {
+        let n = chunks.next_size().min(rest.len());
+        lb.push(&rest[..n]);
+        rest = &rest[n..];
+        while let Some(ev) = lb.next_line() {
+            match ev {
+                LineEvent::Line(l) => {
+                    assert!(l.len() < max_line, "line of {} > max {max_line}", l.len());
+                    got.push(Some(l.to_vec()));
+                }
+                LineEvent::TooLong => got.push(None),
+            }
+        }
+        assert!(!lb.has_complete_line(), "drained buffer still has a line");
+    }
+    assert_eq!(got, expected_lines(input, max_line), "max_line {max_line}");
+}
+
+/// A session driven like the driver drives it, against in-memory fakes:
+/// every reply is whole CRLF lines and a closed session stays closed.
+pub fn session(data: &[u8]) {
+    let (sel, _, input) = header(data, 0);
+    let mut session = fakes::session(sel & 1 == 1);
+    let mut out = Vec::new();
+    session.greeting(&mut out).expect("greeting");
+    let mut script: Vec<u8> = Vec::new();
+    if sel & 2 == 2 {
+        script.extend_from_slice(b"USER alice\r\nPASS secret\r\n");
+    }
+    script.extend_from_slice(input);
+    let mut lines = LineBuffer::new(session.max_line());
+    lines.push(&script);
+    let mut closed = false;
+    loop {
+        out.clear();
+        let control = match lines.next_line() {
+            None => break,
+            Some(LineEvent::Line(l)) => session.handle_line(l, &mut out),
+            Some(LineEvent::TooLong) => session.handle_too_long(&mut out),
+        };
+        let control = control.expect("writing to a Vec cannot fail");
+        lines.set_max_line(session.max_line());
+        assert!(
+            out.is_empty() || out.ends_with(b"\r\n"),
+            "partial reply {out:?}"
+        );
+        if closed {
+            assert_eq!(control, Control::Close, "a closed session stays closed");
+            assert!(out.is_empty(), "a closed session says nothing");
+        }
+        closed |= control == Control::Close;
+    }
+    session.abort("eof");
+}
+
+/// mbox scan in arbitrary blocks equals the whole scan; every message's
+/// listed size equals its RETR octets before dot-stuffing, whatever the
+/// chunking; TOP is a prefix of RETR.
+pub fn mbox(data: &[u8]) {
+    let (sel, sizes, spool) = header(data, 4);
+    let whole = scan_bytes(spool);
+    let mut s = Scanner::new();
+    let mut chunks = Chunks { sizes, i: 0 };
+    let mut rest = spool;
+    while !rest.is_empty() {
+        let n = chunks.next_size().min(rest.len());
+        s.feed(&rest[..n]);
+        rest = &rest[n..];
+    }
+    assert_eq!(s.finish(), whole, "scan depends on block boundaries");
+    assert_eq!(whole.scanned_len, spool.len() as u64);
+    // Leading blank lines before the first `From ` are no message.
+    let leading = spool.iter().take_while(|&&b| b == b'\n').count() as u64;
+    let mut prev_end = whole
+        .messages
+        .first()
+        .map_or(0, |m| m.from_offset.min(leading));
+    for m in &whole.messages {
+        assert_eq!(m.from_offset, prev_end, "raw ranges are contiguous");
+        assert!(m.from_offset <= m.content_offset && m.content_offset + m.content_len <= m.end);
+        prev_end = m.end;
+        let (Ok(start), Ok(len)) = (
+            usize::try_from(m.content_offset),
+            usize::try_from(m.content_len),
+        ) else {
+            panic!("offsets out of range")
+        };
+        let content = &spool[start..start + len];
+        let mut enc = Encoder::retr();
+        let mut body = Vec::new();
+        let mut chunks = Chunks { sizes, i: 3 };
+        let mut rest = content;
+        while !rest.is_empty() {
+            let n = chunks.next_size().min(rest.len());
+            enc.encode(&rest[..n], &mut body);
+            rest = &rest[n..];
+        }
+        enc.finish(&mut body);
+        assert_eq!(
+            m.size,
+            body.len() as u64 - enc.stuffed_dots(),
+            "LIST size != RETR octets before dot-stuffing"
+        );
+        assert!(body.is_empty() || body.ends_with(b"\r\n"));
+        let top = ironpop::mailbox::transfer::encode_all(content, Some(u64::from(sel % 4)));
+        assert!(body.starts_with(&top), "TOP is not a prefix of RETR");
+    }
+    assert_eq!(
+        whole.messages.last().map_or(whole.scanned_len, |m| m.end),
+        whole.scanned_len
+    );
+}
+
+/// `ironpop::config::parse`; an accepted config renders to text that
+/// parses back to the same config.
+pub fn config(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let source = Path::new("/fuzz/ironpop.conf");
+    let Ok(cfg) = ironpop::config::parse(&text, source) else {
+        return;
+    };
+    let _ = cfg.warnings();
+    let rendered = cfg.render();
+    match ironpop::config::parse(&rendered, source) {
+        Ok(again) => assert_eq!(again, cfg, "render/parse round trip:\n{rendered}"),
+        Err(e) => panic!("rendered config does not parse: {e}\n{rendered}"),
+    }
+}
+
+/// SASL exchanges: the input is AUTH's initial response and continuation
+/// lines; a finished exchange stays finished.
+pub fn sasl(data: &[u8]) {
+    let (sel, _, input) = header(data, 0);
+    let mech = Mechanism::ALL[usize::from(sel) % Mechanism::ALL.len()];
+    let ctx = fakes::sasl_context();
+    let Some(mut ex) = Exchange::start(mech, &ctx) else {
+        panic!("{mech} is offered by the fake context")
+    };
+    assert_eq!(ex.mechanism(), mech);
+    let mut lines = input.split(|&b| b == b'\n');
+    let first = lines.next();
+    let mut step = ex.initial_response(if sel & 0x80 == 0 { first } else { None });
+    for line in lines {
+        match &step {
+            Step::Challenge(c) => {
+                let _ = sasl::challenge_line(c);
+            }
+            Step::Done(_) | Step::Failed(_) => {
+                assert!(ex.is_finished());
+                assert!(matches!(ex.continuation(line), Step::Failed(_)));
+                return;
+            }
+        }
+        step = ex.continuation(line);
+    }
+    let _ = ironpop::sasl::ScramSecret::parse(&String::from_utf8_lossy(input));
+}
