@@ -169,6 +169,15 @@ if [ "$LOGIN" = 1 ]; then
         --resolve "$name:995:127.0.0.1" --resolve "$name:110:127.0.0.1"
         --user "$TEST_USER:$TEST_PASS")
 
+    step "SIGHUP re-reads the snakeoil key after the privilege drop (group ssl-cert)"
+    kill -HUP "$DAEMON_PID"
+    for _ in $(seq 1 50); do
+        grep -q 'received SIGHUP: \(reloaded TLS\|keeping the previous TLS\)' "$WORK/daemon.log" && break
+        sleep 0.2
+    done
+    grep -q 'received SIGHUP: reloaded TLS certificate' "$WORK/daemon.log" \
+        || fail "SIGHUP did not reload the TLS key: $(grep SIGHUP "$WORK/daemon.log")"
+
     step "POP3S: list and read message 1"
     "${curl_tls[@]}" "pop3s://$name:995/" > "$WORK/list"
     [ "$(wc -l < "$WORK/list")" -eq 2 ] || fail "LIST over POP3S: $(cat "$WORK/list")"

@@ -1,4 +1,6 @@
-//! Dropping root for good: exactly `user` and `group`, no new privileges, not dumpable, no core files, and a check that root cannot come back.
+//! Dropping root for good: exactly `user`, `group` and the user's /etc/group memberships, no new privileges, not dumpable, no core files, and a check that root cannot come back.
+
+use std::ffi::CString;
 
 use nix::sys::resource::{setrlimit, Resource};
 use nix::unistd::{self, Gid, Group, Uid, User};
@@ -12,6 +14,10 @@ pub struct Identity {
     pub uid: Uid,
     pub group: String,
     pub gid: Gid,
+    /// `gid` plus the groups /etc/group lists `user` in (as initgroups(3)
+    /// would): that is how an administrator grants ssl-cert, so that a
+    /// SIGHUP can re-read the snakeoil key after the drop.
+    pub groups: Vec<Gid>,
 }
 
 fn refuse(detail: String) -> DaemonError {
@@ -41,11 +47,23 @@ pub fn resolve(user: &str, group: &str) -> Result<Identity, DaemonError> {
              name an unprivileged account (the default is ironpop / mail)"
         )));
     }
+    let name = CString::new(user).map_err(|_| refuse(format!("bad user name {user:?}")))?;
+    let mut groups = unistd::getgrouplist(&name, g.gid)
+        .map_err(|e| refuse(format!("cannot list the groups of user {user:?}: {e}")))?;
+    if groups.iter().any(|gid| gid.as_raw() == 0) {
+        return Err(refuse(format!(
+            "user {user:?} is a member of the root group in /etc/group; \
+             sessions must not run with it"
+        )));
+    }
+    groups.sort_by_key(|gid| gid.as_raw());
+    groups.dedup();
     Ok(Identity {
         user: user.to_owned(),
         uid: u.uid,
         group: group.to_owned(),
         gid: g.gid,
+        groups,
     })
 }
 
@@ -55,7 +73,7 @@ pub fn resolve(user: &str, group: &str) -> Result<Identity, DaemonError> {
 pub fn drop_to(id: &Identity) -> Result<(), DaemonError> {
     let sys = |what: &'static str| move |e: nix::errno::Errno| DaemonError::system(what, e);
     // Supplementary groups first: they go with root's right to set them.
-    unistd::setgroups(&[id.gid]).map_err(sys("set the supplementary groups"))?;
+    unistd::setgroups(&id.groups).map_err(sys("set the supplementary groups"))?;
     unistd::setresgid(id.gid, id.gid, id.gid).map_err(sys("change group (setresgid)"))?;
     unistd::setresuid(id.uid, id.uid, id.uid).map_err(sys("change user (setresuid)"))?;
     nix::sys::prctl::set_no_new_privs().map_err(sys("set no_new_privs"))?;
@@ -67,14 +85,14 @@ pub fn drop_to(id: &Identity) -> Result<(), DaemonError> {
 }
 
 /// Checks the drop took: every id is the target's, the group list is
-/// exactly `group`, and asking for root back fails.
+/// exactly the resolved one, and asking for root back fails.
 pub fn verify(id: &Identity) -> Result<(), DaemonError> {
     let uids = unistd::getresuid().map_err(|e| DaemonError::system("read the user ids", e))?;
     let gids = unistd::getresgid().map_err(|e| DaemonError::system("read the group ids", e))?;
     let groups = unistd::getgroups().map_err(|e| DaemonError::system("read the groups", e))?;
     if [uids.real, uids.effective, uids.saved] != [id.uid; 3]
         || [gids.real, gids.effective, gids.saved] != [id.gid; 3]
-        || groups.iter().any(|g| *g != id.gid)
+        || groups.iter().any(|g| !id.groups.contains(g))
     {
         return Err(refuse(format!(
             "privilege drop incomplete: uids {uids:?}, gids {gids:?}, groups {groups:?}"
@@ -120,6 +138,7 @@ mod tests {
             uid: Uid::from_raw(me.as_raw().wrapping_add(12345)),
             group: "x".into(),
             gid: Gid::from_raw(54321),
+            groups: vec![Gid::from_raw(54321)],
         };
         let e = verify(&other).unwrap_err().to_string();
         assert!(e.contains("privilege drop incomplete"), "{e}");

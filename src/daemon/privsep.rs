@@ -109,11 +109,17 @@ pub fn setup(
         .map_err(|e| DaemonError::system("set up the helper channels", e))?;
     privileges::drop_to(&identity)?;
     log::info!(
-        "privileges dropped to user={}({}) group={}({}); {} privileged helper process(es): pid {}",
+        "privileges dropped to user={}({}) group={}({}) groups={}; {} privileged helper process(es): pid {}",
         identity.user,
         identity.uid,
         identity.group,
         identity.gid,
+        identity
+            .groups
+            .iter()
+            .map(|g| g.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
         pids.len(),
         pids.iter()
             .map(|p| p.to_string())

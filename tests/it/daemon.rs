@@ -655,6 +655,7 @@ fn systemd_units_verify() {
     for unit in [
         "ironpop.service",
         "ironpop.socket",
+        "ironpop-pop3s.socket",
         "ironpop-inetd.socket",
         "ironpop-inetd@.service",
     ] {
@@ -670,6 +671,7 @@ fn systemd_units_verify() {
         .arg("verify")
         .arg(dir.path().join("ironpop.service"))
         .arg(dir.path().join("ironpop.socket"))
+        .arg(dir.path().join("ironpop-pop3s.socket"))
         .arg(dir.path().join("ironpop-inetd.socket"))
         .arg(dir.path().join("ironpop-inetd@.service"))
         .env("SYSTEMD_LOG_LEVEL", "warning")
