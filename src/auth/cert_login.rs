@@ -119,9 +119,17 @@ mod tests {
     fn verifies_chain_names_account_and_checks_authzid() {
         let (_dir, config, good, selfsigned) = pki("alice");
         let check = CertCheck::from_config(&config).unwrap().unwrap();
-        assert_eq!(check.identity(std::slice::from_ref(&good), ""), Ok("alice".into()));
-        assert_eq!(check.identity(std::slice::from_ref(&good), "alice"), Ok("alice".into()));
-        let e = check.identity(std::slice::from_ref(&good), "bob").unwrap_err();
+        assert_eq!(
+            check.identity(std::slice::from_ref(&good), ""),
+            Ok("alice".into())
+        );
+        assert_eq!(
+            check.identity(std::slice::from_ref(&good), "alice"),
+            Ok("alice".into())
+        );
+        let e = check
+            .identity(std::slice::from_ref(&good), "bob")
+            .unwrap_err();
         assert!(e.contains("authorization identity"), "{e}");
         let e = check.identity(&[selfsigned], "").unwrap_err();
         assert!(e.contains("not accepted"), "{e}");

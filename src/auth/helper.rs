@@ -1,4 +1,4 @@
-//! The privileged helper process: forked as root before any thread exists, it checks passwords and opens spools, and does nothing else.
+//! The privileged helper process: forked as root before any thread exists, it checks credentials (passwords, client certificate chains, SCRAM proofs) and opens spools, and does nothing else.
 //!
 //! Each helper is single-threaded, holds no network socket, and talks to
 //! the network process over one `SOCK_SEQPACKET` socketpair: a request
@@ -7,6 +7,12 @@
 //! and the daemon, seeing its child gone, shuts down loudly. The helper
 //! never sleeps on a failure — the failed-login delay is the network
 //! process's business — so a helper is busy only while hashing.
+//!
+//! No request names an account without a credential: a compromised
+//! network process can have a spool opened only with the account's
+//! password, a certificate chain the helper itself verifies against
+//! `tls_client_ca`, or a SCRAM proof it checks against the stored key
+//! (which never leaves the helper).
 
 use std::fs::File;
 use std::io::{self, IoSlice};

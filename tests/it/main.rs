@@ -9,6 +9,8 @@ mod daemon;
 mod demo;
 mod docs;
 mod maildrop;
+#[cfg(feature = "pam")]
+mod pam;
 mod popa3d_compat;
 mod protocol;
 mod safety;
