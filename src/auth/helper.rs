@@ -1,4 +1,4 @@
-//! The privileged helper process: forked as root before any thread exists, it checks passwords and opens spools, and does nothing else.
+//! The privileged helper process: forked as root before any thread exists, it checks credentials (passwords, client certificate chains, SCRAM proofs) and opens spools, and does nothing else.
 //!
 //! Each helper is single-threaded, holds no network socket, and talks to
 //! the network process over one `SOCK_SEQPACKET` socketpair: a request
@@ -7,6 +7,12 @@
 //! and the daemon, seeing its child gone, shuts down loudly. The helper
 //! never sleeps on a failure — the failed-login delay is the network
 //! process's business — so a helper is busy only while hashing.
+//!
+//! No request names an account without a credential: a compromised
+//! network process can have a spool opened only with the account's
+//! password, a certificate chain the helper itself verifies against
+//! `tls_client_ca`, or a SCRAM proof it checks against the stored key
+//! (which never leaves the helper).
 
 use std::fs::File;
 use std::io::{self, IoSlice};
@@ -21,91 +27,14 @@ use nix::sys::socket::{
 };
 use nix::unistd::{self, ForkResult, Pid, Uid};
 
-use super::helper_wire::{Request, Response, Secret, Spool, MAX_FRAME};
-use super::system::SystemDb;
-use super::{AuthOutcome, PasswdFile};
-use crate::config::{Config, Passdb};
+use rustls::pki_types::CertificateDer;
+
+use super::accounts::Checked;
+pub use super::accounts::HelperDb;
+use super::helper_wire::{Request, Response, Spool, MAX_FRAME};
+use super::AuthOutcome;
 use crate::mailbox::{mbox::open_spool, MailboxError};
-
-/// The account database the helper consults, with the rule for who must
-/// own a spool.
-pub enum HelperDb {
-    /// System accounts: a spool belongs to its user.
-    System(SystemDb),
-    /// Virtual users: spools belong to the daemon's user (like Dovecot's
-    /// vmail), `owner`.
-    PasswdFile { db: PasswdFile, owner: Uid },
-}
-
-impl HelperDb {
-    /// The database `passdb` names, checked now (as root) so that an
-    /// unreadable file stops startup. `daemon_uid` owns virtual spools.
-    pub fn for_config(config: &Config, daemon_uid: Uid) -> Result<HelperDb, String> {
-        match &config.passdb {
-            Passdb::System => {
-                let db = SystemDb::new(config.mailbox.clone());
-                db.check()?;
-                Ok(HelperDb::System(db))
-            }
-            Passdb::PasswdFile(path) => {
-                let db = PasswdFile::new(path.clone(), config.mailbox.clone());
-                db.check()?;
-                Ok(HelperDb::PasswdFile {
-                    db,
-                    owner: daemon_uid,
-                })
-            }
-            Passdb::Pam => Err("passdb = pam is not available in this build (PAM support is not implemented yet); use passdb = system".into()),
-        }
-    }
-
-    fn lookup(&self, user: &str) -> (AuthOutcome, Option<Uid>) {
-        match self {
-            HelperDb::System(db) => db.lookup_account(user),
-            HelperDb::PasswdFile { db, owner } => {
-                use super::Authenticator;
-                (db.lookup(user), Some(*owner))
-            }
-        }
-    }
-
-    fn scram_secret(&self, user: &str) -> Response {
-        use crate::sasl::SecretLookup;
-        match self {
-            HelperDb::System(_) => Response::Rejected,
-            HelperDb::PasswdFile { db, .. } => {
-                use super::Authenticator;
-                match db.scram_secret(user) {
-                    SecretLookup::Found(secret) => {
-                        Response::Secret(Secret(secret.to_string().into_bytes()))
-                    }
-                    SecretLookup::NoSecret => Response::Rejected,
-                    SecretLookup::Unavailable(why) => Response::Unavailable(why),
-                }
-            }
-        }
-    }
-
-    fn offers_scram(&self) -> bool {
-        match self {
-            HelperDb::System(_) => false,
-            HelperDb::PasswdFile { db, .. } => {
-                use super::Authenticator;
-                db.offers_scram()
-            }
-        }
-    }
-
-    fn verify(&self, user: &str, password: &[u8]) -> (AuthOutcome, Option<Uid>) {
-        match self {
-            HelperDb::System(db) => db.verify_account(user, password),
-            HelperDb::PasswdFile { db, owner } => {
-                use super::Authenticator;
-                (db.verify_password(user, password), Some(*owner))
-            }
-        }
-    }
-}
+use crate::sasl::SecretLookup;
 
 /// A running helper as the network process sees it.
 #[derive(Debug)]
@@ -218,26 +147,57 @@ pub(crate) fn serve(channel: &OwnedFd, db: &HelperDb) -> i32 {
 }
 
 fn handle(db: &HelperDb, request: Request) -> (Response, Option<File>) {
-    let checked = match request {
-        Request::Verify { user, password } => db.verify(&user, &password.0),
-        Request::Lookup { user } => db.lookup(&user),
-        Request::ScramSecret { user } => return (db.scram_secret(&user), None),
+    // Every request that can open a spool carries a credential, checked
+    // here: a password, a certificate chain, or a SCRAM proof.
+    let (checked, server_signature) = match request {
+        Request::Verify { user, password } => (db.verify(&user, &password.0), None),
+        Request::Certificate { chain, authzid } => {
+            let chain: Vec<CertificateDer<'_>> =
+                chain.into_iter().map(CertificateDer::from).collect();
+            (db.certificate(&chain, &authzid), None)
+        }
+        Request::ScramProof {
+            user,
+            auth_message,
+            proof,
+        } => {
+            let (login, owner) = db.scram_login(&user, &auth_message, &proof);
+            ((login.outcome, owner), login.server_signature)
+        }
+        Request::ScramParams { user } => {
+            let response = match db.scram_params(&user) {
+                SecretLookup::Found(p) => Response::ScramParams {
+                    salt: p.salt,
+                    iterations: p.iterations,
+                },
+                SecretLookup::NoSecret => Response::Rejected,
+                SecretLookup::Unavailable(why) => Response::Unavailable(why),
+            };
+            return (response, None);
+        }
         Request::OffersScram => return (Response::Flag(db.offers_scram()), None),
     };
-    {
-        match checked {
-            (AuthOutcome::Accepted(p), owner) => {
-                let (spool, file) = open_checked(&p.mailbox, owner);
-                let response = Response::Accepted {
-                    user: p.user,
-                    mailbox: p.mailbox,
-                    spool,
-                };
-                (response, file)
-            }
-            (AuthOutcome::Rejected, _) => (Response::Rejected, None),
-            (AuthOutcome::Unavailable(why), _) => (Response::Unavailable(why), None),
+    login_response(checked, server_signature)
+}
+
+/// An accepted login comes with its spool, opened and checked here.
+fn login_response(
+    checked: Checked,
+    server_signature: Option<[u8; crate::sasl::KEY_LEN]>,
+) -> (Response, Option<File>) {
+    match checked {
+        (AuthOutcome::Accepted(p), owner) => {
+            let (spool, file) = open_checked(&p.mailbox, owner);
+            let response = Response::Accepted {
+                user: p.user,
+                mailbox: p.mailbox,
+                spool,
+                server_signature,
+            };
+            (response, file)
         }
+        (AuthOutcome::Rejected, _) => (Response::Rejected, None),
+        (AuthOutcome::Unavailable(why), _) => (Response::Unavailable(why), None),
     }
 }
 

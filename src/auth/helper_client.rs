@@ -16,11 +16,13 @@ use std::time::Duration;
 use nix::sys::socket::{recvmsg, sendmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
 use nix::sys::time::TimeVal;
 
+use rustls::pki_types::CertificateDer;
+
 use super::helper_wire::{Request, Response, Secret, Spool, MAX_FRAME};
-use super::{AuthOutcome, Authenticator, Principal};
+use super::{AuthOutcome, Authenticator, Principal, ScramLogin};
 use crate::mailbox::mbox::MboxSettings;
 use crate::mailbox::{MailboxError, Maildrop, MaildropOpener, MboxMaildrop};
-use crate::sasl::{ScramSecret, SecretLookup};
+use crate::sasl::{ScramParams, SecretLookup, KEY_LEN};
 
 /// A helper answers within this time or is considered hung: even a
 /// costly hash takes well under a second.
@@ -224,8 +226,9 @@ struct Opened {
 }
 
 /// One session's view of the helper: its `Authenticator` and
-/// `MaildropOpener`. The spool comes with the password check, so the
-/// network process can open only what a correct password unlocked.
+/// `MaildropOpener`. The spool comes with the credential check (password,
+/// certificate chain or SCRAM proof, all checked by the helper), so the
+/// network process can open only what a valid credential unlocked.
 pub struct HelperSession {
     pool: Arc<HelperPool>,
     /// Session lock, delivery locks and journal, as for a spool opened here.
@@ -249,13 +252,15 @@ impl HelperSession {
 
 impl Authenticator for HelperSession {
     fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome {
-        self.login(self.pool.verify(user, password))
+        self.login(self.pool.verify(user, password)).0
     }
 
-    fn lookup(&self, user: &str) -> AuthOutcome {
-        self.login(self.pool.ask(&Request::Lookup {
-            user: user.to_owned(),
+    fn verify_certificate(&self, chain: &[CertificateDer<'_>], authzid: &str) -> AuthOutcome {
+        self.login(self.pool.ask(&Request::Certificate {
+            chain: chain.iter().map(|c| c.as_ref().to_vec()).collect(),
+            authzid: authzid.to_owned(),
         }))
+        .0
     }
 
     fn offers_scram(&self) -> bool {
@@ -268,17 +273,37 @@ impl Authenticator for HelperSession {
         )
     }
 
-    fn scram_secret(&self, user: &str) -> SecretLookup {
-        let verdict = self.pool.ask(&Request::ScramSecret {
+    fn scram_params(&self, user: &str) -> SecretLookup {
+        let verdict = self.pool.ask(&Request::ScramParams {
             user: user.to_owned(),
         });
         match verdict.map(|v| v.response) {
-            Ok(Response::Secret(field)) => std::str::from_utf8(&field.0)
-                .ok()
-                .and_then(|f| ScramSecret::parse(f).ok())
-                .map_or(SecretLookup::NoSecret, SecretLookup::Found),
+            Ok(Response::ScramParams { salt, iterations }) => {
+                SecretLookup::Found(ScramParams { salt, iterations })
+            }
             Ok(Response::Unavailable(why)) | Err(why) => SecretLookup::Unavailable(why),
             Ok(_) => SecretLookup::NoSecret,
+        }
+    }
+
+    fn scram_login(&self, user: &str, auth_message: &[u8], proof: &[u8; KEY_LEN]) -> ScramLogin {
+        let (outcome, server_signature) = self.login(self.pool.ask(&Request::ScramProof {
+            user: user.to_owned(),
+            auth_message: auth_message.to_vec(),
+            proof: *proof,
+        }));
+        match (outcome, server_signature) {
+            (AuthOutcome::Accepted(p), Some(sig)) => ScramLogin {
+                outcome: AuthOutcome::Accepted(p),
+                server_signature: Some(sig),
+            },
+            (AuthOutcome::Accepted(_), None) => {
+                self.stash(None);
+                ScramLogin::failed(AuthOutcome::Unavailable(
+                    "the privileged helper accepted a SCRAM proof without a signature".into(),
+                ))
+            }
+            (other, _) => ScramLogin::failed(other),
         }
     }
 }
@@ -286,17 +311,18 @@ impl Authenticator for HelperSession {
 impl HelperSession {
     /// Turns a helper's answer to a login into an outcome, keeping the
     /// spool it opened for [`MaildropOpener::open`].
-    fn login(&self, verdict: Result<Verdict, String>) -> AuthOutcome {
+    fn login(&self, verdict: Result<Verdict, String>) -> (AuthOutcome, Option<[u8; KEY_LEN]>) {
         self.stash(None);
         let verdict = match verdict {
             Ok(v) => v,
-            Err(e) => return AuthOutcome::Unavailable(e),
+            Err(e) => return (AuthOutcome::Unavailable(e), None),
         };
-        match verdict.response {
+        let outcome = match verdict.response {
             Response::Accepted {
                 user,
                 mailbox,
                 spool,
+                server_signature,
             } => {
                 let spool = match spool {
                     Spool::Open => Ok(verdict.spool),
@@ -316,14 +342,15 @@ impl HelperSession {
                     principal: principal.clone(),
                     spool,
                 }));
-                AuthOutcome::Accepted(principal)
+                return (AuthOutcome::Accepted(principal), server_signature);
             }
             Response::Rejected => AuthOutcome::Rejected,
             Response::Unavailable(why) => AuthOutcome::Unavailable(why),
-            Response::Secret(_) | Response::Flag(_) => {
+            Response::ScramParams { .. } | Response::Flag(_) => {
                 AuthOutcome::Unavailable("the privileged helper answered another question".into())
             }
-        }
+        };
+        (outcome, None)
     }
 }
 

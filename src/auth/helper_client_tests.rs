@@ -1,6 +1,7 @@
 //! Tests of the helper channel pool against the real helper loop, run in a thread instead of a forked process.
 
 use super::*;
+use crate::auth::accounts::AccountDb;
 use crate::auth::helper::{serve, HelperDb};
 use crate::auth::PasswdFile;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -23,10 +24,13 @@ fn fixture() -> (Fixture, Arc<HelperDb>) {
     )
     .unwrap();
     let db = PasswdFile::new(users, format!("{}/%u", mail.display()));
-    let db = HelperDb::PasswdFile {
-        db,
-        owner: nix::unistd::getuid(),
-    };
+    let db = HelperDb::new(
+        AccountDb::PasswdFile {
+            db,
+            owner: nix::unistd::getuid(),
+        },
+        None,
+    );
     (Fixture { _dir: dir, mail }, Arc::new(db))
 }
 
@@ -143,6 +147,7 @@ fn a_garbled_reply_is_not_trusted() {
             user: "alice".into(),
             mailbox: "/etc/shadow".into(),
             spool: Spool::Open,
+            server_signature: None,
         }
         .encode()
         .unwrap();
@@ -185,4 +190,90 @@ fn concurrent_logins_share_few_helpers() {
     let ok: Vec<bool> = logins.into_iter().map(|t| t.join().unwrap()).collect();
     assert_eq!(ok, (0..8).map(|i| i % 2 == 0).collect::<Vec<_>>());
     assert_eq!(pool.alive(), 2);
+}
+
+#[test]
+fn certificate_login_is_verified_by_the_helper() {
+    let (fx, _) = fixture();
+    let (_pki, config, alice_cert, selfsigned) = crate::auth::cert_login::test_pki::pki("alice");
+    let users = fx.mail.parent().unwrap().join("users");
+    let db = Arc::new(HelperDb::new(
+        AccountDb::PasswdFile {
+            db: PasswdFile::new(users, format!("{}/%u", fx.mail.display())),
+            owner: nix::unistd::getuid(),
+        },
+        crate::auth::cert_login::CertCheck::from_config(&config).unwrap(),
+    ));
+    let (pool, _threads) = pool(&db, 1);
+    let session = HelperSession::new(pool, mbox(&fx));
+    let principal = match session.verify_certificate(std::slice::from_ref(&alice_cert), "") {
+        AuthOutcome::Accepted(p) => p,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(principal.user, "alice");
+    assert_eq!(session.open(&principal).unwrap().messages().len(), 1);
+    // A chain the CA did not sign, another authzid, no chain at all.
+    for (chain, authzid) in [
+        (vec![selfsigned], ""),
+        (vec![alice_cert.clone()], "bob"),
+        (vec![], ""),
+    ] {
+        assert_eq!(
+            session.verify_certificate(&chain, authzid),
+            AuthOutcome::Rejected,
+            "{authzid:?}"
+        );
+        assert!(session.open(&principal).is_err());
+    }
+}
+
+#[test]
+fn scram_login_is_verified_by_the_helper() {
+    let (fx, _) = fixture();
+    let secret = crate::sasl::ScramSecret::derive(b"pencil", b"carol's salt", 4096).unwrap();
+    let users = fx.mail.parent().unwrap().join("users");
+    std::fs::write(&users, format!("carol:{secret}\n")).unwrap();
+    let db = Arc::new(HelperDb::new(
+        AccountDb::PasswdFile {
+            db: PasswdFile::new(users, format!("{}/%u", fx.mail.display())),
+            owner: nix::unistd::getuid(),
+        },
+        None,
+    ));
+    let (pool, _threads) = pool(&db, 1);
+    let session = HelperSession::new(pool, mbox(&fx));
+    assert!(session.offers_scram());
+    match session.scram_params("carol") {
+        SecretLookup::Found(p) => {
+            assert_eq!(p.salt, b"carol's salt");
+            assert_eq!(p.iterations, 4096);
+        }
+        _ => panic!("no SCRAM parameters"),
+    }
+    assert!(matches!(
+        session.scram_params("nobody"),
+        SecretLookup::NoSecret
+    ));
+    // Only the helper can tell a right proof from a wrong one: the
+    // network side never sees StoredKey.
+    let message = b"n=carol,r=x,r=xy,s=Y2Fyb2wncyBzYWx0,i=4096,c=biws,r=xy";
+    let login = session.scram_login("carol", message, &[0; KEY_LEN]);
+    assert_eq!(login, ScramLogin::rejected());
+    let forged = Principal {
+        user: "carol".into(),
+        mailbox: fx.mail.join("carol"),
+    };
+    assert!(session.open(&forged).is_err());
+}
+
+#[test]
+fn the_password_less_lookup_request_is_gone() {
+    let (_fx, db) = fixture();
+    let (a, b) = pair();
+    let helper = thread::spawn(move || serve(&b, &db));
+    // Tag 2 was "lookup user, open the spool": now a malformed frame.
+    let mut frame = vec![2, 0, 5];
+    frame.extend_from_slice(b"alice");
+    nix::sys::socket::send(a.as_raw_fd(), &frame, MsgFlags::empty()).unwrap();
+    assert_eq!(helper.join().unwrap(), 1);
 }

@@ -9,10 +9,18 @@
 
 use std::path::PathBuf;
 
+use crate::auth::cert_login::{MAX_CERT, MAX_CHAIN};
 use crate::auth::crypt::MAX_PASSWORD;
+use crate::limits::MAX_SASL_LINE;
+use crate::sasl::KEY_LEN;
 
-/// The largest frame either side sends or accepts.
-pub const MAX_FRAME: usize = 8 * 1024;
+/// The largest frame either side sends or accepts: room for a client
+/// certificate chain of [`MAX_CHAIN`] certificates of [`MAX_CERT`] bytes.
+pub const MAX_FRAME: usize = MAX_CHAIN * (MAX_CERT + 2) + 1024;
+
+/// Longest SCRAM AuthMessage: three client/server messages, each at most
+/// one SASL line.
+pub const MAX_AUTH_MESSAGE: usize = 3 * MAX_SASL_LINE;
 
 /// Longest user name on the wire (Linux allows 32; passwd files more).
 pub const MAX_USER: usize = 256;
@@ -24,14 +32,15 @@ pub const MAX_PATH: usize = 4096;
 pub const MAX_TEXT: usize = 1024;
 
 const REQ_VERIFY: u8 = 1;
-const REQ_LOOKUP: u8 = 2;
-const REQ_SCRAM_SECRET: u8 = 3;
 const REQ_OFFERS_SCRAM: u8 = 4;
+const REQ_CERTIFICATE: u8 = 5;
+const REQ_SCRAM_PARAMS: u8 = 6;
+const REQ_SCRAM_PROOF: u8 = 7;
 const RESP_ACCEPTED: u8 = 1;
 const RESP_REJECTED: u8 = 2;
 const RESP_UNAVAILABLE: u8 = 3;
-const RESP_SECRET: u8 = 4;
 const RESP_FLAG: u8 = 5;
+const RESP_SCRAM_PARAMS: u8 = 6;
 const SPOOL_OPEN: u8 = 1;
 const SPOOL_MISSING: u8 = 2;
 const SPOOL_REFUSED: u8 = 3;
@@ -61,11 +70,24 @@ pub enum Request {
     /// Check a password; on success also open the account's spool, so a
     /// spool can only be had together with the account's password.
     Verify { user: String, password: Secret },
-    /// The account without a password (SASL EXTERNAL with a verified
-    /// certificate, SCRAM after its proof), with its spool.
-    Lookup { user: String },
-    /// The account's SCRAM-SHA-256 secret (passwd-file field syntax).
-    ScramSecret { user: String },
+    /// AUTH EXTERNAL: the client's certificate chain (DER, end entity
+    /// first) and authorization identity. The helper verifies the chain
+    /// against `tls_client_ca` and opens the spool of the account it names.
+    Certificate {
+        chain: Vec<Vec<u8>>,
+        authzid: String,
+    },
+    /// The salt and iteration count of the account's SCRAM secret (never
+    /// the keys).
+    ScramParams { user: String },
+    /// A SCRAM client proof over the AuthMessage; the helper checks it
+    /// against the stored key and, if right, opens the spool and returns
+    /// the ServerSignature.
+    ScramProof {
+        user: String,
+        auth_message: Vec<u8>,
+        proof: [u8; KEY_LEN],
+    },
     /// Whether any account has a SCRAM-SHA-256 secret.
     OffersScram,
 }
@@ -90,11 +112,16 @@ pub enum Response {
         user: String,
         mailbox: PathBuf,
         spool: Spool,
+        /// SCRAM's ServerSignature, after a [`Request::ScramProof`] only.
+        server_signature: Option<[u8; KEY_LEN]>,
     },
     Rejected,
     Unavailable(String),
-    /// A SCRAM secret, `{SCRAM-SHA-256}...`.
-    Secret(Secret),
+    /// The public half of a SCRAM secret.
+    ScramParams {
+        salt: Vec<u8>,
+        iterations: u32,
+    },
     Flag(bool),
 }
 
@@ -120,6 +147,15 @@ impl Encoder {
         }
         let len = u16::try_from(bytes.len()).ok()?;
         self.buf.extend_from_slice(&len.to_be_bytes());
+        self.buf.extend_from_slice(bytes);
+        Some(())
+    }
+
+    /// Fixed-size bytes (no length prefix).
+    fn raw(&mut self, bytes: &[u8]) -> Option<()> {
+        if self.buf.len() + bytes.len() > MAX_FRAME {
+            return None;
+        }
         self.buf.extend_from_slice(bytes);
         Some(())
     }
@@ -156,6 +192,19 @@ impl<'a> Decoder<'a> {
         String::from_utf8(self.field(max)?.to_vec()).ok()
     }
 
+    fn key(&mut self) -> Option<[u8; KEY_LEN]> {
+        let b = self.rest.get(..KEY_LEN)?.try_into().ok()?;
+        self.rest = self.rest.get(KEY_LEN..)?;
+        Some(b)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        let b = self.rest.get(..4)?;
+        let v = u32::from_be_bytes(b.try_into().ok()?);
+        self.rest = self.rest.get(4..)?;
+        Some(v)
+    }
+
     fn i32(&mut self) -> Option<i32> {
         let b = self.rest.get(..4)?;
         let v = i32::from_be_bytes(b.try_into().ok()?);
@@ -179,14 +228,32 @@ impl Request {
                 e.field(&password.0, MAX_PASSWORD)?;
                 Some(e.finish())
             }
-            Request::Lookup { user } => {
-                let mut e = Encoder::new(REQ_LOOKUP);
+            Request::Certificate { chain, authzid } => {
+                if chain.is_empty() || chain.len() > MAX_CHAIN {
+                    return None;
+                }
+                let mut e = Encoder::new(REQ_CERTIFICATE);
+                e.field(authzid.as_bytes(), MAX_USER)?;
+                e.byte(u8::try_from(chain.len()).ok()?);
+                for cert in chain {
+                    e.field(cert, MAX_CERT)?;
+                }
+                Some(e.finish())
+            }
+            Request::ScramParams { user } => {
+                let mut e = Encoder::new(REQ_SCRAM_PARAMS);
                 e.field(user.as_bytes(), MAX_USER)?;
                 Some(e.finish())
             }
-            Request::ScramSecret { user } => {
-                let mut e = Encoder::new(REQ_SCRAM_SECRET);
+            Request::ScramProof {
+                user,
+                auth_message,
+                proof,
+            } => {
+                let mut e = Encoder::new(REQ_SCRAM_PROOF);
                 e.field(user.as_bytes(), MAX_USER)?;
+                e.field(auth_message, MAX_AUTH_MESSAGE)?;
+                e.raw(proof)?;
                 Some(e.finish())
             }
             Request::OffersScram => Some(Encoder::new(REQ_OFFERS_SCRAM).finish()),
@@ -201,13 +268,31 @@ impl Request {
                 let password = Secret(d.field(MAX_PASSWORD)?.to_vec());
                 d.end(Request::Verify { user, password })
             }
-            REQ_LOOKUP => {
-                let user = d.text(MAX_USER)?;
-                d.end(Request::Lookup { user })
+            REQ_CERTIFICATE => {
+                let authzid = d.text(MAX_USER)?;
+                let count = usize::from(d.byte()?);
+                if count == 0 || count > MAX_CHAIN {
+                    return None;
+                }
+                let mut chain = Vec::with_capacity(count);
+                for _ in 0..count {
+                    chain.push(d.field(MAX_CERT)?.to_vec());
+                }
+                d.end(Request::Certificate { chain, authzid })
             }
-            REQ_SCRAM_SECRET => {
+            REQ_SCRAM_PARAMS => {
                 let user = d.text(MAX_USER)?;
-                d.end(Request::ScramSecret { user })
+                d.end(Request::ScramParams { user })
+            }
+            REQ_SCRAM_PROOF => {
+                let user = d.text(MAX_USER)?;
+                let auth_message = d.field(MAX_AUTH_MESSAGE)?.to_vec();
+                let proof = d.key()?;
+                d.end(Request::ScramProof {
+                    user,
+                    auth_message,
+                    proof,
+                })
             }
             REQ_OFFERS_SCRAM => d.end(Request::OffersScram),
             _ => None,
@@ -235,6 +320,7 @@ impl Response {
                 user,
                 mailbox,
                 spool,
+                server_signature,
             } => {
                 let mut e = Encoder::new(RESP_ACCEPTED);
                 e.field(user.as_bytes(), MAX_USER)?;
@@ -251,6 +337,13 @@ impl Response {
                         e.buf.extend_from_slice(&errno.to_be_bytes());
                     }
                 }
+                match server_signature {
+                    None => e.byte(0),
+                    Some(sig) => {
+                        e.byte(1);
+                        e.raw(sig)?;
+                    }
+                }
                 e.finish()
             }
             Response::Rejected => Encoder::new(RESP_REJECTED).finish(),
@@ -259,9 +352,10 @@ impl Response {
                 e.field(bounded(why).as_bytes(), MAX_TEXT)?;
                 e.finish()
             }
-            Response::Secret(secret) => {
-                let mut e = Encoder::new(RESP_SECRET);
-                e.field(&secret.0, MAX_TEXT)?;
+            Response::ScramParams { salt, iterations } => {
+                let mut e = Encoder::new(RESP_SCRAM_PARAMS);
+                e.field(salt, MAX_TEXT)?;
+                e.raw(&iterations.to_be_bytes())?;
                 e.finish()
             }
             Response::Flag(flag) => {
@@ -285,10 +379,16 @@ impl Response {
                     SPOOL_FAILED => Spool::Failed(d.i32()?),
                     _ => return None,
                 };
+                let server_signature = match d.byte()? {
+                    0 => None,
+                    1 => Some(d.key()?),
+                    _ => return None,
+                };
                 d.end(Response::Accepted {
                     user,
                     mailbox,
                     spool,
+                    server_signature,
                 })
             }
             RESP_REJECTED => d.end(Response::Rejected),
@@ -296,9 +396,10 @@ impl Response {
                 let why = d.text(MAX_TEXT)?;
                 d.end(Response::Unavailable(why))
             }
-            RESP_SECRET => {
-                let secret = Secret(d.field(MAX_TEXT)?.to_vec());
-                d.end(Response::Secret(secret))
+            RESP_SCRAM_PARAMS => {
+                let salt = d.field(MAX_TEXT)?.to_vec();
+                let iterations = d.u32()?;
+                d.end(Response::ScramParams { salt, iterations })
             }
             RESP_FLAG => match d.byte()? {
                 0 => d.end(Response::Flag(false)),
@@ -325,9 +426,21 @@ mod tests {
     fn requests_round_trip() {
         for r in [
             verify("alice", b"pa:ss\0word"),
-            Request::Lookup { user: "bob".into() },
-            Request::ScramSecret {
+            Request::Certificate {
+                chain: vec![vec![0x30; MAX_CERT], vec![1, 2, 3]],
+                authzid: String::new(),
+            },
+            Request::Certificate {
+                chain: vec![vec![0x30; MAX_CERT]; MAX_CHAIN],
+                authzid: "bob".into(),
+            },
+            Request::ScramParams {
                 user: "carol".into(),
+            },
+            Request::ScramProof {
+                user: "carol".into(),
+                auth_message: b"n=carol,r=a,r=ab,s=c2FsdA==,i=4096,c=biws,r=ab".to_vec(),
+                proof: [7; KEY_LEN],
             },
             Request::OffersScram,
         ] {
@@ -343,32 +456,79 @@ mod tests {
             Response::Rejected,
             Response::Flag(true),
             Response::Flag(false),
-            Response::Secret(Secret(b"{SCRAM-SHA-256}4096,c2FsdA==,a,b".to_vec())),
+            Response::ScramParams {
+                salt: b"salt".to_vec(),
+                iterations: 4096,
+            },
             Response::Unavailable("shadow unreadable".into()),
             Response::Accepted {
                 user: "bob".into(),
                 mailbox: "/var/mail/bob".into(),
                 spool: Spool::Open,
+                server_signature: None,
+            },
+            Response::Accepted {
+                user: "carol".into(),
+                mailbox: "/var/mail/carol".into(),
+                spool: Spool::Open,
+                server_signature: Some([9; KEY_LEN]),
             },
             Response::Accepted {
                 user: "bob".into(),
                 mailbox: "/var/mail/bob".into(),
                 spool: Spool::Missing,
+                server_signature: None,
             },
             Response::Accepted {
                 user: "bob".into(),
                 mailbox: "/var/mail/bob".into(),
                 spool: Spool::Refused("it is a symbolic link".into()),
+                server_signature: None,
             },
             Response::Accepted {
                 user: "bob".into(),
                 mailbox: "/var/mail/bob".into(),
                 spool: Spool::Failed(13),
+                server_signature: None,
             },
         ] {
             let frame = r.encode().unwrap();
             assert_eq!(Response::decode(&frame), Some(r));
         }
+    }
+
+    #[test]
+    fn certificate_chains_are_bounded() {
+        let cert = |n| Request::Certificate {
+            chain: vec![vec![0x30; 10]; n],
+            authzid: String::new(),
+        };
+        assert!(cert(0).encode().is_none(), "no certificate, no request");
+        assert!(cert(MAX_CHAIN + 1).encode().is_none());
+        let big = Request::Certificate {
+            chain: vec![vec![0x30; MAX_CERT + 1]],
+            authzid: String::new(),
+        };
+        assert!(big.encode().is_none());
+        // A count byte that disagrees with the fields, or is out of range.
+        let mut frame = cert(2).encode().unwrap();
+        let count_at = 1 + 2; // tag, empty authzid
+        frame[count_at] = 3;
+        assert_eq!(Request::decode(&frame), None);
+        frame[count_at] = 1;
+        assert_eq!(Request::decode(&frame), None);
+        frame[count_at] = 0;
+        assert_eq!(Request::decode(&frame), None);
+        // A truncated proof.
+        let mut proof = Request::ScramProof {
+            user: "c".into(),
+            auth_message: b"m".to_vec(),
+            proof: [1; KEY_LEN],
+        }
+        .encode()
+        .unwrap();
+        proof.pop();
+        assert_eq!(Request::decode(&proof), None);
     }
 
     #[test]

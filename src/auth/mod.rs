@@ -1,10 +1,14 @@
 //! Authentication: who may log in, and where their mail is.
 
+pub mod accounts;
+pub mod cert_login;
 pub mod crypt;
 pub mod hash_cmd;
 pub mod helper;
 pub mod helper_client;
 pub mod helper_wire;
+#[cfg(feature = "pam")]
+pub mod pam;
 pub mod passwd_file;
 pub mod system;
 pub mod throttle;
@@ -12,7 +16,10 @@ pub mod throttle;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::{Config, Passdb};
+use rustls::pki_types::CertificateDer;
+
+use crate::config::Config;
+use crate::sasl::{SecretLookup, KEY_LEN};
 
 pub use hash_cmd::hash_password_command;
 pub use passwd_file::PasswdFile;
@@ -41,15 +48,14 @@ pub enum AuthOutcome {
 pub trait Authenticator: Send + Sync {
     fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome;
 
-    /// The account `user` without a password check, for SASL mechanisms
-    /// that proved who the client is by themselves (SCRAM-SHA-256, EXTERNAL
-    /// with a verified certificate). `Rejected` when there is no such
-    /// account or it is locked.
-    fn lookup(&self, user: &str) -> AuthOutcome {
-        let _ = user;
-        AuthOutcome::Unavailable(
-            "this account database cannot look up an account without a password".into(),
-        )
+    /// AUTH EXTERNAL: the client's certificate chain (end entity first)
+    /// must verify against `tls_client_ca` now and name an account of this
+    /// passdb, and `authzid` must be empty or that account. There is no
+    /// way to have an account without a credential: this, a password, or
+    /// a SCRAM proof.
+    fn verify_certificate(&self, chain: &[CertificateDer<'_>], authzid: &str) -> AuthOutcome {
+        let _ = (chain, authzid);
+        AuthOutcome::Rejected
     }
 
     /// Whether any account here has a SCRAM-SHA-256 secret; SCRAM is
@@ -58,35 +64,53 @@ pub trait Authenticator: Send + Sync {
         false
     }
 
-    /// The SCRAM-SHA-256 secret of `user` (AUTH SCRAM-SHA-256).
-    fn scram_secret(&self, user: &str) -> crate::sasl::SecretLookup {
+    /// The salt and iteration count of `user`'s SCRAM-SHA-256 secret
+    /// (public: they go to the client in server-first).
+    fn scram_params(&self, user: &str) -> SecretLookup {
         let _ = user;
-        crate::sasl::SecretLookup::NoSecret
+        SecretLookup::NoSecret
+    }
+
+    /// AUTH SCRAM-SHA-256's client proof over `auth_message`, checked by
+    /// the holder of the secret; on success the account and the
+    /// ServerSignature.
+    fn scram_login(&self, user: &str, auth_message: &[u8], proof: &[u8; KEY_LEN]) -> ScramLogin {
+        let _ = (user, auth_message, proof);
+        ScramLogin::rejected()
     }
 }
 
-/// The account database the config's `passdb` names.
+/// The passdb's verdict on a SCRAM proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScramLogin {
+    pub outcome: AuthOutcome,
+    /// Present exactly when `outcome` is `Accepted`.
+    pub server_signature: Option<[u8; KEY_LEN]>,
+}
+
+impl ScramLogin {
+    pub fn rejected() -> ScramLogin {
+        ScramLogin::failed(AuthOutcome::Rejected)
+    }
+
+    /// A verdict without a signature (`Rejected` or `Unavailable`).
+    pub fn failed(outcome: AuthOutcome) -> ScramLogin {
+        debug_assert!(!matches!(outcome, AuthOutcome::Accepted(_)));
+        ScramLogin {
+            outcome,
+            server_signature: None,
+        }
+    }
+}
+
+/// The account database the config's `passdb` names, used in-process
+/// (no privileged helper): the same checks the helper would make.
 ///
 /// A passwd file is read once here so that a missing or unreadable file
 /// stops startup with a clear message instead of failing every login.
 pub fn build_authenticator(config: &Config) -> Result<Arc<dyn Authenticator>, String> {
-    match &config.passdb {
-        Passdb::PasswdFile(path) => {
-            let db = PasswdFile::new(path.clone(), config.mailbox.clone());
-            db.check()?;
-            Ok(Arc::new(db))
-        }
-        Passdb::System => {
-            let db = system::SystemDb::new(config.mailbox.clone());
-            db.check()?;
-            Ok(Arc::new(db))
-        }
-        Passdb::Pam => Err(
-            "passdb = pam is not available in this build (PAM support is not implemented yet); \
-             use passdb = system"
-                .into(),
-        ),
-    }
+    let db = accounts::HelperDb::for_config(config, nix::unistd::geteuid())?;
+    Ok(Arc::new(db))
 }
 
 #[cfg(test)]
@@ -100,7 +124,7 @@ mod tests {
         let users = dir.path().join("users");
         std::fs::write(&users, "demo:{PLAIN}demo\n").unwrap();
         let mut config = Config::defaults(Path::new("/test.conf"));
-        config.passdb = Passdb::PasswdFile(users);
+        config.passdb = crate::config::Passdb::PasswdFile(users);
         config.mailbox = "/srv/%u.mbox".into();
         let auth = build_authenticator(&config).unwrap();
         assert_eq!(
@@ -116,7 +140,7 @@ mod tests {
     #[test]
     fn missing_passwd_file_fails_at_startup() {
         let mut config = Config::defaults(Path::new("/test.conf"));
-        config.passdb = Passdb::PasswdFile("/nonexistent/users".into());
+        config.passdb = crate::config::Passdb::PasswdFile("/nonexistent/users".into());
         let e = build_authenticator(&config).err().unwrap();
         assert!(
             e.contains("cannot read passwd file /nonexistent/users"),
@@ -124,11 +148,13 @@ mod tests {
         );
     }
 
+    #[cfg(not(feature = "pam"))]
     #[test]
     fn pam_is_reported_as_unavailable() {
         let mut config = Config::defaults(Path::new("/test.conf"));
-        config.passdb = Passdb::Pam;
+        config.passdb = crate::config::Passdb::Pam;
         let e = build_authenticator(&config).err().unwrap();
         assert!(e.contains("passdb = pam is not available"), "{e}");
+        assert!(e.contains("--features pam"), "{e}");
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use super::crypt;
 use super::{AuthOutcome, Authenticator, Principal};
-use crate::sasl::{ScramSecret, SecretLookup};
+use crate::sasl::ScramSecret;
 
 /// A passwd file larger than this is refused: it would cost every login a
 /// long re-read, and no real deployment comes near it.
@@ -28,7 +28,7 @@ const MAX_LINE: usize = 4096;
 /// the result is always discarded): verified against for unknown users and
 /// refused entries so that they take as long as a wrong password for a real
 /// account.
-const DUMMY_HASH: &str =
+pub(crate) const DUMMY_HASH: &str =
     "$y$j9T$fw5H6Rhhyvv4mzAzx.8Yd.$f3sGmllg/Yn.Z6hiYOF0esqKWELHdG/b5k/1wlHiok2";
 
 /// What an entry's password field holds.
@@ -250,8 +250,13 @@ impl Authenticator for PasswdFile {
         }
         self.principal(user, account)
     }
+}
 
-    fn lookup(&self, user: &str) -> AuthOutcome {
+impl PasswdFile {
+    /// The account without a password check, for the passdb's own use
+    /// after another credential proved who the client is (a verified
+    /// certificate, a SCRAM proof checked against the secret).
+    pub fn lookup(&self, user: &str) -> AuthOutcome {
         let snap = match self.accounts() {
             Ok(s) => s,
             Err(e) => return AuthOutcome::Unavailable(e),
@@ -266,7 +271,8 @@ impl Authenticator for PasswdFile {
         }
     }
 
-    fn offers_scram(&self) -> bool {
+    /// Whether any account has a SCRAM-SHA-256 secret.
+    pub fn offers_scram(&self) -> bool {
         self.accounts().is_ok_and(|snap| {
             snap.accounts
                 .values()
@@ -274,18 +280,14 @@ impl Authenticator for PasswdFile {
         })
     }
 
-    fn scram_secret(&self, user: &str) -> SecretLookup {
-        let snap = match self.accounts() {
-            Ok(s) => s,
-            Err(e) => return SecretLookup::Unavailable(e),
-        };
-        match snap.accounts.get(user).map(|a| &a.secret) {
-            Some(Secret::Scram(field)) => match ScramSecret::parse(field) {
-                Ok(secret) => SecretLookup::Found(secret),
-                Err(_) => SecretLookup::NoSecret,
-            },
-            _ => SecretLookup::NoSecret,
-        }
+    /// The SCRAM-SHA-256 secret of `user`; `None` for unknown users and
+    /// entries that hold a crypt hash; `Err` when the file is unreadable.
+    pub fn scram_secret(&self, user: &str) -> Result<Option<ScramSecret>, String> {
+        let snap = self.accounts()?;
+        Ok(match snap.accounts.get(user).map(|a| &a.secret) {
+            Some(Secret::Scram(field)) => ScramSecret::parse(field).ok(),
+            _ => None,
+        })
     }
 }
 

@@ -278,10 +278,6 @@ impl Authenticator for SystemDb {
     fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome {
         self.verify_account(user, password).0
     }
-
-    fn lookup(&self, user: &str) -> AuthOutcome {
-        self.lookup_account(user).0
-    }
 }
 
 fn read_shadow(path: &Path) -> Result<String, String> {

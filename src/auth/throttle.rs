@@ -155,23 +155,31 @@ pub struct ThrottledAuth {
     pub ip: Option<IpAddr>,
 }
 
-impl Authenticator for ThrottledAuth {
-    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome {
+impl ThrottledAuth {
+    /// Runs one credential check under the per-address policy: refused
+    /// while the address is blocked, slowed after failures, reset on
+    /// success. `who` names the login for the log line.
+    fn checked<T>(
+        &self,
+        who: &str,
+        check: impl FnOnce() -> T,
+        outcome: impl Fn(&T) -> &AuthOutcome,
+    ) -> Result<T, AuthOutcome> {
         let Some(ip) = self.ip else {
-            return self.inner.verify_password(user, password);
+            return Ok(check());
         };
         if let Err(left) = self.throttle.check(ip, Instant::now()) {
             log::warn!(
-                "auth refused: user={user} rip={ip} reason=too many failed logins, blocked for {}s",
+                "auth refused: user={who} rip={ip} reason=too many failed logins, blocked for {}s",
                 left.as_secs().max(1)
             );
-            return AuthOutcome::Unavailable(format!(
+            return Err(AuthOutcome::Unavailable(format!(
                 "too many failed logins from {ip}; blocked for {}s",
                 left.as_secs().max(1)
-            ));
+            )));
         }
-        let outcome = self.inner.verify_password(user, password);
-        match &outcome {
+        let result = check();
+        match outcome(&result) {
             AuthOutcome::Rejected => {
                 let extra = self.throttle.failed(ip, Instant::now());
                 if !extra.is_zero() {
@@ -181,19 +189,49 @@ impl Authenticator for ThrottledAuth {
             AuthOutcome::Accepted(_) => self.throttle.succeeded(ip),
             AuthOutcome::Unavailable(_) => {}
         }
-        outcome
+        Ok(result)
+    }
+}
+
+impl Authenticator for ThrottledAuth {
+    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome {
+        self.checked(user, || self.inner.verify_password(user, password), |o| o)
+            .unwrap_or_else(|refused| refused)
     }
 
-    fn lookup(&self, user: &str) -> AuthOutcome {
-        self.inner.lookup(user)
+    fn verify_certificate(
+        &self,
+        chain: &[rustls::pki_types::CertificateDer<'_>],
+        authzid: &str,
+    ) -> AuthOutcome {
+        self.checked(
+            "(certificate)",
+            || self.inner.verify_certificate(chain, authzid),
+            |o| o,
+        )
+        .unwrap_or_else(|refused| refused)
     }
 
     fn offers_scram(&self) -> bool {
         self.inner.offers_scram()
     }
 
-    fn scram_secret(&self, user: &str) -> crate::sasl::SecretLookup {
-        self.inner.scram_secret(user)
+    fn scram_params(&self, user: &str) -> crate::sasl::SecretLookup {
+        self.inner.scram_params(user)
+    }
+
+    fn scram_login(
+        &self,
+        user: &str,
+        auth_message: &[u8],
+        proof: &[u8; crate::sasl::KEY_LEN],
+    ) -> super::ScramLogin {
+        self.checked(
+            user,
+            || self.inner.scram_login(user, auth_message, proof),
+            |l| &l.outcome,
+        )
+        .unwrap_or_else(super::ScramLogin::failed)
     }
 }
 

@@ -20,6 +20,17 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use crate::config::CertUserField;
 use crate::net::cert_identity::cert_identity;
 
+/// The client's certificate chain as presented (end entity first), kept
+/// for AUTH EXTERNAL: the passdb verifies it again at login.
+pub type ClientChain = Arc<[CertificateDer<'static>]>;
+
+/// The chain to keep from a finished handshake.
+pub fn keep_chain(chain: Option<&[CertificateDer<'_>]>) -> Option<ClientChain> {
+    chain
+        .filter(|c| !c.is_empty())
+        .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+}
+
 /// Requests a certificate, takes whatever chain comes, checks signatures.
 #[derive(Debug)]
 pub struct RequestOnly {

@@ -93,6 +93,14 @@ impl Conn {
         }
     }
 
+    /// The chain of that certificate, for the passdb to verify at login.
+    pub fn client_chain(&self) -> Option<&crate::net::client_cert::ClientChain> {
+        match self {
+            Conn::Tls(t) => t.client_chain.as_ref(),
+            Conn::Tcp(_) | Conn::Stdio(_) => None,
+        }
+    }
+
     /// Ends the connection: a TLS close_notify first (best effort, it
     /// must not block long on a client that stopped reading), then
     /// [`shutdown`](Self::shutdown).

@@ -87,6 +87,7 @@ pub fn session_settings(conn: &Conn, policy: PlaintextAuth) -> SessionSettings {
         ),
         tls_protocol: tls_protocol(conn),
         cert_identity: conn.cert_identity().map(str::to_owned),
+        client_chain: conn.client_chain().cloned(),
     }
 }
 
@@ -197,7 +198,7 @@ fn upgrade(
     };
     match service.accept(tcp, &peer) {
         Ok(tls) => {
-            session.tls_started(tls.cert_identity.clone());
+            session.tls_started(tls.cert_identity.clone(), tls.client_chain.clone());
             Some(Conn::Tls(Box::new(tls)))
         }
         Err(e) => {

@@ -237,7 +237,9 @@ fn certified_key(
     }
 }
 
-fn client_verifier(
+/// The WebPki verifier for client certificates issued by the CA(s) in
+/// `ca`; also built by the passdb for AUTH EXTERNAL (`auth::cert_login`).
+pub fn client_verifier(
     ca: &Path,
     provider: Arc<CryptoProvider>,
 ) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {

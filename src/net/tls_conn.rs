@@ -27,6 +27,8 @@ pub struct TlsConn {
     pub stream: StreamOwned<ServerConnection, TcpStream>,
     /// The account a verified client certificate names (AUTH EXTERNAL).
     pub cert_identity: Option<String>,
+    /// That certificate's chain, for the passdb to verify at login.
+    pub client_chain: Option<client_cert::ClientChain>,
 }
 
 impl TlsConn {
@@ -136,9 +138,14 @@ impl TlsService {
             self.cert_user,
             peer,
         );
+        // Kept only when it names an account: EXTERNAL is offered then only.
+        let client_chain = cert_identity
+            .as_ref()
+            .and_then(|_| client_cert::keep_chain(conn.peer_certificates()));
         let tls = TlsConn {
             stream: StreamOwned::new(conn, tcp),
             cert_identity,
+            client_chain,
         };
         log::debug!(
             "TLS established: rip={peer} {}{}",

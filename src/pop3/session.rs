@@ -43,6 +43,9 @@ pub struct SessionSettings {
     /// The account a verified TLS client certificate names, for AUTH
     /// EXTERNAL (`net::cert_identity`); `None` without one.
     pub cert_identity: Option<String>,
+    /// That certificate's chain: AUTH EXTERNAL hands it to the passdb,
+    /// which verifies it again (in the privileged helper when there is one).
+    pub client_chain: Option<crate::net::client_cert::ClientChain>,
 }
 
 /// The RFC 1939 state, for the driver's choice of idle timeout.
@@ -144,7 +147,11 @@ impl Session {
     /// with a fresh view (RFC 2595 §4): no pending USER, STLS no longer
     /// offered, plaintext authentication allowed (every `plaintext_auth`
     /// policy allows it over TLS), and the client certificate's identity.
-    pub fn tls_started(&mut self, cert_identity: Option<String>) {
+    pub fn tls_started(
+        &mut self,
+        cert_identity: Option<String>,
+        client_chain: Option<crate::net::client_cert::ClientChain>,
+    ) {
         if !matches!(self.phase, Phase::StartingTls) {
             return;
         }
@@ -152,6 +159,7 @@ impl Session {
         self.settings.stls_offered = false;
         self.settings.plaintext_allowed = true;
         self.settings.cert_identity = cert_identity;
+        self.settings.client_chain = client_chain;
         self.phase = Phase::Authorization { user: None };
         self.bad_commands = 0;
     }

@@ -3,7 +3,9 @@
 use super::{Failure, Outcome, Step};
 
 /// `identity` is the account the certificate names; the client's message
-/// is its authorization identity, empty or that same name.
+/// is its authorization identity, empty or that same name. This early
+/// check only spares the passdb a hopeless request: the passdb verifies
+/// the chain and the authzid again (`Authenticator::verify_certificate`).
 pub(super) fn step(identity: Option<String>, authzid: &[u8]) -> Step {
     let Some(identity) = identity else {
         return Step::Failed(Failure::NoCertificate);
@@ -16,29 +18,31 @@ pub(super) fn step(identity: Option<String>, authzid: &[u8]) -> Step {
     if !authzid.is_empty() && authzid != identity {
         return Step::Failed(Failure::AuthzidMismatch);
     }
-    Step::Done(Outcome::Authenticated { user: identity })
+    Step::Done(Outcome::Certificate {
+        authzid: authzid.to_owned(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn user_of(step: Step) -> Option<String> {
+    fn authzid_of(step: Step) -> Option<String> {
         match step {
-            Step::Done(Outcome::Authenticated { user }) => Some(user),
+            Step::Done(Outcome::Certificate { authzid }) => Some(authzid),
             _ => None,
         }
     }
 
     #[test]
-    fn empty_authzid_uses_certificate_identity() {
-        assert_eq!(user_of(step(Some("bob".into()), b"")), Some("bob".into()));
+    fn empty_authzid_is_passed_on() {
+        assert_eq!(authzid_of(step(Some("bob".into()), b"")), Some("".into()));
     }
 
     #[test]
     fn equal_authzid_accepted() {
         assert_eq!(
-            user_of(step(Some("bob".into()), b"bob")),
+            authzid_of(step(Some("bob".into()), b"bob")),
             Some("bob".into())
         );
     }

@@ -6,7 +6,7 @@
 //! answers with a [`Step`]: a challenge to send as `+ base64`, a finished
 //! [`Outcome`] the session still has to turn into a login, or a [`Failure`].
 //! Nothing here does I/O; the only outside call is the injected
-//! [`ScramLookup`] for SCRAM secrets.
+//! [`ScramLookup`], the passdb that holds the SCRAM secrets.
 
 mod external;
 mod plain;
@@ -19,8 +19,8 @@ use std::sync::Arc;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 
-pub use scram::{ScramLookup, SecretLookup};
-pub use scram_secret::{ScramSecret, ScramSecretError};
+pub use scram::{ProofCheck, ScramLookup, ScramParams, SecretLookup};
+pub use scram_secret::{ScramSecret, ScramSecretError, KEY_LEN};
 
 use crate::limits;
 
@@ -74,8 +74,9 @@ pub struct Context {
     /// Where SCRAM secrets come from; `None` when the passdb cannot hold
     /// them (system accounts), and then SCRAM-SHA-256 is not offered.
     pub scram: Option<Arc<dyn ScramLookup>>,
-    /// The account named by the verified TLS client certificate
-    /// (`net::cert_identity`); `None` without one.
+    /// The account the TLS client certificate names
+    /// (`net::cert_identity`); `None` without one. It decides whether
+    /// EXTERNAL is offered; the passdb verifies the chain again at login.
     pub cert_identity: Option<String>,
 }
 
@@ -146,9 +147,12 @@ pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 pub enum Outcome {
     /// PLAIN: verify through `Authenticator::verify_password`.
     Password { user: String, password: Password },
-    /// SCRAM proved the password, EXTERNAL the certificate: the session
-    /// only has to find the account (it must exist in the passdb).
-    Authenticated { user: String },
+    /// SCRAM: the passdb checked the client's proof and accepted the
+    /// account (through the privileged helper, which opened its spool).
+    Accepted(crate::auth::Principal),
+    /// EXTERNAL: the session has the passdb verify the client's certificate
+    /// chain, which must name an account matching `authzid` (empty: any).
+    Certificate { authzid: String },
 }
 
 /// Why an exchange ended without success.

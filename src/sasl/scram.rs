@@ -12,25 +12,52 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use ring::rand::SecureRandom as _;
 
-use super::scram_secret::{hmac_sha256, sha256, KEY_LEN};
-use super::{ct_eq, Failure, Outcome, ScramSecret, Step};
+use super::scram_secret::{hmac_sha256, KEY_LEN};
+use super::{Failure, Outcome, Step};
+use crate::auth::Principal;
 
 /// RFC 4616's bound for user names serves here too.
 const MAX_USER: usize = 255;
 /// Raw bytes of the server's half of the nonce (32 base64 characters).
 const SERVER_NONCE_BYTES: usize = 24;
 
-/// Where the exchange finds a user's SCRAM secret (the passdb).
+/// The passdb as the exchange sees it. The exchange never holds StoredKey
+/// or ServerKey: it asks for the public salt and iteration count, and
+/// hands the client's proof to the passdb, which checks it and, on
+/// success, logs the account in (the privileged helper opens the spool
+/// only then).
 pub trait ScramLookup: Send + Sync {
-    fn scram_secret(&self, user: &str) -> SecretLookup;
+    fn scram_params(&self, user: &str) -> SecretLookup;
+    fn scram_verify(&self, user: &str, auth_message: &[u8], proof: &[u8; KEY_LEN]) -> ProofCheck;
+}
+
+/// The public half of a SCRAM secret: what server-first sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScramParams {
+    pub salt: Vec<u8>,
+    pub iterations: u32,
 }
 
 /// The passdb's answer for one user.
 pub enum SecretLookup {
-    Found(ScramSecret),
+    Found(ScramParams),
     /// Unknown user, or the entry is a crypt hash that cannot serve SCRAM.
     /// Answered exactly like a wrong password.
     NoSecret,
+    /// The passdb failed; the text is for the log.
+    Unavailable(String),
+}
+
+/// The passdb's verdict on a client's proof.
+#[derive(Debug)]
+pub enum ProofCheck {
+    /// The proof is right: the account, and the ServerSignature for `v=`.
+    Verified {
+        principal: Principal,
+        server_signature: [u8; KEY_LEN],
+    },
+    /// Wrong proof, unknown user, locked account.
+    Rejected,
     /// The passdb failed; the text is for the log.
     Unavailable(String),
 }
@@ -39,15 +66,12 @@ enum State {
     ClientFirst,
     ClientFinal(Box<Pending>),
     /// Proof checked, server-final sent; waiting for the empty response.
-    Verified(String),
+    Verified(Principal),
     Over,
 }
 
 struct Pending {
     user: String,
-    /// False for a decoy: the proof check fails whatever is sent.
-    known: bool,
-    secret: ScramSecret,
     gs2_header: String,
     client_first_bare: String,
     server_first: String,
@@ -82,8 +106,8 @@ impl ScramServer {
         let result = match std::mem::replace(&mut self.state, State::Over) {
             State::ClientFirst => self.client_first(message),
             State::ClientFinal(pending) => self.client_final(*pending, message),
-            State::Verified(user) if message.is_empty() => {
-                return Step::Done(Outcome::Authenticated { user })
+            State::Verified(principal) if message.is_empty() => {
+                return Step::Done(Outcome::Accepted(principal))
             }
             State::Verified(_) => Err(Failure::Malformed(
                 "expected an empty response after the server signature",
@@ -131,10 +155,10 @@ impl ScramServer {
         if authzid.is_some_and(|a| a != user) {
             return Err(Failure::AuthzidMismatch);
         }
-        let (known, secret) = match self.lookup.scram_secret(&user) {
-            super::SecretLookup::Found(secret) => (true, secret),
-            super::SecretLookup::NoSecret => (false, decoy(&user)?),
-            super::SecretLookup::Unavailable(detail) => return Err(Failure::Unavailable(detail)),
+        let params = match self.lookup.scram_params(&user) {
+            SecretLookup::Found(params) => params,
+            SecretLookup::NoSecret => decoy(&user)?,
+            SecretLookup::Unavailable(detail) => return Err(Failure::Unavailable(detail)),
         };
         let server_nonce = match &self.server_nonce {
             Some(n) => n.clone(),
@@ -143,14 +167,12 @@ impl ScramServer {
         let nonce = format!("{client_nonce}{server_nonce}");
         let server_first = format!(
             "r={nonce},s={},i={}",
-            BASE64.encode(secret.salt()),
-            secret.iterations()
+            BASE64.encode(&params.salt),
+            params.iterations
         );
         let challenge = server_first.clone().into_bytes();
         self.state = State::ClientFinal(Box::new(Pending {
             user,
-            known,
-            secret,
             gs2_header,
             client_first_bare: bare.to_owned(),
             server_first,
@@ -182,21 +204,22 @@ impl ScramServer {
             return Err(Failure::Malformed("nonce does not match"));
         }
         let auth_message = format!("{},{},{without_proof}", p.client_first_bare, p.server_first);
-        // ClientKey := ClientProof XOR HMAC(StoredKey, AuthMessage); the
-        // client knew the password iff H(ClientKey) is StoredKey.
-        let signature = hmac_sha256(p.secret.stored_key(), auth_message.as_bytes());
-        let mut client_key = [0u8; KEY_LEN];
-        for (k, (a, b)) in client_key.iter_mut().zip(proof.iter().zip(&signature)) {
-            *k = a ^ b;
+        // Unknown users too go to the passdb, which rejects them after the
+        // same work: the reply time does not tell whether the account exists.
+        match self
+            .lookup
+            .scram_verify(&p.user, auth_message.as_bytes(), &proof)
+        {
+            ProofCheck::Verified {
+                principal,
+                server_signature,
+            } => {
+                self.state = State::Verified(principal);
+                Ok(format!("v={}", BASE64.encode(server_signature)).into_bytes())
+            }
+            ProofCheck::Rejected => Err(Failure::Rejected),
+            ProofCheck::Unavailable(detail) => Err(Failure::Unavailable(detail)),
         }
-        let matches = ct_eq(&sha256(&client_key), p.secret.stored_key());
-        super::wipe(&mut client_key);
-        if !(matches && p.known) {
-            return Err(Failure::Rejected);
-        }
-        let server_signature = hmac_sha256(p.secret.server_key(), auth_message.as_bytes());
-        self.state = State::Verified(p.user);
-        Ok(format!("v={}", BASE64.encode(server_signature)).into_bytes())
     }
 }
 
@@ -246,7 +269,7 @@ fn random_nonce() -> Result<String, Failure> {
 
 /// The same salt for the same unknown user within one process, so that
 /// asking twice does not reveal that the account does not exist.
-fn decoy(user: &str) -> Result<ScramSecret, Failure> {
+fn decoy(user: &str) -> Result<ScramParams, Failure> {
     static KEY: OnceLock<Option<[u8; KEY_LEN]>> = OnceLock::new();
     let key = KEY
         .get_or_init(|| {
@@ -256,7 +279,10 @@ fn decoy(user: &str) -> Result<ScramSecret, Failure> {
         .ok_or_else(|| Failure::Unavailable("the system random generator failed".into()))?;
     let mac = hmac_sha256(&key, user.as_bytes());
     let salt = mac.get(..16).unwrap_or(&mac).to_vec();
-    Ok(ScramSecret::decoy(salt, hmac_sha256(&mac, b"keys")))
+    Ok(ScramParams {
+        salt,
+        iterations: super::scram_secret::MIN_ITERATIONS,
+    })
 }
 
 #[cfg(test)]

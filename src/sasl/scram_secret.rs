@@ -32,7 +32,7 @@ const NEW_SALT_LEN: usize = 16;
 const MAX_SALT_LEN: usize = 256;
 
 /// SHA-256 output length.
-pub(super) const KEY_LEN: usize = 32;
+pub const KEY_LEN: usize = 32;
 
 /// Why a stored SCRAM secret cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,23 +160,22 @@ impl ScramSecret {
         &self.salt
     }
 
-    pub(super) fn stored_key(&self) -> &[u8; KEY_LEN] {
-        &self.stored_key
-    }
-
-    pub(super) fn server_key(&self) -> &[u8; KEY_LEN] {
-        &self.server_key
-    }
-
-    /// A stand-in for unknown users, so that SCRAM answers them exactly
-    /// like known ones until the proof fails (RFC 5802 §5.1).
-    pub(super) fn decoy(salt: Vec<u8>, keys: [u8; KEY_LEN]) -> ScramSecret {
-        ScramSecret {
-            iterations: MIN_ITERATIONS,
-            salt,
-            stored_key: keys,
-            server_key: keys,
+    /// Checks a client's SCRAM proof over `auth_message` (RFC 5802 §3):
+    /// ClientKey := ClientProof XOR HMAC(StoredKey, AuthMessage), and the
+    /// client knew the password iff H(ClientKey) is StoredKey. On success
+    /// the ServerSignature the client expects in `v=`. Only the holder of
+    /// the secret (the passdb: the privileged helper, or the process itself
+    /// without one) calls this, so StoredKey and ServerKey never leave it.
+    pub fn check_proof(&self, auth_message: &[u8], proof: &[u8]) -> Option<[u8; KEY_LEN]> {
+        let proof: &[u8; KEY_LEN] = proof.try_into().ok()?;
+        let signature = hmac_sha256(&self.stored_key, auth_message);
+        let mut client_key = [0u8; KEY_LEN];
+        for (k, (a, b)) in client_key.iter_mut().zip(proof.iter().zip(&signature)) {
+            *k = a ^ b;
         }
+        let matches = ct_eq(&sha256(&client_key), &self.stored_key);
+        wipe(&mut client_key);
+        matches.then(|| hmac_sha256(&self.server_key, auth_message))
     }
 }
 
@@ -279,8 +278,8 @@ mod tests {
         let back = ScramSecret::parse(&text).unwrap();
         assert_eq!(back.iterations(), 4096);
         assert_eq!(back.salt(), secret.salt());
-        assert_eq!(back.stored_key(), secret.stored_key());
-        assert_eq!(back.server_key(), secret.server_key());
+        assert_eq!(back.stored_key, secret.stored_key);
+        assert_eq!(back.server_key, secret.server_key);
     }
 
     #[test]
@@ -370,7 +369,7 @@ mod tests {
     #[test]
     fn debug_hides_keys() {
         let shown = format!("{:?}", rfc7677());
-        assert!(!shown.contains(&BASE64.encode(rfc7677().stored_key())));
+        assert!(!shown.contains(&BASE64.encode(rfc7677().stored_key)));
         assert!(shown.contains("redacted"));
     }
 }

@@ -11,6 +11,8 @@ mod docs;
 mod fail2ban;
 mod fuzz_smoke;
 mod maildrop;
+#[cfg(feature = "pam")]
+mod pam;
 mod popa3d_compat;
 mod protocol;
 mod safety;

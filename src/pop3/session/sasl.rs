@@ -4,18 +4,35 @@ use std::io::{self, Write};
 use std::sync::Arc;
 
 use super::{Control, Phase, Session};
-use crate::auth::Authenticator;
+use crate::auth::{AuthOutcome, Authenticator};
 use crate::pop3::reply::{self, RespCode};
 use crate::sasl::{
-    challenge_line, Context, Exchange, Failure, Mechanism, Outcome, ScramLookup, SecretLookup, Step,
+    challenge_line, Context, Exchange, Failure, Mechanism, Outcome, ProofCheck, ScramLookup,
+    SecretLookup, Step, KEY_LEN,
 };
 
-/// The account database as the SCRAM exchange's secret source.
+/// The account database as the SCRAM exchange's verifier: it hands out
+/// salt and iterations and checks proofs, keeping the keys to itself.
 struct PassdbScram(Arc<dyn Authenticator>);
 
 impl ScramLookup for PassdbScram {
-    fn scram_secret(&self, user: &str) -> SecretLookup {
-        self.0.scram_secret(user)
+    fn scram_params(&self, user: &str) -> SecretLookup {
+        self.0.scram_params(user)
+    }
+
+    fn scram_verify(&self, user: &str, auth_message: &[u8], proof: &[u8; KEY_LEN]) -> ProofCheck {
+        let login = self.0.scram_login(user, auth_message, proof);
+        match (login.outcome, login.server_signature) {
+            (AuthOutcome::Accepted(principal), Some(server_signature)) => ProofCheck::Verified {
+                principal,
+                server_signature,
+            },
+            (AuthOutcome::Accepted(_), None) => ProofCheck::Unavailable(
+                "the account database accepted a SCRAM proof without a signature".into(),
+            ),
+            (AuthOutcome::Rejected, _) => ProofCheck::Rejected,
+            (AuthOutcome::Unavailable(why), _) => ProofCheck::Unavailable(why),
+        }
     }
 }
 
@@ -122,8 +139,20 @@ impl Session {
                     .verify_password(&user, password.as_bytes());
                 self.login(&user, mech.name(), outcome, out)
             }
-            Step::Done(Outcome::Authenticated { user }) => {
-                let outcome = self.backend.auth.lookup(&user);
+            Step::Done(Outcome::Accepted(principal)) => {
+                let user = principal.user.clone();
+                self.login(&user, mech.name(), AuthOutcome::Accepted(principal), out)
+            }
+            Step::Done(Outcome::Certificate { authzid }) => {
+                let chain = self.settings.client_chain.clone();
+                let outcome = match &chain {
+                    Some(chain) => self.backend.auth.verify_certificate(chain, &authzid),
+                    None => AuthOutcome::Rejected,
+                };
+                let user = match &outcome {
+                    AuthOutcome::Accepted(p) => p.user.clone(),
+                    _ => self.settings.cert_identity.clone().unwrap_or_default(),
+                };
                 self.login(&user, mech.name(), outcome, out)
             }
         }

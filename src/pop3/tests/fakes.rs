@@ -179,6 +179,7 @@ pub fn settings(plaintext_allowed: bool, stls_offered: bool) -> SessionSettings 
         local: "192.0.2.1".into(),
         tls_protocol: None,
         cert_identity: None,
+        client_chain: None,
     }
 }
 

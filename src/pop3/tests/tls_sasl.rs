@@ -8,16 +8,17 @@ use ring::{digest, hmac, pbkdf2};
 
 use super::fakes::{capture_logs, logs, settings, FakeAuth, FakeOpener};
 use super::{say, talk};
-use crate::auth::{AuthOutcome, Authenticator, Principal};
+use rustls::pki_types::CertificateDer;
+
+use crate::auth::{AuthOutcome, Authenticator, Principal, ScramLogin};
 use crate::pop3::{Backend, Control, Session, SessionSettings, State};
-use crate::sasl::{ScramSecret, SecretLookup};
+use crate::sasl::{ScramParams, ScramSecret, SecretLookup, KEY_LEN};
 
 const ALICE_OK: &str = "+OK maildrop has 3 messages (115 octets)\r\n";
 const NOT_ALLOWED_STLS: &str =
     "-ERR [AUTH] plaintext authentication is not allowed on this connection; use STLS\r\n";
 
-/// FakeAuth plus accounts without a password check, and SCRAM secrets:
-/// carol/pencil has one, `broken` makes the secret lookup fail.
+/// FakeAuth plus certificate and SCRAM logins.
 struct ScramAuth {
     scram: bool,
 }
@@ -27,29 +28,67 @@ impl Authenticator for ScramAuth {
         FakeAuth.verify_password(user, password)
     }
 
-    fn lookup(&self, user: &str) -> AuthOutcome {
-        match user {
-            "alice" | "carol" => AuthOutcome::Accepted(Principal {
-                user: user.to_owned(),
-                mailbox: format!("/var/mail/{user}").into(),
-            }),
-            "broken" => AuthOutcome::Unavailable("passwd file unreadable".into()),
-            _ => AuthOutcome::Rejected,
+    /// The fake "verifies" a chain whose first certificate is the
+    /// account name itself.
+    fn verify_certificate(&self, chain: &[CertificateDer<'_>], authzid: &str) -> AuthOutcome {
+        let Some(name) = chain.first().and_then(|c| std::str::from_utf8(c).ok()) else {
+            return AuthOutcome::Rejected;
+        };
+        if !authzid.is_empty() && authzid != name {
+            return AuthOutcome::Rejected;
         }
+        account(name)
     }
 
     fn offers_scram(&self) -> bool {
         self.scram
     }
 
-    fn scram_secret(&self, user: &str) -> SecretLookup {
-        match user {
-            "carol" => {
-                SecretLookup::Found(ScramSecret::derive(b"pencil", b"carol's salt", 4096).unwrap())
-            }
-            "broken" => SecretLookup::Unavailable("passwd file unreadable".into()),
-            _ => SecretLookup::NoSecret,
+    fn scram_params(&self, user: &str) -> SecretLookup {
+        match scram_secret(user) {
+            Ok(Some(s)) => SecretLookup::Found(ScramParams {
+                salt: s.salt().to_vec(),
+                iterations: s.iterations(),
+            }),
+            Ok(None) => SecretLookup::NoSecret,
+            Err(why) => SecretLookup::Unavailable(why),
         }
+    }
+
+    fn scram_login(&self, user: &str, auth_message: &[u8], proof: &[u8; KEY_LEN]) -> ScramLogin {
+        match scram_secret(user) {
+            Ok(Some(s)) => match s.check_proof(auth_message, proof) {
+                Some(sig) => ScramLogin {
+                    outcome: account(user),
+                    server_signature: Some(sig),
+                },
+                None => ScramLogin::rejected(),
+            },
+            Ok(None) => ScramLogin::rejected(),
+            Err(why) => ScramLogin::failed(AuthOutcome::Unavailable(why)),
+        }
+    }
+}
+
+fn account(user: &str) -> AuthOutcome {
+    match user {
+        "alice" | "carol" => AuthOutcome::Accepted(Principal {
+            user: user.to_owned(),
+            mailbox: format!("/var/mail/{user}").into(),
+        }),
+        "broken" => AuthOutcome::Unavailable("passwd file unreadable".into()),
+        _ => AuthOutcome::Rejected,
+    }
+}
+
+/// carol/pencil has a SCRAM secret; `broken` makes the lookup fail.
+fn scram_secret(user: &str) -> Result<Option<ScramSecret>, String> {
+    match user {
+        "carol" => Ok(Some(
+            ScramSecret::derive(b"pencil", b"carol's salt", 4096).unwrap(),
+        )),
+        "broken" => Err("passwd file unreadable".into()),
+        _ => Ok(None),
     }
 }
 
@@ -89,7 +128,7 @@ fn stls_then_fresh_authorization() {
     let mut out = Vec::new();
     assert_eq!(s.handle_too_long(&mut out).unwrap(), Control::Close);
     assert!(out.is_empty());
-    s.tls_started(None);
+    s.tls_started(None, None);
     assert_eq!(s.state(), State::Authorization);
     let caps = capa_lines(&mut s);
     assert!(!caps.contains(&"STLS".into()), "{caps:?}");
@@ -115,7 +154,7 @@ fn stls_refusals_keep_the_session() {
         "-ERR TLS is not available on this connection\r\n"
     );
     // tls_started without STLS changes nothing.
-    s.tls_started(Some("alice".into()));
+    s.tls_started(Some("alice".into()), Some(chain("alice")));
     assert!(!capa_lines(&mut s).iter().any(|l| l.contains("EXTERNAL")));
 }
 
@@ -220,10 +259,16 @@ fn auth_plain_failures() {
     );
 }
 
+/// A fake chain that the fake passdb reads as naming `name`.
+fn chain(name: &str) -> crate::net::client_cert::ClientChain {
+    Arc::from(vec![CertificateDer::from(name.as_bytes().to_vec())])
+}
+
 fn tls_settings(identity: Option<&str>) -> SessionSettings {
     let mut st = settings(true, false);
     st.tls_active = true;
     st.cert_identity = identity.map(str::to_owned);
+    st.client_chain = identity.map(chain);
     st
 }
 
@@ -284,6 +329,21 @@ fn external_refusals() {
     assert_eq!(
         say(&mut s, "AUTH EXTERNAL ="),
         "-ERR [SYS/TEMP] authentication is temporarily unavailable; try again later\r\n"
+    );
+    // The passdb's verdict on the chain decides, not the session's hint.
+    let mut st = tls_settings(Some("alice"));
+    st.client_chain = Some(chain("mallory"));
+    let mut s = session(st, false);
+    assert_eq!(
+        talk(&mut s, "AUTH EXTERNAL ="),
+        auth_err("invalid user name or password")
+    );
+    let mut st = tls_settings(Some("alice"));
+    st.client_chain = None;
+    let mut s = session(st, false);
+    assert_eq!(
+        talk(&mut s, "AUTH EXTERNAL ="),
+        auth_err("invalid user name or password")
     );
 }
 

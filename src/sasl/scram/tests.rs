@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use ring::{digest, hmac};
 
 use super::*;
-use crate::sasl::SecretLookup;
+use crate::sasl::{ScramSecret, SecretLookup};
 
 /// RFC 7677 §3.
 const C_NONCE: &str = "rOprNGfwEbeRWgbNEkqO";
@@ -21,11 +21,31 @@ const SERVER_FINAL: &str = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
 struct Users(HashMap<String, Option<ScramSecret>>);
 
 impl ScramLookup for Users {
-    fn scram_secret(&self, user: &str) -> SecretLookup {
+    fn scram_params(&self, user: &str) -> SecretLookup {
         match self.0.get(user) {
-            Some(Some(secret)) => SecretLookup::Found(secret.clone()),
+            Some(Some(secret)) => SecretLookup::Found(ScramParams {
+                salt: secret.salt().to_vec(),
+                iterations: secret.iterations(),
+            }),
             Some(None) => SecretLookup::Unavailable("passwd file unreadable".into()),
             None => SecretLookup::NoSecret,
+        }
+    }
+
+    fn scram_verify(&self, user: &str, auth_message: &[u8], proof: &[u8; KEY_LEN]) -> ProofCheck {
+        match self.0.get(user) {
+            Some(Some(secret)) => match secret.check_proof(auth_message, proof) {
+                Some(server_signature) => ProofCheck::Verified {
+                    principal: Principal {
+                        user: user.to_owned(),
+                        mailbox: format!("/var/mail/{user}").into(),
+                    },
+                    server_signature,
+                },
+                None => ProofCheck::Rejected,
+            },
+            Some(None) => ProofCheck::Unavailable("passwd file unreadable".into()),
+            None => ProofCheck::Rejected,
         }
     }
 }
@@ -71,7 +91,7 @@ fn rfc7677_vector() {
         SERVER_FINAL
     );
     match server.step(b"") {
-        Step::Done(Outcome::Authenticated { user }) => assert_eq!(user, "user"),
+        Step::Done(Outcome::Accepted(p)) => assert_eq!(p.user, "user"),
         other => panic!("{other:?}"),
     }
     assert!(matches!(
@@ -179,7 +199,7 @@ fn run(client: &mut Client, server: &mut ScramServer) -> Result<String, Failure>
     };
     assert!(client.server_signature_ok(&server_final), "{server_final}");
     match server.step(b"") {
-        Step::Done(Outcome::Authenticated { user }) => Ok(user),
+        Step::Done(Outcome::Accepted(p)) => Ok(p.user),
         other => panic!("{other:?}"),
     }
 }

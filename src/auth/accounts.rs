@@ -1,0 +1,295 @@
+//! The account database with its credential checks, as the privileged helper (or, without one, the process itself) consults it.
+//!
+//! Every way to an account goes through a credential checked here: a
+//! password, a client certificate chain verified against `tls_client_ca`,
+//! or a SCRAM proof checked against the stored secret. There is no
+//! password-less lookup by name from outside, so whoever can ask (the
+//! network process, talking to the helper) cannot obtain an account, nor
+//! have its spool opened, without one of them.
+
+use nix::unistd::Uid;
+use rustls::pki_types::CertificateDer;
+
+use super::cert_login::CertCheck;
+use super::system::SystemDb;
+use super::{AuthOutcome, Authenticator, PasswdFile, ScramLogin};
+use crate::config::{Config, Passdb};
+use crate::sasl::{ScramParams, SecretLookup, KEY_LEN};
+
+/// Where the accounts are, with the rule for who must own a spool.
+pub enum AccountDb {
+    /// System accounts: a spool belongs to its user.
+    System(SystemDb),
+    /// Virtual users: spools belong to the daemon's user (like Dovecot's
+    /// vmail), `owner`.
+    PasswdFile { db: PasswdFile, owner: Uid },
+    /// PAM checks the password; the account itself is a system account.
+    #[cfg(feature = "pam")]
+    Pam(super::pam::PamDb),
+}
+
+/// An account database and the trust anchors for client certificates.
+pub struct HelperDb {
+    accounts: AccountDb,
+    certs: Option<CertCheck>,
+}
+
+/// An outcome and, when accepted, the uid that must own the spool.
+pub type Checked = (AuthOutcome, Option<Uid>);
+
+impl HelperDb {
+    pub fn new(accounts: AccountDb, certs: Option<CertCheck>) -> HelperDb {
+        HelperDb { accounts, certs }
+    }
+
+    /// The database `passdb` names and the client CA, checked now (as
+    /// root, in the daemon) so that an unreadable file stops startup.
+    /// `daemon_uid` owns virtual spools.
+    pub fn for_config(config: &Config, daemon_uid: Uid) -> Result<HelperDb, String> {
+        let accounts = match &config.passdb {
+            Passdb::System => {
+                let db = SystemDb::new(config.mailbox.clone());
+                db.check()?;
+                AccountDb::System(db)
+            }
+            Passdb::PasswdFile(path) => {
+                let db = PasswdFile::new(path.clone(), config.mailbox.clone());
+                db.check()?;
+                AccountDb::PasswdFile {
+                    db,
+                    owner: daemon_uid,
+                }
+            }
+            #[cfg(feature = "pam")]
+            Passdb::Pam => AccountDb::Pam(super::pam::PamDb::new(config.mailbox.clone())?),
+            #[cfg(not(feature = "pam"))]
+            Passdb::Pam => {
+                return Err("passdb = pam is not available in this build: \
+                            rebuild ironpop with `cargo build --features pam` \
+                            (needs libpam0g-dev), or use passdb = system"
+                    .into())
+            }
+        };
+        let certs = CertCheck::from_config(config)?;
+        Ok(HelperDb::new(accounts, certs))
+    }
+
+    /// The account without a credential check: only ever called after one.
+    fn lookup(&self, user: &str) -> Checked {
+        match &self.accounts {
+            AccountDb::System(db) => db.lookup_account(user),
+            AccountDb::PasswdFile { db, owner } => (db.lookup(user), Some(*owner)),
+            #[cfg(feature = "pam")]
+            AccountDb::Pam(db) => db.lookup_account(user),
+        }
+    }
+
+    /// USER/PASS and AUTH PLAIN.
+    pub fn verify(&self, user: &str, password: &[u8]) -> Checked {
+        match &self.accounts {
+            AccountDb::System(db) => db.verify_account(user, password),
+            AccountDb::PasswdFile { db, owner } => {
+                (db.verify_password(user, password), Some(*owner))
+            }
+            #[cfg(feature = "pam")]
+            AccountDb::Pam(db) => db.verify_account(user, password),
+        }
+    }
+
+    /// AUTH EXTERNAL: the chain verified now, the account it names, the
+    /// authzid; then the account as for a password login.
+    pub fn certificate(&self, chain: &[CertificateDer<'_>], authzid: &str) -> Checked {
+        let Some(certs) = &self.certs else {
+            log::info!("login refused: client certificate offered, but tls_client_ca is not set");
+            return (AuthOutcome::Rejected, None);
+        };
+        match certs.identity(chain, authzid) {
+            Ok(user) => self.lookup(&user),
+            Err(why) => {
+                log::info!("login refused: {why}");
+                (AuthOutcome::Rejected, None)
+            }
+        }
+    }
+
+    pub fn offers_scram(&self) -> bool {
+        match &self.accounts {
+            AccountDb::PasswdFile { db, .. } => db.offers_scram(),
+            _ => false,
+        }
+    }
+
+    /// The public half of `user`'s SCRAM secret.
+    pub fn scram_params(&self, user: &str) -> SecretLookup {
+        let AccountDb::PasswdFile { db, .. } = &self.accounts else {
+            return SecretLookup::NoSecret;
+        };
+        match db.scram_secret(user) {
+            Ok(Some(secret)) => SecretLookup::Found(ScramParams {
+                salt: secret.salt().to_vec(),
+                iterations: secret.iterations(),
+            }),
+            Ok(None) => SecretLookup::NoSecret,
+            Err(why) => SecretLookup::Unavailable(why),
+        }
+    }
+
+    /// A SCRAM client proof, checked against the stored secret; only a
+    /// right proof leads to the account (which must not be locked).
+    pub fn scram_login(
+        &self,
+        user: &str,
+        auth_message: &[u8],
+        proof: &[u8; KEY_LEN],
+    ) -> (ScramLogin, Option<Uid>) {
+        let AccountDb::PasswdFile { db, .. } = &self.accounts else {
+            return (ScramLogin::rejected(), None);
+        };
+        let signature = match db.scram_secret(user) {
+            Ok(Some(secret)) => secret.check_proof(auth_message, proof),
+            Ok(None) => None,
+            Err(why) => return (ScramLogin::failed(AuthOutcome::Unavailable(why)), None),
+        };
+        let Some(signature) = signature else {
+            return (ScramLogin::rejected(), None);
+        };
+        match self.lookup(user) {
+            (AuthOutcome::Accepted(p), owner) => (
+                ScramLogin {
+                    outcome: AuthOutcome::Accepted(p),
+                    server_signature: Some(signature),
+                },
+                owner,
+            ),
+            (other, _) => (ScramLogin::failed(other), None),
+        }
+    }
+}
+
+/// Without a helper, the process makes the same checks itself.
+impl Authenticator for HelperDb {
+    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome {
+        self.verify(user, password).0
+    }
+
+    fn verify_certificate(&self, chain: &[CertificateDer<'_>], authzid: &str) -> AuthOutcome {
+        self.certificate(chain, authzid).0
+    }
+
+    fn offers_scram(&self) -> bool {
+        HelperDb::offers_scram(self)
+    }
+
+    fn scram_params(&self, user: &str) -> SecretLookup {
+        HelperDb::scram_params(self, user)
+    }
+
+    fn scram_login(&self, user: &str, auth_message: &[u8], proof: &[u8; KEY_LEN]) -> ScramLogin {
+        HelperDb::scram_login(self, user, auth_message, proof).0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sasl::ScramSecret;
+
+    fn db(dir: &tempfile::TempDir) -> HelperDb {
+        let secret = ScramSecret::derive(b"pencil", b"salt of s", 4096).unwrap();
+        let users = dir.path().join("users");
+        std::fs::write(&users, format!("s:{secret}\nlocked:!\np:{{PLAIN}}pw\n")).unwrap();
+        HelperDb::new(
+            AccountDb::PasswdFile {
+                db: PasswdFile::new(users, "/m/%u".into()),
+                owner: Uid::from_raw(4242),
+            },
+            None,
+        )
+    }
+
+    /// A client's proof for `password`, computed from the secret's parts.
+    fn proof(password: &[u8], auth_message: &[u8]) -> [u8; KEY_LEN] {
+        use ring::{digest, hmac};
+        // SaltedPassword := Hi(password, salt, i), as a client computes it.
+        let salted = {
+            let mut out = [0u8; KEY_LEN];
+            ring::pbkdf2::derive(
+                ring::pbkdf2::PBKDF2_HMAC_SHA256,
+                std::num::NonZeroU32::new(4096).unwrap(),
+                b"salt of s",
+                password,
+                &mut out,
+            );
+            out
+        };
+        let sign = |k: &[u8], d: &[u8]| hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, k), d);
+        let client_key = sign(&salted, b"Client Key");
+        let stored = digest::digest(&digest::SHA256, client_key.as_ref());
+        let signature = sign(stored.as_ref(), auth_message);
+        let mut p = [0u8; KEY_LEN];
+        for (o, (a, b)) in p
+            .iter_mut()
+            .zip(client_key.as_ref().iter().zip(signature.as_ref()))
+        {
+            *o = a ^ b;
+        }
+        p
+    }
+
+    #[test]
+    fn scram_login_needs_the_right_proof() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        assert!(HelperDb::offers_scram(&db));
+        match HelperDb::scram_params(&db, "s") {
+            SecretLookup::Found(p) => {
+                assert_eq!((p.salt.as_slice(), p.iterations), (&b"salt of s"[..], 4096))
+            }
+            _ => panic!("no params"),
+        }
+        assert!(matches!(
+            HelperDb::scram_params(&db, "p"),
+            SecretLookup::NoSecret
+        ));
+        let msg = b"n=s,r=abc,r=abcdef,s=x,i=4096,c=biws,r=abcdef";
+        let (login, owner) = HelperDb::scram_login(&db, "s", msg, &proof(b"pencil", msg));
+        assert!(matches!(login.outcome, AuthOutcome::Accepted(ref p) if p.user == "s"));
+        assert!(login.server_signature.is_some());
+        assert_eq!(owner, Some(Uid::from_raw(4242)));
+        // A proof for another message, another password, another user.
+        let other = proof(b"pencil", b"another message");
+        assert_eq!(
+            HelperDb::scram_login(&db, "s", msg, &other).0,
+            ScramLogin::rejected()
+        );
+        let wrong = proof(b"pencils", msg);
+        assert_eq!(
+            HelperDb::scram_login(&db, "s", msg, &wrong).0,
+            ScramLogin::rejected()
+        );
+        let right = proof(b"pencil", msg);
+        for user in ["p", "nobody", "locked"] {
+            assert_eq!(
+                HelperDb::scram_login(&db, user, msg, &right).0,
+                ScramLogin::rejected(),
+                "{user}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_account_without_a_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        // Without tls_client_ca no certificate opens anything; the
+        // certificate-less "lookup" is not reachable from outside.
+        assert_eq!(db.certificate(&[], "").0, AuthOutcome::Rejected);
+        assert_eq!(
+            db.certificate(&[CertificateDer::from(b"p".to_vec())], "p")
+                .0,
+            AuthOutcome::Rejected
+        );
+        assert!(matches!(db.verify("p", b"pw").0, AuthOutcome::Accepted(_)));
+        assert_eq!(db.verify("p", b"pW").0, AuthOutcome::Rejected);
+    }
+}
