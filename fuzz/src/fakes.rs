@@ -11,7 +11,9 @@ use ironpop::mailbox::{
     CommitReport, MailboxError, Maildrop, MaildropOpener, MessageInfo, TransferError,
 };
 use ironpop::pop3::{Backend, Session, SessionSettings};
-use ironpop::sasl::{Context, ScramLookup, ScramSecret, SecretLookup};
+use ironpop::sasl::{
+    Context, ProofCheck, ScramLookup, ScramParams, ScramSecret, SecretLookup, KEY_LEN,
+};
 
 /// alice/secret reads [`SPOOL`]; `busy` (password `x`) is in use; `down`
 /// makes the backend fail; everyone else is rejected.
@@ -131,6 +133,7 @@ pub fn session(plaintext: bool) -> Session {
             local: "192.0.2.2".into(),
             tls_protocol: None,
             cert_identity: None,
+            client_chain: None,
         },
     )
 }
@@ -148,11 +151,33 @@ fn alice_secret() -> ScramSecret {
 struct Secrets;
 
 impl ScramLookup for Secrets {
-    fn scram_secret(&self, user: &str) -> SecretLookup {
+    fn scram_params(&self, user: &str) -> SecretLookup {
         match user {
-            "alice" => SecretLookup::Found(alice_secret()),
+            "alice" => {
+                let secret = alice_secret();
+                SecretLookup::Found(ScramParams {
+                    salt: secret.salt().to_vec(),
+                    iterations: secret.iterations(),
+                })
+            }
             "down" => SecretLookup::Unavailable("fake backend down".into()),
             _ => SecretLookup::NoSecret,
+        }
+    }
+
+    fn scram_verify(&self, user: &str, auth_message: &[u8], proof: &[u8; KEY_LEN]) -> ProofCheck {
+        if user != "alice" {
+            return ProofCheck::Rejected;
+        }
+        match alice_secret().check_proof(auth_message, proof) {
+            Some(server_signature) => ProofCheck::Verified {
+                principal: Principal {
+                    user: user.to_owned(),
+                    mailbox: PathBuf::from("/fuzz/mail/alice"),
+                },
+                server_signature,
+            },
+            None => ProofCheck::Rejected,
         }
     }
 }

@@ -412,10 +412,14 @@ fn warnings_for_risky_settings() {
     assert!(!has(&ok(&format!("{base}idle_timeout = 600")), "RFC 1939"));
     assert!(has(&ok("plaintext_auth = always"), "unencrypted"));
     assert!(has(&ok("passdb = passwd-file:/p"), "no tls_cert"));
-    assert!(has(
-        &ok("plaintext_auth = localhost"),
-        "passdb = system is not supported"
-    ));
+    assert!(!has(&ok("plaintext_auth = localhost"), "passdb"));
+    assert_eq!(
+        has(
+            &ok("plaintext_auth = localhost\npassdb = pam"),
+            "--features pam"
+        ),
+        !cfg!(feature = "pam")
+    );
     assert!(has(&ok(&format!("{base}auth_fail_delay = 0")), "guess"));
     assert!(has(
         &ok(&format!("{base}max_sessions = 4")),
