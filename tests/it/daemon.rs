@@ -371,6 +371,30 @@ fn locked_account_is_refused() {
 }
 
 #[test]
+fn spool_owned_by_another_user_is_refused() {
+    require_root!();
+    let user = SystemUser::create("pw");
+    let s = setup(&user, "");
+    // Someone else's file at the account's spool path (a misconfigured
+    // template, or a planted file): serving or compacting it would hand
+    // that person's mail to this account.
+    let spool = s.dir.path().join("mail").join(&user.name);
+    let before = std::fs::read(&spool).unwrap();
+    nix::unistd::chown(&spool, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    let server = Server::start(&s.conf);
+    let mut c = tcp(&server.addr());
+    c.cmd(&format!("USER {}", user.name));
+    let reply = c.cmd("PASS pw");
+    assert!(reply.starts_with("-ERR [SYS/PERM]"), "{reply}");
+    assert!(
+        !reply.contains("/mail/"),
+        "no server path in the reply: {reply}"
+    );
+    server.wait_log("belongs to uid 65534");
+    assert_eq!(std::fs::read(&spool).unwrap(), before, "spool untouched");
+}
+
+#[test]
 fn killed_helper_lets_no_login_through_and_stops_the_daemon() {
     require_root!();
     let user = SystemUser::create("right");
