@@ -98,8 +98,7 @@ fn peer_name(conn: &Conn) -> String {
     )
 }
 
-/// The `tls=` of the login line: the protocol an implicit-TLS connection
-/// negotiated (after STLS the session logs `tls=yes`).
+/// The `tls=` of the login line: the protocol the connection negotiated.
 fn tls_protocol(conn: &Conn) -> Option<&'static str> {
     let Conn::Tls(t) = conn else {
         return None;
@@ -198,8 +197,10 @@ fn upgrade(
     };
     match service.accept(tcp, &peer) {
         Ok(tls) => {
-            session.tls_started(tls.cert_identity.clone(), tls.client_chain.clone());
-            Some(Conn::Tls(Box::new(tls)))
+            let (identity, chain) = (tls.cert_identity.clone(), tls.client_chain.clone());
+            let conn = Conn::Tls(Box::new(tls));
+            session.tls_started(tls_protocol(&conn), identity, chain);
+            Some(conn)
         }
         Err(e) => {
             log::info!("STLS: rip={peer}: {e}");

@@ -146,9 +146,11 @@ impl Session {
     /// The TLS handshake after STLS succeeded: AUTHORIZATION starts again
     /// with a fresh view (RFC 2595 §4): no pending USER, STLS no longer
     /// offered, plaintext authentication allowed (every `plaintext_auth`
-    /// policy allows it over TLS), and the client certificate's identity.
+    /// policy allows it over TLS), the negotiated protocol for the login
+    /// line, and the client certificate's identity.
     pub fn tls_started(
         &mut self,
+        tls_protocol: Option<&'static str>,
         cert_identity: Option<String>,
         client_chain: Option<crate::net::client_cert::ClientChain>,
     ) {
@@ -158,6 +160,7 @@ impl Session {
         self.settings.tls_active = true;
         self.settings.stls_offered = false;
         self.settings.plaintext_allowed = true;
+        self.settings.tls_protocol = tls_protocol;
         self.settings.cert_identity = cert_identity;
         self.settings.client_chain = client_chain;
         self.phase = Phase::Authorization { user: None };

@@ -220,6 +220,17 @@ fn curl_pop3s_stls_and_sasl_plain() {
         "{}",
         t.server.log()
     );
+    // Every login here was over TLS, implicit or after STLS, and the log
+    // names the negotiated version for each.
+    let log = t.server.log();
+    let logins: Vec<&str> = log.lines().filter(|l| l.contains("login: ")).collect();
+    assert_eq!(logins.len(), 3, "{logins:?}");
+    assert!(
+        logins
+            .iter()
+            .all(|l| l.contains(" tls=TLSv1.3") || l.contains(" tls=TLSv1.2")),
+        "{logins:?}"
+    );
 }
 
 #[test]

@@ -128,7 +128,7 @@ fn stls_then_fresh_authorization() {
     let mut out = Vec::new();
     assert_eq!(s.handle_too_long(&mut out).unwrap(), Control::Close);
     assert!(out.is_empty());
-    s.tls_started(None, None);
+    s.tls_started(Some("TLSv1.3"), None, None);
     assert_eq!(s.state(), State::Authorization);
     let caps = capa_lines(&mut s);
     assert!(!caps.contains(&"STLS".into()), "{caps:?}");
@@ -154,7 +154,7 @@ fn stls_refusals_keep_the_session() {
         "-ERR TLS is not available on this connection\r\n"
     );
     // tls_started without STLS changes nothing.
-    s.tls_started(Some("alice".into()), Some(chain("alice")));
+    s.tls_started(Some("TLSv1.3"), Some("alice".into()), Some(chain("alice")));
     assert!(!capa_lines(&mut s).iter().any(|l| l.contains("EXTERNAL")));
 }
 
