@@ -17,13 +17,14 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_ironpop");
 const WAIT: Duration = Duration::from_secs(20);
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Returns early from a test that needs root; under CI, fails instead.
 macro_rules! require_root {
     () => {
-        if !is_root() {
+        if !$crate::daemon::is_root() {
             assert!(
                 std::env::var_os("CI").is_none(),
                 "this test needs root, and CI runs as root"
@@ -50,13 +51,13 @@ fn tool(name: &str) -> bool {
 }
 
 /// A system account created for one test, removed afterwards.
-struct SystemUser {
-    name: String,
-    uid: u32,
+pub(crate) struct SystemUser {
+    pub(crate) name: String,
+    pub(crate) uid: u32,
 }
 
 impl SystemUser {
-    fn create(password: &str) -> SystemUser {
+    pub(crate) fn create(password: &str) -> SystemUser {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let name = format!("ipt{}x{n}", std::process::id());
@@ -98,12 +99,17 @@ impl Drop for SystemUser {
 }
 
 /// A temp root with `mail/USER` (0600, owned by the user) and a config.
-struct Setup {
-    dir: tempfile::TempDir,
-    conf: PathBuf,
+pub(crate) struct Setup {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) conf: PathBuf,
 }
 
 fn setup(user: &SystemUser, extra: &str) -> Setup {
+    setup_with(user, "system", extra)
+}
+
+/// [`setup`] with another `passdb` (pam.rs uses `pam`).
+pub(crate) fn setup_with(user: &SystemUser, passdb: &str, extra: &str) -> Setup {
     let dir = tempfile::Builder::new()
         .prefix("ironpop-daemon-")
         .tempdir()
@@ -131,7 +137,7 @@ fn setup(user: &SystemUser, extra: &str) -> Setup {
     std::fs::write(
         &conf,
         format!(
-            "listen = 127.0.0.1:0\nuser = nobody\ngroup = nogroup\npassdb = system\n\
+            "listen = 127.0.0.1:0\nuser = nobody\ngroup = nogroup\npassdb = {passdb}\n\
              mailbox = {}/%u\nstate_dir = {}\npid_file = {}/pid\nplaintext_auth = always\n\
              auth_fail_delay = 0\n{extra}",
             mail.display(),
@@ -144,7 +150,7 @@ fn setup(user: &SystemUser, extra: &str) -> Setup {
 }
 
 /// A running `ironpop -F`, its stderr collected.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     log: Arc<Mutex<String>>,
 }
@@ -165,17 +171,17 @@ impl Server {
         Server { child, log }
     }
 
-    fn start(conf: &Path) -> Server {
+    pub(crate) fn start(conf: &Path) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.arg("-F").arg("-f").arg(conf);
         Server::spawn(cmd)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
-    fn wait_log(&self, needle: &str) -> String {
+    pub(crate) fn wait_log(&self, needle: &str) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
             let log = self.log();
@@ -190,7 +196,7 @@ impl Server {
         }
     }
 
-    fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         let line = self.wait_log("listening on ");
         let rest = &line[line.find("listening on ").unwrap() + 13..];
         rest.split(' ').next().unwrap().to_string()
@@ -257,7 +263,7 @@ fn ids(pid: i32) -> (String, String, String) {
 }
 
 /// A line-based POP3 client over any stream.
-struct Client<S: Read + Write> {
+pub(crate) struct Client<S: Read + Write> {
     reader: BufReader<S>,
 }
 
@@ -277,7 +283,7 @@ impl<S: Read + Write> Client<S> {
         l
     }
 
-    fn cmd(&mut self, c: &str) -> String {
+    pub(crate) fn cmd(&mut self, c: &str) -> String {
         let s = self.reader.get_mut();
         s.write_all(format!("{c}\r\n").as_bytes()).unwrap();
         s.flush().unwrap();
@@ -296,7 +302,7 @@ impl<S: Read + Write> Client<S> {
     }
 }
 
-fn tcp(addr: &str) -> Client<TcpStream> {
+pub(crate) fn tcp(addr: &str) -> Client<TcpStream> {
     let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
     Client::new(s)

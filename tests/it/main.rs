@@ -5,6 +5,7 @@
 mod harness;
 
 mod clients;
+#[macro_use]
 mod daemon;
 mod demo;
 mod docs;
