@@ -15,6 +15,7 @@ mod maildrop;
 mod pam;
 mod popa3d_compat;
 mod protocol;
+mod proxy;
 mod safety;
 mod server;
 mod tls;
