@@ -15,6 +15,7 @@ use std::path::Path;
 use ironpop::mailbox::scan::{scan_bytes, Scanner};
 use ironpop::mailbox::transfer::Encoder;
 use ironpop::net::line_buffer::{LineBuffer, LineEvent};
+use ironpop::net::proxy::{self, Parsed};
 use ironpop::pop3::command::{self, Command};
 use ironpop::pop3::Control;
 use ironpop::sasl::{self, Exchange, Mechanism, Step};
@@ -249,4 +250,42 @@ pub fn sasl(data: &[u8]) {
         step = ex.continuation(line);
     }
     let _ = ironpop::sasl::ScramSecret::parse(&String::from_utf8_lossy(input));
+}
+
+/// The PROXY header parser: read the way the worker reads (only the bytes
+/// asked for), a complete header is exactly what was read, every prefix
+/// of it asks for more, and no header outgrows the reader's buffer.
+pub fn proxy(data: &[u8]) {
+    let mut have = 0usize;
+    loop {
+        match proxy::parse(&data[..have]) {
+            Ok(Parsed::Complete { len, .. }) => {
+                assert_eq!(len, have, "complete after reading exactly the header");
+                for cut in 0..len {
+                    assert!(
+                        matches!(proxy::parse(&data[..cut]), Ok(Parsed::NeedMore(_))),
+                        "prefix of {cut} bytes"
+                    );
+                }
+                break;
+            }
+            Ok(Parsed::NeedMore(n)) => {
+                assert!(n > 0, "asks for nothing");
+                assert!(have + n <= proxy::MAX_HEADER, "outgrows the buffer");
+                if have + n > data.len() {
+                    break;
+                }
+                have += n;
+            }
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                break;
+            }
+        }
+    }
+    // Whatever the whole input holds, one look never panics and a header
+    // found in it is the one found incrementally.
+    if let Ok(Parsed::Complete { len, .. }) = proxy::parse(data) {
+        assert!(len <= data.len() && len <= proxy::MAX_HEADER);
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,8 +30,9 @@ const WAKER: Token = Token(usize::MAX - 2);
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 const REFUSED_FULL: &[u8] = b"-ERR [SYS/TEMP] too many connections\r\n";
-const REFUSED_PER_IP: &[u8] = b"-ERR [SYS/TEMP] too many connections from your address\r\n";
-const REFUSED_BLOCKED: &[u8] =
+pub(crate) const REFUSED_PER_IP: &[u8] =
+    b"-ERR [SYS/TEMP] too many connections from your address\r\n";
+pub(crate) const REFUSED_BLOCKED: &[u8] =
     b"-ERR [SYS/TEMP] too many failed logins from your address; try again later\r\n";
 
 /// An admitted connection on its way to a worker.
@@ -40,8 +41,12 @@ pub struct Job {
     pub peer: SocketAddr,
     /// Accepted on an implicit-TLS listener: handshake before the greeting.
     pub tls: bool,
-    /// Holds the client's per-address slot until the session ends.
+    /// Holds the client's per-address slot until the session ends. For a
+    /// trusted proxy it is not counted yet: the worker counts it for the
+    /// client its PROXY header names.
     pub ticket: Ticket,
+    /// The peer is in `proxy_protocol_from`: a PROXY header comes first.
+    pub proxied: bool,
 }
 
 /// Why the acceptor stopped.
@@ -138,9 +143,18 @@ pub struct Acceptor {
     /// The privileged helpers: if one ends, the daemon must stop.
     helpers: Vec<Pid>,
     throttle: Option<Arc<Throttle>>,
+    /// `proxy_protocol_from`, canonical.
+    proxies: Vec<IpAddr>,
 }
 
 impl Acceptor {
+    /// Peers whose connections start with a PROXY header. Their own
+    /// address is neither throttled nor counted per address here: the
+    /// worker does both for the client the header names.
+    pub fn trust_proxies(&mut self, proxies: &[IpAddr]) {
+        self.proxies = proxies.iter().map(|ip| ip.to_canonical()).collect();
+    }
+
     /// The helper processes whose end stops the daemon.
     pub fn watch_helpers(&mut self, pids: &[Pid]) {
         self.helpers = pids.to_vec();
@@ -177,6 +191,7 @@ impl Acceptor {
             on_reload: None,
             helpers: Vec::new(),
             throttle: None,
+            proxies: Vec::new(),
         })
     }
 
@@ -306,6 +321,12 @@ impl Acceptor {
         pool: &Pool<Job>,
         table: &Arc<SessionTable>,
     ) {
+        if self.proxies.contains(&peer.ip().to_canonical()) {
+            let handle = stream.try_clone().ok();
+            let ticket = table.admit_proxied(handle);
+            self.submit(stream, peer, tls, ticket, true, pool);
+            return;
+        }
         if let Some(throttle) = &self.throttle {
             if let Err(left) = throttle.check(peer.ip(), Instant::now()) {
                 if self.refusals.allow(Instant::now()) {
@@ -336,12 +357,25 @@ impl Acceptor {
                 return;
             }
         };
+        self.submit(stream, peer, tls, ticket, false, pool);
+    }
+
+    fn submit(
+        &mut self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        tls: bool,
+        ticket: Ticket,
+        proxied: bool,
+        pool: &Pool<Job>,
+    ) {
         log::debug!("connection from {peer}");
         if let Err(job) = pool.submit(Job {
             stream,
             peer,
             tls,
             ticket,
+            proxied,
         }) {
             if self.refusals.allow(Instant::now()) {
                 log::warn!(
@@ -356,7 +390,7 @@ impl Acceptor {
 
 /// Tells the client why and closes, without ever waiting for it. A TLS
 /// client expects a handshake, not text: it is only closed.
-fn refuse(stream: TcpStream, reply: &[u8], tls: bool) {
+pub(crate) fn refuse(stream: TcpStream, reply: &[u8], tls: bool) {
     if !tls && stream.set_nonblocking(true).is_ok() {
         let _ = (&stream).write(reply);
     }

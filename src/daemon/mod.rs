@@ -131,6 +131,7 @@ pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), Dae
         .map_err(|e| DaemonError::system("set up the event loop", e))?;
     acceptor.watch_helpers(&helpers);
     acceptor.use_throttle(throttle);
+    acceptor.trust_proxies(&config.proxy_protocol_from);
     let notifier = Arc::new(notifier);
     acceptor.on_reload(reloader(
         config_path.to_path_buf(),

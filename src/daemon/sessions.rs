@@ -26,7 +26,9 @@ pub struct SessionTable {
 /// the slot back.
 pub struct Ticket {
     table: Arc<SessionTable>,
-    ip: IpAddr,
+    /// The address the slot is counted for; `None` until a trusted proxy's
+    /// header names the client (see [`SessionTable::admit_proxied`]).
+    ip: Option<IpAddr>,
     id: u64,
 }
 
@@ -69,9 +71,25 @@ impl SessionTable {
         inner.open.insert(id, handle);
         Ok(Ticket {
             table: Arc::clone(self),
-            ip,
+            ip: Some(ip),
             id,
         })
+    }
+
+    /// Admits a connection from a trusted proxy without counting it for
+    /// the proxy's address, which carries many clients: the worker counts
+    /// it for the client with [`Ticket::count_for`] once the PROXY header
+    /// has named one. Shutdown still reaches it through `handle`.
+    pub fn admit_proxied(self: &Arc<Self>, handle: Option<TcpStream>) -> Ticket {
+        let mut inner = self.lock();
+        let id = inner.next_id;
+        inner.next_id = inner.next_id.wrapping_add(1);
+        inner.open.insert(id, handle);
+        Ticket {
+            table: Arc::clone(self),
+            ip: None,
+            id,
+        }
     }
 
     /// Sessions open from `ip`.
@@ -115,19 +133,41 @@ impl SessionTable {
         true
     }
 
-    fn release(&self, ip: IpAddr, id: u64) {
+    fn release(&self, ip: Option<IpAddr>, id: u64) {
         let mut inner = self.lock();
         inner.open.remove(&id);
-        if let Some(count) = inner.per_ip.get_mut(&ip) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                // Keeps the map as small as the set of connected clients.
-                inner.per_ip.remove(&ip);
+        if let Some(ip) = ip {
+            if let Some(count) = inner.per_ip.get_mut(&ip) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    // Keeps the map as small as the set of connected clients.
+                    inner.per_ip.remove(&ip);
+                }
             }
         }
         if inner.open.is_empty() {
             self.ended.notify_all();
         }
+    }
+}
+
+impl Ticket {
+    /// Counts an uncounted ticket (from [`SessionTable::admit_proxied`])
+    /// for `ip`, under the same per-address limit as [`SessionTable::admit`].
+    /// A ticket already counted for an address stays as it is.
+    pub fn count_for(&mut self, ip: IpAddr) -> Result<(), TooManyFromAddress> {
+        if self.ip.is_some() {
+            return Ok(());
+        }
+        let ip = ip.to_canonical();
+        let mut inner = self.table.lock();
+        let count = inner.per_ip.get(&ip).copied().unwrap_or(0);
+        if self.table.per_ip_limit != 0 && count >= self.table.per_ip_limit {
+            return Err(TooManyFromAddress { open: count });
+        }
+        inner.per_ip.insert(ip, count + 1);
+        self.ip = Some(ip);
+        Ok(())
     }
 }
 
@@ -167,6 +207,27 @@ mod tests {
         drop((a2, a3, b));
         assert_eq!(table.active(), 0);
         assert!(table.lock().per_ip.is_empty(), "no entries left behind");
+    }
+
+    #[test]
+    fn proxied_tickets_count_for_the_client_once_known() {
+        let table = Arc::new(SessionTable::new(1));
+        let mut a = table.admit_proxied(None);
+        let mut b = table.admit_proxied(None);
+        assert_eq!(table.active(), 2);
+        assert_eq!(table.count(ip("127.0.0.1")), 0, "the proxy is not counted");
+        a.count_for(ip("192.0.2.1")).unwrap();
+        assert_eq!(
+            b.count_for(ip("::ffff:192.0.2.1")),
+            Err(TooManyFromAddress { open: 1 })
+        );
+        b.count_for(ip("192.0.2.2")).unwrap();
+        assert_eq!(table.count(ip("192.0.2.2")), 1);
+        b.count_for(ip("192.0.2.3")).unwrap();
+        assert_eq!(table.count(ip("192.0.2.3")), 0, "counted only once");
+        drop((a, b));
+        assert_eq!(table.active(), 0);
+        assert!(table.lock().per_ip.is_empty());
     }
 
     #[test]

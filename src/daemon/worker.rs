@@ -1,13 +1,19 @@
 //! What a pool worker does with an admitted connection: wrap it in a `Conn` and drive one POP3 session.
 
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::auth::throttle::{Throttle, ThrottledAuth};
 use crate::config::{Config, PlaintextAuth};
-use crate::daemon::acceptor::Job;
+use crate::daemon::acceptor::{self, Job};
 use crate::daemon::privsep::Accounts;
+use crate::daemon::sessions::Ticket;
+use crate::net::conn::is_loopback_ip;
 use crate::net::driver::{self, Timeouts};
+use crate::net::proxy::Header;
+use crate::net::proxy_read::{self, MAX_HEADER_WAIT};
 use crate::net::tls_conn::TlsService;
 use crate::net::Conn;
 use crate::pop3::{Backend, Session};
@@ -24,6 +30,15 @@ pub struct Server {
     pub stopping: Arc<AtomicBool>,
     /// With `tls_cert`: implicit-TLS handshakes and STLS.
     pub tls: Option<Arc<TlsService>>,
+}
+
+/// Where a connection comes from, after any PROXY header.
+struct Endpoints {
+    /// The client: `rip=`, `plaintext_auth = localhost`, throttle and
+    /// per-address limit all go by it.
+    client: SocketAddr,
+    /// The address the client connected to (`lip=`), when a proxy said.
+    local: Option<SocketAddr>,
 }
 
 impl Server {
@@ -50,8 +65,21 @@ impl Server {
             stream,
             peer,
             tls,
-            ticket: _ticket,
+            mut ticket,
+            proxied,
         } = job;
+        let ends = if proxied {
+            match self.proxied_client(&stream, peer, tls, &mut ticket) {
+                Some(ends) => ends,
+                None => return,
+            }
+        } else {
+            Endpoints {
+                client: peer,
+                local: None,
+            }
+        };
+        let peer = ends.client;
         // Accepted sockets are blocking on Linux, not on every Unix.
         let conn = match stream
             .set_nonblocking(false)
@@ -79,6 +107,19 @@ impl Server {
         };
         let mut settings = driver::session_settings(&conn, self.plaintext_auth);
         settings.stls_offered = self.tls.is_some() && !conn.is_tls();
+        if proxied {
+            // The proxy's own address (often loopback) must not pass for
+            // the client's: a remote client is never "localhost".
+            settings.peer = peer.ip().to_canonical().to_string();
+            settings.plaintext_allowed = driver::plaintext_allowed(
+                self.plaintext_auth,
+                conn.is_tls(),
+                is_loopback_ip(peer.ip()),
+            );
+            if let Some(local) = ends.local {
+                settings.local = local.ip().to_canonical().to_string();
+            }
+        }
         let (auth, maildrops) = self.accounts.for_session();
         let backend = Backend {
             auth: Arc::new(ThrottledAuth {
@@ -97,5 +138,68 @@ impl Server {
             self.tls.as_deref(),
         );
         log::debug!("connection from {peer} ended: {ended:?}");
+        drop(ticket);
+    }
+
+    /// Reads a trusted proxy's header and admits the client it names:
+    /// throttle and per-address limit, as the acceptor does for direct
+    /// clients. `None` when the connection is closed instead (logged).
+    fn proxied_client(
+        &self,
+        stream: &TcpStream,
+        proxy: SocketAddr,
+        tls: bool,
+        ticket: &mut Ticket,
+    ) -> Option<Endpoints> {
+        let wait = self.timeouts.auth.min(MAX_HEADER_WAIT);
+        let header = match proxy_read::read_header(stream, wait) {
+            Ok(header) => header,
+            Err(e) => {
+                log::warn!(
+                    "closing connection from proxy {}: {e}",
+                    proxy.ip().to_canonical()
+                );
+                return None;
+            }
+        };
+        let _ = stream.set_read_timeout(None);
+        let ends = match header {
+            Header::Proxied {
+                source,
+                destination,
+            } => Endpoints {
+                client: source,
+                local: Some(destination),
+            },
+            Header::Local | Header::Unknown => Endpoints {
+                client: proxy,
+                local: None,
+            },
+        };
+        log::debug!("proxy {proxy} forwards {header:?}");
+        let ip: IpAddr = ends.client.ip().to_canonical();
+        if let Err(left) = self.throttle.check(ip, Instant::now()) {
+            log::warn!(
+                "refused connection: rip={ip} reason=too many failed logins, blocked for {}s",
+                left.as_secs().max(1)
+            );
+            refuse(stream, acceptor::REFUSED_BLOCKED, tls);
+            return None;
+        }
+        if let Err(refusal) = ticket.count_for(ip) {
+            log::warn!(
+                "refused connection: rip={ip} reason=too many sessions from this address ({} open)",
+                refusal.open
+            );
+            refuse(stream, acceptor::REFUSED_PER_IP, tls);
+            return None;
+        }
+        Some(ends)
+    }
+}
+
+fn refuse(stream: &TcpStream, reply: &[u8], tls: bool) {
+    if let Ok(s) = stream.try_clone() {
+        acceptor::refuse(s, reply, tls);
     }
 }

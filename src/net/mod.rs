@@ -6,6 +6,8 @@ pub mod conn;
 pub mod driver;
 pub mod line_buffer;
 pub mod output;
+pub mod proxy;
+pub mod proxy_read;
 pub mod stdio;
 pub mod tls;
 pub mod tls_conn;

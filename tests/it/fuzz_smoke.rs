@@ -219,3 +219,38 @@ fn sasl_exchanges() {
     ];
     run("sasl", bodies::sasl, inputs(6, 3000, 6, D));
 }
+
+#[test]
+fn proxy_header_parser() {
+    const D: &[&[u8]] = &[
+        b"PROXY ",
+        b"TCP4 ",
+        b"TCP6 ",
+        b"UNKNOWN",
+        b"192.0.2.7 ",
+        b"10.0.0.1 ",
+        b"2001:db8::1 ",
+        b"::ffff:1.2.3.4 ",
+        b"65535 ",
+        b"110",
+        b"0",
+        b" ",
+        b"\r\n",
+        b"\r",
+        b"\n",
+        b"\r\n\r\n\0\r\nQUIT\n",
+        b"\x21\x11\x00\x0c",
+        b"\x20\x00\x00\x00",
+        b"\x21\x21\x00\x24",
+        b"\x21\x31\x00\xd8",
+        b"\x21\x11\xff\xff",
+        b"\x22",
+        b"\xc0\x00\x02\x07",
+    ];
+    // The selector byte would hide the signature: bodies see the pieces only.
+    let inputs = inputs(6, 4000, 12, D)
+        .into_iter()
+        .map(|v| v[1..].to_vec())
+        .collect();
+    run("proxy", bodies::proxy, inputs);
+}

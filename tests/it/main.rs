@@ -16,6 +16,7 @@ mod maildrop;
 mod pam;
 mod popa3d_compat;
 mod protocol;
+mod proxy;
 mod safety;
 mod server;
 mod tls;

@@ -18,14 +18,14 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use crate::harness::*;
 
 /// A test CA with its files in `dir`.
-struct Pki {
+pub(crate) struct Pki {
     dir: PathBuf,
     name: String,
     ca: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl Pki {
-    fn new(dir: &Path, name: &str) -> Pki {
+    pub(crate) fn new(dir: &Path, name: &str) -> Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
@@ -45,7 +45,13 @@ impl Pki {
     }
 
     /// Writes a leaf's `.crt` and `.key`; returns their paths.
-    fn leaf(&self, tag: &str, cn: &str, client: bool, expired: bool) -> (PathBuf, PathBuf) {
+    pub(crate) fn leaf(
+        &self,
+        tag: &str,
+        cn: &str,
+        client: bool,
+        expired: bool,
+    ) -> (PathBuf, PathBuf) {
         let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
         params
             .subject_alt_names
@@ -71,7 +77,10 @@ impl Pki {
         (crt, keyf)
     }
 
-    fn rustls_client(&self, client_cert: Option<&(PathBuf, PathBuf)>) -> Arc<ClientConfig> {
+    pub(crate) fn rustls_client(
+        &self,
+        client_cert: Option<&(PathBuf, PathBuf)>,
+    ) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
         roots.add(self.ca.der().clone()).unwrap();
         let builder =
@@ -137,10 +146,10 @@ fn tls_server(plaintext_auth: &str, extra: &[&str]) -> TlsServer {
 }
 
 /// A line-oriented client over rustls.
-struct TlsClient(BufReader<StreamOwned<ClientConnection, TcpStream>>);
+pub(crate) struct TlsClient(BufReader<StreamOwned<ClientConnection, TcpStream>>);
 
 impl TlsClient {
-    fn over(config: Arc<ClientConfig>, sock: TcpStream) -> TlsClient {
+    pub(crate) fn over(config: Arc<ClientConfig>, sock: TcpStream) -> TlsClient {
         sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         let conn = ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
         TlsClient(BufReader::new(StreamOwned::new(conn, sock)))
@@ -152,13 +161,13 @@ impl TlsClient {
         c
     }
 
-    fn line(&mut self) -> String {
+    pub(crate) fn line(&mut self) -> String {
         let mut line = String::new();
         self.0.read_line(&mut line).expect("read over TLS");
         line.trim_end_matches("\r\n").to_string()
     }
 
-    fn cmd(&mut self, cmd: &str) -> String {
+    pub(crate) fn cmd(&mut self, cmd: &str) -> String {
         let w = self.0.get_mut();
         w.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
         w.flush().unwrap();
