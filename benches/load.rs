@@ -277,16 +277,19 @@ fn login_cpu_ms(pid: u32, addr: SocketAddr, user: &str, sessions: usize) -> (f64
 /// Server CPU per failed USER/PASS of an unknown user, and the peak RSS
 /// growth while 64 clients guess at once.
 fn failed_logins(pid: u32, addr: SocketAddr, n: usize) {
-    let attempt = |addr| {
-        let mut c = Client::connect(addr).expect("connect");
+    // A fresh loopback address per attempt: the server's throttle would
+    // block one address after a few failures, and then nothing is hashed.
+    let attempt = |addr, k: usize| {
+        let src = std::net::Ipv4Addr::new(127, 1, (k / 250) as u8, (k % 250) as u8 + 1);
+        let mut c = Client::connect_from(addr, src).expect("connect");
         c.cmd("USER nobody-here").expect("USER");
         c.send(b"PASS guess\r\n").expect("PASS");
         let reply = c.line().expect("PASS reply");
         assert!(reply.starts_with("-ERR"), "{reply}");
     };
     let cpu0 = loadgen::cpu_seconds(pid);
-    for _ in 0..n {
-        attempt(addr);
+    for k in 0..n {
+        attempt(addr, k);
     }
     std::thread::sleep(Duration::from_millis(50));
     let cpu_ms = (loadgen::cpu_seconds(pid) - cpu0) * 1e3 / n as f64;
@@ -298,7 +301,7 @@ fn failed_logins(pid: u32, addr: SocketAddr, n: usize) {
     );
     let rss0 = loadgen::status_value(pid, "VmRSS");
     let threads: Vec<_> = (0..64)
-        .map(|_| std::thread::spawn(move || (0..3).for_each(|_| attempt(addr))))
+        .map(|t| std::thread::spawn(move || (0..3).for_each(|i| attempt(addr, n + t * 3 + i))))
         .collect();
     for t in threads {
         let _ = t.join();

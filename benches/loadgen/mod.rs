@@ -127,7 +127,34 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> io::Result<Client> {
-        let s = TcpStream::connect(addr)?;
+        Client::with_stream(TcpStream::connect(addr)?)
+    }
+
+    /// Connects from the loopback address `src` (each of 127/8 is its own
+    /// client address to the server's failed-login throttle).
+    pub fn connect_from(addr: SocketAddr, src: std::net::Ipv4Addr) -> io::Result<Client> {
+        use nix::sys::socket::{
+            bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
+        };
+        use std::os::fd::AsRawFd;
+        let SocketAddr::V4(to) = addr else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        bind(
+            fd.as_raw_fd(),
+            &SockaddrIn::from(std::net::SocketAddrV4::new(src, 0)),
+        )?;
+        connect(fd.as_raw_fd(), &SockaddrIn::from(to))?;
+        Client::with_stream(TcpStream::from(fd))
+    }
+
+    fn with_stream(s: TcpStream) -> io::Result<Client> {
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(IO_TIMEOUT))?;
         s.set_write_timeout(Some(IO_TIMEOUT))?;

@@ -7,6 +7,7 @@
 
 use std::ffi::{c_char, c_int, c_ulong, c_void, CStr, CString};
 use std::fmt;
+use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 
 /// `sizeof(struct crypt_data)` in `<crypt.h>`: the scratch area `crypt_rn`
 /// works in. 32 KiB is too much for a worker's small stack, so it lives on
@@ -73,6 +74,57 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// A counting semaphore: at most `limit` holders of a [`Permit`] at once.
+struct Gate {
+    inside: Mutex<usize>,
+    left: Condvar,
+    limit: usize,
+}
+
+/// One place inside a [`Gate`], given back on drop.
+struct Permit<'a>(&'a Gate);
+
+impl Gate {
+    fn new(limit: usize) -> Gate {
+        Gate {
+            inside: Mutex::new(0),
+            left: Condvar::new(),
+            limit: limit.max(1),
+        }
+    }
+
+    /// Waits for a free place.
+    fn enter(&self) -> Permit<'_> {
+        // The counter stays consistent whatever a panicking holder did.
+        let mut inside = self.inside.lock().unwrap_or_else(PoisonError::into_inner);
+        while *inside >= self.limit {
+            inside = self
+                .left
+                .wait(inside)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *inside += 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut inside = self.0.inside.lock().unwrap_or_else(PoisonError::into_inner);
+        *inside = inside.saturating_sub(1);
+        self.0.left.notify_one();
+    }
+}
+
+/// Hash checks are costly (yescrypt: ~20 ms of CPU and 16 MiB each), and
+/// without a bound every worker thread could run one at once: 64 password
+/// guessers cost ~1 GiB. More at once than there are CPUs gains nothing,
+/// so the others wait their turn, holding no scratch memory.
+fn hash_gate() -> &'static Gate {
+    static GATE: OnceLock<Gate> = OnceLock::new();
+    GATE.get_or_init(|| Gate::new(std::thread::available_parallelism().map_or(1, usize::from)))
+}
+
 /// Runs `crypt_rn(password, setting)`; `None` when libxcrypt refuses.
 fn crypt(password: &[u8], setting: &str) -> Option<Vec<u8>> {
     if password.len() > MAX_PASSWORD {
@@ -81,6 +133,7 @@ fn crypt(password: &[u8], setting: &str) -> Option<Vec<u8>> {
     // A NUL inside either string would silently truncate it on the C side.
     let phrase = CString::new(password).ok()?;
     let setting = CString::new(setting).ok()?;
+    let _permit = hash_gate().enter();
     let mut data = vec![0u8; CRYPT_DATA_SIZE];
     let size = c_int::try_from(data.len()).ok()?;
     // SAFETY: `phrase` and `setting` are valid NUL-terminated strings that
@@ -297,5 +350,51 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
         assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn gate_bounds_concurrent_holders() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        let gate = Arc::new(Gate::new(2));
+        let inside = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (gate, inside, most) = (gate.clone(), inside.clone(), most.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..3 {
+                        let _permit = gate.enter();
+                        let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(5));
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!(most <= 2, "{most} holders at once, limit 2");
+        assert_eq!(*gate.inside.lock().unwrap(), 0, "every permit given back");
+    }
+
+    #[test]
+    fn hash_checks_are_bounded_by_the_cpu_count() {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(hash_gate().limit, cpus);
+        // More concurrent checks than places: all complete, correctly.
+        let threads: Vec<_> = (0..cpus * 3)
+            .map(|_| {
+                std::thread::spawn(|| verify(SHA256, b"Hello world!") && !verify(SHA256, b"x"))
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap());
+        }
     }
 }

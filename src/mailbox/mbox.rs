@@ -31,6 +31,11 @@ use crate::auth::Principal;
 use crate::config::Config;
 use crate::limits;
 
+/// RETR/TOP read size: 64 KiB preads take a quarter of the syscalls of the
+/// 16 KiB reply buffer, and each encoded chunk goes to the socket in one
+/// write (`Output` passes a write larger than its buffer straight through).
+const RETR_READ: usize = 64 * 1024;
+
 /// Where session locks and journals live, and how to take delivery locks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MboxSettings {
@@ -338,7 +343,9 @@ impl Maildrop for MboxMaildrop {
                 return Err(self.changed());
             }
         }
-        let chunk = limits::WRITE_BUFFER;
+        // Buffers per call, sized to the message: a session idle after a
+        // RETR keeps nothing, and a small message allocates little.
+        let chunk = usize::try_from(span.content_len).map_or(RETR_READ, |n| n.clamp(1, RETR_READ));
         let mut buf = vec![0u8; chunk];
         let mut encoded = Vec::with_capacity(Encoder::max_output(chunk) + 2);
         let mut encoder = Encoder::new(body_lines);

@@ -220,8 +220,9 @@ fn drive(session: &mut Session, out: &mut Output<Conn>, timeouts: &Timeouts, gre
     // The autologout timer runs from the last complete command, so a
     // client trickling bytes cannot hold a worker past the timeout.
     let mut deadline = Instant::now() + timeouts.for_state(session.state());
+    let mut armed = None;
     loop {
-        let n = match read_before(out.get_mut(), &mut chunk, deadline) {
+        let n = match read_before(out.get_mut(), &mut chunk, deadline, &mut armed) {
             Ok(0) => return Next::Ended(Ended::Eof),
             Ok(n) => n,
             Err(e) if is_timeout(&e) => return Next::Ended(Ended::Timeout),
@@ -277,14 +278,30 @@ fn drive(session: &mut Session, out: &mut Output<Conn>, timeouts: &Timeouts, gre
     }
 }
 
-/// One read that gives up at `deadline`.
-fn read_before(conn: &mut Conn, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+/// How far the socket's read timeout may be off the time left before the
+/// deadline (at most this, and at most an eighth of the time left).
+const REARM_SLACK: Duration = Duration::from_secs(1);
+
+/// One read that gives up at `deadline`. `armed` is the read timeout last
+/// set on the socket: setting it is a syscall, so a busy session, whose
+/// deadline moves on with the clock, does not set it before every read.
+fn read_before(
+    conn: &mut Conn,
+    buf: &mut [u8],
+    deadline: Instant,
+    armed: &mut Option<Duration>,
+) -> io::Result<usize> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
         }
-        conn.set_read_timeout(Some(left))?;
+        let slack = (left / 8).min(REARM_SLACK);
+        let off = |a: Duration| a.checked_sub(left).unwrap_or_else(|| left - a);
+        if armed.map_or(true, |a| off(a) > slack) {
+            conn.set_read_timeout(Some(left))?;
+            *armed = Some(left);
+        }
         match conn.read(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted || is_timeout(&e) => continue,
             result => return result,
