@@ -190,7 +190,9 @@ fn upgrade(
     starttls: Option<&TlsService>,
 ) -> Option<Conn> {
     let conn = out.into_inner().ok()?;
-    let peer = peer_name(&conn);
+    // The session's idea of the client: a PROXY header's source, not the
+    // proxy's socket address.
+    let peer = session.peer().to_owned();
     let (Conn::Tcp(tcp), Some(service)) = (conn, starttls) else {
         log::warn!("STLS accepted without TLS on this connection: rip={peer}");
         return None;

@@ -143,6 +143,11 @@ impl Session {
         }
     }
 
+    /// The client address the log lines name (`rip=`).
+    pub fn peer(&self) -> &str {
+        &self.settings.peer
+    }
+
     /// The TLS handshake after STLS succeeded: AUTHORIZATION starts again
     /// with a fresh view (RFC 2595 §4): no pending USER, STLS no longer
     /// offered, plaintext authentication allowed (every `plaintext_auth`

@@ -197,3 +197,26 @@ fn header_comes_before_the_implicit_tls_handshake() {
         server.log()
     );
 }
+
+#[test]
+fn failed_stls_handshake_is_logged_under_the_proxied_client() {
+    let certs = tempfile::tempdir().unwrap();
+    let pki = Pki::new(certs.path(), "proxy-stls");
+    let (crt, key) = pki.leaf("server", "localhost", false, false);
+    let server = ServerBuilder::new()
+        .set("proxy_protocol_from", "127.0.0.1")
+        .spool("alice", mbox(&messages(1)))
+        .line(&format!("tls_cert = {}", crt.display()))
+        .line(&format!("tls_key = {}", key.display()))
+        .start();
+    let mut c = through_proxy(&server, &v1("203.0.113.11", 40011));
+    assert!(c.line().starts_with("+OK"));
+    assert!(c.cmd("STLS").starts_with("+OK"));
+    // Not a TLS ClientHello: the handshake fails and the server hangs up.
+    c.send_raw(b"this is not TLS\r\n");
+    assert!(
+        server.wait_for_log("STLS: rip=203.0.113.11", IO_TIMEOUT),
+        "{}",
+        server.log()
+    );
+}
