@@ -209,20 +209,7 @@ impl SystemDb {
             log::warn!("login refused: account {user:?} {}", why.describe());
             return (AuthOutcome::Rejected, None);
         }
-        let home = account.dir.to_str();
-        match expand_mailbox(&self.mailbox_template, user, home) {
-            Ok(mailbox) => (
-                AuthOutcome::Accepted(Principal {
-                    user: user.to_owned(),
-                    mailbox,
-                }),
-                Some(account.uid),
-            ),
-            Err(e) => (
-                AuthOutcome::Unavailable(format!("mailbox of {user:?}: {e}")),
-                None,
-            ),
-        }
+        self.accepted(user, &account)
     }
 }
 
@@ -258,6 +245,12 @@ impl SystemDb {
                 None => return (AuthOutcome::Rejected, None),
             }
         }
+        self.accepted(user, &account)
+    }
+
+    /// The verified account with its spool path, and the uid that must own
+    /// the spool.
+    fn accepted(&self, user: &str, account: &User) -> Verified {
         match expand_mailbox(&self.mailbox_template, user, account.dir.to_str()) {
             Ok(mailbox) => (
                 AuthOutcome::Accepted(Principal {
