@@ -91,6 +91,10 @@ conffiles="$(dpkg-query -W -f='${Conffiles}' ironpop)"
 for f in /etc/ironpop/ironpop.conf /etc/pam.d/ironpop; do
     grep -q "^ *$f " <<<"$conffiles" || fail "$f is not a conffile"
 done
+# The packaged daemon is built with PAM, and the package depends on libpam.
+ldd /usr/sbin/ironpop | grep -q 'libpam\.so' || fail "/usr/sbin/ironpop is not built with PAM"
+dpkg-query -W -f='${Depends}' ironpop | grep -q 'libpam0g' \
+    || fail "the package does not depend on libpam0g: $(dpkg-query -W -f='${Depends}' ironpop)"
 
 step "what postinst did"
 IFS=: read -r _ _ uid gid _ home shell < <(getent passwd ironpop) \
