@@ -1,6 +1,7 @@
 //! Tests of the passwd-file parser, verifier, reload and mailbox expansion.
 
 use super::*;
+use nix::unistd::{Gid, Group, Uid, User};
 use std::io::Write as _;
 
 const SHA512: &str = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1";
