@@ -11,6 +11,7 @@ use nix::unistd::Uid;
 use rustls::pki_types::CertificateDer;
 
 use super::cert_login::CertCheck;
+use super::passwd_file::Found;
 use super::system::SystemDb;
 use super::{AuthOutcome, Authenticator, PasswdFile, ScramLogin};
 use crate::config::{Config, Passdb};
@@ -20,8 +21,8 @@ use crate::sasl::{ScramParams, SecretLookup, KEY_LEN};
 pub enum AccountDb {
     /// System accounts: a spool belongs to its user.
     System(SystemDb),
-    /// Virtual users: spools belong to the daemon's user (like Dovecot's
-    /// vmail), `owner`.
+    /// Virtual users: spools belong to the entry's uid field when it is
+    /// set, otherwise to the daemon's user (like Dovecot's vmail), `owner`.
     PasswdFile { db: PasswdFile, owner: Uid },
     /// PAM checks the password; the account itself is a system account.
     #[cfg(feature = "pam")]
@@ -78,7 +79,7 @@ impl HelperDb {
     fn lookup(&self, user: &str) -> Checked {
         match &self.accounts {
             AccountDb::System(db) => db.lookup_account(user),
-            AccountDb::PasswdFile { db, owner } => (db.lookup(user), Some(*owner)),
+            AccountDb::PasswdFile { db, owner } => spool_owner(db.lookup(user), *owner),
             #[cfg(feature = "pam")]
             AccountDb::Pam(db) => db.lookup_account(user),
         }
@@ -89,7 +90,7 @@ impl HelperDb {
         match &self.accounts {
             AccountDb::System(db) => db.verify_account(user, password),
             AccountDb::PasswdFile { db, owner } => {
-                (db.verify_password(user, password), Some(*owner))
+                spool_owner(db.verify_account(user, password), *owner)
             }
             #[cfg(feature = "pam")]
             AccountDb::Pam(db) => db.verify_account(user, password),
@@ -164,6 +165,11 @@ impl HelperDb {
             (other, _) => (ScramLogin::failed(other), None),
         }
     }
+}
+
+/// A passwd-file entry's spool owner: its uid field, or the daemon's user.
+fn spool_owner((outcome, ids): Found, daemon: Uid) -> Checked {
+    (outcome, Some(ids.uid.unwrap_or(daemon)))
 }
 
 /// Without a helper, the process makes the same checks itself.
@@ -275,6 +281,30 @@ mod tests {
                 "{user}"
             );
         }
+    }
+
+    #[test]
+    fn entry_uid_names_the_spool_owner_on_every_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = ScramSecret::derive(b"pencil", b"salt of s", 4096).unwrap();
+        let users = dir.path().join("users");
+        std::fs::write(&users, format!("s:{secret}:5151:\np:{{PLAIN}}pw:5252:9\n")).unwrap();
+        let db = HelperDb::new(
+            AccountDb::PasswdFile {
+                db: PasswdFile::new(users, "/m/%u".into()),
+                owner: Uid::from_raw(4242),
+            },
+            None,
+        );
+        let (outcome, owner) = db.verify("p", b"pw");
+        assert!(matches!(outcome, AuthOutcome::Accepted(_)));
+        assert_eq!(owner, Some(Uid::from_raw(5252)));
+        // The certificate path goes through the same lookup.
+        assert_eq!(db.lookup("p").1, Some(Uid::from_raw(5252)));
+        let msg = b"n=s,r=abc,r=abcdef,s=x,i=4096,c=biws,r=abcdef";
+        let (login, owner) = HelperDb::scram_login(&db, "s", msg, &proof(b"pencil", msg));
+        assert!(matches!(login.outcome, AuthOutcome::Accepted(_)));
+        assert_eq!(owner, Some(Uid::from_raw(5151)));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod helper_wire;
 #[cfg(feature = "pam")]
 pub mod pam;
 pub mod passwd_file;
+pub mod passwd_ids;
 pub mod system;
 pub mod throttle;
 

@@ -4,6 +4,9 @@
 //! so an admin can edit it while the daemon runs. Malformed lines are logged
 //! with `file:line` and skipped. Unknown users cost one dummy yescrypt
 //! verification, like a known user with a wrong password.
+//!
+//! The uid field, when set, names the owner the account's spool must have
+//! (the daemon's user otherwise); the gid field is recorded, not checked.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -13,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::crypt;
+use super::passwd_ids::parse_ids;
+pub use super::passwd_ids::EntryIds;
 use super::{AuthOutcome, Authenticator, Principal};
 use crate::sasl::ScramSecret;
 
@@ -48,9 +53,13 @@ enum Secret {
     Unsupported(String),
 }
 
+/// An outcome and the entry's ids (default when no entry was accepted).
+pub type Found = (AuthOutcome, EntryIds);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Account {
     secret: Secret,
+    ids: EntryIds,
     home: Option<String>,
     /// Where the entry is, for log lines.
     line: usize,
@@ -171,13 +180,16 @@ impl PasswdFile {
         self.snapshot().inspect_err(|e| log::error!("{e}"))
     }
 
-    /// The account's principal once its credentials are proven.
-    fn principal(&self, user: &str, account: &Account) -> AuthOutcome {
+    /// The account's principal, and its ids, once its credentials are proven.
+    fn principal(&self, user: &str, account: &Account) -> Found {
         match expand_mailbox(&self.mailbox_template, user, account.home.as_deref()) {
-            Ok(mailbox) => AuthOutcome::Accepted(Principal {
-                user: user.to_owned(),
-                mailbox,
-            }),
+            Ok(mailbox) => (
+                AuthOutcome::Accepted(Principal {
+                    user: user.to_owned(),
+                    mailbox,
+                }),
+                account.ids,
+            ),
             Err(e) => {
                 let msg = format!(
                     "{}:{}: account {:?}: {e}",
@@ -186,7 +198,7 @@ impl PasswdFile {
                     user
                 );
                 log::error!("{msg}");
-                AuthOutcome::Unavailable(msg)
+                (AuthOutcome::Unavailable(msg), EntryIds::default())
             }
         }
     }
@@ -203,12 +215,21 @@ impl PasswdFile {
 
 impl Authenticator for PasswdFile {
     fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome {
+        self.verify_account(user, password).0
+    }
+}
+
+impl PasswdFile {
+    /// Checks `user`'s password; on success also gives the entry's ids
+    /// (whose uid, if set, must own the spool), from the same snapshot.
+    pub fn verify_account(&self, user: &str, password: &[u8]) -> Found {
+        let rejected = (AuthOutcome::Rejected, EntryIds::default());
         let snap = match self.accounts() {
             Ok(s) => s,
             Err(e) => {
                 // Keep the timing of the failure path uniform as well.
                 crypt::verify(DUMMY_HASH, password);
-                return AuthOutcome::Unavailable(e);
+                return (AuthOutcome::Unavailable(e), EntryIds::default());
             }
         };
         let Some(account) = snap.accounts.get(user) else {
@@ -217,7 +238,7 @@ impl Authenticator for PasswdFile {
                 "passwd file: no account {:?}",
                 user.escape_debug().to_string()
             );
-            return AuthOutcome::Rejected;
+            return rejected;
         };
         let ok = match &account.secret {
             Secret::Crypt(hash) => crypt::verify(hash, password),
@@ -246,26 +267,24 @@ impl Authenticator for PasswdFile {
             }
         };
         if !ok {
-            return AuthOutcome::Rejected;
+            return rejected;
         }
         self.principal(user, account)
     }
-}
 
-impl PasswdFile {
-    /// The account without a password check, for the passdb's own use
-    /// after another credential proved who the client is (a verified
-    /// certificate, a SCRAM proof checked against the secret).
-    pub fn lookup(&self, user: &str) -> AuthOutcome {
+    /// The account and its ids without a password check, for the passdb's
+    /// own use after another credential proved who the client is (a
+    /// verified certificate, a SCRAM proof checked against the secret).
+    pub fn lookup(&self, user: &str) -> Found {
         let snap = match self.accounts() {
             Ok(s) => s,
-            Err(e) => return AuthOutcome::Unavailable(e),
+            Err(e) => return (AuthOutcome::Unavailable(e), EntryIds::default()),
         };
         match snap.accounts.get(user) {
-            None => AuthOutcome::Rejected,
+            None => (AuthOutcome::Rejected, EntryIds::default()),
             Some(account) if account.secret == Secret::Locked => {
                 self.refused(user, account, "is locked (empty, '*' or '!' password)");
-                AuthOutcome::Rejected
+                (AuthOutcome::Rejected, EntryIds::default())
             }
             Some(account) => self.principal(user, account),
         }
@@ -351,8 +370,15 @@ fn parse(bytes: &[u8], path: &Path) -> HashMap<String, Account> {
             continue;
         }
         let secret = parse_secret(fields.next().unwrap_or(""), path, line, user);
-        // uid, gid, gecos, then home.
-        let home = fields.nth(3).filter(|h| !h.is_empty()).map(str::to_owned);
+        let ids = match parse_ids(fields.next().unwrap_or(""), fields.next().unwrap_or("")) {
+            Ok(ids) => ids,
+            Err(why) => {
+                skip(&format!("account {user:?}: {why}"));
+                continue;
+            }
+        };
+        // gecos, then home.
+        let home = fields.nth(1).filter(|h| !h.is_empty()).map(str::to_owned);
         if let Some(first) = accounts.get(user) {
             log::warn!(
                 "{}:{line}: account {user:?} is already defined on line {}; this entry is ignored",
@@ -361,7 +387,15 @@ fn parse(bytes: &[u8], path: &Path) -> HashMap<String, Account> {
             );
             continue;
         }
-        accounts.insert(user.to_owned(), Account { secret, home, line });
+        accounts.insert(
+            user.to_owned(),
+            Account {
+                secret,
+                ids,
+                home,
+                line,
+            },
+        );
     }
     accounts
 }

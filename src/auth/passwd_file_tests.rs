@@ -1,6 +1,7 @@
 //! Tests of the passwd-file parser, verifier, reload and mailbox expansion.
 
 use super::*;
+use nix::unistd::{Gid, Group, Uid, User};
 use std::io::Write as _;
 
 const SHA512: &str = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1";
@@ -46,7 +47,7 @@ fn parses_fields_and_schemes() {
     let text = format!(
         "# comment\n\nalice:{{SHA512-CRYPT}}{SHA512}:1000:1000:Alice:/home/alice:/bin/sh:extra\r\n\
          bob:{BCRYPT}\n\
-         carol:{{plain}}pa:ss::::/home/carol\n\
+         carol:{{plain}}pa:5678::::/home/carol\n\
          dave:{scram}\n\
          eve:*\n\
          frank:{{MD4}}abcd\n\
@@ -61,6 +62,16 @@ fn parses_fields_and_schemes() {
     assert_eq!(alice.secret, Secret::Crypt(SHA512.into()));
     assert_eq!(alice.home.as_deref(), Some("/home/alice"));
     assert_eq!(alice.line, 3);
+    assert_eq!(
+        alice.ids,
+        EntryIds {
+            uid: Some(Uid::from_raw(1000)),
+            gid: Some(Gid::from_raw(1000)),
+        }
+    );
+    assert_eq!(a["bob"].ids, EntryIds::default());
+    assert_eq!(a["carol"].ids.uid, Some(Uid::from_raw(5678)));
+    assert_eq!(a["carol"].ids.gid, None, "empty field");
     assert_eq!(a["bob"].secret, Secret::Crypt(BCRYPT.into()));
     assert_eq!(a["bob"].home, None);
     // A ':' ends the password field, as in Dovecot.
@@ -160,16 +171,16 @@ fn lookup_finds_accounts_without_a_password() {
         &format!("c:{SHA512}\nl:!x\nh:{SHA512}::::rel\n"),
         "/m/%h/%u",
     );
-    assert_eq!(homes.lookup("nobody"), AuthOutcome::Rejected);
-    assert_eq!(homes.lookup("l"), AuthOutcome::Rejected, "locked");
+    assert_eq!(homes.lookup("nobody").0, AuthOutcome::Rejected);
+    assert_eq!(homes.lookup("l").0, AuthOutcome::Rejected, "locked");
     assert!(
-        matches!(homes.lookup("h"), AuthOutcome::Unavailable(_)),
+        matches!(homes.lookup("h").0, AuthOutcome::Unavailable(_)),
         "bad home"
     );
     let (_d2, plain) = db(&format!("c:{SHA512}\n"), "/m/%u");
-    assert_eq!(accepted(plain.lookup("c")).mailbox, PathBuf::from("/m/c"));
+    assert_eq!(accepted(plain.lookup("c").0).mailbox, PathBuf::from("/m/c"));
     let gone = PasswdFile::new("/nonexistent/users".into(), "/m/%u".into());
-    assert!(matches!(gone.lookup("c"), AuthOutcome::Unavailable(_)));
+    assert!(matches!(gone.lookup("c").0, AuthOutcome::Unavailable(_)));
 }
 
 #[test]
@@ -282,4 +293,69 @@ fn only_old_stamps_are_trusted() {
     assert!(!stamp(now - 100, now).settled());
     assert!(!stamp(now, now - 100).settled());
     assert!(!stamp(now + 3600, now + 3600).settled());
+}
+
+#[test]
+fn uid_and_gid_fields_are_numbers_or_names() {
+    let nobody = User::from_name("nobody").unwrap().unwrap();
+    let root_group = Group::from_name("root").unwrap().unwrap();
+    let text = format!(
+        "n:{SHA512}:5000:\ng:{SHA512}::6000\nnames:{SHA512}:nobody:root\nboth:{SHA512}:7000:7001::/h\n"
+    );
+    let a = parse(text.as_bytes(), Path::new("/p"));
+    assert_eq!(a["n"].ids.uid, Some(Uid::from_raw(5000)));
+    assert_eq!(a["n"].ids.gid, None);
+    assert_eq!(a["g"].ids.uid, None, "the daemon's user");
+    assert_eq!(a["g"].ids.gid, Some(Gid::from_raw(6000)));
+    assert_eq!(a["names"].ids.uid, Some(nobody.uid));
+    // Group root is fine: the group is recorded, not checked.
+    assert_eq!(a["names"].ids.gid, Some(root_group.gid));
+    assert_eq!(
+        a["both"].home.as_deref(),
+        Some("/h"),
+        "fields stay in place"
+    );
+}
+
+#[test]
+fn root_and_malformed_uids_skip_the_entry() {
+    let text = [
+        "zero:{PLAIN}x:0:",
+        "root:{PLAIN}x:root:",
+        "padded:{PLAIN}x:000:",
+        "mixed:{PLAIN}x:12ab:",
+        "neg:{PLAIN}x:-1:",
+        "nochown:{PLAIN}x:4294967295:",
+        "huge:{PLAIN}x:99999999999:",
+        "space:{PLAIN}x: 1000:",
+        "unknown:{PLAIN}x:no-such-user-ironpop:",
+        "badgid:{PLAIN}x:1000:x y",
+        "nogroup:{PLAIN}x:1000:no-such-group-ironpop",
+        "ok:{PLAIN}x:1000:1000",
+    ]
+    .join("\n");
+    let a = parse(text.as_bytes(), Path::new("/p"));
+    assert_eq!(a.keys().collect::<Vec<_>>(), vec!["ok"]);
+    let refused = parse_ids("0", "").unwrap_err();
+    assert!(refused.contains("uid 0 (root)"), "{refused}");
+    let unknown = parse_ids("no-such-user-ironpop", "").unwrap_err();
+    assert!(unknown.contains("names no system user"), "{unknown}");
+    let mixed = parse_ids("12ab", "").unwrap_err();
+    assert!(mixed.contains("not a number or a name"), "{mixed}");
+}
+
+#[test]
+fn accepted_logins_carry_the_entry_ids() {
+    let (_d, db) = db("own:{PLAIN}pw:5000:5001\nvmail:{PLAIN}pw\n", "/m/%u");
+    let (outcome, ids) = db.verify_account("own", b"pw");
+    assert_eq!(accepted(outcome).user, "own");
+    assert_eq!(ids.uid, Some(Uid::from_raw(5000)));
+    assert_eq!(ids.gid, Some(Gid::from_raw(5001)));
+    assert_eq!(db.lookup("own").1.uid, Some(Uid::from_raw(5000)));
+    assert_eq!(db.verify_account("vmail", b"pw").1, EntryIds::default());
+    // No ids come with a refusal.
+    assert_eq!(
+        db.verify_account("own", b"wrong"),
+        (AuthOutcome::Rejected, EntryIds::default())
+    );
 }

@@ -20,3 +20,4 @@ mod proxy;
 mod safety;
 mod server;
 mod tls;
+mod virtual_users;
