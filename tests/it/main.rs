@@ -4,8 +4,11 @@
 #[allow(dead_code)]
 mod harness;
 
-mod clients;
+// Root-run fixtures, and the `require_root!` macro the modules after it use.
 #[macro_use]
+mod system;
+
+mod clients;
 mod daemon;
 mod demo;
 mod docs;

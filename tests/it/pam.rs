@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::daemon::{setup_with, tcp, Client, Server, SystemUser};
+use crate::system::{setup_with, tcp, Client, Server, SystemUser};
 
 const STACK: &str = "/etc/pam.d/ironpop";
 

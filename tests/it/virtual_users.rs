@@ -5,7 +5,7 @@ use std::path::Path;
 
 use nix::unistd::Uid;
 
-use crate::daemon::{setup_with, tcp, Server, SystemUser};
+use crate::system::{setup_with, tcp, Server, SystemUser};
 
 const MESSAGE: &str = "From a@example.org Mon Jan  1 00:00:00 2024\nSubject: one\n\nhello\n\n";
 
