@@ -9,6 +9,8 @@ pub mod output;
 pub mod proxy;
 pub mod proxy_read;
 pub mod stdio;
+#[cfg(test)]
+pub mod test_pki;
 pub mod tls;
 pub mod tls_conn;
 

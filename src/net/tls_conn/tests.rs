@@ -5,100 +5,38 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::AtomicBool;
 use std::thread;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
-};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-use tempfile::TempDir;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use super::*;
 use crate::auth::{AuthOutcome, Authenticator, Principal};
 use crate::config::PlaintextAuth;
 use crate::mailbox::{MailboxError, Maildrop, MaildropOpener};
 use crate::net::driver::{self, Ended, Timeouts};
+use crate::net::test_pki::Pki;
 use crate::net::tls::{TlsFiles, TlsReloader};
 use crate::net::Conn;
 use crate::pop3::{Backend, Session};
 
-struct Pki {
-    dir: TempDir,
-    ca: CertifiedIssuer<'static, KeyPair>,
+/// A service with `pki`'s server certificate, requesting client
+/// certificates from the same CA.
+fn service(pki: &Pki, timeout: Duration) -> TlsService {
+    let (cert, key) = pki.leaf("localhost", false, false);
+    let files = TlsFiles {
+        cert: pki.write("srv.crt", &cert),
+        key: pki.write("srv.key", &key),
+        client_ca: Some(pki.ca_file()),
+    };
+    TlsService::new(
+        Arc::new(TlsReloader::new(files).unwrap()),
+        CertUserField::Cn,
+        timeout,
+    )
 }
 
-impl Pki {
-    fn new() -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "ironpop test CA");
-        Pki {
-            dir: TempDir::new().unwrap(),
-            ca: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
-        }
-    }
-
-    fn leaf(&self, cn: &str, client: bool, expired: bool) -> (String, String) {
-        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.extended_key_usages = vec![if client {
-            ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
-        }
-        let key = KeyPair::generate().unwrap();
-        (
-            params.signed_by(&key, &self.ca).unwrap().pem(),
-            key.serialize_pem(),
-        )
-    }
-
-    fn write(&self, name: &str, text: &str) -> std::path::PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    /// A service with this CA's server certificate, requesting client
-    /// certificates from the same CA.
-    fn service(&self, timeout: Duration) -> TlsService {
-        let (cert, key) = self.leaf("localhost", false, false);
-        let files = TlsFiles {
-            cert: self.write("srv.crt", &cert),
-            key: self.write("srv.key", &key),
-            client_ca: Some(self.write("ca.pem", &self.ca.pem())),
-        };
-        TlsService::new(
-            Arc::new(TlsReloader::new(files).unwrap()),
-            CertUserField::Cn,
-            timeout,
-        )
-    }
-
-    fn client(&self, cert: Option<(String, String)>) -> Arc<ClientConfig> {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.ca.der().clone()).unwrap();
-        let builder = ClientConfig::builder_with_provider(crate::net::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots);
-        Arc::new(match cert {
-            None => builder.with_no_client_auth(),
-            Some((cert, key)) => builder
-                .with_client_auth_cert(
-                    vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
-                    PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
-                )
-                .unwrap(),
-        })
-    }
+fn client_config(pki: &Pki, cert: Option<(String, String)>) -> Arc<ClientConfig> {
+    let versions: &[&rustls::SupportedProtocolVersion] =
+        &[&rustls::version::TLS13, &rustls::version::TLS12];
+    pki.client_config(versions, cert, &[])
 }
 
 fn pair() -> (TcpStream, TcpStream) {
@@ -122,7 +60,7 @@ fn tls_client(
 #[test]
 fn silent_client_times_out() {
     let pki = Pki::new();
-    let service = pki.service(Duration::from_millis(300));
+    let service = service(&pki, Duration::from_millis(300));
     let (_client, server) = pair();
     let started = Instant::now();
     let err = service.accept(server, "test").unwrap_err();
@@ -134,7 +72,7 @@ fn silent_client_times_out() {
 #[test]
 fn plain_text_is_refused() {
     let pki = Pki::new();
-    let service = pki.service(Duration::from_secs(10));
+    let service = service(&pki, Duration::from_secs(10));
     let (mut client, server) = pair();
     client.write_all(b"CAPA\r\n").unwrap();
     let err = service.accept(server, "test").unwrap_err();
@@ -150,9 +88,9 @@ fn plain_text_is_refused() {
 
 /// Runs a handshake with the client's certificate; returns the identity.
 fn identity_with(pki: &Pki, client_cert: Option<(String, String)>) -> Option<String> {
-    let service = pki.service(Duration::from_secs(10));
+    let service = service(&pki, Duration::from_secs(10));
     let (client, server) = pair();
-    let config = pki.client(client_cert);
+    let config = client_config(&pki, client_cert);
     let talker = thread::spawn(move || {
         let mut tls = tls_client(config, client);
         tls.write_all(b"x").unwrap();
@@ -205,7 +143,7 @@ impl MaildropOpener for NoMail {
 
 /// A plain session with STLS offered, served on a thread.
 fn stls_server(pki: &Pki, server: TcpStream) -> thread::JoinHandle<Ended> {
-    let service = pki.service(Duration::from_secs(10));
+    let service = service(&pki, Duration::from_secs(10));
     thread::spawn(move || {
         let conn = Conn::tcp(server).unwrap();
         let mut settings = driver::session_settings(&conn, PlaintextAuth::TlsOnly);
@@ -248,7 +186,7 @@ fn commands_pipelined_after_stls_are_never_executed() {
     assert_eq!(read_line(&mut clear), "+OK Begin TLS negotiation\r\n");
     assert!(clear.buffer().is_empty(), "nothing more in clear");
     drop(clear);
-    let mut tls = BufReader::new(tls_client(pki.client(None), client));
+    let mut tls = BufReader::new(tls_client(client_config(&pki, None), client));
     tls.get_mut()
         .write_all(b"NOOP\r\nCAPA\r\nQUIT\r\n")
         .unwrap();
