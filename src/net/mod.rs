@@ -10,7 +10,7 @@ pub mod proxy;
 pub mod proxy_read;
 pub mod stdio;
 #[cfg(test)]
-pub mod test_pki;
+pub(crate) mod test_pki;
 pub mod tls;
 pub mod tls_conn;
 

@@ -88,9 +88,9 @@ fn plain_text_is_refused() {
 
 /// Runs a handshake with the client's certificate; returns the identity.
 fn identity_with(pki: &Pki, client_cert: Option<(String, String)>) -> Option<String> {
-    let service = service(&pki, Duration::from_secs(10));
+    let service = service(pki, Duration::from_secs(10));
     let (client, server) = pair();
-    let config = client_config(&pki, client_cert);
+    let config = client_config(pki, client_cert);
     let talker = thread::spawn(move || {
         let mut tls = tls_client(config, client);
         tls.write_all(b"x").unwrap();
@@ -143,7 +143,7 @@ impl MaildropOpener for NoMail {
 
 /// A plain session with STLS offered, served on a thread.
 fn stls_server(pki: &Pki, server: TcpStream) -> thread::JoinHandle<Ended> {
-    let service = service(&pki, Duration::from_secs(10));
+    let service = service(pki, Duration::from_secs(10));
     thread::spawn(move || {
         let conn = Conn::tcp(server).unwrap();
         let mut settings = driver::session_settings(&conn, PlaintextAuth::TlsOnly);
