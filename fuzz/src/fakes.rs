@@ -72,17 +72,7 @@ impl Maildrop for MemoryMaildrop {
 
     fn commit(self: Box<Self>, deleted: &[bool]) -> Result<CommitReport, MailboxError> {
         assert_eq!(deleted.len(), self.messages.len(), "one flag per message");
-        let mut r = CommitReport::default();
-        for (m, &d) in self.messages.iter().zip(deleted) {
-            if d {
-                r.deleted += 1;
-                r.deleted_bytes += m.size;
-            } else {
-                r.kept += 1;
-                r.kept_bytes += m.size;
-            }
-        }
-        Ok(r)
+        Ok(CommitReport::tally(&self.messages, deleted))
     }
 }
 

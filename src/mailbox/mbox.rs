@@ -368,16 +368,7 @@ impl Maildrop for MboxMaildrop {
     }
 
     fn commit(self: Box<Self>, deleted: &[bool]) -> Result<CommitReport, MailboxError> {
-        let mut report = CommitReport::default();
-        for (i, m) in self.messages.iter().enumerate() {
-            if deleted.get(i).copied().unwrap_or(false) {
-                report.deleted += 1;
-                report.deleted_bytes += m.size;
-            } else {
-                report.kept += 1;
-                report.kept_bytes += m.size;
-            }
-        }
+        let report = CommitReport::tally(&self.messages, deleted);
         let Some(spool) = self.spool.as_ref() else {
             return Ok(report);
         };

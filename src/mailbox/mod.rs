@@ -48,6 +48,24 @@ pub struct CommitReport {
     pub kept_bytes: u64,
 }
 
+impl CommitReport {
+    /// The totals for `messages` with these deletion flags (a missing flag
+    /// means kept).
+    pub fn tally(messages: &[MessageInfo], deleted: &[bool]) -> CommitReport {
+        let mut report = CommitReport::default();
+        for (i, m) in messages.iter().enumerate() {
+            if deleted.get(i).copied().unwrap_or(false) {
+                report.deleted += 1;
+                report.deleted_bytes += m.size;
+            } else {
+                report.kept += 1;
+                report.kept_bytes += m.size;
+            }
+        }
+        report
+    }
+}
+
 /// The messages of one locked mailbox.
 pub trait Maildrop: Send {
     /// All messages found by the scan, in mailbox order (index 0 is message 1).

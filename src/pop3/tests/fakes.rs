@@ -156,17 +156,7 @@ impl Maildrop for FakeMaildrop {
                 source: io::Error::other("no space left on device"),
             });
         }
-        let mut report = CommitReport::default();
-        for (m, &d) in self.info.iter().zip(deleted) {
-            if d {
-                report.deleted += 1;
-                report.deleted_bytes += m.size;
-            } else {
-                report.kept += 1;
-                report.kept_bytes += m.size;
-            }
-        }
-        Ok(report)
+        Ok(CommitReport::tally(&self.info, deleted))
     }
 }
 
