@@ -20,56 +20,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::fcntl::{Flock, FlockArg};
 
-const CACHE: &str = "ironpop-popa3d-1.0.3";
-
-fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {cmd}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn binary() -> Result<PathBuf, String> {
-    let dir = std::env::temp_dir().join(CACHE);
-    let bin = dir.join("root/usr/sbin/popa3d");
-    if bin.is_file() {
-        return Ok(bin);
-    }
-    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let ok = Command::new("apt-get")
-        .args(["download", "popa3d"])
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        return Err("apt-get download popa3d failed".into());
-    }
-    let deb = fs::read_dir(&dir)
-        .map_err(|e| e.to_string())?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .ok_or("no .deb downloaded")?;
-    let root = dir.join("root");
-    run(
-        "dpkg",
-        &["-x", &deb.to_string_lossy(), &root.to_string_lossy()],
-    )?;
-    bin.is_file()
-        .then_some(bin)
-        .ok_or_else(|| "the package has no /usr/sbin/popa3d".into())
-}
+#[path = "../../tests/support/popa3d_fetch.rs"]
+mod popa3d_fetch;
+use popa3d_fetch::{popa3d_binary as binary, run};
 
 fn user_exists(name: &str) -> bool {
     matches!(nix::unistd::User::from_name(name), Ok(Some(_)))
