@@ -287,6 +287,8 @@ fn bad_values_name_key_and_value() {
         "IPv4 or IPv6 address",
     );
     err_at("syslog_facility = mial", 1, "syslog facility");
+    // Only what the syslog logger can open: nix has no authpriv.
+    err_at("syslog_facility = authpriv", 1, "syslog facility");
     err_at(
         "log_level = loud",
         1,

@@ -51,12 +51,6 @@ const MAX_TIMEOUT_SECS: u64 = 86_400;
 const MAX_FAIL_DELAY_SECS: u64 = 60;
 const MAX_LOCK_TIMEOUT_SECS: u64 = 3_600;
 
-/// syslog(3) facilities nix can open.
-pub(super) const FACILITIES: &[&str] = &[
-    "auth", "authpriv", "cron", "daemon", "ftp", "kern", "lpr", "mail", "news", "syslog", "user",
-    "uucp", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
-];
-
 /// Turns raw entries into a validated configuration.
 pub fn validate(entries: &[Entry<'_>], source: &Path) -> Result<Config, ConfigError> {
     let mut c = Config::defaults(source);
@@ -251,7 +245,8 @@ fn set_scalar(c: &mut Config, key: &str, v: &str) -> Result<(), String> {
         "auth_fail_delay" => c.auth_fail_delay = seconds(key, v, 0, MAX_FAIL_DELAY_SECS)?,
         "lock_timeout" => c.lock_timeout = seconds(key, v, 0, MAX_LOCK_TIMEOUT_SECS)?,
         "syslog_facility" => {
-            if !FACILITIES.contains(&v) {
+            // The logger's own table, so -t accepts exactly what the daemon can open.
+            if crate::logging::facility_from_name(v).is_none() {
                 return Err(bad(
                     key,
                     "a syslog facility such as mail, daemon or local0",
