@@ -64,6 +64,20 @@ pub fn is_weak(hash: &str) -> bool {
     hash.starts_with("$1$")
 }
 
+/// A yescrypt hash with libxcrypt's default cost (of "ironpop-dummy-password";
+/// the result is always discarded): verified against for unknown users and
+/// refused entries so that they take as long as a wrong password for a real
+/// account.
+const DUMMY_HASH: &str =
+    "$y$j9T$fw5H6Rhhyvv4mzAzx.8Yd.$f3sGmllg/Yn.Z6hiYOF0esqKWELHdG/b5k/1wlHiok2";
+
+/// Spends what checking `password` against a real yescrypt hash costs, and
+/// fails: the answer for unknown users, locked and unusable entries.
+pub fn dummy_verify(password: &[u8]) -> bool {
+    verify(DUMMY_HASH, password);
+    false
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -342,6 +356,19 @@ mod tests {
             hash_password(&[b'x'; MAX_PASSWORD + 1]),
             Err(HashError::TooLong)
         );
+    }
+
+    #[test]
+    fn dummy_hash_is_a_working_yescrypt_hash() {
+        // If libxcrypt could not parse it, unknown users would be answered
+        // without the hash cost and could be told apart by timing.
+        assert!(verify(DUMMY_HASH, b"ironpop-dummy-password"));
+        assert!(DUMMY_HASH.starts_with("$y$"));
+    }
+
+    #[test]
+    fn dummy_verify_always_fails() {
+        assert!(!dummy_verify(b"ironpop-dummy-password"));
     }
 
     #[test]

@@ -29,13 +29,6 @@ const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 /// extra fields may carry some userdb settings).
 const MAX_LINE: usize = 4096;
 
-/// A yescrypt hash with libxcrypt's default cost (of "ironpop-dummy-password";
-/// the result is always discarded): verified against for unknown users and
-/// refused entries so that they take as long as a wrong password for a real
-/// account.
-pub(crate) const DUMMY_HASH: &str =
-    "$y$j9T$fw5H6Rhhyvv4mzAzx.8Yd.$f3sGmllg/Yn.Z6hiYOF0esqKWELHdG/b5k/1wlHiok2";
-
 /// What an entry's password field holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Secret {
@@ -228,12 +221,12 @@ impl PasswdFile {
             Ok(s) => s,
             Err(e) => {
                 // Keep the timing of the failure path uniform as well.
-                crypt::verify(DUMMY_HASH, password);
+                crypt::dummy_verify(password);
                 return (AuthOutcome::Unavailable(e), EntryIds::default());
             }
         };
         let Some(account) = snap.accounts.get(user) else {
-            crypt::verify(DUMMY_HASH, password);
+            crypt::dummy_verify(password);
             log::debug!(
                 "passwd file: no account {:?}",
                 user.escape_debug().to_string()
@@ -243,7 +236,7 @@ impl PasswdFile {
         let ok = match &account.secret {
             Secret::Crypt(hash) => crypt::verify(hash, password),
             Secret::Plain(stored) => {
-                crypt::verify(DUMMY_HASH, password);
+                crypt::dummy_verify(password);
                 crypt::constant_time_eq(stored, password)
             }
             // Checked when the file was read; PBKDF2 with the stored
@@ -252,12 +245,12 @@ impl PasswdFile {
                 ScramSecret::parse(field).is_ok_and(|s| s.verify_plain_password(password))
             }
             Secret::Locked => {
-                crypt::verify(DUMMY_HASH, password);
+                crypt::dummy_verify(password);
                 self.refused(user, account, "is locked (empty, '*' or '!' password)");
                 false
             }
             Secret::Unsupported(s) => {
-                crypt::verify(DUMMY_HASH, password);
+                crypt::dummy_verify(password);
                 self.refused(
                     user,
                     account,

@@ -133,15 +133,6 @@ pub(crate) fn wipe(bytes: &mut [u8]) {
     std::hint::black_box(bytes);
 }
 
-/// Compares secrets without a data-dependent early exit.
-pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
-}
-
 /// A finished exchange. The session still has to make it a login.
 #[derive(Debug)]
 pub enum Outcome {

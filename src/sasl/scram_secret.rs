@@ -13,7 +13,8 @@ use base64::Engine as _;
 use ring::rand::SecureRandom as _;
 use ring::{digest, hmac, pbkdf2};
 
-use super::{ct_eq, wipe};
+use super::wipe;
+use crate::auth::crypt::constant_time_eq as ct_eq;
 
 /// The scheme prefix of a passwd-file password field.
 pub const SCHEME_PREFIX: &str = "{SCRAM-SHA-256}";
