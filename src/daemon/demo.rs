@@ -107,6 +107,17 @@ pub fn prepare(dir: &Path) -> Result<PathBuf, DaemonError> {
     };
     private_dir(&dir.join("mail")).map_err(fail)?;
     private_dir(&dir.join("state")).map_err(fail)?;
+    // The demo trusts what it finds in DIR (its config names the spools it
+    // serves): only if this user owns it and nobody else can write to it.
+    for path in [
+        dir.clone(),
+        dir.join("mail"),
+        dir.join("state"),
+        dir.join("ironpop.conf"),
+        dir.join("passwd"),
+    ] {
+        ours_alone(&path).map_err(fail)?;
+    }
 
     let config_path = dir.join("ironpop.conf");
     if !config_path.exists() {
@@ -160,6 +171,30 @@ fn config_text(dir: &Path) -> String {
 }
 
 /// Creates a private file that must not exist yet, and says so.
+/// `path`, if it exists, belongs to the effective user, is not a symlink and
+/// is not writable by everyone (group-writable is left to the umask).
+fn ours_alone(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        other => other?,
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me || meta.mode() & 0o002 != 0 || meta.file_type().is_symlink() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} must belong to uid {me}, not be a symlink, and not be writable by everyone (it is uid {}, mode {:o}); \
+                 choose another demo directory",
+                path.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn create(path: &Path, contents: &[u8]) -> io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
@@ -207,6 +242,22 @@ pub fn instructions(config: &Config) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_demo_dir_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let demo = dir.path().join("demo");
+        prepare(&demo).unwrap();
+        let conf = demo.join("ironpop.conf");
+        fs::set_permissions(&conf, fs::Permissions::from_mode(0o666)).unwrap();
+        let e = prepare(&demo).unwrap_err().to_string();
+        assert!(e.contains("writable by everyone"), "{e}");
+        fs::set_permissions(&conf, fs::Permissions::from_mode(0o600)).unwrap();
+        prepare(&demo).unwrap();
+        fs::set_permissions(&demo, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(prepare(&demo).is_err(), "a world-writable DIR is refused");
+    }
 
     #[test]
     fn sample_mailbox_has_the_tricky_lines() {
