@@ -177,7 +177,12 @@ impl Journal {
         match result {
             Ok(file) => Ok(Journal { file, path, header }),
             Err(e) => {
+                // The spool has not been written yet, so a journal under its
+                // final name (the directory sync after the rename failed)
+                // would only let a later login "undo" an update that never
+                // happened over whatever the spool holds by then.
                 let _ = fs::remove_file(&tmp);
+                let _ = fs::remove_file(&path);
                 Err(e)
             }
         }

@@ -240,9 +240,8 @@ pub fn apply(
     }
     // Step 5.
     if let Err(e) = file.set_len(new_len).and_then(|()| fault_point()) {
-        let still_n = file.metadata().is_ok_and(|m| m.size() == end);
-        // Undoing needs the length N; back to phase UNDO first.
-        if still_n && journal.set_phase(Phase::Undo).is_ok() {
+        // Undoing needs the length N.
+        if file.metadata().is_ok_and(|m| m.size() == end) {
             undo_now(journal, file, path, tick);
         } else {
             keep_for_recovery(&journal, path, &e);
@@ -272,10 +271,17 @@ fn keep_for_recovery(journal: &Journal, path: &Path, e: &io::Error) {
     );
 }
 
-/// After an error in steps 2–5: the spool length is ≥ N and the journal in
-/// phase UNDO (or its phase write failed, which recovery also handles), so
-/// writing the saved bytes back restores the spool.
-fn undo_now(journal: Journal, file: &File, path: &Path, tick: &mut dyn FnMut()) {
+/// After an error in steps 2–5, with the spool length ≥ N: the journal goes
+/// (back) to phase UNDO durably first — the phase byte may already say
+/// COMPACTED on disk even if its sync failed, and recovery must never
+/// finish a truncate over a half-undone spool — then writing the saved
+/// bytes back restores the spool. If the phase cannot be recorded, nothing
+/// is touched and the journal is kept: recovery sees a consistent state.
+fn undo_now(mut journal: Journal, file: &File, path: &Path, tick: &mut dyn FnMut()) {
+    if let Err(e) = journal.set_phase(Phase::Undo) {
+        keep_for_recovery(&journal, path, &e);
+        return;
+    }
     match journal.undo(file, tick) {
         Ok(()) => {
             let jpath = journal.path().to_path_buf();
