@@ -131,45 +131,37 @@ impl SystemDb {
     }
 
     /// Startup check: the shadow file must be readable (it is root's).
+    /// Opened, not read: this runs in the process that later drops
+    /// privileges, which must never hold a password hash.
     pub fn check(&self) -> Result<(), String> {
-        read_shadow(&self.shadow).map(|_| ()).map_err(|e| {
-            if nix::unistd::geteuid().is_root() {
-                e
-            } else {
-                format!("{e}; passdb = system needs ironpop to be started as root")
-            }
-        })
+        let cannot = |e: std::io::Error| format!("cannot read {}: {e}", self.shadow.display());
+        File::open(&self.shadow)
+            .map(drop)
+            .map_err(cannot)
+            .map_err(|e| {
+                if nix::unistd::geteuid().is_root() {
+                    e
+                } else {
+                    format!("{e}; passdb = system needs ironpop to be started as root")
+                }
+            })
     }
 
-    /// Checks `user`'s password; on success also names the spool's owner.
-    pub fn verify_account(&self, user: &str, password: &[u8]) -> Verified {
-        let dummy = || {
-            crypt::dummy_verify(password);
-            (AuthOutcome::Rejected, None)
-        };
+    /// The account and its password entry (shadow, or a hash kept in
+    /// passwd itself), or the answer to give when there is none. `Err(None)`
+    /// means rejected; `Err(Some(why))` means the backend failed.
+    fn account(&self, user: &str) -> Result<(User, ShadowEntry), Option<String>> {
         if user.is_empty() || user.contains([':', '/', '\0', '\n']) {
-            return dummy();
+            return Err(None);
         }
         let account = match User::from_name(user) {
             Ok(Some(a)) => a,
-            Ok(None) => return dummy(),
-            Err(e) => {
-                crypt::dummy_verify(password);
-                return (
-                    AuthOutcome::Unavailable(format!("cannot look up user {user:?}: {e}")),
-                    None,
-                );
-            }
+            Ok(None) => return Err(None),
+            Err(e) => return Err(Some(format!("cannot look up user {user:?}: {e}"))),
         };
         let stored = account.passwd.to_string_lossy().into_owned();
         let entry = if stored == "x" {
-            let text = match read_shadow(&self.shadow) {
-                Ok(t) => t,
-                Err(e) => {
-                    crypt::dummy_verify(password);
-                    return (AuthOutcome::Unavailable(e), None);
-                }
-            };
+            let text = read_shadow(&self.shadow).map_err(Some)?;
             match find_entry(&text, user) {
                 Some(e) => e,
                 None => {
@@ -177,7 +169,7 @@ impl SystemDb {
                         "login refused: user {user:?} has no entry in {}",
                         self.shadow.display()
                     );
-                    return dummy();
+                    return Err(None);
                 }
             }
         } else {
@@ -190,9 +182,31 @@ impl SystemDb {
                 expire: None,
             }
         };
+        Ok((account, entry))
+    }
+
+    /// Checks `user`'s password; on success also names the spool's owner.
+    pub fn verify_account(&self, user: &str, password: &[u8]) -> Verified {
+        let (account, entry) = match self.account(user) {
+            Ok(found) => found,
+            Err(failure) => {
+                crypt::dummy_verify(password);
+                return (
+                    failure.map_or(AuthOutcome::Rejected, AuthOutcome::Unavailable),
+                    None,
+                );
+            }
+        };
         if let Err(why @ Unusable::Locked) = usable(&entry, today()) {
             log::info!("login refused: account {user:?} {}", why.describe());
-            return dummy();
+            crypt::dummy_verify(password);
+            return (AuthOutcome::Rejected, None);
+        }
+        if !crypt::is_supported(&entry.hash) {
+            // Costs what a real check costs, so the account's existence
+            // does not show in the timing.
+            crypt::dummy_verify(password);
+            return (AuthOutcome::Rejected, None);
         }
         if !crypt::verify(&entry.hash, password) {
             return (AuthOutcome::Rejected, None);
@@ -205,39 +219,23 @@ impl SystemDb {
         }
         self.accepted(user, &account)
     }
-}
 
-impl SystemDb {
     /// The account without a password check (a verified client
-    /// certificate named it); locked and expired accounts are refused.
+    /// certificate named it); locked and expired accounts are refused, the
+    /// same checks as for a password login.
     pub fn lookup_account(&self, user: &str) -> Verified {
-        if user.is_empty() || user.contains([':', '/', '\0', '\n']) {
-            return (AuthOutcome::Rejected, None);
-        }
-        let account = match User::from_name(user) {
-            Ok(Some(a)) => a,
-            Ok(None) => return (AuthOutcome::Rejected, None),
-            Err(e) => {
+        let (account, entry) = match self.account(user) {
+            Ok(found) => found,
+            Err(failure) => {
                 return (
-                    AuthOutcome::Unavailable(format!("cannot look up user {user:?}: {e}")),
+                    failure.map_or(AuthOutcome::Rejected, AuthOutcome::Unavailable),
                     None,
                 )
             }
         };
-        if account.passwd.to_bytes() == b"x" {
-            let text = match read_shadow(&self.shadow) {
-                Ok(t) => t,
-                Err(e) => return (AuthOutcome::Unavailable(e), None),
-            };
-            let usable = find_entry(&text, user).map(|e| usable(&e, today()));
-            match usable {
-                Some(Ok(())) => {}
-                Some(Err(why)) => {
-                    log::warn!("login refused: account {user:?} {}", why.describe());
-                    return (AuthOutcome::Rejected, None);
-                }
-                None => return (AuthOutcome::Rejected, None),
-            }
+        if let Err(why) = usable(&entry, today()) {
+            log::warn!("login refused: account {user:?} {}", why.describe());
+            return (AuthOutcome::Rejected, None);
         }
         self.accepted(user, &account)
     }
