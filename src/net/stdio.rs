@@ -79,9 +79,12 @@ fn wait(fd: BorrowedFd<'_>, events: PollFlags, timeout: Option<Duration>) -> io:
     let Some(timeout) = timeout else {
         return Ok(());
     };
-    let ms = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
+    // The whole timeout (idle_timeout can be many minutes): a write has no
+    // retry loop above it, unlike a read.
+    let limit =
+        PollTimeout::try_from(timeout.max(Duration::from_millis(1))).unwrap_or(PollTimeout::MAX);
     let mut fds = [PollFd::new(fd, events)];
-    match poll(&mut fds, PollTimeout::from(ms)) {
+    match poll(&mut fds, limit) {
         Ok(0) => Err(io::ErrorKind::TimedOut.into()),
         Ok(_) => Ok(()),
         Err(nix::errno::Errno::EINTR) => Err(io::ErrorKind::Interrupted.into()),

@@ -99,6 +99,9 @@ impl TlsService {
     /// Runs the server handshake on `tcp` with the configuration in force
     /// now. `peer` is for log lines. The socket's timeouts are left unset.
     pub fn accept(&self, mut tcp: TcpStream, peer: &str) -> Result<TlsConn, HandshakeError> {
+        // Every TLS path (worker, STLS, `-i --tls` on a TCP stdin) comes
+        // through here: replies are assembled, so never wait on Nagle.
+        tcp.set_nodelay(true).map_err(HandshakeError::Io)?;
         let ctx = self.reloader.current();
         let mut conn = ServerConnection::new(Arc::clone(&ctx.server))
             .map_err(|e| HandshakeError::Tls(e.to_string()))?;
