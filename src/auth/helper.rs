@@ -201,9 +201,8 @@ fn login_response(
     }
 }
 
-/// Opens a spool for its account: no symlink, a regular file, owned by
-/// `owner`, one link only (a hard link to another file would let QUIT
-/// rewrite that file), never created.
+/// Opens a spool for its account: `open_spool`'s checks (no symlink, a
+/// regular file with one link), owned by `owner`, never created.
 pub fn open_checked(path: &Path, owner: Option<Uid>) -> (Spool, Option<File>) {
     let file = match open_spool(path) {
         Ok(Some(f)) => f,
@@ -236,12 +235,6 @@ pub fn open_checked(path: &Path, owner: Option<Uid>) -> (Spool, Option<File>) {
                 None,
             );
         }
-    }
-    if meta.nlink() != 1 {
-        return (
-            Spool::Refused(format!("it has {} hard links", meta.nlink())),
-            None,
-        );
     }
     (Spool::Open, Some(file))
 }

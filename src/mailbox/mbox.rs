@@ -12,7 +12,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -83,8 +83,10 @@ impl MaildropOpener for MboxOpener {
     }
 }
 
-/// Opens a spool for reading and updating: no symlinks, regular files
-/// only. `Ok(None)` when it does not exist (an empty maildrop).
+/// Opens a spool for reading and updating: no symlinks, regular files with
+/// one link only (a hard link to another file would let QUIT rewrite that
+/// file). `Ok(None)` when it does not exist (an empty maildrop). Used by
+/// the privileged helper and, without one, by the session directly.
 pub fn open_spool(path: &Path) -> Result<Option<File>, MailboxError> {
     let flags = OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
     let file = match OpenOptions::new()
@@ -126,6 +128,12 @@ pub fn open_spool(path: &Path) -> Result<Option<File>, MailboxError> {
         return Err(MailboxError::Refused {
             path: path.to_path_buf(),
             reason: "it is not a regular file".into(),
+        });
+    }
+    if meta.nlink() != 1 {
+        return Err(MailboxError::Refused {
+            path: path.to_path_buf(),
+            reason: format!("it has {} hard links", meta.nlink()),
         });
     }
     Ok(Some(file))
