@@ -44,12 +44,15 @@ impl SessionLock {
         let in_use = || MailboxError::InUse {
             path: spool.to_path_buf(),
         };
-        if !registry().insert(spool.to_path_buf()) {
+        // Every spelling of the spool's path is one entry, as in the lock
+        // file's name.
+        let canonical = super::state::canonical(spool);
+        if !registry().insert(canonical.clone()) {
             return Err(in_use());
         }
         // From here on, every early return must leave the registry clean.
         let unregister = || {
-            registry().remove(spool);
+            registry().remove(&canonical);
         };
         let lock_path = state.session_lock(spool);
         let io_err = |action, source: io::Error| MailboxError::Io {
@@ -80,7 +83,7 @@ impl SessionLock {
         };
         match ofd::try_lock(&file) {
             Ok(true) => Ok(SessionLock {
-                spool: spool.to_path_buf(),
+                spool: canonical.clone(),
                 file,
             }),
             Ok(false) => {
@@ -109,6 +112,18 @@ impl Drop for SessionLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_spelling_of_the_same_spool_is_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("state"));
+        let mail = dir.path().join("mail");
+        std::fs::create_dir(&mail).unwrap();
+        std::os::unix::fs::symlink(&mail, dir.path().join("spool")).unwrap();
+        let _first = SessionLock::acquire(&state, &mail.join("bob")).unwrap();
+        let e = SessionLock::acquire(&state, &dir.path().join("spool/bob")).unwrap_err();
+        assert!(e.is_in_use(), "{e}");
+    }
 
     #[test]
     fn second_session_is_in_use_until_the_first_ends() {

@@ -64,8 +64,24 @@ impl StateDir {
     }
 }
 
-/// A file-name-safe, injective name for a spool path.
+/// One spelling per spool: its directory resolved (`/var/spool/mail` as a
+/// link to `/var/mail`, `//`, `..`), its file name as given — the file
+/// itself is never followed (`O_NOFOLLOW`). The path as given when the
+/// directory cannot be resolved.
+pub fn canonical(spool: &Path) -> PathBuf {
+    match (spool.parent(), spool.file_name()) {
+        (Some(dir), Some(name)) => dir
+            .canonicalize()
+            .map_or_else(|_| spool.to_path_buf(), |dir| dir.join(name)),
+        _ => spool.to_path_buf(),
+    }
+}
+
+/// A file-name-safe, injective name for a spool, the same for every
+/// spelling of its path: two logins that reach one spool share its session
+/// lock and its journal.
 pub fn key(spool: &Path) -> String {
+    let spool = canonical(spool);
     let bytes = spool.as_os_str().as_bytes();
     let mut out = String::with_capacity(bytes.len() + 16);
     for &b in bytes {
@@ -95,6 +111,14 @@ mod tests {
         assert_eq!(key(Path::new("/var/mail/bob")), "%2Fvar%2Fmail%2Fbob");
         assert_ne!(key(Path::new("/a/b_c")), key(Path::new("/a_b/c")));
         assert_ne!(key(Path::new("/a%2Fb")), key(Path::new("/a/b")));
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("mail");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("spool")).unwrap();
+        let via_link = dir.path().join("spool/bob");
+        let doubled = PathBuf::from(format!("{}//bob", real.display()));
+        assert_eq!(key(&via_link), key(&real.join("bob")));
+        assert_eq!(key(&doubled), key(&real.join("bob")));
         let long = format!("/{}", "x".repeat(300));
         let k = key(Path::new(&long));
         assert!(k.starts_with("md5-") && k.len() == 36, "{k}");
