@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{recvmsg, sendmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
 use nix::sys::time::TimeVal;
@@ -28,6 +28,12 @@ use crate::sasl::{ScramParams, SecretLookup, KEY_LEN};
 /// costly hash takes well under a second.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long the answer to "does any account have a SCRAM secret?" is
+/// reused: every CAPA asks, and unauthenticated clients must not be able to
+/// keep the helpers (shared with the costly hash checks) busy with it. An
+/// edit of the passwd file shows within this time.
+const OFFERS_SCRAM_TTL: Duration = Duration::from_secs(5);
+
 struct Channel {
     fd: OwnedFd,
     pid: i32,
@@ -43,6 +49,7 @@ struct Idle {
 pub struct HelperPool {
     idle: Mutex<Idle>,
     freed: Condvar,
+    offers_scram: Mutex<Option<(Instant, bool)>>,
 }
 
 /// What a helper said about a login, with the spool it opened.
@@ -68,7 +75,31 @@ impl HelperPool {
                 channels: list,
             }),
             freed: Condvar::new(),
+            offers_scram: Mutex::new(None),
         })
+    }
+
+    /// Whether SCRAM-SHA-256 can be offered: a helper's answer, reused for
+    /// [`OFFERS_SCRAM_TTL`].
+    pub fn offers_scram(&self) -> bool {
+        let mut cached = self
+            .offers_scram
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, answer)) = *cached {
+            if at.elapsed() < OFFERS_SCRAM_TTL {
+                return answer;
+            }
+        }
+        let answer = matches!(
+            self.ask(&Request::OffersScram),
+            Ok(Verdict {
+                response: Response::Flag(true),
+                ..
+            })
+        );
+        *cached = Some((Instant::now(), answer));
+        answer
     }
 
     fn lock(&self) -> MutexGuard<'_, Idle> {
@@ -264,13 +295,7 @@ impl Authenticator for HelperSession {
     }
 
     fn offers_scram(&self) -> bool {
-        matches!(
-            self.pool.ask(&Request::OffersScram),
-            Ok(Verdict {
-                response: Response::Flag(true),
-                ..
-            })
-        )
+        self.pool.offers_scram()
     }
 
     fn scram_params(&self, user: &str) -> SecretLookup {

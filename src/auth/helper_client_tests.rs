@@ -277,3 +277,26 @@ fn the_password_less_lookup_request_is_gone() {
     nix::sys::socket::send(a.as_raw_fd(), &frame, MsgFlags::empty()).unwrap();
     assert_eq!(helper.join().unwrap(), 1);
 }
+
+#[test]
+fn offers_scram_is_asked_once_per_ttl() {
+    let (fx, _) = fixture();
+    let secret = crate::sasl::ScramSecret::derive(b"pencil", b"dave's salt!", 4096).unwrap();
+    let users = fx.mail.parent().unwrap().join("users-ttl");
+    std::fs::write(&users, format!("dave:{secret}\n")).unwrap();
+    let db = Arc::new(HelperDb::new(
+        AccountDb::PasswdFile {
+            db: PasswdFile::new(users.clone(), format!("{}/%u", fx.mail.display())),
+            owner: nix::unistd::getuid(),
+        },
+        None,
+    ));
+    let (pool, _threads) = pool(&db, 1);
+    let session = HelperSession::new(pool, mbox(&fx));
+    assert!(session.offers_scram());
+    // The helper would now say no; CAPA keeps the cached answer rather
+    // than asking a helper every time.
+    std::fs::write(&users, "dave:{PLAIN}x\n").unwrap();
+    assert!(!db.offers_scram(), "the helper's own answer changed");
+    assert!(session.offers_scram(), "answered from the cache");
+}
