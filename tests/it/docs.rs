@@ -243,8 +243,31 @@ fn installed_config_is_tls_first_and_otherwise_the_defaults() {
         let Some((key, value)) = setting.split_once(" = ") else {
             continue;
         };
-        if !is_key(key) || !defaults.stdout_text().lines().any(|l| l == setting) {
-            // Prose, examples of other values, list items split over lines.
+        if !is_key(key) {
+            // Prose.
+            continue;
+        }
+        if !defaults.stdout_text().lines().any(|l| l == setting) {
+            // Not the default line itself: one item of a default list, or
+            // one of the examples of other values the file offers. Anything
+            // else is a commented "default" that is not the default.
+            const EXAMPLES: &[&str] = &[
+                "tls_client_ca = /etc/ironpop/client-ca.pem",
+                "passdb = passwd-file:/etc/ironpop/passwd",
+                "proxy_protocol_from = 192.0.2.10",
+            ];
+            // (listen_tls defaults to 995 only with a certificate, as in
+            // the shipped file.)
+            let rendered = format!("{}{}", defaults.stdout_text(), shipped_text);
+            let list_item = rendered.lines().any(|l| {
+                l.strip_prefix(key)
+                    .and_then(|rest| rest.strip_prefix(" = "))
+                    .is_some_and(|items| items.split_whitespace().any(|i| i == value))
+            });
+            assert!(
+                list_item || EXAMPLES.contains(&setting),
+                "{setting:?} in packaging/ironpop.conf is commented like a default but is not one"
+            );
             continue;
         }
         let out = check_config(&format!("{key} = {value}\n"));
