@@ -128,7 +128,7 @@ fn main() {
     let nofile = loadgen::raise_nofile();
     let idle = idle.min((nofile as usize).saturating_sub(64) / 2);
     assert!(
-        ironpop::auth::crypt::verify(CHEAP_HASH, PASSWORD.as_bytes()),
+        ironpop::privsep::crypt::verify(CHEAP_HASH, PASSWORD.as_bytes()),
         "the bench's precomputed hash matches its password"
     );
 
@@ -320,7 +320,7 @@ fn failed_logins(pid: u32, addr: SocketAddr, n: usize) {
 fn hash_cost_ms() -> f64 {
     let t = loadgen::thread_cpu_seconds();
     for _ in 0..500 {
-        std::hint::black_box(ironpop::auth::crypt::verify(
+        std::hint::black_box(ironpop::privsep::crypt::verify(
             CHEAP_HASH,
             PASSWORD.as_bytes(),
         ));

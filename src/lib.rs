@@ -22,4 +22,5 @@ pub mod logging;
 pub mod mailbox;
 pub mod net;
 pub mod pop3;
+pub mod privsep;
 pub mod sasl;

@@ -7,7 +7,7 @@ use nix::sys::termios::{
     tcgetattr, tcsetattr, LocalFlags, SetArg, SpecialCharacterIndices, Termios,
 };
 
-use super::crypt;
+use crate::privsep::crypt;
 
 /// What the terminal sends for ^C while ISIG is off.
 const CTRL_C: u8 = 0x03;

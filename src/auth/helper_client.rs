@@ -18,10 +18,10 @@ use nix::sys::time::TimeVal;
 
 use rustls::pki_types::CertificateDer;
 
-use super::helper_wire::{Request, Response, Secret, Spool, MAX_FRAME};
 use super::{AuthOutcome, Authenticator, Principal, ScramLogin};
 use crate::mailbox::mbox::MboxSettings;
 use crate::mailbox::{MailboxError, Maildrop, MaildropOpener, MboxMaildrop};
+use crate::privsep::helper_wire::{Request, Response, Secret, Spool, MAX_FRAME};
 use crate::sasl::{ScramParams, SecretLookup, KEY_LEN};
 
 /// A helper answers within this time or is considered hung: even a

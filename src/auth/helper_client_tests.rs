@@ -1,9 +1,9 @@
 //! Tests of the helper channel pool against the real helper loop, run in a thread instead of a forked process.
 
 use super::*;
-use crate::auth::accounts::AccountDb;
-use crate::auth::helper::{serve, HelperDb};
-use crate::auth::PasswdFile;
+use crate::privsep::accounts::AccountDb;
+use crate::privsep::helper::{serve, HelperDb};
+use crate::privsep::passwd_file::PasswdFile;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use std::thread;
 
@@ -195,14 +195,14 @@ fn concurrent_logins_share_few_helpers() {
 #[test]
 fn certificate_login_is_verified_by_the_helper() {
     let (fx, _) = fixture();
-    let (_pki, config, alice_cert, selfsigned) = crate::auth::cert_login::test_pki::pki("alice");
+    let (_pki, config, alice_cert, selfsigned) = crate::privsep::cert_login::test_pki::pki("alice");
     let users = fx.mail.parent().unwrap().join("users");
     let db = Arc::new(HelperDb::new(
         AccountDb::PasswdFile {
             db: PasswdFile::new(users, format!("{}/%u", fx.mail.display())),
             owner: nix::unistd::getuid(),
         },
-        crate::auth::cert_login::CertCheck::from_config(&config).unwrap(),
+        crate::privsep::cert_login::CertCheck::from_config(&config).unwrap(),
     ));
     let (pool, _threads) = pool(&db, 1);
     let session = HelperSession::new(pool, mbox(&fx));

@@ -1,17 +1,7 @@
 //! Authentication: who may log in, and where their mail is.
 
-pub mod accounts;
-pub mod cert_login;
-pub mod crypt;
 pub mod hash_cmd;
-pub mod helper;
 pub mod helper_client;
-pub mod helper_wire;
-#[cfg(feature = "pam")]
-pub mod pam;
-pub mod passwd_file;
-pub mod passwd_ids;
-pub mod system;
 pub mod throttle;
 
 use std::path::PathBuf;
@@ -20,10 +10,10 @@ use std::sync::Arc;
 use rustls::pki_types::CertificateDer;
 
 use crate::config::Config;
+use crate::privsep::accounts;
 use crate::sasl::{SecretLookup, KEY_LEN};
 
 pub use hash_cmd::hash_password_command;
-pub use passwd_file::PasswdFile;
 
 /// An authenticated account and the spool it reads.
 #[derive(Debug, Clone, PartialEq, Eq)]

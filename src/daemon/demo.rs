@@ -133,7 +133,7 @@ pub fn prepare(dir: &Path) -> Result<PathBuf, DaemonError> {
     }
     let passwd = dir.join("passwd");
     if !passwd.exists() {
-        let hash = crate::auth::crypt::hash_password(PASSWORD.as_bytes()).map_err(|e| {
+        let hash = crate::privsep::crypt::hash_password(PASSWORD.as_bytes()).map_err(|e| {
             fail(io::Error::other(format!(
                 "cannot hash the demo password: {e}"
             )))

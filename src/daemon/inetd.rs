@@ -13,11 +13,11 @@ use nix::sys::socket::{getsockopt, sockopt, SockType};
 
 use crate::config::Config;
 use crate::daemon::error::DaemonError;
-use crate::daemon::privsep;
 use crate::net::driver::{self, Timeouts};
 use crate::net::stdio::Stdio;
 use crate::net::Conn;
 use crate::pop3::{Backend, Session};
+use crate::privsep::fork as privsep;
 
 /// Serves the one session on stdin/stdout. `tls`: `-i --tls`, the
 /// session starts with a TLS handshake (port 995). When stdin is a TCP

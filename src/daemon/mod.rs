@@ -14,8 +14,6 @@ pub mod error;
 pub mod inetd;
 pub mod listeners;
 pub mod pool;
-pub mod privileges;
-pub mod privsep;
 pub mod sessions;
 pub mod signals;
 pub mod systemd;
@@ -35,6 +33,7 @@ use crate::config::Config;
 use crate::limits;
 use crate::net::tls::{TlsFiles, TlsReloader};
 use crate::net::tls_conn::{TlsService, MAX_HANDSHAKE_TIME};
+use crate::privsep::fork as privsep;
 
 pub use error::DaemonError;
 

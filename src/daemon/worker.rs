@@ -8,7 +8,6 @@ use std::time::Instant;
 use crate::auth::throttle::{Throttle, ThrottledAuth};
 use crate::config::{Config, PlaintextAuth};
 use crate::daemon::acceptor::{self, Job};
-use crate::daemon::privsep::Accounts;
 use crate::daemon::sessions::Ticket;
 use crate::net::conn::is_loopback_ip;
 use crate::net::driver::{self, Timeouts};
@@ -17,6 +16,7 @@ use crate::net::proxy_read::{self, MAX_HEADER_WAIT};
 use crate::net::tls_conn::TlsService;
 use crate::net::Conn;
 use crate::pop3::{Backend, Session};
+use crate::privsep::fork::Accounts;
 
 /// Everything sessions share, built once at startup.
 pub struct Server {

@@ -238,7 +238,7 @@ fn certified_key(
 }
 
 /// The WebPki verifier for client certificates issued by the CA(s) in
-/// `ca`; also built by the passdb for AUTH EXTERNAL (`auth::cert_login`).
+/// `ca`; also built by the passdb for AUTH EXTERNAL (`privsep::cert_login`).
 pub fn client_verifier(
     ca: &Path,
     provider: Arc<CryptoProvider>,

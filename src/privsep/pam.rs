@@ -27,8 +27,9 @@ use std::ptr;
 use nix::unistd::{Uid, User};
 
 use super::accounts::Checked;
+use super::crypt;
 use super::passwd_file::expand_mailbox;
-use super::{crypt, AuthOutcome, Principal};
+use crate::auth::{AuthOutcome, Principal};
 
 /// The service name: the stack is `/etc/pam.d/ironpop`.
 pub const SERVICE: &CStr = c"ironpop";

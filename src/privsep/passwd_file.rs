@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use super::crypt;
 use super::passwd_ids::parse_ids;
 pub use super::passwd_ids::EntryIds;
-use super::{AuthOutcome, Authenticator, Principal};
+use crate::auth::{AuthOutcome, Authenticator, Principal};
 use crate::sasl::ScramSecret;
 
 /// A passwd file larger than this is refused: it would cost every login a

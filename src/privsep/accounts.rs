@@ -12,8 +12,9 @@ use rustls::pki_types::CertificateDer;
 
 use super::cert_login::CertCheck;
 use super::passwd_file::Found;
+use super::passwd_file::PasswdFile;
 use super::system::SystemDb;
-use super::{AuthOutcome, Authenticator, PasswdFile, ScramLogin};
+use crate::auth::{AuthOutcome, Authenticator, ScramLogin};
 use crate::config::{Config, Passdb};
 use crate::sasl::{ScramParams, SecretLookup, KEY_LEN};
 

@@ -11,7 +11,7 @@ use nix::unistd::{Uid, User};
 
 use super::crypt;
 use super::passwd_file::expand_mailbox;
-use super::{AuthOutcome, Authenticator, Principal};
+use crate::auth::{AuthOutcome, Authenticator, Principal};
 
 /// Where the shadow database lives.
 pub const SHADOW: &str = "/etc/shadow";

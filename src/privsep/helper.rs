@@ -32,7 +32,7 @@ use rustls::pki_types::CertificateDer;
 use super::accounts::Checked;
 pub use super::accounts::HelperDb;
 use super::helper_wire::{Request, Response, Spool, MAX_FRAME};
-use super::AuthOutcome;
+use crate::auth::AuthOutcome;
 use crate::mailbox::{mbox::open_spool, MailboxError};
 use crate::sasl::SecretLookup;
 

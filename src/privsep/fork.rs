@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use nix::unistd::Pid;
 
-use crate::auth::helper::{self, HelperDb};
+use super::helper::{self, HelperDb};
+use super::privileges;
 use crate::auth::helper_client::{HelperPool, HelperSession};
 use crate::auth::{self, Authenticator};
 use crate::config::Config;
 use crate::daemon::error::DaemonError;
-use crate::daemon::privileges;
 use crate::mailbox::mbox::MboxSettings;
 use crate::mailbox::{MaildropOpener, MboxOpener};
 

@@ -9,8 +9,8 @@
 
 use std::path::PathBuf;
 
-use crate::auth::cert_login::{MAX_CERT, MAX_CHAIN};
-use crate::auth::crypt::MAX_PASSWORD;
+use super::cert_login::{MAX_CERT, MAX_CHAIN};
+use super::crypt::MAX_PASSWORD;
 use crate::limits::MAX_SASL_LINE;
 use crate::sasl::KEY_LEN;
 

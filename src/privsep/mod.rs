@@ -1,0 +1,44 @@
+//! Everything that runs with root privileges, and nothing else: read this folder to audit what stays root.
+//!
+//! ironpop starts as root only to bind ports, load keys, and fork the
+//! privileged helpers; then the network process drops root for good. What
+//! runs as root, and why:
+//!
+//! * `fork.rs` — at startup, forks the helpers (before any thread exists)
+//!   and hands the network process over to `privileges.rs`; without root,
+//!   sets up the in-process account database instead.
+//! * `privileges.rs` — drops root: `user`, `group` and its supplementary
+//!   groups, no new privileges, not dumpable, and checks root cannot come
+//!   back.
+//! * `helper.rs` — the helper loop: one request at a time over a
+//!   socketpair; checks a credential and, on success, opens the account's
+//!   spool as root and passes its descriptor back. It holds no network
+//!   socket.
+//! * `helper_wire.rs` — the helper's bounded frame format, decoded without
+//!   I/O: the helper's only input from the less trusted side.
+//! * `accounts.rs` — the account database the helper consults: every way to
+//!   an account goes through a credential checked here.
+//! * `system.rs` (`/etc/shadow`, readable only by root), `pam.rs` (the PAM
+//!   stack, which may need root), `passwd_file.rs` + `passwd_ids.rs` (a
+//!   passwd file the admin may keep root-only), `crypt.rs` (libxcrypt
+//!   hashing for all of them) — the account backends.
+//! * `cert_login.rs` — AUTH EXTERNAL's certificate chain checked against
+//!   `tls_client_ca`, which the helper read as root at startup.
+//!
+//! Without root (`ironpop` started as an ordinary user, or `-i`/demo modes
+//! that choose it) the same code runs in-process with the user's own rights.
+//! The network side of the helper (its client, the failed-login throttle)
+//! lives in `auth/`.
+
+pub mod accounts;
+pub mod cert_login;
+pub mod crypt;
+pub mod fork;
+pub mod helper;
+pub mod helper_wire;
+#[cfg(feature = "pam")]
+pub mod pam;
+pub mod passwd_file;
+pub mod passwd_ids;
+pub mod privileges;
+pub mod system;
