@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
 
+use super::fault::fault_point;
 use super::state::StateDir;
-use super::update::fault_point;
 use super::MailboxError;
 use crate::limits;
 

@@ -248,7 +248,7 @@ fn login_waits_for_the_mda_then_times_out() {
 
 #[test]
 fn an_interrupted_update_is_recovered_before_the_scan() {
-    use crate::mailbox::update::{Fault, FAULT_AFTER};
+    use crate::mailbox::fault::{Fault, FAULT_AFTER};
     let (dir, path) = spool(SPOOL);
     let md = open(&path).unwrap();
     // Crash after the journal is durable and the copy has started.

@@ -8,6 +8,7 @@
 
 pub mod delivery_lock;
 pub mod dotlock;
+pub mod fault;
 pub mod journal;
 pub mod mbox;
 pub mod ofd;

@@ -59,6 +59,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
+use super::fault::fault_point;
 use super::journal::{self, Header, Journal, Phase};
 use super::state::StateDir;
 use super::MailboxError;
@@ -388,48 +389,6 @@ fn copy_down(
         from += n as u64;
         *write_at += n as u64;
         tick();
-    }
-    Ok(())
-}
-
-/// What a test makes the next fault point do.
-#[cfg(test)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// Stop dead (a panic skips every cleanup, like SIGKILL).
-    Crash,
-    /// Fail as the system call before would have, with this errno.
-    Fail(i32),
-}
-
-#[cfg(test)]
-thread_local! {
-    /// Test hook: how many fault points to pass, and what to do at the next.
-    pub static FAULT_AFTER: std::cell::Cell<Option<(u32, Fault)>> = const { std::cell::Cell::new(None) };
-}
-
-/// A point right after a system call of an update. Tests make the update
-/// crash or fail here; in normal builds it is nothing.
-#[inline]
-pub(crate) fn fault_point() -> io::Result<()> {
-    #[cfg(test)]
-    {
-        let hit = FAULT_AFTER.with(|c| match c.get() {
-            Some((0, fault)) => {
-                c.set(None);
-                Some(fault)
-            }
-            Some((n, fault)) => {
-                c.set(Some((n - 1, fault)));
-                None
-            }
-            None => None,
-        });
-        match hit {
-            Some(Fault::Crash) => panic!("simulated crash"),
-            Some(Fault::Fail(errno)) => return Err(io::Error::from_raw_os_error(errno)),
-            None => {}
-        }
     }
     Ok(())
 }

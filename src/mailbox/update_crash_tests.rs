@@ -14,10 +14,11 @@ use std::os::unix::fs::MetadataExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
+use super::fault::{Fault, FAULT_AFTER};
 use super::journal;
 use super::scan::scan_bytes;
 use super::state::StateDir;
-use super::update::{apply, Fault, Span, FAULT_AFTER};
+use super::update::{apply, Span};
 
 /// fsync costs nothing on tmpfs, and these tests fsync a lot.
 fn scratch() -> tempfile::TempDir {
