@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod counters;
 pub mod daemon;
 pub mod limits;
 pub mod logging;

@@ -7,6 +7,7 @@
 //! dropped, never reused, and the login gets `[SYS/TEMP]`: nothing but a
 //! well-formed `Accepted` from a helper lets a session in.
 
+use crate::counters::{self, Counter};
 use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -156,7 +157,10 @@ impl HelperPool {
             });
         };
         let frame = Secret(frame);
-        let channel = self.take()?;
+        counters::bump(Counter::HelperRequests);
+        let channel = self
+            .take()
+            .inspect_err(|_| counters::bump(Counter::HelperFailures))?;
         match exchange(&channel, &frame.0) {
             Ok(verdict) => {
                 self.give_back(Some(channel));
@@ -168,6 +172,7 @@ impl HelperPool {
                 // file and exits; the daemon notices and shuts down.
                 drop(channel);
                 self.give_back(None);
+                counters::bump(Counter::HelperFailures);
                 log::error!("privileged helper (pid {pid}) failed: {e}");
                 Err(format!("privileged helper failed: {e}"))
             }

@@ -15,6 +15,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::auth::throttle::Throttle;
+use crate::counters::{self, Counter};
 
 use crate::daemon::listeners::Listener;
 use crate::daemon::pool::Pool;
@@ -336,6 +337,7 @@ impl Acceptor {
                         left.as_secs().max(1)
                     );
                 }
+                counters::bump(Counter::RefusedThrottle);
                 refuse(stream, REFUSED_BLOCKED, tls);
                 return;
             }
@@ -353,6 +355,7 @@ impl Acceptor {
                         refusal.open
                     );
                 }
+                counters::bump(Counter::RefusedPerAddress);
                 refuse(stream, REFUSED_PER_IP, tls);
                 return;
             }
@@ -383,7 +386,10 @@ impl Acceptor {
                     peer.ip()
                 );
             }
+            counters::bump(Counter::RefusedLimit);
             refuse(job.stream, REFUSED_FULL, tls);
+        } else {
+            counters::bump(Counter::ConnectionsAccepted);
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::auth::throttle::{Throttle, ThrottledAuth};
 use crate::config::{Config, PlaintextAuth};
+use crate::counters::{self, Counter};
 use crate::daemon::acceptor::{self, Job};
 use crate::daemon::sessions::Ticket;
 use crate::net::conn::is_loopback_ip;
@@ -183,6 +184,7 @@ impl Server {
                 "refused connection: rip={ip} reason=too many failed logins, blocked for {}s",
                 left.as_secs().max(1)
             );
+            counters::bump(Counter::RefusedThrottle);
             refuse(stream, acceptor::REFUSED_BLOCKED, tls);
             return None;
         }
@@ -191,6 +193,7 @@ impl Server {
                 "refused connection: rip={ip} reason=too many sessions from this address ({} open)",
                 refusal.open
             );
+            counters::bump(Counter::RefusedPerAddress);
             refuse(stream, acceptor::REFUSED_PER_IP, tls);
             return None;
         }

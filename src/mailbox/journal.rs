@@ -367,5 +367,6 @@ pub fn recover(
         }
     };
     journal.remove().map_err(io_err)?;
+    crate::counters::bump(crate::counters::Counter::JournalsRecovered);
     Ok(Some(outcome))
 }

@@ -1,5 +1,6 @@
 //! The server side of a TLS connection: the handshake under a deadline, and the stream the session runs over.
 
+use crate::counters::{self, Counter};
 use std::fmt;
 use std::io;
 use std::net::TcpStream;
@@ -98,7 +99,15 @@ impl TlsService {
 
     /// Runs the server handshake on `tcp` with the configuration in force
     /// now. `peer` is for log lines. The socket's timeouts are left unset.
-    pub fn accept(&self, mut tcp: TcpStream, peer: &str) -> Result<TlsConn, HandshakeError> {
+    pub fn accept(&self, tcp: TcpStream, peer: &str) -> Result<TlsConn, HandshakeError> {
+        let result = self.handshake(tcp, peer);
+        if result.is_err() {
+            counters::bump(Counter::TlsHandshakesFailed);
+        }
+        result
+    }
+
+    fn handshake(&self, mut tcp: TcpStream, peer: &str) -> Result<TlsConn, HandshakeError> {
         // Every TLS path (worker, STLS, `-i --tls` on a TCP stdin) comes
         // through here: replies are assembled, so never wait on Nagle.
         tcp.set_nodelay(true).map_err(HandshakeError::Io)?;

@@ -389,6 +389,7 @@ impl Session {
         out: &mut dyn Write,
     ) -> io::Result<Control> {
         self.auth_failures += 1;
+        crate::counters::login(method, false);
         let then_close = self.auth_failures >= limits::MAX_AUTH_FAILURES;
         let user = user.map(|u| format!("user={u} ")).unwrap_or_default();
         log::warn!(
@@ -454,6 +455,7 @@ impl Session {
                 )?;
                 self.phase = Phase::Transaction(Box::new(t));
                 self.bad_commands = 0;
+                crate::counters::login(method, true);
             }
             Err(e) => {
                 // The log gets the whole story; the client no file paths.

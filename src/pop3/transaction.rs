@@ -1,5 +1,6 @@
 //! The TRANSACTION state: the commands that read and mark one open maildrop.
 
+use crate::counters::{self, Counter};
 use std::io::{self, Write};
 
 use super::command::{self, Command, MsgArg};
@@ -114,6 +115,8 @@ impl Transaction {
                 reply::end_multiline(out)?;
                 self.retr.0 += 1;
                 self.retr.1 += size;
+                counters::bump(Counter::MessagesRetrieved);
+                counters::add(Counter::BytesRetrieved, size);
             }
             Command::Top(arg, lines) => {
                 let i = match self.resolve(arg, out)? {
@@ -179,6 +182,8 @@ impl Transaction {
         };
         match maildrop.commit(&deleted) {
             Ok(report) => {
+                counters::bump(Counter::UpdatesCommitted);
+                counters::add(Counter::MessagesDeleted, report.deleted as u64);
                 stats(
                     (report.deleted, report.deleted_bytes),
                     (report.kept, report.kept_bytes),
@@ -190,6 +195,7 @@ impl Transaction {
                 )
             }
             Err(e) => {
+                counters::bump(Counter::UpdatesFailed);
                 log::warn!("update failed: user={user} rip={peer}: {e}");
                 stats(marked, everything, "update-failed");
                 reply::err_code(
