@@ -37,6 +37,7 @@ fn write_spool(path: &Path, total: u64) -> Vec<Span> {
             content_offset: at + first_line,
             content_len: msg.len() as u64 - first_line - 1,
             end: at + msg.len() as u64,
+            raw_hash: xxhash_rust::xxh3::xxh3_128(&msg), // `apply` does not check it
         });
         at += msg.len() as u64;
         n += 1;

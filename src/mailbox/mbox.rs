@@ -245,14 +245,16 @@ impl MboxMaildrop {
                 source,
             }
         };
-        let identity = Identity::of(&file.metadata().map_err(io_err("checking"))?);
+        let meta = file.metadata().map_err(io_err("checking"))?;
+        let identity = Identity::of(&meta);
+        let size = meta.len();
         // Scan up to the size seen now: bounded work even if mail keeps
         // arriving, and anything later is the next session's.
         let mut scanner = Scanner::new();
         let mut buf = vec![0u8; limits::SCAN_BLOCK];
-        while scanner.offset() < identity.size {
-            let want = usize::try_from(identity.size - scanner.offset())
-                .map_or(buf.len(), |n| n.min(buf.len()));
+        while scanner.offset() < size {
+            let want =
+                usize::try_from(size - scanner.offset()).map_or(buf.len(), |n| n.min(buf.len()));
             match file.read_at(&mut buf[..want], scanner.offset()) {
                 Ok(0) => break,
                 Ok(n) => scanner.feed(&buf[..n]),
@@ -269,16 +271,7 @@ impl MboxMaildrop {
             .zip(uids)
             .map(|(m, uid)| MessageInfo { size: m.size, uid })
             .collect();
-        let spans = scan
-            .messages
-            .iter()
-            .map(|m| Span {
-                from_offset: m.from_offset,
-                content_offset: m.content_offset,
-                content_len: m.content_len,
-                end: m.end,
-            })
-            .collect();
+        let spans = scan.messages.iter().map(Span::from).collect();
         Ok(MboxMaildrop {
             path,
             spool: Some(Spool {
@@ -396,6 +389,7 @@ impl Maildrop for MboxMaildrop {
             &spool.identity,
             spool.scanned_len,
             &self.spans,
+            deleted,
         )?;
         update::apply(
             &settings.state,

@@ -20,6 +20,10 @@
 //!   mailbox. We serve it as message 1 (without a `From ` line), so nothing
 //!   in the spool is hidden from its owner and it can be deleted; if it is
 //!   only blank lines it is no message and is simply kept.
+//! * Each message gets a content hash ([`ScannedMessage::raw_hash`], XXH3-128)
+//!   of its raw range, so an update can prove later that the bytes it
+//!   removes are still the ones this scan saw. Every byte fed is hashed
+//!   once, in the same pass, at the end of each block.
 //! * The POP3 size counts every bare LF as CRLF (a stored CRLF stays two
 //!   octets), plus the line end the transfer encoder adds when the message
 //!   does not end in one: exactly the octets `transfer::Encoder` produces
@@ -27,6 +31,7 @@
 
 use memchr::memmem::Finder;
 use memchr::{memchr, memrchr};
+use xxhash_rust::xxh3::Xxh3;
 
 use super::uidl::{UidHasher, CLASSIFY_BYTES};
 
@@ -52,6 +57,10 @@ pub struct ScannedMessage {
     pub size: u64,
     /// Input of the UIDL (see `uidl`).
     pub digest: [u8; 16],
+    /// XXH3-128 of the raw bytes from the previous message's `end` (0 for
+    /// the first message) to `end`: the raw range, plus any blank lines
+    /// before the first message.
+    pub raw_hash: u128,
 }
 
 impl ScannedMessage {
@@ -104,6 +113,16 @@ pub struct Scanner {
     prev_byte: Option<u8>,
     /// A blank line and a `From ` line: the only message boundary.
     boundary: Finder<'static>,
+    /// The content hash of the bytes `hashed_to` back to the end of the
+    /// last message hashed (or 0).
+    hasher: Xxh3,
+    hashed_to: u64,
+    /// Messages whose `raw_hash` is final.
+    hashed_messages: usize,
+    /// Bytes fed but not hashed yet: the start of a line that may turn out
+    /// to begin a message (< [`HEAD`] bytes).
+    carry: [u8; HEAD],
+    carry_len: usize,
 }
 
 impl Default for Scanner {
@@ -127,6 +146,11 @@ impl Scanner {
             prev_blank: true,
             prev_byte: None,
             boundary: Finder::new(b"\n\nFrom "),
+            hasher: Xxh3::new(),
+            hashed_to: 0,
+            hashed_messages: 0,
+            carry: [0; HEAD],
+            carry_len: 0,
         }
     }
 
@@ -137,6 +161,11 @@ impl Scanner {
 
     /// Scans the next block of the spool.
     pub fn feed(&mut self, block: &[u8]) {
+        self.frame(block);
+        self.hash_settled(block, false);
+    }
+
+    fn frame(&mut self, block: &[u8]) {
         let mut rest = block;
         while !rest.is_empty() {
             let n = self.body_lines(rest);
@@ -316,7 +345,57 @@ impl Scanner {
             end,
             size,
             digest: cur.hasher.finish(),
+            raw_hash: 0, // see `hash_settled`
         });
+    }
+
+    /// Hashes what was fed up to the last point no message boundary can
+    /// precede any more (all of it at the end), closing the content hash of
+    /// each message that ended there. `block` is what was just fed; the
+    /// bytes before it that were not hashed yet are in `carry`.
+    fn hash_settled(&mut self, block: &[u8], at_end: bool) {
+        let undecided = self.kind == Kind::Undecided && self.line_len > 0;
+        let settled = if undecided && !at_end {
+            self.line_start
+        } else {
+            self.offset
+        };
+        let pending_start = self.offset - block.len() as u64 - self.carry_len as u64;
+        let carry = self.carry;
+        let carry_len = self.carry_len;
+        // Bytes `[from, to)` of what is pending (carry, then block).
+        let pending = |from: u64, to: u64, out: &mut Xxh3| {
+            let (a, b) = (
+                (from - pending_start) as usize,
+                (to - pending_start) as usize,
+            );
+            if a < carry_len {
+                out.update(&carry[a..b.min(carry_len)]);
+            }
+            if b > carry_len {
+                out.update(&block[a.max(carry_len) - carry_len..b - carry_len]);
+            }
+        };
+        while let Some(m) = self.messages.get_mut(self.hashed_messages) {
+            pending(self.hashed_to, m.end, &mut self.hasher);
+            m.raw_hash = self.hasher.digest128();
+            self.hasher.reset();
+            self.hashed_to = m.end;
+            self.hashed_messages += 1;
+        }
+        pending(self.hashed_to, settled, &mut self.hasher);
+        self.hashed_to = settled;
+        let rest = (settled - pending_start) as usize..(self.offset - pending_start) as usize;
+        let mut kept = [0u8; HEAD];
+        for (dst, i) in kept.iter_mut().zip(rest.clone()) {
+            *dst = if i < carry_len {
+                carry[i]
+            } else {
+                block[i - carry_len]
+            };
+        }
+        self.carry = kept;
+        self.carry_len = rest.len();
     }
 
     /// Ends the scan at the current offset (the scanned length L).
@@ -328,6 +407,7 @@ impl Scanner {
         let end = self.offset;
         let strip = self.line_len == 0 && self.prev_blank;
         self.finish_message(end, strip);
+        self.hash_settled(&[], true);
         Scan {
             messages: self.messages,
             scanned_len: end,

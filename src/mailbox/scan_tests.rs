@@ -203,7 +203,7 @@ fn reference_scan(data: &[u8]) -> Scan {
         let e = starts.get(k + 1).copied().unwrap_or(lines.len());
         groups.push((s, e, true));
     }
-    let mut messages = Vec::new();
+    let mut messages: Vec<ScannedMessage> = Vec::new();
     for (s, e, has_from) in groups {
         let group = &lines[s..e];
         let from_offset = group[0].0 as u64;
@@ -237,6 +237,8 @@ fn reference_scan(data: &[u8]) -> Scan {
             }
         }
         let end = lines.get(e).map_or(data.len(), |&(o, _)| o) as u64;
+        // From the previous message's end (the first: from the file start).
+        let hash_from = messages.last().map_or(0, |m| m.end) as usize;
         messages.push(ScannedMessage {
             from_offset,
             content_offset,
@@ -244,6 +246,7 @@ fn reference_scan(data: &[u8]) -> Scan {
             end,
             size: (body.len() + bare + added) as u64,
             digest: hasher.finish(),
+            raw_hash: xxhash_rust::xxh3::xxh3_128(&data[hash_from..end as usize]),
         });
     }
     Scan {

@@ -59,19 +59,26 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
+use xxhash_rust::xxh3::Xxh3;
+
 use super::fault::fault_point;
 use super::journal::{self, Header, Journal, Phase};
+use super::scan::ScannedMessage;
 use super::state::StateDir;
 use super::MailboxError;
 use crate::limits;
 
-/// Where one message lies in the spool (see `scan::ScannedMessage`).
+/// Where one message lies in the spool and what it held when scanned
+/// (see `scan::ScannedMessage`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
     pub from_offset: u64,
     pub content_offset: u64,
     pub content_len: u64,
     pub end: u64,
+    /// XXH3-128 of the bytes from the previous message's `end` (0 for the
+    /// first) to `end`, as scanned.
+    pub raw_hash: u128,
 }
 
 impl Span {
@@ -80,13 +87,24 @@ impl Span {
     }
 }
 
-/// The spool as it was when scanned.
+impl From<&ScannedMessage> for Span {
+    fn from(m: &ScannedMessage) -> Span {
+        Span {
+            from_offset: m.from_offset,
+            content_offset: m.content_offset,
+            content_len: m.content_len,
+            end: m.end,
+            raw_hash: m.raw_hash,
+        }
+    }
+}
+
+/// The spool file as it was when scanned: which file (the device number
+/// only to tell files apart within this process, never stored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {
     pub dev: u64,
     pub ino: u64,
-    pub size: u64,
-    pub mtime: (i64, i64),
 }
 
 impl Identity {
@@ -94,8 +112,6 @@ impl Identity {
         Identity {
             dev: meta.dev(),
             ino: meta.ino(),
-            size: meta.size(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
         }
     }
 }
@@ -108,48 +124,104 @@ fn io_error<'a>(path: &'a Path, action: &'static str) -> impl Fn(io::Error) -> M
     }
 }
 
-/// Checks that the first `scanned_len` bytes of the spool are still the
-/// ones the session scanned: the path still names our file, the file has
-/// not shrunk, and (unless size and mtime are unchanged) every recorded
-/// `From ` line is still where it was, after its blank line.
+/// Proves, under the delivery locks, that the update about to remove the
+/// deleted messages removes exactly what the session saw: the path still
+/// names our file, the file still holds the scanned length, every deleted
+/// message is byte for byte (by its content hash) what the scan saw, where
+/// it saw it, and starts and ends at a message boundary (a blank line
+/// before its `From ` line; a `From ` line or the scanned end after it).
+/// The cost is reading the deleted messages once.
+/// Kept messages are moved as they are, so they need no proof. Size and
+/// mtime prove nothing: a local reader can expunge a message and an MDA
+/// deliver one of the same length into its place within one second.
 pub fn verify(
     file: &File,
     path: &Path,
     scanned: &Identity,
     scanned_len: u64,
     spans: &[Span],
+    deleted: &[bool],
 ) -> Result<(), MailboxError> {
     let changed = || MailboxError::Changed {
         path: path.to_path_buf(),
     };
-    let now = Identity::of(&file.metadata().map_err(io_error(path, "checking"))?);
+    let meta = file.metadata().map_err(io_error(path, "checking"))?;
+    let now = Identity::of(&meta);
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.dev() == now.dev && m.ino() == now.ino => {}
         Ok(_) => return Err(changed()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(changed()),
         Err(e) => return Err(io_error(path, "checking")(e)),
     }
-    if now.dev != scanned.dev || now.ino != scanned.ino || now.size < scanned_len {
+    if now != *scanned || meta.size() < scanned_len {
         return Err(changed());
     }
-    if now.size == scanned.size && now.mtime == scanned.mtime {
-        return Ok(());
-    }
-    for span in spans.iter().filter(|s| s.has_from_line()) {
-        let mut probe = [0u8; 6];
-        let (at, want): (u64, &[u8]) = match span.from_offset.checked_sub(1) {
-            Some(before) => (before, b"\nFrom "),
-            None => (0, b"From "),
-        };
-        let buf = &mut probe[..want.len()];
+    let read = |at: u64, buf: &mut [u8]| -> Result<bool, MailboxError> {
         match file.read_exact_at(buf, at) {
-            Ok(()) if buf == want => {}
-            Ok(()) => return Err(changed()),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(changed()),
-            Err(e) => return Err(io_error(path, "checking")(e)),
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(io_error(path, "checking")(e)),
+        }
+    };
+    let mut buf = vec![0u8; limits::SCAN_BLOCK];
+    for (i, span) in spans.iter().enumerate() {
+        if !deleted.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        let hash_from = i.checked_sub(1).map_or(0, |p| spans[p].end);
+        if hash_range(file, path, hash_from, span.end, &mut buf)? != span.raw_hash {
+            return Err(changed());
+        }
+        // The blank line before the `From ` line (the hash covers the
+        // message itself, not the previous one's separator).
+        if span.has_from_line() && span.from_offset > 0 {
+            let want: &[u8] = if span.from_offset == 1 {
+                b"\n"
+            } else {
+                b"\n\n"
+            };
+            let mut got = [0u8; 2];
+            let got = &mut got[..want.len()];
+            if !read(span.from_offset - want.len() as u64, got)? || got != want {
+                return Err(changed());
+            }
+        }
+        // What follows is the next scanned message; mail appended after
+        // the scan stays whatever it is.
+        if span.end < scanned_len {
+            let mut got = [0u8; 5];
+            if !read(span.end, &mut got)? || &got != b"From " {
+                return Err(changed());
+            }
         }
     }
     Ok(())
+}
+
+/// XXH3-128 of the spool's bytes `[from, to)`.
+fn hash_range(
+    file: &File,
+    path: &Path,
+    mut from: u64,
+    to: u64,
+    buf: &mut [u8],
+) -> Result<u128, MailboxError> {
+    let mut hasher = Xxh3::new();
+    while from < to {
+        let n = usize::try_from(to - from).map_or(buf.len(), |n| n.min(buf.len()));
+        match file.read_exact_at(&mut buf[..n], from) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(MailboxError::Changed {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(e) => return Err(io_error(path, "checking")(e)),
+        }
+        hasher.update(&buf[..n]);
+        from += n as u64;
+    }
+    Ok(hasher.digest128())
 }
 
 /// Removes the raw ranges of the deleted messages from the spool of

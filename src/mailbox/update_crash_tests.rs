@@ -29,16 +29,7 @@ fn scratch() -> tempfile::TempDir {
 }
 
 fn spans_of(data: &[u8]) -> Vec<Span> {
-    scan_bytes(data)
-        .messages
-        .iter()
-        .map(|m| Span {
-            from_offset: m.from_offset,
-            content_offset: m.content_offset,
-            content_len: m.content_len,
-            end: m.end,
-        })
-        .collect()
+    scan_bytes(data).messages.iter().map(Span::from).collect()
 }
 
 /// Five messages, the third one spanning several copy blocks.
