@@ -113,6 +113,12 @@ grep -qx 'plaintext_auth = tls-only' "$WORK/effective.conf" || fail "plaintext i
 grep -qx 'listen_tls = 0.0.0.0:995 \[::\]:995' "$WORK/effective.conf" || fail "no POP3S listeners"
 man -l /usr/share/man/man8/ironpop.8.gz >/dev/null 2>&1 \
     || [ ! -x /usr/bin/man ] || fail "man -l ironpop.8 fails"
+# The cluster example (ironpop(8), SCALING) is shipped and HAProxy accepts it.
+example=/usr/share/doc/ironpop/examples/haproxy.cfg
+[ -f "$example" ] || fail "no $example"
+if command -v haproxy >/dev/null; then
+    haproxy -c -f "$example" >/dev/null || fail "haproxy -c -f $example"
+fi
 
 step "systemd units"
 units="$(grep -E '^/(usr/)?lib/systemd/system/' "$WORK/files" | grep -E '\.(service|socket)$' || true)"

@@ -536,6 +536,11 @@ impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        Client::from_stream(stream)
+    }
+
+    /// A client over a connection made elsewhere (from a chosen address).
+    pub fn from_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
         stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
@@ -544,6 +549,15 @@ impl Client {
             reader: BufReader::new(stream),
             writer,
         }
+    }
+
+    /// The connection itself, e.g. for a TLS handshake after STLS.
+    pub fn into_stream(self) -> TcpStream {
+        assert!(
+            self.reader.buffer().is_empty(),
+            "the server sent more than was read"
+        );
+        self.writer
     }
 
     pub fn set_read_timeout(&self, timeout: Duration) {

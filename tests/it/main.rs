@@ -9,6 +9,8 @@ mod harness;
 mod system;
 
 mod clients;
+mod cluster;
+mod cluster_kill;
 mod daemon;
 mod demo;
 mod docs;

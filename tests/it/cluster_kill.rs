@@ -1,0 +1,229 @@
+//! Node deaths in a cluster behind HAProxy: a node killed (its whole pid namespace, SIGKILL) during a QUIT update or while holding an idle session; a survivor serves the user and recovers the spool.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::cluster::{cluster_can_run, connect_from, serving, start, PASSWORD, USER};
+use crate::harness::*;
+
+/// Node kills during QUIT updates.
+const KILLS: usize = 30;
+
+/// A small xorshift generator: the test prints its seed, so a failing
+/// sequence of kill moments can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// Which node logs the login it just served (the log arrives a moment
+/// after the `+OK`).
+fn wait_serving(cluster: &crate::cluster::fixture::Cluster, marks: &[usize]) -> usize {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let served = serving(cluster, marks);
+        if let [one] = served[..] {
+            return one;
+        }
+        assert!(
+            served.is_empty() && Instant::now() < deadline,
+            "one node serves a login: {served:?}\n{}",
+            cluster.all_logs()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn login(cluster: &crate::cluster::fixture::Cluster, src: Ipv4Addr) -> Client {
+    let mut c = Client::from_stream(connect_from(cluster.front, src));
+    c.greeting();
+    c.ok(&format!("USER {USER}"));
+    c.ok(&format!("PASS {PASSWORD}"));
+    c
+}
+
+/// A dotlock left by a killed node stays until it is 5 minutes old (no
+/// pid or hostname shortcut for another host's lock); the test ages it
+/// rather than wait. Returns whether there was one.
+fn age_leftover_dotlock(spool: &Path, dead: &str) -> bool {
+    let lock = spool.with_extension("lock");
+    let Ok(text) = std::fs::read_to_string(&lock) else {
+        return false;
+    };
+    assert!(
+        text.contains(&format!("ironpop@{dead}")),
+        "the leftover dotlock is the dead node's: {text:?}"
+    );
+    let old = SystemTime::now() - Duration::from_secs(6 * 60);
+    let f = std::fs::File::options().write(true).open(&lock).unwrap();
+    f.set_modified(old).unwrap();
+    true
+}
+
+#[test]
+fn node_killed_during_quit_update_is_recovered_by_a_survivor() {
+    if !cluster_can_run() {
+        return;
+    }
+    // A dotlock from a dead node on another host is not broken early: the
+    // first time one is left, a login is refused until it is aged.
+    let mut cluster = start("lock_timeout = 1", false);
+    let spool = cluster.spool_path(USER);
+    let msgs: Vec<Vec<u8>> = (0..120)
+        .map(|i| {
+            let mut m = message(i);
+            for _ in 0..200 {
+                m.extend_from_slice(&[b'x'; 79]);
+                m.push(b'\n');
+            }
+            m
+        })
+        .collect();
+    let original = mbox(&msgs);
+    let seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("kill moments seed: {seed:#x}");
+    let mut rng = Rng(seed);
+    // How long a QUIT update takes here, measured once without a kill.
+    let mut update_time = Duration::ZERO;
+    let (mut journals, mut untouched, mut complete, mut fresh_lock_checked) = (0, 0, 0, false);
+    for round in 0..=KILLS {
+        cluster.write_spool(USER, &original);
+        let marks = cluster.marks();
+        let mut c = login(&cluster, Ipv4Addr::new(127, 0, 5, 1));
+        let victim = wait_serving(&cluster, &marks);
+        // Delete the first message (a journaled update) and a random
+        // selection of the rest (numbers from 1, as in DELE).
+        let mut deleted = vec![1];
+        c.ok("DELE 1");
+        for n in 2..=msgs.len() {
+            if rng.below(3) == 0 {
+                c.ok(&format!("DELE {n}"));
+                deleted.push(n);
+            }
+        }
+        let expected = mbox_without(&msgs, &deleted);
+        c.send("QUIT");
+        let sent = Instant::now();
+        if round == 0 {
+            assert_ok(&c.line(), "QUIT");
+            update_time = sent.elapsed();
+            assert_bytes_eq(&std::fs::read(&spool).unwrap(), &expected, "update");
+            continue;
+        }
+        let delay = Duration::from_micros(rng.below(update_time.as_micros() as u64 * 3 / 2));
+        thread::sleep(delay.saturating_sub(sent.elapsed()));
+        let dead = cluster.nodes[victim].name.clone();
+        cluster.nodes[victim].kill();
+        let acked = matches!(c.read_raw_line(), Ok(Some(l)) if l.starts_with(b"+OK"));
+        let journal_left = std::fs::read_dir(cluster.state_dir()).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".journal")
+        });
+        journals += usize::from(journal_left);
+        let dotlock = spool.with_extension("lock");
+        if dotlock.exists() && !fresh_lock_checked {
+            fresh_lock_checked = true;
+            let mut c =
+                Client::from_stream(connect_from(cluster.front, Ipv4Addr::new(127, 0, 5, 2)));
+            c.greeting();
+            c.ok(&format!("USER {USER}"));
+            let reply = c.cmd(&format!("PASS {PASSWORD}"));
+            assert!(reply.starts_with("-ERR [SYS/TEMP]"), "{reply}");
+            assert!(dotlock.exists(), "a fresh dotlock of another host stays");
+        }
+        age_leftover_dotlock(&spool, &dead);
+        // The next login goes to a survivor, which recovers first.
+        let marks = cluster.marks();
+        let c = login(&cluster, Ipv4Addr::new(127, 0, 5, 3));
+        let survivor = wait_serving(&cluster, &marks);
+        assert_ne!(survivor, victim);
+        let now = std::fs::read(&spool).unwrap();
+        if now == original && !acked {
+            untouched += 1;
+        } else {
+            assert_bytes_eq(
+                &now,
+                &expected,
+                "the spool after a kill: complete or untouched",
+            );
+            complete += 1;
+        }
+        if journal_left {
+            assert!(
+                cluster.nodes[survivor]
+                    .log_since(marks[survivor])
+                    .contains("an interrupted update was"),
+                "{}",
+                cluster.all_logs()
+            );
+        }
+        c.quit();
+        assert_eq!(std::fs::read(&spool).unwrap(), now, "a QUIT without DELE");
+        cluster.restart(victim);
+        eprintln!(
+            "round {round}: killed {dead} {delay:?} into QUIT (update ~{update_time:?}), \
+             journal {journal_left}, acked {acked}"
+        );
+    }
+    eprintln!(
+        "{KILLS} kills: {journals} left a journal, {untouched} untouched, {complete} complete"
+    );
+    assert!(
+        journals >= KILLS / 5,
+        "too few kills hit the update ({journals} of {KILLS}): the test is not testing"
+    );
+    assert!(untouched > 0 || complete > 0);
+    assert!(
+        fresh_lock_checked,
+        "no kill left a dotlock: the kills missed the update"
+    );
+    let state = std::fs::read_dir(cluster.state_dir()).unwrap().count();
+    assert_eq!(state, 1, "only the session lock file is left");
+}
+
+#[test]
+fn node_killed_holding_an_idle_session_frees_the_mailbox_at_once() {
+    if !cluster_can_run() {
+        return;
+    }
+    let mut cluster = start("", false);
+    cluster.write_spool(USER, &mbox(&messages(2)));
+    let marks = cluster.marks();
+    let mut idle = login(&cluster, Ipv4Addr::new(127, 0, 6, 1));
+    let holder = wait_serving(&cluster, &marks);
+    idle.ok("STAT");
+    // Still held: another login is [IN-USE].
+    let mut c = Client::from_stream(connect_from(cluster.front, Ipv4Addr::new(127, 0, 6, 2)));
+    c.greeting();
+    c.ok(&format!("USER {USER}"));
+    let reply = c.cmd(&format!("PASS {PASSWORD}"));
+    assert!(reply.starts_with("-ERR [IN-USE]"), "{reply}");
+    cluster.nodes[holder].kill();
+    let killed = Instant::now();
+    let marks = cluster.marks();
+    let mut c = login(&cluster, Ipv4Addr::new(127, 0, 6, 3));
+    let served_in = killed.elapsed();
+    let survivor = wait_serving(&cluster, &marks);
+    assert_ne!(survivor, holder);
+    assert_eq!(c.ok_lines("LIST").len(), 2);
+    c.quit();
+    assert!(
+        served_in < Duration::from_secs(2),
+        "served {served_in:?} after the kill"
+    );
+    assert!(idle.expect_closed(IO_TIMEOUT).is_empty());
+}
