@@ -13,6 +13,7 @@
 //!   account's spool; `mailbox` scans an mbox spool once, serves messages
 //!   from it and applies deletions at QUIT without losing any other byte.
 
+pub mod account;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -4,7 +4,8 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use ironpop::auth::{AuthOutcome, Authenticator, Principal};
+use ironpop::account::{AuthOutcome, Principal};
+use ironpop::auth::Authenticator;
 use ironpop::mailbox::scan::scan_bytes;
 use ironpop::mailbox::transfer::Encoder;
 use ironpop::mailbox::{

@@ -7,6 +7,7 @@ use nix::sys::termios::{
     tcgetattr, tcsetattr, LocalFlags, SetArg, SpecialCharacterIndices, Termios,
 };
 
+use crate::account::constant_time_eq;
 use crate::privsep::crypt;
 
 /// What the terminal sends for ^C while ISIG is off.
@@ -106,7 +107,7 @@ fn read_from_tty(fd: BorrowedFd<'_>, prompt: &mut dyn Write) -> Result<Password,
 
     let first = ask(fd, prompt, "Password: ")?;
     let second = ask(fd, prompt, "Retype password: ")?;
-    if !crypt::constant_time_eq(&first.0, &second.0) {
+    if !constant_time_eq(&first.0, &second.0) {
         return Err("the passwords do not match".into());
     }
     Ok(first)

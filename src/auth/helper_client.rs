@@ -19,7 +19,8 @@ use nix::sys::time::TimeVal;
 
 use rustls::pki_types::CertificateDer;
 
-use super::{AuthOutcome, Authenticator, Principal, ScramLogin};
+use super::{Authenticator, ScramLogin};
+use crate::account::{AuthOutcome, Principal};
 use crate::mailbox::mbox::MboxSettings;
 use crate::mailbox::{MailboxError, Maildrop, MaildropOpener, MboxMaildrop};
 use crate::privsep::helper_wire::{Request, Response, Secret, Spool, MAX_FRAME};

@@ -1,38 +1,15 @@
-//! Authentication: who may log in, and where their mail is.
+//! Authentication as the network process sees it: the `Authenticator` every account database answers to, the privileged helper's client, the failed-login throttle, and `--hash-password`.
 
 pub mod hash_cmd;
 pub mod helper_client;
 pub mod throttle;
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
 use rustls::pki_types::CertificateDer;
 
-use crate::config::Config;
-use crate::privsep::accounts;
+use crate::account::AuthOutcome;
 use crate::sasl::{SecretLookup, KEY_LEN};
 
 pub use hash_cmd::hash_password_command;
-
-/// An authenticated account and the spool it reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// The login name as the account database spells it.
-    pub user: String,
-    /// The spool file (`mailbox` template with `%u`/`%h` expanded).
-    pub mailbox: PathBuf,
-}
-
-/// The answer of an account database to a credential check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthOutcome {
-    Accepted(Principal),
-    /// Unknown user or wrong password: the caller cannot tell which.
-    Rejected,
-    /// The backend failed (unreadable passwd file, helper gone): `[SYS/TEMP]`.
-    Unavailable(String),
-}
 
 /// Verifies passwords. Implementations compare secrets in constant time and
 /// spend the same effort on unknown users as on known ones.
@@ -91,61 +68,5 @@ impl ScramLogin {
             outcome,
             server_signature: None,
         }
-    }
-}
-
-/// The account database the config's `passdb` names, used in-process
-/// (no privileged helper): the same checks the helper would make.
-///
-/// A passwd file is read once here so that a missing or unreadable file
-/// stops startup with a clear message instead of failing every login.
-pub fn build_authenticator(config: &Config) -> Result<Arc<dyn Authenticator>, String> {
-    let db = accounts::HelperDb::for_config(config, nix::unistd::geteuid())?;
-    Ok(Arc::new(db))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    #[test]
-    fn passwd_file_passdb_builds_a_working_authenticator() {
-        let dir = tempfile::tempdir().unwrap();
-        let users = dir.path().join("users");
-        std::fs::write(&users, "demo:{PLAIN}demo\n").unwrap();
-        let mut config = Config::defaults(Path::new("/test.conf"));
-        config.passdb = crate::config::Passdb::PasswdFile(users);
-        config.mailbox = "/srv/%u.mbox".into();
-        let auth = build_authenticator(&config).unwrap();
-        assert_eq!(
-            auth.verify_password("demo", b"demo"),
-            AuthOutcome::Accepted(Principal {
-                user: "demo".into(),
-                mailbox: PathBuf::from("/srv/demo.mbox"),
-            })
-        );
-        assert_eq!(auth.verify_password("demo", b"x"), AuthOutcome::Rejected);
-    }
-
-    #[test]
-    fn missing_passwd_file_fails_at_startup() {
-        let mut config = Config::defaults(Path::new("/test.conf"));
-        config.passdb = crate::config::Passdb::PasswdFile("/nonexistent/users".into());
-        let e = build_authenticator(&config).err().unwrap();
-        assert!(
-            e.contains("cannot read passwd file /nonexistent/users"),
-            "{e}"
-        );
-    }
-
-    #[cfg(not(feature = "pam"))]
-    #[test]
-    fn pam_is_reported_as_unavailable() {
-        let mut config = Config::defaults(Path::new("/test.conf"));
-        config.passdb = crate::config::Passdb::Pam;
-        let e = build_authenticator(&config).err().unwrap();
-        assert!(e.contains("passdb = pam is not available"), "{e}");
-        assert!(e.contains("--features pam"), "{e}");
     }
 }

@@ -238,7 +238,7 @@ impl Authenticator for ThrottledAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Principal;
+    use crate::account::Principal;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -27,7 +27,7 @@ use super::transfer::Encoder;
 use super::uidl::assign_uids;
 use super::update::{self, Identity, Span};
 use super::{CommitReport, MailboxError, Maildrop, MaildropOpener, MessageInfo, TransferError};
-use crate::auth::Principal;
+use crate::account::Principal;
 use crate::config::Config;
 use crate::limits;
 

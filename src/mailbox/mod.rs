@@ -27,7 +27,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::auth::Principal;
+use crate::account::Principal;
 
 /// What the session needs to know about one message.
 #[derive(Debug, Clone, PartialEq, Eq)]

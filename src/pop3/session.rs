@@ -16,7 +16,8 @@ use super::capa::{self, CapaContext};
 use super::command::{self, Command, Verb};
 use super::reply::{self, RespCode};
 use super::transaction::{Step, Transaction};
-use crate::auth::{AuthOutcome, Authenticator};
+use crate::account::AuthOutcome;
+use crate::auth::Authenticator;
 use crate::limits;
 use crate::mailbox::{MailboxError, MaildropOpener};
 

@@ -7,14 +7,18 @@
 //! network process, talking to the helper) cannot obtain an account, nor
 //! have its spool opened, without one of them.
 
+use std::sync::Arc;
+
 use nix::unistd::Uid;
 use rustls::pki_types::CertificateDer;
 
 use super::cert_login::CertCheck;
+use super::checked::Checked;
 use super::passwd_file::Found;
 use super::passwd_file::PasswdFile;
 use super::system::SystemDb;
-use crate::auth::{AuthOutcome, Authenticator, ScramLogin};
+use crate::account::AuthOutcome;
+use crate::auth::{Authenticator, ScramLogin};
 use crate::config::{Config, Passdb};
 use crate::sasl::{ScramParams, SecretLookup, KEY_LEN};
 
@@ -35,9 +39,6 @@ pub struct HelperDb {
     accounts: AccountDb,
     certs: Option<CertCheck>,
 }
-
-/// An outcome and, when accepted, the uid that must own the spool.
-pub type Checked = (AuthOutcome, Option<Uid>);
 
 impl HelperDb {
     pub fn new(accounts: AccountDb, certs: Option<CertCheck>) -> HelperDb {
@@ -196,10 +197,22 @@ impl Authenticator for HelperDb {
     }
 }
 
+/// The account database the config's `passdb` names, used in-process
+/// (no privileged helper): the same checks the helper would make.
+///
+/// A passwd file is read once here so that a missing or unreadable file
+/// stops startup with a clear message instead of failing every login.
+pub fn build_authenticator(config: &Config) -> Result<Arc<dyn Authenticator>, String> {
+    let db = HelperDb::for_config(config, nix::unistd::geteuid())?;
+    Ok(Arc::new(db))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::account::Principal;
     use crate::sasl::ScramSecret;
+    use std::path::{Path, PathBuf};
 
     fn db(dir: &tempfile::TempDir) -> HelperDb {
         let secret = ScramSecret::derive(b"pencil", b"salt of s", 4096).unwrap();
@@ -322,5 +335,45 @@ mod tests {
         );
         assert!(matches!(db.verify("p", b"pw").0, AuthOutcome::Accepted(_)));
         assert_eq!(db.verify("p", b"pW").0, AuthOutcome::Rejected);
+    }
+
+    #[test]
+    fn passwd_file_passdb_builds_a_working_authenticator() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users");
+        std::fs::write(&users, "demo:{PLAIN}demo\n").unwrap();
+        let mut config = Config::defaults(Path::new("/test.conf"));
+        config.passdb = crate::config::Passdb::PasswdFile(users);
+        config.mailbox = "/srv/%u.mbox".into();
+        let auth = build_authenticator(&config).unwrap();
+        assert_eq!(
+            auth.verify_password("demo", b"demo"),
+            AuthOutcome::Accepted(Principal {
+                user: "demo".into(),
+                mailbox: PathBuf::from("/srv/demo.mbox"),
+            })
+        );
+        assert_eq!(auth.verify_password("demo", b"x"), AuthOutcome::Rejected);
+    }
+
+    #[test]
+    fn missing_passwd_file_fails_at_startup() {
+        let mut config = Config::defaults(Path::new("/test.conf"));
+        config.passdb = crate::config::Passdb::PasswdFile("/nonexistent/users".into());
+        let e = build_authenticator(&config).err().unwrap();
+        assert!(
+            e.contains("cannot read passwd file /nonexistent/users"),
+            "{e}"
+        );
+    }
+
+    #[cfg(not(feature = "pam"))]
+    #[test]
+    fn pam_is_reported_as_unavailable() {
+        let mut config = Config::defaults(Path::new("/test.conf"));
+        config.passdb = crate::config::Passdb::Pam;
+        let e = build_authenticator(&config).err().unwrap();
+        assert!(e.contains("passdb = pam is not available"), "{e}");
+        assert!(e.contains("--features pam"), "{e}");
     }
 }

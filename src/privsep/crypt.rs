@@ -9,6 +9,8 @@ use std::ffi::{c_char, c_int, c_ulong, c_void, CStr, CString};
 use std::fmt;
 use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 
+use crate::account::constant_time_eq;
+
 /// `sizeof(struct crypt_data)` in `<crypt.h>`: the scratch area `crypt_rn`
 /// works in. 32 KiB is too much for a worker's small stack, so it lives on
 /// the heap.
@@ -76,16 +78,6 @@ const DUMMY_HASH: &str =
 pub fn dummy_verify(password: &[u8]) -> bool {
     verify(DUMMY_HASH, password);
     false
-}
-
-/// Compares two byte strings in time that depends only on their lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    // black_box keeps the optimiser from turning the fold into an early exit.
-    std::hint::black_box(diff) == 0
 }
 
 /// A counting semaphore: at most `limit` holders of a [`Permit`] at once.
@@ -369,14 +361,6 @@ mod tests {
     #[test]
     fn dummy_verify_always_fails() {
         assert!(!dummy_verify(b"ironpop-dummy-password"));
-    }
-
-    #[test]
-    fn constant_time_eq_compares() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-        assert!(constant_time_eq(b"", b""));
     }
 
     #[test]

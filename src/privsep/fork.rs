@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use nix::unistd::Pid;
 
+use super::accounts::build_authenticator;
 use super::helper::{self, HelperDb};
 use super::privileges;
 use crate::auth::helper_client::{HelperPool, HelperSession};
-use crate::auth::{self, Authenticator};
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::daemon::error::DaemonError;
 use crate::mailbox::mbox::MboxSettings;
@@ -62,7 +63,7 @@ pub fn direct(config: &Config, why: &str) -> Result<Accounts, DaemonError> {
         "running as uid {} ({why}): no privileged helper, no privilege change",
         nix::unistd::geteuid()
     );
-    let auth = auth::build_authenticator(config).map_err(DaemonError::Auth)?;
+    let auth = build_authenticator(config).map_err(DaemonError::Auth)?;
     let maildrops: Arc<dyn MaildropOpener> = Arc::new(MboxOpener::new(config));
     Ok(Accounts::Direct { auth, maildrops })
 }

@@ -29,10 +29,10 @@ use nix::unistd::{self, ForkResult, Pid, Uid};
 
 use rustls::pki_types::CertificateDer;
 
-use super::accounts::Checked;
 pub use super::accounts::HelperDb;
+use super::checked::Checked;
 use super::helper_wire::{Request, Response, Spool, MAX_FRAME};
-use crate::auth::AuthOutcome;
+use crate::account::AuthOutcome;
 use crate::mailbox::{mbox::open_spool, MailboxError};
 use crate::sasl::SecretLookup;
 

@@ -17,7 +17,8 @@
 //! * `helper_wire.rs` — the helper's bounded frame format, decoded without
 //!   I/O: the helper's only input from the less trusted side.
 //! * `accounts.rs` — the account database the helper consults: every way to
-//!   an account goes through a credential checked here.
+//!   an account goes through a credential checked here (`checked.rs`: the
+//!   answer every backend gives it).
 //! * `system.rs` (`/etc/shadow`, readable only by root), `pam.rs` (the PAM
 //!   stack, which may need root), `passwd_file.rs` + `passwd_ids.rs` (a
 //!   passwd file the admin may keep root-only), `crypt.rs` (libxcrypt
@@ -32,6 +33,7 @@
 
 pub mod accounts;
 pub mod cert_login;
+pub mod checked;
 pub mod crypt;
 pub mod fork;
 pub mod helper;

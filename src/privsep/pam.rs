@@ -26,10 +26,10 @@ use std::ptr;
 
 use nix::unistd::{Uid, User};
 
-use super::accounts::Checked;
+use super::checked::Checked;
 use super::crypt;
 use super::passwd_file::expand_mailbox;
-use crate::auth::{AuthOutcome, Principal};
+use crate::account::{AuthOutcome, Principal};
 
 /// The service name: the stack is `/etc/pam.d/ironpop`.
 pub const SERVICE: &CStr = c"ironpop";

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use super::crypt;
 use super::passwd_ids::parse_ids;
 pub use super::passwd_ids::EntryIds;
-use crate::auth::{AuthOutcome, Authenticator, Principal};
+use crate::account::{constant_time_eq, AuthOutcome, Principal};
+use crate::auth::Authenticator;
 use crate::sasl::ScramSecret;
 
 /// A passwd file larger than this is refused: it would cost every login a
@@ -237,7 +238,7 @@ impl PasswdFile {
             Secret::Crypt(hash) => crypt::verify(hash, password),
             Secret::Plain(stored) => {
                 crypt::dummy_verify(password);
-                crypt::constant_time_eq(stored, password)
+                constant_time_eq(stored, password)
             }
             // Checked when the file was read; PBKDF2 with the stored
             // iteration count costs about what a crypt hash does.

@@ -7,11 +7,13 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use nix::unistd::{Uid, User};
+use nix::unistd::User;
 
+use super::checked::Checked;
 use super::crypt;
 use super::passwd_file::expand_mailbox;
-use crate::auth::{AuthOutcome, Authenticator, Principal};
+use crate::account::{AuthOutcome, Principal};
+use crate::auth::Authenticator;
 
 /// Where the shadow database lives.
 pub const SHADOW: &str = "/etc/shadow";
@@ -113,10 +115,6 @@ pub struct SystemDb {
     mailbox_template: String,
 }
 
-/// A verified system account: the principal and the uid its spool must
-/// belong to.
-pub type Verified = (AuthOutcome, Option<Uid>);
-
 impl SystemDb {
     pub fn new(mailbox_template: String) -> SystemDb {
         SystemDb::with_shadow(PathBuf::from(SHADOW), mailbox_template)
@@ -186,7 +184,7 @@ impl SystemDb {
     }
 
     /// Checks `user`'s password; on success also names the spool's owner.
-    pub fn verify_account(&self, user: &str, password: &[u8]) -> Verified {
+    pub fn verify_account(&self, user: &str, password: &[u8]) -> Checked {
         let (account, entry) = match self.account(user) {
             Ok(found) => found,
             Err(failure) => {
@@ -223,7 +221,7 @@ impl SystemDb {
     /// The account without a password check (a verified client
     /// certificate named it); locked and expired accounts are refused, the
     /// same checks as for a password login.
-    pub fn lookup_account(&self, user: &str) -> Verified {
+    pub fn lookup_account(&self, user: &str) -> Checked {
         let (account, entry) = match self.account(user) {
             Ok(found) => found,
             Err(failure) => {
@@ -242,7 +240,7 @@ impl SystemDb {
 
     /// The verified account with its spool path, and the uid that must own
     /// the spool.
-    fn accepted(&self, user: &str, account: &User) -> Verified {
+    fn accepted(&self, user: &str, account: &User) -> Checked {
         match expand_mailbox(&self.mailbox_template, user, account.dir.to_str()) {
             Ok(mailbox) => (
                 AuthOutcome::Accepted(Principal {

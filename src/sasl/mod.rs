@@ -140,7 +140,7 @@ pub enum Outcome {
     Password { user: String, password: Password },
     /// SCRAM: the passdb checked the client's proof and accepted the
     /// account (through the privileged helper, which opened its spool).
-    Accepted(crate::auth::Principal),
+    Accepted(crate::account::Principal),
     /// EXTERNAL: the session has the passdb verify the client's certificate
     /// chain, which must name an account matching `authzid` (empty: any).
     Certificate { authzid: String },

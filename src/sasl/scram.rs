@@ -14,7 +14,7 @@ use ring::rand::SecureRandom as _;
 
 use super::scram_secret::{hmac_sha256, KEY_LEN};
 use super::{Failure, Outcome, Step};
-use crate::auth::Principal;
+use crate::account::Principal;
 
 /// RFC 4616's bound for user names serves here too.
 const MAX_USER: usize = 255;

@@ -14,7 +14,7 @@ use ring::rand::SecureRandom as _;
 use ring::{digest, hmac, pbkdf2};
 
 use super::wipe;
-use crate::privsep::crypt::constant_time_eq as ct_eq;
+use crate::account::constant_time_eq as ct_eq;
 
 /// The scheme prefix of a passwd-file password field.
 pub const SCHEME_PREFIX: &str = "{SCRAM-SHA-256}";

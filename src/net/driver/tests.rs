@@ -1,7 +1,8 @@
 //! Tests of the session driver over real loopback sockets, with a fake account database.
 
 use super::*;
-use crate::auth::{AuthOutcome, Authenticator, Principal};
+use crate::account::{AuthOutcome, Principal};
+use crate::auth::Authenticator;
 use crate::mailbox::{MailboxError, Maildrop, MaildropOpener};
 use crate::pop3::Backend;
 use std::io::BufRead;

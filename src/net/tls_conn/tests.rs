@@ -8,7 +8,8 @@ use std::thread;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use super::*;
-use crate::auth::{AuthOutcome, Authenticator, Principal};
+use crate::account::{AuthOutcome, Principal};
+use crate::auth::Authenticator;
 use crate::config::PlaintextAuth;
 use crate::mailbox::{MailboxError, Maildrop, MaildropOpener};
 use crate::net::driver::{self, Ended, Timeouts};

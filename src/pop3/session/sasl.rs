@@ -4,7 +4,8 @@ use std::io::{self, Write};
 use std::sync::Arc;
 
 use super::{Control, Phase, Session};
-use crate::auth::{AuthOutcome, Authenticator};
+use crate::account::AuthOutcome;
+use crate::auth::Authenticator;
 use crate::pop3::reply::{self, RespCode};
 use crate::sasl::{
     challenge_line, Context, Exchange, Failure, Mechanism, Outcome, ProofCheck, ScramLookup,

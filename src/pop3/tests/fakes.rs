@@ -6,7 +6,8 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Once};
 
-use crate::auth::{AuthOutcome, Authenticator, Principal};
+use crate::account::{AuthOutcome, Principal};
+use crate::auth::Authenticator;
 use crate::mailbox::{
     CommitReport, MailboxError, Maildrop, MaildropOpener, MessageInfo, TransferError,
 };

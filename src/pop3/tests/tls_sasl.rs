@@ -10,7 +10,8 @@ use super::fakes::{capture_logs, logs, settings, FakeAuth, FakeOpener};
 use super::{say, talk};
 use rustls::pki_types::CertificateDer;
 
-use crate::auth::{AuthOutcome, Authenticator, Principal, ScramLogin};
+use crate::account::{AuthOutcome, Principal};
+use crate::auth::{Authenticator, ScramLogin};
 use crate::pop3::{Backend, Control, Session, SessionSettings, State};
 use crate::sasl::{ScramParams, ScramSecret, SecretLookup, KEY_LEN};
 
