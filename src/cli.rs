@@ -1,6 +1,7 @@
 //! Command line: the getopts table → which mode to run and with which config file.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::config::DEFAULT_CONFIG_PATH;
@@ -33,6 +34,9 @@ pub struct Options {
     pub config: PathBuf,
     /// `-F`: stay in the foreground and log to stderr.
     pub foreground: bool,
+    /// `--listen ADDR` (only with `--demo`): the demo's plain POP3 address
+    /// instead of the config's; port 0 picks a free port.
+    pub listen: Option<SocketAddr>,
 }
 
 /// A command line that cannot be run.
@@ -56,6 +60,7 @@ fn table() -> getopts::Options {
     o.optflag("", "tls", "with -i: start with a TLS handshake (port 995)");
     // Optional value: `--demo=DIR`; `--demo DIR` arrives as a free argument.
     o.optflagopt("", "demo", "run a self-contained demo", "DIR");
+    o.optopt("", "listen", "with --demo: serve POP3 on ADDR", "ADDR");
     o.optflag("", "hash-password", "read a password, print its hash");
     o.optflag("V", "version", "print the version");
     o.optflag("h", "help", "print this help");
@@ -141,10 +146,24 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
         Some(c) => PathBuf::from(c),
         None => PathBuf::from(DEFAULT_CONFIG_PATH),
     };
+    let listen = match m.opt_str("listen") {
+        None => None,
+        Some(_) if !matches!(mode, Mode::Demo(_)) => {
+            return Err(CliError(
+                "--listen only applies to --demo (the daemon takes listen from the config)".into(),
+            ))
+        }
+        Some(a) => Some(a.parse().map_err(|_| {
+            CliError(format!(
+                "--listen needs an address like 127.0.0.1:2110 or [::1]:2110, not '{a}'"
+            ))
+        })?),
+    };
     Ok(Options {
         mode,
         config,
         foreground,
+        listen,
     })
 }
 
@@ -180,7 +199,8 @@ usage:
   ironpop [-F] [-f FILE]     run the daemon (detaches and writes a pid file unless -F)
   ironpop -i [--tls] [-f FILE]  one session on stdin/stdout (inetd, systemd Accept=yes)
   ironpop -t [-f FILE]       check the configuration and print the effective settings
-  ironpop --demo [DIR]       self-contained demo as the current user (default DIR: ./ironpop-demo)
+  ironpop --demo [DIR] [--listen ADDR]
+                             self-contained demo as the current user (default DIR: ./ironpop-demo)
   ironpop --hash-password    read a password, print a yescrypt hash for the passwd file
   ironpop -V | -h
 
@@ -191,6 +211,8 @@ options:
   -i                inetd mode: serve one session on stdin/stdout, log to syslog
   --tls             with -i: the session starts with a TLS handshake (POP3S)
   --demo [DIR]      serve a sample mailbox on 127.0.0.1:1110 (user demo, password demo)
+  --listen ADDR     with --demo: serve POP3 on ADDR instead (port 0: any free port),
+                    and POP3S on a free port of the same address
   --hash-password   read a password (no echo on a terminal, else one line of stdin)
   -V, --version     print the version
   -h, --help        print this help
@@ -311,6 +333,17 @@ mod tests {
     }
 
     #[test]
+    fn demo_takes_another_address() {
+        let o = p(&["--demo", "d", "--listen", "127.0.0.1:0"]).unwrap();
+        assert_eq!(o.mode, Mode::Demo(Some("d".into())));
+        assert_eq!(o.listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(p(&["--demo"]).unwrap().listen, None);
+        assert!(err(&["--listen", "127.0.0.1:1"]).contains("only applies to --demo"));
+        assert!(err(&["-t", "--listen", "127.0.0.1:1"]).contains("only applies to --demo"));
+        assert!(err(&["--demo", "--listen", "localhost"]).contains("needs an address"));
+    }
+
+    #[test]
     fn double_dash_ends_options() {
         assert!(err(&["--", "-t"]).contains("unexpected argument '-t'"));
         assert_eq!(
@@ -329,6 +362,7 @@ mod tests {
             "-i",
             "--tls",
             "--demo [DIR]",
+            "--listen ADDR",
             "--hash-password",
             "-V",
             "-h",

@@ -105,6 +105,7 @@ pub use validate::validate;
 
 use std::fmt;
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::limits;
@@ -164,7 +165,24 @@ impl std::error::Error for ConfigError {}
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let cannot =
         |e: std::io::Error| ConfigError::new(path, None, format!("cannot read: {}", io_reason(&e)));
-    let file = std::fs::File::open(path).map_err(cannot)?;
+    // Non-blocking, so that a named pipe given as the config cannot hang
+    // `-t` waiting for a writer; only a regular file is read.
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(cannot)?;
+    let kind = file.metadata().map_err(cannot)?.file_type();
+    if !kind.is_file() {
+        return Err(ConfigError::new(
+            path,
+            None,
+            format!(
+                "not a regular file (it is {}); give the config file itself",
+                file_kind(&kind)
+            ),
+        ));
+    }
     let mut bytes = Vec::new();
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_end(&mut bytes)
@@ -197,8 +215,24 @@ pub fn parse(text: &str, source: &Path) -> Result<Config, ConfigError> {
     validate(&entries, source)
 }
 
+/// What a non-regular file is, for messages.
+fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a named pipe"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else {
+        "something else"
+    }
+}
+
 /// "No such file or directory", without std's " (os error 2)" suffix.
-fn io_reason(e: &std::io::Error) -> String {
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
     let s = e.to_string();
     match s.rfind(" (os error ") {
         Some(i) => s[..i].to_owned(),

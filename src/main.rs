@@ -4,12 +4,13 @@
 //! 1 runtime failure (cannot listen, cannot detach, ...), 2 usage or
 //! configuration error.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use ironpop::cli::{self, Mode};
 use ironpop::config::{self, Config};
-use ironpop::daemon::{self, demo, RunMode};
+use ironpop::daemon::{self, demo, preflight, RunMode};
 use ironpop::logging;
 
 const RUNTIME_FAILURE: u8 = 1;
@@ -50,7 +51,7 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Mode::Inetd { tls } => inetd(&options.config, tls),
-        Mode::Demo(dir) => run_demo(dir),
+        Mode::Demo(dir) => run_demo(dir, options.listen),
     }
 }
 
@@ -63,15 +64,32 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
     config::load(path).map_err(|e| fail(USAGE_ERROR, &e))
 }
 
-/// `-t`: the effective settings on stdout, warnings on stderr.
+/// `-t`: the effective settings on stdout; the startup checks' findings
+/// and the warnings on stderr. Exit 2 when the daemon would not start.
 fn check_config(path: &Path) -> ExitCode {
     let config = match load(path) {
         Ok(config) => config,
         Err(code) => return code,
     };
     print!("{}", config.render());
+    let findings = preflight::run(&config, preflight::Purpose::CheckCommand);
+    for finding in &findings {
+        let label = match finding.verdict {
+            preflight::Verdict::Ok(_) => "checked",
+            preflight::Verdict::Warning(_) => "warning",
+            preflight::Verdict::Error(_) => "error",
+        };
+        eprintln!(
+            "ironpop: {label}: {}",
+            preflight::describe(&config, finding)
+        );
+    }
     for warning in config.warnings() {
         eprintln!("ironpop: warning: {warning}");
+    }
+    if findings.iter().any(preflight::Finding::is_error) {
+        eprintln!("ironpop: {}: the daemon would not start", path.display());
+        return ExitCode::from(USAGE_ERROR);
     }
     ExitCode::SUCCESS
 }
@@ -99,16 +117,20 @@ fn serve(config: &Config, config_path: &Path, mode: RunMode) -> ExitCode {
     }
 }
 
-fn run_demo(dir: Option<PathBuf>) -> ExitCode {
+/// `--demo`: the instructions are printed once the listeners are bound
+/// (`daemon::run`), so they name the ports actually in use.
+fn run_demo(dir: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
     let dir = dir.unwrap_or_else(|| PathBuf::from(demo::DEFAULT_DIR));
-    let (config, path) = match demo::prepare(&dir) {
+    let (mut config, path) = match demo::prepare(&dir) {
         Ok(path) => match load(&path) {
             Ok(config) => (config, path),
             Err(code) => return code,
         },
         Err(e) => return fail(RUNTIME_FAILURE, &e),
     };
-    print!("{}", demo::instructions(&config));
+    if let Some(addr) = listen {
+        demo::listen_on(&mut config, addr);
+    }
     serve(&config, &path, RunMode::Demo)
 }
 

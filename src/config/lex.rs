@@ -34,8 +34,8 @@ pub fn lex<'a>(text: &'a str, source: &Path) -> Result<Vec<Entry<'a>>, ConfigErr
         }
         if let Some(c) = content.chars().find(|c| c.is_control() && *c != '\t') {
             return Err(err(format!(
-                "control character {:?} is not allowed",
-                c.escape_default().to_string()
+                "control character \"{}\" is not allowed",
+                c.escape_default()
             )));
         }
         let Some((key, value)) = content.split_once('=') else {

@@ -2,6 +2,7 @@
 
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -206,16 +207,20 @@ fn create(path: &Path, contents: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// How to connect, for the terminal.
-pub fn instructions(config: &Config) -> String {
-    let addr = config
-        .listen
-        .first()
-        .map_or_else(|| ADDRESS.to_string(), |a| a.to_string());
-    let (host, port) = config.listen.first().map_or_else(
-        || ("127.0.0.1".to_string(), 1110),
-        |a| (a.ip().to_string(), a.port()),
-    );
+/// `--listen ADDR`: plain POP3 on `addr` instead of the config's
+/// addresses, and POP3S (when the demo has a certificate) on a free port
+/// of the same address, so that no fixed port is needed.
+pub fn listen_on(config: &mut Config, addr: SocketAddr) {
+    config.listen = vec![addr];
+    if !config.listen_tls.is_empty() {
+        config.listen_tls = vec![SocketAddr::new(addr.ip(), 0)];
+    }
+}
+
+/// How to connect, for the terminal: `plain` and `tls` are the bound
+/// addresses (a configured port 0 is only known after binding).
+pub fn instructions(config: &Config, plain: SocketAddr, tls: Option<SocketAddr>) -> String {
+    let (addr, host, port) = (plain, plain.ip(), plain.port());
     let mailbox = config.mailbox.replace("%u", USER);
     format!(
         "\n\
@@ -231,7 +236,7 @@ pub fn instructions(config: &Config) -> String {
          \n\
          {tls}\
          Ctrl-C stops the server. Running the demo again reuses {dir}.\n\n",
-        tls = super::demo_tls::instructions(config, USER, PASSWORD),
+        tls = super::demo_tls::instructions(config, tls, USER, PASSWORD),
         dir = config
             .source
             .parent()
@@ -309,9 +314,8 @@ mod tests {
     fn instructions_name_the_configured_address() {
         let tmp = tempfile::tempdir().unwrap();
         let conf = prepare(tmp.path()).unwrap();
-        let mut config = crate::config::load(&conf).unwrap();
-        config.listen = vec!["127.0.0.1:2110".parse().unwrap()];
-        let text = instructions(&config);
+        let config = crate::config::load(&conf).unwrap();
+        let text = instructions(&config, "127.0.0.1:2110".parse().unwrap(), None);
         assert!(
             text.contains("curl pop3://demo:demo@127.0.0.1:2110/1\n"),
             "{text}"

@@ -82,8 +82,13 @@ pub fn config_lines(cert: &Path, key: &Path) -> String {
 }
 
 /// How to connect over TLS, for the terminal.
-pub fn instructions(config: &crate::config::Config, user: &str, password: &str) -> String {
-    let (Some(addr), Some(cert)) = (config.listen_tls.first(), config.tls_cert.as_ref()) else {
+pub fn instructions(
+    config: &crate::config::Config,
+    addr: Option<std::net::SocketAddr>,
+    user: &str,
+    password: &str,
+) -> String {
+    let (Some(addr), Some(cert)) = (addr, config.tls_cert.as_ref()) else {
         return String::new();
     };
     format!(

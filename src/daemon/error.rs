@@ -34,6 +34,8 @@ pub enum DaemonError {
     HelperDied(String),
     /// Implicit TLS was asked for and cannot be provided.
     TlsUnavailable(String),
+    /// Startup checks failed (each `CONFIG: key: reason`, as `-t` says).
+    Preflight(Vec<String>),
 }
 
 impl DaemonError {
@@ -86,6 +88,11 @@ impl fmt::Display for DaemonError {
                 "{detail}; exiting so that logins are never checked without it (restart ironpop)"
             ),
             DaemonError::TlsUnavailable(detail) => write!(f, "{detail}"),
+            DaemonError::Preflight(problems) => write!(
+                f,
+                "not starting: {} (ironpop -t checks the same)",
+                problems.join("; ")
+            ),
         }
     }
 }

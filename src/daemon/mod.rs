@@ -14,6 +14,7 @@ pub mod error;
 pub mod inetd;
 pub mod listeners;
 pub mod pool;
+pub mod preflight;
 pub mod sessions;
 pub mod signals;
 pub mod systemd;
@@ -65,6 +66,7 @@ pub enum RunMode {
 /// SIGHUP.
 pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), DaemonError> {
     let foreground = mode != RunMode::Detached;
+    startup_checks(config, mode)?;
     raise_fd_limit(config.max_sessions);
     if !foreground {
         // Before binding, so a second start says "already running" rather
@@ -94,6 +96,12 @@ pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), Dae
             "a socket named {} is implicit TLS, but tls_cert is not set",
             systemd::TLS_NAME
         )));
+    }
+    if mode == RunMode::Demo {
+        let bound = |tls: bool| listeners.iter().find(|l| l.tls == tls).map(|l| l.local);
+        if let Some(plain) = bound(false) {
+            print!("{}", demo::instructions(config, plain, bound(true)));
+        }
     }
     let _pid_file = if foreground {
         None
@@ -160,6 +168,31 @@ pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), Dae
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// What `ironpop -t` checks, before anything is bound: a configuration
+/// that cannot serve stops the daemon before it logs "listening on".
+fn startup_checks(config: &Config, mode: RunMode) -> Result<(), DaemonError> {
+    let purpose = if mode == RunMode::Demo || !nix::unistd::geteuid().is_root() {
+        preflight::Purpose::UnprivilegedStart
+    } else {
+        preflight::Purpose::RootStart
+    };
+    let mut problems = Vec::new();
+    for finding in preflight::run(config, purpose) {
+        match finding.verdict {
+            preflight::Verdict::Ok(_) => {}
+            preflight::Verdict::Warning(_) => {
+                log::warn!("{}", preflight::describe(config, &finding))
+            }
+            preflight::Verdict::Error(_) => problems.push(preflight::describe(config, &finding)),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(DaemonError::Preflight(problems))
+    }
 }
 
 /// SIGHUP: re-reads the config for the log level and the TLS files for

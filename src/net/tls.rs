@@ -132,6 +132,28 @@ impl fmt::Display for TlsError {
     }
 }
 
+impl TlsError {
+    /// The config key whose file is at fault.
+    pub fn key(&self) -> &'static str {
+        let key_of = |what: &str| match what {
+            KEY => "tls_key",
+            CLIENT_CA => "tls_client_ca",
+            _ => "tls_cert",
+        };
+        match self {
+            TlsError::Read { what, .. }
+            | TlsError::TooLarge { what, .. }
+            | TlsError::BadPem { what, .. }
+            | TlsError::NoCertificate { what, .. } => key_of(what),
+            TlsError::NoKey { .. }
+            | TlsError::UnsupportedKey { .. }
+            | TlsError::KeyMismatch { .. } => "tls_key",
+            TlsError::BadCertificate { .. } => "tls_cert",
+            TlsError::BadClientCa { .. } => "tls_client_ca",
+        }
+    }
+}
+
 impl std::error::Error for TlsError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {

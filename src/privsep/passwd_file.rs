@@ -126,6 +126,19 @@ impl PasswdFile {
         self.snapshot().map(|s| s.accounts.len())
     }
 
+    /// Reads the file now (for `ironpop -t`): how many entries it has, and
+    /// how many of them can log in (not locked, a scheme ironpop checks).
+    pub fn census(&self) -> Result<(usize, usize), String> {
+        self.snapshot().map(|s| {
+            let usable = s
+                .accounts
+                .values()
+                .filter(|a| !matches!(a.secret, Secret::Locked | Secret::Unsupported(_)))
+                .count();
+            (s.accounts.len(), usable)
+        })
+    }
+
     /// The current accounts, re-read if the file changed.
     fn snapshot(&self) -> Result<Arc<Snapshot>, String> {
         let cannot =
@@ -341,17 +354,35 @@ pub(crate) fn expand_mailbox(
 
 /// Parses passwd-file bytes; bad lines are logged and skipped.
 fn parse(bytes: &[u8], path: &Path) -> HashMap<String, Account> {
+    let (accounts, warnings) = read_entries(bytes, path);
+    for w in warnings {
+        log::warn!("{w}");
+    }
+    accounts
+}
+
+/// How many line numbers a summary warning names before "...".
+const LINES_NAMED: usize = 5;
+
+/// The entries of a passwd file and the warnings about it, each naming
+/// the file and line. Entries that share a weakness (clear-text or
+/// md5crypt passwords) get one warning with their count, however many
+/// there are, so a large file does not flood the log at every re-read.
+fn read_entries(bytes: &[u8], path: &Path) -> (HashMap<String, Account>, Vec<String>) {
     let mut accounts: HashMap<String, Account> = HashMap::new();
+    let mut warnings = Vec::new();
+    let mut clear_text = Vec::new();
+    let mut md5crypt = Vec::new();
     for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let line = index + 1;
-        let skip = |why: &str| log::warn!("{}:{line}: {why}; line skipped", path.display());
+        let skipped = |why: &str| format!("{}:{line}: {why}; line skipped", path.display());
         if raw.len() > MAX_LINE {
-            skip(&format!("line longer than {MAX_LINE} bytes"));
+            warnings.push(skipped(&format!("line longer than {MAX_LINE} bytes")));
             continue;
         }
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         let Ok(text) = std::str::from_utf8(raw) else {
-            skip("not valid UTF-8");
+            warnings.push(skipped("not valid UTF-8"));
             continue;
         };
         if text.trim().is_empty() || text.starts_with('#') {
@@ -360,25 +391,39 @@ fn parse(bytes: &[u8], path: &Path) -> HashMap<String, Account> {
         let mut fields = text.split(':');
         let user = fields.next().unwrap_or("");
         if let Err(why) = check_user(user) {
-            skip(&why);
+            warnings.push(skipped(&why));
             continue;
         }
-        let secret = parse_secret(fields.next().unwrap_or(""), path, line, user);
+        let secret = match parse_secret(fields.next().unwrap_or("")) {
+            Ok(secret) => secret,
+            Err((secret, why)) => {
+                warnings.push(format!(
+                    "{}:{line}: account {user:?}: {why}",
+                    path.display()
+                ));
+                secret
+            }
+        };
+        match &secret {
+            Secret::Plain(_) => clear_text.push(line),
+            Secret::Crypt(hash) if crypt::is_weak(hash) => md5crypt.push(line),
+            _ => {}
+        }
         let ids = match parse_ids(fields.next().unwrap_or(""), fields.next().unwrap_or("")) {
             Ok(ids) => ids,
             Err(why) => {
-                skip(&format!("account {user:?}: {why}"));
+                warnings.push(skipped(&format!("account {user:?}: {why}")));
                 continue;
             }
         };
         // gecos, then home.
         let home = fields.nth(1).filter(|h| !h.is_empty()).map(str::to_owned);
         if let Some(first) = accounts.get(user) {
-            log::warn!(
+            warnings.push(format!(
                 "{}:{line}: account {user:?} is already defined on line {}; this entry is ignored",
                 path.display(),
                 first.line
-            );
+            ));
             continue;
         }
         accounts.insert(
@@ -391,7 +436,47 @@ fn parse(bytes: &[u8], path: &Path) -> HashMap<String, Account> {
             },
         );
     }
-    accounts
+    let summaries = [
+        (
+            clear_text,
+            "{PLAIN} password stored in clear text: accepted, but store hashes (ironpop --hash-password)",
+        ),
+        (
+            md5crypt,
+            "weak md5crypt ($1$) password: replace it with ironpop --hash-password",
+        ),
+    ];
+    for (lines, what) in summaries {
+        if let Some(summary) = lines_summary(path, &lines, what) {
+            warnings.push(summary);
+        }
+    }
+    (accounts, warnings)
+}
+
+/// One warning for `lines` (ascending), or none when it is empty:
+/// `FILE:LINE: what` for one line, else the count and the first few lines.
+fn lines_summary(path: &Path, lines: &[usize], what: &str) -> Option<String> {
+    let (&first, rest) = lines.split_first()?;
+    if rest.is_empty() {
+        return Some(format!("{}:{first}: an entry has a {what}", path.display()));
+    }
+    let named: Vec<String> = lines
+        .iter()
+        .take(LINES_NAMED)
+        .map(|l| l.to_string())
+        .collect();
+    let more = if lines.len() > LINES_NAMED {
+        ", ..."
+    } else {
+        ""
+    };
+    Some(format!(
+        "{}: {} entries (lines {}{more}) have a {what}",
+        path.display(),
+        lines.len(),
+        named.join(", ")
+    ))
 }
 
 /// A user name becomes part of a path (`%u`): no separators, no tricks.
@@ -415,47 +500,43 @@ fn check_user(user: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_secret(field: &str, path: &Path, line: usize, user: &str) -> Secret {
-    let warn = |what: &str| log::warn!("{}:{line}: account {user:?}: {what}", path.display());
+/// The password field as a [`Secret`]; `Err` carries the secret to store
+/// anyway (unusable) and why. Clear-text and md5crypt entries are usable
+/// and summarised by the caller.
+fn parse_secret(field: &str) -> Result<Secret, (Secret, String)> {
     let (scheme, body) = match field.strip_prefix('{').and_then(|r| r.split_once('}')) {
         Some((scheme, body)) => (Some(scheme.to_ascii_uppercase()), body),
         None => (None, field),
     };
     let crypt_secret = |body: &str| {
         if body.is_empty() || body.starts_with('*') || body.starts_with('!') {
-            Secret::Locked
+            Ok(Secret::Locked)
         } else if crypt::is_supported(body) {
-            if crypt::is_weak(body) {
-                warn("md5crypt ($1$) is weak; replace it with ironpop --hash-password");
-            }
-            Secret::Crypt(body.to_owned())
+            Ok(Secret::Crypt(body.to_owned()))
         } else {
-            warn("password is not a crypt hash ironpop supports ($y$, $6$, $5$, $2b$, ...)");
-            Secret::Unsupported("unrecognised crypt format".into())
+            Err((
+                Secret::Unsupported("unrecognised crypt format".into()),
+                "password is not a crypt hash ironpop supports ($y$, $6$, $5$, $2b$, ...)".into(),
+            ))
         }
     };
     match scheme.as_deref() {
         None | Some("CRYPT" | "BLF-CRYPT" | "SHA512-CRYPT" | "SHA256-CRYPT" | "MD5-CRYPT") => {
             crypt_secret(body)
         }
-        Some("PLAIN" | "CLEAR") if body.is_empty() => Secret::Locked,
-        Some(s @ ("PLAIN" | "CLEAR")) => {
-            warn(&format!(
-                "{{{s}}} password stored in clear text; accepted, but store a hash (ironpop --hash-password)"
-            ));
-            Secret::Plain(body.as_bytes().to_vec())
-        }
+        Some("PLAIN" | "CLEAR") if body.is_empty() => Ok(Secret::Locked),
+        Some("PLAIN" | "CLEAR") => Ok(Secret::Plain(body.as_bytes().to_vec())),
         Some("SCRAM-SHA-256") => match ScramSecret::parse(field) {
-            Ok(_) => Secret::Scram(field.to_owned()),
-            Err(e) => {
-                warn(&format!("password {e}"));
-                Secret::Unsupported(format!("malformed {{SCRAM-SHA-256}} secret: {e}"))
-            }
+            Ok(_) => Ok(Secret::Scram(field.to_owned())),
+            Err(e) => Err((
+                Secret::Unsupported(format!("malformed {{SCRAM-SHA-256}} secret: {e}")),
+                format!("password {e}"),
+            )),
         },
-        Some(other) => {
-            warn(&format!("password scheme {{{other}}} is not supported"));
-            Secret::Unsupported(format!("{{{other}}}"))
-        }
+        Some(other) => Err((
+            Secret::Unsupported(format!("{{{other}}}")),
+            format!("password scheme {{{other}}} is not supported"),
+        )),
     }
 }
 

@@ -351,3 +351,45 @@ fn accepted_logins_carry_the_entry_ids() {
         (AuthOutcome::Rejected, EntryIds::default())
     );
 }
+
+#[test]
+fn clear_text_entries_are_summarised_in_one_warning() {
+    let text: String = (1..=10_500)
+        .map(|i| format!("u{i}:{{PLAIN}}pw{i}\n"))
+        .collect();
+    let (accounts, warnings) = read_entries(text.as_bytes(), Path::new("/p"));
+    assert_eq!(accounts.len(), 10_500);
+    assert_eq!(
+        warnings,
+        vec![
+            "/p: 10500 entries (lines 1, 2, 3, 4, 5, ...) have a {PLAIN} password stored \
+             in clear text: accepted, but store hashes (ironpop --hash-password)"
+                .to_string()
+        ]
+    );
+    let (_, warnings) = read_entries(b"# one\nx:{CLEAR}y\n", Path::new("/p"));
+    assert_eq!(
+        warnings,
+        vec![
+            "/p:2: an entry has a {PLAIN} password stored in clear text: accepted, \
+             but store hashes (ironpop --hash-password)"
+                .to_string()
+        ]
+    );
+    let (_, warnings) = read_entries(b"a:$1$salt$hash\nb:{BOGUS}x\n", Path::new("/p"));
+    assert_eq!(
+        warnings,
+        vec![
+            "/p:2: account \"b\": password scheme {BOGUS} is not supported".to_string(),
+            "/p:1: an entry has a weak md5crypt ($1$) password: replace it with \
+             ironpop --hash-password"
+                .to_string(),
+        ]
+    );
+}
+
+#[test]
+fn census_counts_usable_entries() {
+    let (_d, db) = db("a:{PLAIN}x\nb:*\nc:{BOGUS}y\nd:{PLAIN}z\n", "/m/%u");
+    assert_eq!(db.census(), Ok((4, 2)));
+}

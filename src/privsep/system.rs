@@ -59,26 +59,48 @@ fn day(field: &str) -> Option<i64> {
 
 /// The entry for `user` in shadow-format text, if any.
 pub fn find_entry(text: &str, user: &str) -> Option<ShadowEntry> {
-    text.lines().find_map(|line| {
-        let mut f = line.split(':');
-        if f.next()? != user {
-            return None;
-        }
-        let hash = f.next()?.to_owned();
-        let last_change = f.next().and_then(day);
-        let _min = f.next();
-        let max_days = f.next().and_then(day);
-        let _warn = f.next();
-        let inactive_days = f.next().and_then(day);
-        let expire = f.next().and_then(day);
-        Some(ShadowEntry {
+    text.lines()
+        .filter_map(parse_line)
+        .find_map(|(name, entry)| (name == user).then_some(entry))
+}
+
+/// One shadow(5) line: the account name and its entry.
+fn parse_line(line: &str) -> Option<(&str, ShadowEntry)> {
+    let mut f = line.split(':');
+    let name = f.next()?;
+    let hash = f.next()?.to_owned();
+    let last_change = f.next().and_then(day);
+    let _min = f.next();
+    let max_days = f.next().and_then(day);
+    let _warn = f.next();
+    let inactive_days = f.next().and_then(day);
+    let expire = f.next().and_then(day);
+    Some((
+        name,
+        ShadowEntry {
             hash,
             last_change,
             max_days,
             inactive_days,
             expire,
-        })
-    })
+        },
+    ))
+}
+
+/// How many entries of shadow-format `text` could log in on day `today`
+/// with a password (usable, and a hash libxcrypt checks).
+pub fn count_usable(text: &str, today: i64) -> usize {
+    text.lines()
+        .filter_map(parse_line)
+        .filter(|(_, e)| usable(e, today).is_ok() && crypt::is_supported(&e.hash))
+        .count()
+}
+
+/// For `ironpop -t` only: the usable entries of the shadow file. This
+/// reads every hash, so the daemon never calls it (its startup check only
+/// opens the file).
+pub fn census() -> Result<usize, String> {
+    read_shadow(Path::new(SHADOW)).map(|text| count_usable(&text, today()))
 }
 
 /// Whether the entry may log in on day `today` (days since the epoch),
@@ -281,6 +303,13 @@ mod tests {
         alice:$y$j9T$abc$def:19500:0:99999:7:::\n\
         locked:!$y$j9T$abc$def:19500:0:99999:7:::\n\
         old:$6$salt$hash:19000:0:30:7:5:20000:\n";
+
+    #[test]
+    fn counts_the_entries_that_can_log_in() {
+        // alice only: root is locked, locked is locked, old has expired.
+        assert_eq!(count_usable(TEXT, 19600), 1);
+        assert_eq!(count_usable("x:$1$a$b:::::::\ny:$99$z:::::::\n", 19600), 1);
+    }
 
     #[test]
     fn finds_entries_by_exact_name() {

@@ -1,44 +1,29 @@
 //! `ironpop --demo DIR`: a fresh user's first contact, read with curl and poplib.
 
 use crate::harness::*;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The demo's fixed port (DESIGN.md, issue 2); no other test uses it.
-const DEMO_ADDR: &str = "127.0.0.1:1110";
 
 /// A running demo, killed when dropped; its output is collected in a file.
 struct Demo {
     child: Child,
     log: PathBuf,
+    /// The plain POP3 address it printed (a free port of 127.0.0.1).
+    addr: SocketAddr,
 }
 
 impl Demo {
-    /// Starts the demo; while another demo (a concurrent test run) holds
-    /// the port, waits for it and tries again.
+    /// Starts the demo on a free loopback port (`--listen 127.0.0.1:0`), so
+    /// neither a concurrent test run nor a real demo on 1110 is in the way.
     fn start(dir: &Path, log: PathBuf) -> Demo {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            wait_port_free(deadline);
-            let mut demo = Demo::spawn(dir, log.clone());
-            match demo.wait_listening() {
-                Ok(()) => return demo,
-                Err(out) if out.contains("in use") && Instant::now() < deadline => {
-                    eprintln!("port 1110 taken by someone else; retrying the demo");
-                }
-                Err(out) => panic!("ironpop --demo did not start:\n{out}"),
-            }
-        }
-    }
-
-    fn spawn(dir: &Path, log: PathBuf) -> Demo {
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let child = Command::new(BIN)
             .arg("--demo")
             .arg(dir)
+            .args(["--listen", "127.0.0.1:0"])
             .env_remove("RUST_LOG")
             .current_dir(dir.parent().expect("parent"))
             .stdin(Stdio::null())
@@ -46,32 +31,42 @@ impl Demo {
             .stderr(err)
             .spawn()
             .expect("start ironpop --demo");
-        Demo { child, log }
+        let mut demo = Demo {
+            child,
+            log,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        demo.addr = demo.wait_instructions();
+        demo
     }
 
     fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// `Err(output)` if the demo exits or does not listen within 20 s.
-    fn wait_listening(&mut self) -> Result<(), String> {
+    /// The address in the printed `curl pop3://demo:demo@ADDR/1` line,
+    /// once something answers there; panics if the demo exits or prints
+    /// nothing within 20 s.
+    fn wait_instructions(&mut self) -> SocketAddr {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("exited ({status}):\n{}", self.output()));
+                panic!("ironpop --demo exited ({status}):\n{}", self.output());
             }
-            if self.output().contains("listening on 127.0.0.1:1110") {
-                if let Ok(s) = TcpStream::connect(DEMO_ADDR) {
-                    drop(s);
-                    return Ok(());
-                }
+            let printed = self.output().lines().find_map(|l| {
+                let rest = l.trim().strip_prefix("curl pop3://demo:demo@")?;
+                rest.strip_suffix("/1")?.parse::<SocketAddr>().ok()
+            });
+            if let Some(addr) = printed {
+                assert_ne!(addr.port(), 0, "the demo printed port 0");
+                TcpStream::connect(addr).expect("the demo listens where it says");
+                return addr;
             }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "not listening on {DEMO_ADDR} after 20 s:\n{}",
-                    self.output()
-                ));
-            }
+            assert!(
+                Instant::now() < deadline,
+                "ironpop --demo printed no curl line after 20 s:\n{}",
+                self.output()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -113,16 +108,6 @@ fn find_spool(dir: &Path) -> PathBuf {
     found.remove(0)
 }
 
-fn wait_port_free(deadline: Instant) {
-    while TcpStream::connect(DEMO_ADDR).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "something else keeps listening on {DEMO_ADDR}; the demo test needs that port"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn demo_serves_sample_mail_to_curl_and_poplib_and_reuses_its_dir() {
     let have_curl = require_tool("curl", &["--version"]);
@@ -130,11 +115,23 @@ fn demo_serves_sample_mail_to_curl_and_poplib_and_reuses_its_dir() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("demo");
     let demo = Demo::start(&dir, tmp.path().join("demo-1.log"));
+    let port = demo.addr.port();
     assert!(
+        demo.output().contains(&format!(
+            "python3 -c 'import poplib; p = poplib.POP3(\"127.0.0.1\", {port});"
+        )),
+        "the demo does not print how to connect with poplib:\n{}",
         demo.output()
-            .contains("curl pop3://demo:demo@127.0.0.1:1110/1"),
-        "the demo does not print how to connect:\n{}",
+    );
+    assert!(
+        !demo.output().contains(":0/"),
+        "the demo printed port 0 rather than the bound port:\n{}",
         demo.output()
+    );
+    let conf = std::fs::read_to_string(dir.join("ironpop.conf")).expect("demo config");
+    assert!(
+        conf.contains("listen = 127.0.0.1:1110\n"),
+        "--listen is for this run only; the config keeps the documented default:\n{conf}"
     );
     let spool_path = find_spool(&dir);
     let spool = std::fs::read(&spool_path).expect("read demo spool");
@@ -146,7 +143,7 @@ fn demo_serves_sample_mail_to_curl_and_poplib_and_reuses_its_dir() {
     );
 
     // Our own client first: sizes match the sample mail.
-    let mut c = Client::connect(DEMO_ADDR.parse().expect("addr"));
+    let mut c = Client::connect(demo.addr);
     c.greeting();
     c.ok("USER demo");
     c.ok("PASS demo");
@@ -160,7 +157,7 @@ fn demo_serves_sample_mail_to_curl_and_poplib_and_reuses_its_dir() {
                 "-sS",
                 "--max-time",
                 "30",
-                "pop3://demo:demo@127.0.0.1:1110/1",
+                &format!("pop3://demo:demo@{}/1", demo.addr),
             ]),
             b"",
             Duration::from_secs(60),
@@ -169,14 +166,16 @@ fn demo_serves_sample_mail_to_curl_and_poplib_and_reuses_its_dir() {
         assert_bytes_eq(&out.stdout, &crlf(&msgs[0]), "curl RETR 1 from the demo");
     }
     if have_python {
-        let script = "import poplib\n\
-                      p = poplib.POP3('127.0.0.1', 1110, timeout=20)\n\
-                      p.user('demo'); p.pass_('demo')\n\
-                      resp, lines, octets = p.retr(1)\n\
-                      print(b''.join(l + b'\\r\\n' for l in lines).hex())\n\
-                      p.quit()\n";
+        let script = format!(
+            "import poplib\n\
+             p = poplib.POP3('127.0.0.1', {port}, timeout=20)\n\
+             p.user('demo'); p.pass_('demo')\n\
+             resp, lines, octets = p.retr(1)\n\
+             print(b''.join(l + b'\\r\\n' for l in lines).hex())\n\
+             p.quit()\n"
+        );
         let out = run(
-            Command::new("python3").args(["-c", script]),
+            Command::new("python3").args(["-c", &script]),
             b"",
             Duration::from_secs(60),
         );
@@ -196,7 +195,7 @@ fn demo_serves_sample_mail_to_curl_and_poplib_and_reuses_its_dir() {
     let files_before = snapshot(&dir);
     drop(demo);
     let demo = Demo::start(&dir, tmp.path().join("demo-2.log"));
-    let mut c = Client::connect(DEMO_ADDR.parse().expect("addr"));
+    let mut c = Client::connect(demo.addr);
     c.greeting();
     c.ok("USER demo");
     c.ok("PASS demo");

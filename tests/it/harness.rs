@@ -298,6 +298,17 @@ impl ServerBuilder {
             conf.push_str(l);
             conf.push('\n');
         }
+        // A certificate without listen_tls means POP3S on 0.0.0.0:995 and
+        // [::]:995: never in a test (root would take the machine's real
+        // port, anyone else cannot bind it).
+        let sets_listen_tls = self
+            .extra
+            .iter()
+            .any(|l| l.split('=').next().map(str::trim) == Some("listen_tls"))
+            || self.settings.iter().any(|(k, _)| k == "listen_tls");
+        if !sets_listen_tls {
+            conf.push_str("listen_tls = none\n");
+        }
         let conf_path = root.join("ironpop.conf");
         std::fs::write(&conf_path, conf).expect("write config");
         TestServer::spawn(dir, conf_path, self.listen.len())

@@ -8,6 +8,7 @@ mod harness;
 #[macro_use]
 mod system;
 
+mod check_config;
 mod clients;
 mod cluster;
 mod cluster_kill;

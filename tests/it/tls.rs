@@ -40,7 +40,7 @@ impl Pki {
         pki
     }
 
-    fn ca_file(&self) -> PathBuf {
+    pub(crate) fn ca_file(&self) -> PathBuf {
         self.dir.join(format!("{}-ca.pem", self.name))
     }
 

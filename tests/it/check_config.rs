@@ -1,0 +1,234 @@
+//! `ironpop -t` runs every startup check short of binding: each broken setting exits 2 naming the key and the file, and the daemon stops before "listening on".
+
+use crate::harness::*;
+use crate::tls::Pki;
+use std::path::{Path, PathBuf};
+
+/// Config lines that pass every check in `dir`: a passwd file, a spool
+/// directory, a state directory, and an account that exists (root drops
+/// to nobody, like the harness).
+pub(crate) fn usable_lines(dir: &Path) -> String {
+    for sub in ["mail", "state"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(dir.join("passwd"), "alice:{PLAIN}x\nbob:*\n").unwrap();
+    give_to_nobody(dir);
+    let (user, group) = if nix::unistd::getuid().is_root() {
+        ("nobody".to_string(), "nogroup".to_string())
+    } else {
+        let u = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .unwrap()
+            .unwrap();
+        let g = nix::unistd::Group::from_gid(nix::unistd::getgid())
+            .unwrap()
+            .unwrap();
+        (u.name, g.name)
+    };
+    format!(
+        "listen = 127.0.0.1:0\nplaintext_auth = localhost\nuser = {user}\ngroup = {group}\n\
+         passdb = passwd-file:{d}/passwd\nmailbox = {d}/mail/%u\nstate_dir = {d}/state\n\
+         pid_file = {d}/ironpop.pid\n",
+        d = dir.display()
+    )
+}
+
+fn write(dir: &Path, text: &str) -> PathBuf {
+    let conf = dir.join("ironpop.conf");
+    std::fs::write(&conf, text).unwrap();
+    conf
+}
+
+fn check(conf: &Path) -> Output {
+    ironpop(&["-t", "-f", conf.to_str().unwrap()])
+}
+
+/// `-t` exits 2 with an error line naming the config, `key` and `file`.
+fn refused(conf: &Path, key: &str, file: &str) -> String {
+    let out = check(conf);
+    let text = out.all_text();
+    assert_eq!(out.status.code(), Some(2), "-t accepted it:\n{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("ironpop: error: "))
+        .unwrap_or_else(|| panic!("no error line:\n{text}"));
+    assert!(
+        line.contains(&format!("{}: {key}: ", conf.display())) && line.contains(file),
+        "the error does not name {key} and {file}:\n{text}"
+    );
+    line.to_string()
+}
+
+#[test]
+fn a_usable_config_passes_with_the_count_of_usable_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write(dir.path(), &usable_lines(dir.path()));
+    let out = check(&conf);
+    let text = out.all_text();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "ironpop: checked: {}: passdb: {}/passwd: 2 entries, 1 usable",
+            conf.display(),
+            dir.path().display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains(": state_dir: "), "{text}");
+    assert!(!text.contains("error"), "{text}");
+}
+
+#[test]
+fn missing_certificate_and_swapped_pair_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = usable_lines(d) + "listen_tls = 127.0.0.1:0\n";
+    let missing = write(
+        d,
+        &format!(
+            "{base}tls_cert = {d}/none.crt\ntls_key = {d}/none.key\n",
+            d = d.display()
+        ),
+    );
+    let line = refused(&missing, "tls_cert", "none.crt");
+    assert!(line.contains("No such file or directory"), "{line}");
+
+    let pki = Pki::new(d, "check");
+    let (crt, key) = pki.leaf("server", "localhost", false, false);
+    let swapped = write(
+        d,
+        &format!(
+            "{base}tls_cert = {}\ntls_key = {}\n",
+            key.display(),
+            crt.display()
+        ),
+    );
+    refused(&swapped, "tls_cert", &key.display().to_string());
+
+    let (other_crt, _) = pki.leaf("other", "localhost", false, false);
+    let mismatched = write(
+        d,
+        &format!(
+            "{base}tls_cert = {}\ntls_key = {}\n",
+            other_crt.display(),
+            key.display()
+        ),
+    );
+    let line = refused(&mismatched, "tls_key", &key.display().to_string());
+    assert!(line.contains("does not belong"), "{line}");
+
+    let good = write(
+        d,
+        &format!(
+            "{base}tls_cert = {}\ntls_key = {}\ntls_client_ca = {d}/no-ca.pem\n",
+            crt.display(),
+            key.display(),
+            d = d.display()
+        ),
+    );
+    refused(&good, "tls_client_ca", "no-ca.pem");
+}
+
+#[test]
+fn unknown_user_and_group_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = usable_lines(dir.path());
+    let conf = write(
+        dir.path(),
+        &(base.replace("\nuser = ", "\n# user = ") + "user = nosuchuser\n"),
+    );
+    refused(&conf, "user", "nosuchuser");
+    let conf = write(
+        dir.path(),
+        &(base.replace("\ngroup = ", "\n# group = ") + "group = nosuchgroup\n"),
+    );
+    refused(&conf, "group", "nosuchgroup");
+}
+
+#[test]
+fn missing_passwd_file_state_dir_and_spool_directory_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = usable_lines(d);
+    let conf = write(d, &base.replace("/passwd\n", "/no-passwd\n"));
+    refused(&conf, "passdb", "no-passwd");
+    let conf = write(d, &base.replace("/state\n", "/no-state\n"));
+    refused(&conf, "state_dir", "no-state");
+    let conf = write(d, &base.replace("/mail/%u", "/no-mail/%u"));
+    refused(&conf, "mailbox", "no-mail");
+}
+
+#[test]
+fn pam_without_the_pam_feature_is_refused() {
+    if cfg!(feature = "pam") {
+        return; // This build has PAM: tests/it/pam.rs covers passdb = pam.
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = usable_lines(dir.path());
+    let conf = write(
+        dir.path(),
+        &base.replace("passdb = passwd-file:", "passdb = pam\n# "),
+    );
+    let line = refused(&conf, "passdb", "");
+    assert!(line.contains("--features pam"), "{line}");
+}
+
+#[test]
+fn a_named_pipe_as_the_config_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.conf");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // `ironpop` runs under a 30 s timeout: a hang fails here.
+    let out = check(&fifo);
+    assert_eq!(out.status.code(), Some(2), "{}", out.all_text());
+    assert!(
+        out.all_text().contains(&format!(
+            "{}: not a regular file (it is a named pipe)",
+            fifo.display()
+        )),
+        "{}",
+        out.all_text()
+    );
+}
+
+#[test]
+fn a_control_character_is_printed_once_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write(dir.path(), "user = a\u{0}b\n");
+    let out = check(&conf);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        out.all_text().contains(&format!(
+            "{}:1: control character \"\\u{{0}}\" is not allowed",
+            conf.display()
+        )),
+        "{}",
+        out.all_text()
+    );
+}
+
+#[test]
+fn the_daemon_stops_before_listening_on_what_minus_t_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let conf = write(
+        d,
+        &(usable_lines(d).replace("/state\n", "/no-state\n")
+            + &format!(
+                "listen_tls = 127.0.0.1:0\ntls_cert = {d}/none.crt\ntls_key = {d}/none.key\n",
+                d = d.display()
+            )),
+    );
+    let out = ironpop(&["-F", "-f", conf.to_str().unwrap()]);
+    let text = out.all_text();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(!text.contains("listening on"), "{text}");
+    assert!(text.contains("not starting: "), "{text}");
+    assert!(
+        text.contains(": tls_cert: ") && text.contains("none.crt"),
+        "{text}"
+    );
+    assert!(
+        text.contains(": state_dir: ") && text.contains("no-state"),
+        "{text}"
+    );
+}
