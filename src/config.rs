@@ -89,6 +89,11 @@ pub struct Config {
     pub auth_fail_delay: Duration,
     pub lock_methods: Vec<LockMethod>,
     pub lock_timeout: Duration,
+    /// RFC 2449 EXPIRE: retrieved messages are deleted this long after
+    /// their first retrieval (default never).
+    pub expire_days: crate::mailbox::Expire,
+    /// RFC 2449 LOGIN-DELAY: minimum time between two logins to a spool.
+    pub login_delay: Duration,
     pub proxy_protocol_from: Vec<IpAddr>,
     pub syslog_facility: String,
     pub log_level: log::LevelFilter,
@@ -282,6 +287,8 @@ impl Config {
             auth_fail_delay: limits::DEFAULT_AUTH_FAIL_DELAY,
             lock_methods: vec![LockMethod::Fcntl, LockMethod::Dotlock],
             lock_timeout: limits::DEFAULT_LOCK_TIMEOUT,
+            expire_days: crate::mailbox::Expire::Never,
+            login_delay: Duration::ZERO,
             proxy_protocol_from: Vec::new(),
             syslog_facility: "mail".to_owned(),
             log_level: log::LevelFilter::Info,

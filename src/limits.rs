@@ -70,3 +70,21 @@ pub const MAX_AUTH_FAILURES: u32 = 3;
 /// Unknown or malformed commands tolerated in a row before the connection is
 /// dropped (a client speaking some other protocol at us).
 pub const MAX_BAD_COMMANDS: u32 = 20;
+
+/// A spool index is trusted for at most this long after the full scan
+/// that built it: whatever its sampled checks cannot see (a size-neutral
+/// edit of one message in the middle) is served at most this long, for
+/// the price of one full scan a day.
+pub const INDEX_FULL_SCAN_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// The largest spool index read or written (56 bytes a message: about
+/// 4.8 million messages). The index is read whole into memory at login;
+/// a spool beyond this is simply scanned every time.
+pub const MAX_INDEX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// `expire_days` above this is refused as a typo: 100 years.
+pub const MAX_EXPIRE_DAYS: u64 = 36_500;
+
+/// `login_delay` above this is refused as a typo: one day (RFC 2449 §6.8
+/// clients poll; a longer delay locks users out for good).
+pub const MAX_LOGIN_DELAY_SECS: u64 = 24 * 3600;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use super::{CertUserField, Config, LockMethod, Passdb, PlaintextAuth};
 use crate::limits;
+use crate::mailbox::Expire;
 
 fn addrs(list: &[SocketAddr]) -> Vec<String> {
     list.iter().map(SocketAddr::to_string).collect()
@@ -94,6 +95,12 @@ impl Config {
             "lock_timeout",
             Some(self.lock_timeout.as_secs().to_string()),
         );
+        let expire = match self.expire_days {
+            Expire::Never => "never".to_owned(),
+            Expire::Days(n) => n.to_string(),
+        };
+        line("expire_days", Some(expire));
+        line("login_delay", Some(self.login_delay.as_secs().to_string()));
         let proxies = self
             .proxy_protocol_from
             .iter()

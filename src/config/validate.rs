@@ -9,6 +9,8 @@ use super::lex::{shorten, Entry};
 use super::{
     default_listen_tls, CertUserField, Config, ConfigError, LockMethod, Passdb, PlaintextAuth,
 };
+use crate::limits;
+use crate::mailbox::Expire;
 
 /// Keys that may be repeated (each line adds to the list).
 const LIST_KEYS: &[&str] = &[
@@ -40,6 +42,8 @@ pub(super) const KEYS: &[&str] = &[
     "auth_fail_delay",
     "lock_methods",
     "lock_timeout",
+    "expire_days",
+    "login_delay",
     "proxy_protocol_from",
     "syslog_facility",
     "log_level",
@@ -244,6 +248,8 @@ fn set_scalar(c: &mut Config, key: &str, v: &str) -> Result<(), String> {
         "idle_timeout" => c.idle_timeout = seconds(key, v, 1, MAX_TIMEOUT_SECS)?,
         "auth_fail_delay" => c.auth_fail_delay = seconds(key, v, 0, MAX_FAIL_DELAY_SECS)?,
         "lock_timeout" => c.lock_timeout = seconds(key, v, 0, MAX_LOCK_TIMEOUT_SECS)?,
+        "expire_days" => c.expire_days = expire_days(key, v)?,
+        "login_delay" => c.login_delay = seconds(key, v, 0, limits::MAX_LOGIN_DELAY_SECS)?,
         "syslog_facility" => {
             // The logger's own table, so -t accepts exactly what the daemon can open.
             if crate::logging::facility_from_name(v).is_none() {
@@ -348,6 +354,21 @@ fn count(key: &str, v: &str, max: u64) -> Result<usize, String> {
     match v.parse::<u64>() {
         Ok(n) if (1..=max).contains(&n) => usize::try_from(n).map_err(|_| bad(key, &wanted, v)),
         _ => Err(bad(key, &wanted, v)),
+    }
+}
+
+fn expire_days(key: &str, v: &str) -> Result<Expire, String> {
+    match v.parse::<u64>() {
+        _ if v == "never" => Ok(Expire::Never),
+        Ok(n) if n <= limits::MAX_EXPIRE_DAYS => Ok(Expire::Days(n)),
+        _ => Err(bad(
+            key,
+            &format!(
+                "never or a whole number of days from 0 to {}",
+                limits::MAX_EXPIRE_DAYS
+            ),
+            v,
+        )),
     }
 }
 

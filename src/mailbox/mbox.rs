@@ -19,7 +19,10 @@ use std::sync::Arc;
 use nix::fcntl::OFlag;
 
 use super::delivery_lock::{DeliveryLocks, LockPolicy};
+use super::index_check::{self, Contents};
+use super::indexed_scan::{self, ScanKind};
 use super::journal::{self, Recovered};
+use super::policy::{self, MailPolicy};
 use super::scan::Scanner;
 use super::session_lock::SessionLock;
 use super::state::StateDir;
@@ -29,18 +32,19 @@ use super::update::{self, Identity, Span};
 use super::{CommitReport, MailboxError, Maildrop, MaildropOpener, MessageInfo, TransferError};
 use crate::account::Principal;
 use crate::config::Config;
-use crate::limits;
 
 /// RETR/TOP read size: 64 KiB preads take a quarter of the syscalls of the
 /// 16 KiB reply buffer, and each encoded chunk goes to the socket in one
 /// write (`Output` passes a write larger than its buffer straight through).
 const RETR_READ: usize = 64 * 1024;
 
-/// Where session locks and journals live, and how to take delivery locks.
+/// Where session locks, journals and indexes live, how to take delivery
+/// locks, and the retention policies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MboxSettings {
     pub state: StateDir,
     pub locks: LockPolicy,
+    pub policy: MailPolicy,
 }
 
 impl MboxSettings {
@@ -50,6 +54,10 @@ impl MboxSettings {
             locks: LockPolicy {
                 methods: config.lock_methods.clone(),
                 timeout: config.lock_timeout,
+            },
+            policy: MailPolicy {
+                expire: config.expire_days,
+                login_delay: config.login_delay.as_secs(),
             },
         }
     }
@@ -80,6 +88,10 @@ impl MaildropOpener for MboxOpener {
             &principal.mailbox,
             self.settings.clone(),
         )?))
+    }
+
+    fn policy(&self) -> MailPolicy {
+        self.settings.policy
     }
 }
 
@@ -153,6 +165,18 @@ pub struct MboxMaildrop {
     spool: Option<Spool>,
     messages: Vec<MessageInfo>,
     spans: Vec<Span>,
+    /// What the index will say: the scan, with retrieval times.
+    contents: Contents,
+    /// Messages RETRieved whole in this session (recorded at QUIT).
+    retrieved_now: Vec<bool>,
+    /// How the messages were found (`None`: no spool file).
+    scan_kind: Option<ScanKind>,
+    /// The stored index no longer matches `contents` and should be written
+    /// when the session ends.
+    index_stale: bool,
+    /// A RETR/TOP found a message elsewhere than the scan said: this
+    /// session writes no index.
+    index_doubted: bool,
     /// `None`: opened for inspection only (no locks), cannot commit.
     settings: Option<Arc<MboxSettings>>,
     /// Dropped last (fields drop in order): the mailbox stays ours until
@@ -186,6 +210,24 @@ impl MboxMaildrop {
         open: impl FnOnce() -> Result<Option<File>, MailboxError>,
     ) -> Result<MboxMaildrop, MailboxError> {
         let session = SessionLock::acquire(&settings.state, path)?;
+        let now = policy::now();
+        let delay = settings.policy.login_delay;
+        match policy::check_login_delay(&settings.state, path, delay, now) {
+            Ok(Ok(())) => {}
+            Ok(Err(wait)) => {
+                return Err(MailboxError::LoginDelay {
+                    path: path.to_path_buf(),
+                    wait,
+                })
+            }
+            Err(source) => {
+                return Err(MailboxError::Io {
+                    path: settings.state.last_login(path),
+                    action: "recording the login time of",
+                    source,
+                })
+            }
+        }
         let file = open()?;
         let mut locks = match &file {
             Some(f) => Some(DeliveryLocks::acquire(f, path, &settings.locks)?),
@@ -196,7 +238,8 @@ impl MboxMaildrop {
                 l.touch_if_due();
             }
         };
-        match journal::recover(&settings.state, path, file.as_ref(), &mut tick)? {
+        let recovered = journal::recover(&settings.state, path, file.as_ref(), &mut tick)?;
+        match recovered {
             Some(Recovered::Undone) => log::warn!(
                 "mailbox {}: an interrupted update was undone from its journal; its deleted messages are back",
                 path.display()
@@ -207,7 +250,25 @@ impl MboxMaildrop {
             ),
             None => {}
         }
-        let mut md = MboxMaildrop::scan(path.to_path_buf(), file, &mut tick)?;
+        let found = match &file {
+            Some(f) => Some(
+                indexed_scan::scan(
+                    &settings.state,
+                    path,
+                    f,
+                    recovered.is_none(),
+                    now,
+                    &mut tick,
+                )
+                .map_err(|source| MailboxError::Io {
+                    path: path.to_path_buf(),
+                    action: "reading",
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+        let mut md = MboxMaildrop::from_contents(path.to_path_buf(), file, found)?;
         drop(locks);
         md.settings = Some(settings);
         md._session = Some(session);
@@ -218,21 +279,51 @@ impl MboxMaildrop {
     /// journal recovery: for inspecting a spool (tests, tools), never for a
     /// session. Such a maildrop cannot commit.
     pub fn open(path: &Path) -> Result<MboxMaildrop, MailboxError> {
-        MboxMaildrop::scan(path.to_path_buf(), open_spool(path)?, &mut || {})
+        let file = open_spool(path)?;
+        let found = match &file {
+            Some(f) => {
+                let scan = index_check::scan_file(f, Scanner::new(), u64::MAX, &mut || {})
+                    .map_err(|source| MailboxError::Io {
+                        path: path.to_path_buf(),
+                        action: "reading",
+                        source,
+                    })?;
+                let contents = Contents {
+                    retrieved: vec![0; scan.messages.len()],
+                    messages: scan.messages,
+                    scanned_len: scan.scanned_len,
+                    full_scan_at: 0,
+                };
+                Some((contents, ScanKind::Full))
+            }
+            None => None,
+        };
+        MboxMaildrop::from_contents(path.to_path_buf(), file, found)
     }
 
-    /// Scans an already opened spool (`None`: there is none).
-    fn scan(
+    /// The maildrop of an opened spool (`None`: there is none) whose
+    /// messages were found as `found` says.
+    fn from_contents(
         path: PathBuf,
         file: Option<File>,
-        tick: &mut dyn FnMut(),
+        found: Option<(Contents, ScanKind)>,
     ) -> Result<MboxMaildrop, MailboxError> {
-        let Some(file) = file else {
+        let (Some(file), Some((contents, kind))) = (file, found) else {
             return Ok(MboxMaildrop {
                 path,
                 spool: None,
                 messages: Vec::new(),
                 spans: Vec::new(),
+                contents: Contents {
+                    messages: Vec::new(),
+                    retrieved: Vec::new(),
+                    scanned_len: 0,
+                    full_scan_at: 0,
+                },
+                retrieved_now: Vec::new(),
+                scan_kind: None,
+                index_stale: false,
+                index_doubted: false,
                 settings: None,
                 _session: None,
             });
@@ -245,42 +336,29 @@ impl MboxMaildrop {
                 source,
             }
         };
-        let meta = file.metadata().map_err(io_err("checking"))?;
-        let identity = Identity::of(&meta);
-        let size = meta.len();
-        // Scan up to the size seen now: bounded work even if mail keeps
-        // arriving, and anything later is the next session's.
-        let mut scanner = Scanner::new();
-        let mut buf = vec![0u8; limits::SCAN_BLOCK];
-        while scanner.offset() < size {
-            let want =
-                usize::try_from(size - scanner.offset()).map_or(buf.len(), |n| n.min(buf.len()));
-            match file.read_at(&mut buf[..want], scanner.offset()) {
-                Ok(0) => break,
-                Ok(n) => scanner.feed(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_err("reading")(e)),
-            }
-            tick();
-        }
-        let scan = scanner.finish();
-        let uids = assign_uids(scan.messages.iter().map(|m| &m.digest));
-        let messages = scan
+        let identity = Identity::of(&file.metadata().map_err(io_err("checking"))?);
+        let uids = assign_uids(contents.messages.iter().map(|m| &m.digest));
+        let messages = contents
             .messages
             .iter()
             .zip(uids)
             .map(|(m, uid)| MessageInfo { size: m.size, uid })
             .collect();
-        let spans = scan.messages.iter().map(Span::from).collect();
+        let spans = contents.messages.iter().map(Span::from).collect();
         Ok(MboxMaildrop {
             path,
             spool: Some(Spool {
                 file,
                 identity,
-                scanned_len: scan.scanned_len,
+                scanned_len: contents.scanned_len,
             }),
             messages,
             spans,
+            retrieved_now: vec![false; contents.messages.len()],
+            index_stale: kind != ScanKind::Unchanged,
+            index_doubted: false,
+            scan_kind: Some(kind),
+            contents,
             settings: None,
             _session: None,
         })
@@ -365,10 +443,25 @@ impl Maildrop for MboxMaildrop {
         }
         encoder.finish(&mut encoded);
         out.write_all(&encoded)?;
+        if body_lines.is_none() {
+            if let Some(flag) = self.retrieved_now.get_mut(index) {
+                *flag = true;
+            }
+        }
         Ok(())
     }
 
-    fn commit(self: Box<Self>, deleted: &[bool]) -> Result<CommitReport, MailboxError> {
+    fn check_message(&mut self, index: usize) -> Result<(), MailboxError> {
+        let checked = self.message_in_place(index);
+        if checked.is_err() {
+            self.drop_index();
+        }
+        checked
+    }
+
+    fn commit(mut self: Box<Self>, deleted: &[bool]) -> Result<CommitReport, MailboxError> {
+        let deleted = self.with_expired(deleted, policy::now());
+        let deleted = deleted.as_slice();
         let report = CommitReport::tally(&self.messages, deleted);
         let Some(spool) = self.spool.as_ref() else {
             return Ok(report);
@@ -391,6 +484,9 @@ impl Maildrop for MboxMaildrop {
             &self.spans,
             deleted,
         )?;
+        // From here the stored index may describe a file that no longer
+        // exists; the new one is written when the maildrop is dropped.
+        self.remove_stored_index();
         update::apply(
             &settings.state,
             &spool.file,
@@ -400,9 +496,20 @@ impl Maildrop for MboxMaildrop {
             &mut || locks.touch_if_due(),
         )?;
         drop(locks);
+        self.contents = maildrop_index::compacted(&self.contents, deleted);
+        self.index_stale = true;
         Ok(report)
     }
 }
+
+impl Drop for MboxMaildrop {
+    fn drop(&mut self) {
+        self.save_index();
+    }
+}
+
+#[path = "mbox_index.rs"]
+mod maildrop_index;
 
 #[cfg(test)]
 #[path = "mbox_tests.rs"]

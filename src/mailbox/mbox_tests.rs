@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::LockMethod;
+use crate::limits;
 use crate::mailbox::transfer::encode_all;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
@@ -23,6 +24,7 @@ fn settings(dir: &Path) -> Arc<MboxSettings> {
             methods: vec![LockMethod::Fcntl, LockMethod::Dotlock],
             timeout: std::time::Duration::from_millis(200),
         },
+        policy: crate::mailbox::MailPolicy::default(),
     })
 }
 

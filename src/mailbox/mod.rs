@@ -9,9 +9,14 @@
 pub mod delivery_lock;
 pub mod dotlock;
 pub mod fault;
+pub mod index;
+pub mod index_check;
+pub mod index_store;
+pub mod indexed_scan;
 pub mod journal;
 pub mod mbox;
 pub mod ofd;
+pub mod policy;
 pub mod scan;
 pub mod session_lock;
 pub mod state;
@@ -22,6 +27,7 @@ pub mod update;
 mod update_crash_tests;
 
 pub use mbox::{MboxMaildrop, MboxOpener};
+pub use policy::{Expire, MailPolicy};
 
 use std::fmt;
 use std::io;
@@ -83,15 +89,28 @@ pub trait Maildrop: Send {
         out: &mut dyn io::Write,
     ) -> Result<(), TransferError>;
 
+    /// Checks, before RETR or TOP answers `+OK`, that message `index` is
+    /// still where the scan found it. An error is answered `-ERR
+    /// [SYS/TEMP]` and the session goes on.
+    fn check_message(&mut self, index: usize) -> Result<(), MailboxError> {
+        let _ = index;
+        Ok(())
+    }
+
     /// Removes the messages whose flag in `deleted` is set (one flag per
-    /// message) and keeps every other byte, including mail appended after
-    /// the scan.
+    /// message) and those the EXPIRE policy removes, and keeps every other
+    /// byte, including mail appended after the scan.
     fn commit(self: Box<Self>, deleted: &[bool]) -> Result<CommitReport, MailboxError>;
 }
 
 /// Opens the maildrop of an authenticated account.
 pub trait MaildropOpener: Send + Sync {
     fn open(&self, principal: &Principal) -> Result<Box<dyn Maildrop>, MailboxError>;
+
+    /// The retention policies `open` enforces, for CAPA.
+    fn policy(&self) -> MailPolicy {
+        MailPolicy::default()
+    }
 }
 
 /// RETR/TOP failed after `+OK` was sent: the connection must be closed.
@@ -115,6 +134,9 @@ impl From<io::Error> for TransferError {
 pub enum MailboxError {
     /// Another POP3 session holds this mailbox (RFC 2449 `[IN-USE]`).
     InUse { path: PathBuf },
+    /// The previous login was less than `login_delay` ago (RFC 2449
+    /// `[LOGIN-DELAY]`); `wait` more seconds.
+    LoginDelay { path: PathBuf, wait: u64 },
     /// A delivery lock could not be taken within `lock_timeout`.
     Locked { path: PathBuf, detail: String },
     /// The part of the spool this session scanned changed under us.
@@ -137,6 +159,11 @@ impl MailboxError {
         matches!(self, MailboxError::InUse { .. })
     }
 
+    /// `true` when the login came too soon after the previous one.
+    pub fn is_login_delay(&self) -> bool {
+        matches!(self, MailboxError::LoginDelay { .. })
+    }
+
     /// `true` for conditions that will not go away by retrying (`[SYS/PERM]`).
     pub fn is_permanent(&self) -> bool {
         matches!(self, MailboxError::Refused { .. })
@@ -149,6 +176,11 @@ impl fmt::Display for MailboxError {
             MailboxError::InUse { path } => write!(
                 f,
                 "mailbox {} is locked by another POP3 session",
+                path.display()
+            ),
+            MailboxError::LoginDelay { path, wait } => write!(
+                f,
+                "mailbox {} was logged in to less than login_delay ago; {wait} s to wait",
                 path.display()
             ),
             MailboxError::Locked { path, detail } => write!(

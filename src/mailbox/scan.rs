@@ -154,7 +154,20 @@ impl Scanner {
         }
     }
 
-    /// Bytes fed so far.
+    /// A scanner that continues a spool at `offset`, which must be the
+    /// start of a message's `From ` line (so the previous line was blank):
+    /// scanning from there finds exactly what a scan from 0 finds from
+    /// there on. The spool index rescans its last message this way.
+    pub fn resume_at(offset: u64) -> Scanner {
+        Scanner {
+            offset,
+            line_start: offset,
+            hashed_to: offset,
+            ..Scanner::new()
+        }
+    }
+
+    /// Bytes fed so far (including the offset resumed at).
     pub fn offset(&self) -> u64 {
         self.offset
     }

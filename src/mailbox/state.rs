@@ -1,4 +1,4 @@
-//! Names of ironpop's per-mailbox files under `state_dir` (session locks, update journals).
+//! Names of ironpop's per-mailbox files under `state_dir` (session locks, update journals, indexes, last logins).
 //!
 //! Both are keyed by the spool path, not the login name: what must be
 //! exclusive is the spool, and two logins that share one spool must share
@@ -61,6 +61,27 @@ impl StateDir {
     /// Where a journal is written before it is complete and renamed into place.
     pub fn journal_tmp(&self, spool: &Path) -> PathBuf {
         self.dir.join(format!("{}.journal.new", key(spool)))
+    }
+
+    /// The spool index (`index`): what the last session learned about
+    /// the spool.
+    pub fn index(&self, spool: &Path) -> PathBuf {
+        self.dir.join(format!("{}.index", key(spool)))
+    }
+
+    /// Where an index is written before it is renamed into place.
+    pub fn index_tmp(&self, spool: &Path) -> PathBuf {
+        self.dir.join(format!("{}.index.new", key(spool)))
+    }
+
+    /// The time of the last login to the spool (for `login_delay`).
+    pub fn last_login(&self, spool: &Path) -> PathBuf {
+        self.dir.join(format!("{}.login", key(spool)))
+    }
+
+    /// Where the last-login time is written before it is renamed into place.
+    pub fn last_login_tmp(&self, spool: &Path) -> PathBuf {
+        self.dir.join(format!("{}.login.new", key(spool)))
     }
 }
 

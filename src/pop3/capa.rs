@@ -2,6 +2,7 @@
 
 use std::io::{self, Write};
 
+use crate::mailbox::MailPolicy;
 use crate::sasl::Mechanism;
 
 /// What the capability list depends on.
@@ -15,6 +16,8 @@ pub struct CapaContext {
     pub stls_offered: bool,
     /// The SASL mechanisms usable now (plaintext policy applied).
     pub sasl: Vec<Mechanism>,
+    /// EXPIRE and LOGIN-DELAY as the maildrop enforces them.
+    pub policy: MailPolicy,
 }
 
 /// The capability lines, without line ends.
@@ -30,16 +33,9 @@ pub fn capabilities(ctx: &CapaContext) -> Vec<String> {
     if ctx.authorization && ctx.stls_offered {
         caps.push("STLS".into());
     }
-    caps.extend(
-        [
-            "RESP-CODES",
-            "AUTH-RESP-CODE",
-            "PIPELINING",
-            // True: ironpop never deletes mail the user has not DELEted.
-            "EXPIRE NEVER",
-        ]
-        .map(String::from),
-    );
+    caps.extend(["RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"].map(String::from));
+    // The values the maildrop enforces, never a promise it does not keep.
+    caps.extend(ctx.policy.capa_lines());
     caps.push(format!(
         "IMPLEMENTATION ironpop-{}",
         env!("CARGO_PKG_VERSION")
@@ -66,6 +62,7 @@ mod tests {
             plaintext_allowed,
             stls_offered,
             sasl: Vec::new(),
+            policy: MailPolicy::default(),
         }
     }
 

@@ -300,6 +300,7 @@ impl Session {
                     plaintext_allowed: self.settings.plaintext_allowed,
                     stls_offered: self.stls_available(),
                     sasl: self.sasl_offered(),
+                    policy: self.backend.maildrops.policy(),
                 };
                 capa::write_capa(out, &ctx)?;
             }
@@ -489,7 +490,13 @@ impl Session {
 }
 
 fn open_error_reply(e: &MailboxError, out: &mut dyn Write) -> io::Result<()> {
-    if e.is_in_use() {
+    if e.is_login_delay() {
+        reply::err_code(
+            out,
+            RespCode::LoginDelay,
+            "logged in too recently; see LOGIN-DELAY in CAPA",
+        )
+    } else if e.is_in_use() {
         reply::err_code(
             out,
             RespCode::InUse,

@@ -106,6 +106,9 @@ impl Transaction {
                     Ok(i) => i,
                     Err(step) => return Ok(step),
                 };
+                if !self.in_place("RETR", i, peer, out)? {
+                    return Ok(Step::Failed);
+                }
                 let size = self.size(i);
                 reply::ok(out, format_args!("{size} octets"))?;
                 if let Err(e) = self.maildrop.write_message(i, None, out) {
@@ -123,6 +126,9 @@ impl Transaction {
                     Ok(i) => i,
                     Err(step) => return Ok(step),
                 };
+                if !self.in_place("TOP", i, peer, out)? {
+                    return Ok(Step::Failed);
+                }
                 reply::ok(out, format_args!("top of message follows"))?;
                 if let Err(e) = self.maildrop.write_message(i, Some(lines), out) {
                     self.log_transfer_error("TOP", i, peer, &e);
@@ -244,6 +250,28 @@ impl Transaction {
                 }))
             }
         }
+    }
+
+    /// Before `+OK` to RETR or TOP: message `index` is still where the scan
+    /// found it; if not, says so with `-ERR [SYS/TEMP]` and returns false.
+    fn in_place(
+        &mut self,
+        verb: &str,
+        index: usize,
+        peer: &str,
+        out: &mut dyn Write,
+    ) -> io::Result<bool> {
+        let Err(e) = self.maildrop.check_message(index) else {
+            return Ok(true);
+        };
+        let (user, n) = (&self.user, index + 1);
+        log::warn!("{verb} {n} refused: user={user} rip={peer}: {e}");
+        reply::err_code(
+            out,
+            RespCode::SysTemp,
+            "the mailbox was changed by another program; log in again",
+        )?;
+        Ok(false)
     }
 
     fn log_transfer_error(&self, verb: &str, index: usize, peer: &str, e: &TransferError) {

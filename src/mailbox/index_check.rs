@@ -1,0 +1,284 @@
+//! Whether a stored spool index still describes the spool, and the scan of what was appended since.
+//!
+//! The index describes the prefix `[0, L)`. It is used only if all of
+//! these hold; any doubt means a full scan (never stale data):
+//!
+//! 1. the file decodes: magic, version, checksum, ordered offsets (`index`);
+//! 2. it names this spool (canonical path) and this file (inode), and the
+//!    file is at least L long;
+//! 3. it was built by a full scan less than a day ago
+//!    (`limits::INDEX_FULL_SCAN_AFTER`): whatever the checks below miss
+//!    lives at most that long;
+//! 4. sampled messages — the first, the one before the last and
+//!    [`SAMPLES_QUIET`] or [`SAMPLES_CHANGED`] random others — are
+//!    re-read and re-scanned: each must start with `From ` after a blank
+//!    line, end where the next `From ` starts, and scan to the same
+//!    content range, POP3 size and UID digest. More samples when the
+//!    stat hint (size, mtime, ctime) differs from the one recorded, or was
+//!    recorded within a second of a change (a write in the same clock
+//!    tick leaves mtime unchanged): the hint only ever adds checks;
+//! 5. the last indexed message and everything after it are scanned again
+//!    (a new message can only start after it): the rescan must find the
+//!    last message where the index has it, and, when the file has not
+//!    grown, exactly as the index has it.
+//!
+//! What this cannot catch: a rewrite that keeps every byte offset, hits
+//! no sampled message and not the last one (for instance one changed
+//! character in the body of message 500 of 100 000, or a size-neutral
+//! edit of a header). The LIST size, UIDL and framing of that message are
+//! then served from the index until the next full scan; its content is
+//! always read from the file, and RETR/TOP check its start and end first.
+
+use std::collections::hash_map::RandomState;
+use std::fs::{File, Metadata};
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+
+use super::index::{Entry, Index, StatHint};
+use super::scan::{Scan, ScannedMessage, Scanner};
+use crate::limits;
+
+/// Random messages re-scanned when the stat hint says nothing was written.
+pub const SAMPLES_QUIET: usize = 16;
+/// Random messages re-scanned when the spool was written since (new mail,
+/// or anything else).
+pub const SAMPLES_CHANGED: usize = 64;
+/// A sampled message longer than this has only its boundaries checked.
+const SAMPLE_MAX: u64 = 64 * 1024;
+
+/// The messages of a spool and their retrieval times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contents {
+    pub messages: Vec<ScannedMessage>,
+    /// One per message: unix time of its first retrieval, 0 for never.
+    pub retrieved: Vec<i64>,
+    /// L: bytes described.
+    pub scanned_len: u64,
+    /// When the messages before the tail were last found by a full scan.
+    pub full_scan_at: i64,
+}
+
+/// The stat hint of an open spool.
+pub fn hint_of(meta: &Metadata) -> StatHint {
+    StatHint {
+        size: meta.size(),
+        mtime: (meta.mtime(), meta.mtime_nsec()),
+        ctime: (meta.ctime(), meta.ctime_nsec()),
+    }
+}
+
+/// Reads and scans `[scanner.offset(), until)` of the spool.
+pub fn scan_file(
+    file: &File,
+    mut scanner: Scanner,
+    until: u64,
+    tick: &mut dyn FnMut(),
+) -> io::Result<Scan> {
+    let mut buf = vec![0u8; limits::SCAN_BLOCK];
+    while scanner.offset() < until {
+        let want =
+            usize::try_from(until - scanner.offset()).map_or(buf.len(), |n| n.min(buf.len()));
+        match file.read_at(&mut buf[..want], scanner.offset()) {
+            Ok(0) => break,
+            Ok(n) => scanner.feed(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        tick();
+    }
+    Ok(scanner.finish())
+}
+
+/// Uses `index` for the spool `file` (whose canonical path is `path` and
+/// whose metadata is `meta`), scanning only its last message and what
+/// follows. `Ok(Err(why))`: the index cannot be trusted, scan it all.
+pub fn reuse(
+    index: &mut Index,
+    path: &[u8],
+    file: &File,
+    meta: &Metadata,
+    now: i64,
+    tick: &mut dyn FnMut(),
+) -> io::Result<Result<Contents, &'static str>> {
+    if index.path != path {
+        return Ok(Err("it belongs to another spool"));
+    }
+    if index.inode != meta.ino() {
+        return Ok(Err("the spool was replaced by another file"));
+    }
+    if meta.size() < index.indexed_len {
+        return Ok(Err("the spool is shorter than the index"));
+    }
+    let age = now.saturating_sub(index.full_scan_at);
+    if !(0..limits::INDEX_FULL_SCAN_AFTER.as_secs() as i64).contains(&age) {
+        return Ok(Err("its last full scan is a day old"));
+    }
+    let quiet = hint_of(meta) == index.hint && index.hint.ctime.0 < index.written_at - 1;
+    let samples = if quiet {
+        SAMPLES_QUIET
+    } else {
+        SAMPLES_CHANGED
+    };
+    for i in sample_indices(index.entries.len(), samples) {
+        if !sample_matches(file, &index.entries[i].message)? {
+            return Ok(Err("a sampled message is not where the index has it"));
+        }
+    }
+    rescan_tail(index, file, meta.size(), tick)
+}
+
+/// Entry 0, the one before the last, and `random` others below the last
+/// (the last is rescanned anyway).
+fn sample_indices(count: usize, random: usize) -> Vec<usize> {
+    let below_last = count.saturating_sub(1);
+    if below_last <= random + 2 {
+        return (0..below_last).collect();
+    }
+    let mut state = RandomState::new().build_hasher().finish() | 1;
+    let mut picks = vec![0, below_last - 1];
+    for _ in 0..random {
+        // xorshift64: sampling needs spread, not secrecy.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        picks.push((state % below_last as u64) as usize);
+    }
+    picks
+}
+
+/// Re-reads one message that is not the last: the blank line before its
+/// `From ` line, the next `From ` line after it, and, when it is at most
+/// [`SAMPLE_MAX`] long, a scan of it that must agree with the index.
+fn sample_matches(file: &File, m: &ScannedMessage) -> io::Result<bool> {
+    let before = u64::from(m.from_offset > 0);
+    let len = m.end - m.from_offset;
+    let whole = len <= SAMPLE_MAX;
+    let read_len = before + if whole { len + 5 } else { 5 };
+    let mut buf = vec![0u8; read_len as usize];
+    match file.read_exact_at(&mut buf, m.from_offset - before) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    if before == 1 && buf[0] != b'\n' {
+        return Ok(false);
+    }
+    let body = &buf[before as usize..];
+    if m.has_from_line() && !body.starts_with(b"From ") {
+        return Ok(false);
+    }
+    if !whole {
+        let mut next = [0u8; 6];
+        match file.read_exact_at(&mut next, m.end - 1) {
+            Ok(()) => return Ok(&next == b"\nFrom "),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    let (message, next) = body.split_at(len as usize);
+    if next != b"From " {
+        return Ok(false);
+    }
+    let mut scanner = if m.from_offset == 0 {
+        Scanner::new()
+    } else {
+        Scanner::resume_at(m.from_offset)
+    };
+    scanner.feed(message);
+    Ok(scanner.finish().messages.as_slice() == std::slice::from_ref(m))
+}
+
+/// Scans from the last indexed message to `size` and joins the result to
+/// the rest of the index.
+fn rescan_tail(
+    index: &mut Index,
+    file: &File,
+    size: u64,
+    tick: &mut dyn FnMut(),
+) -> io::Result<Result<Contents, &'static str>> {
+    let last = index.entries.last();
+    let scanner = match &last {
+        Some(l) if l.message.from_offset > 0 => Scanner::resume_at(l.message.from_offset),
+        _ => Scanner::new(),
+    };
+    let tail = scan_file(file, scanner, size, tick)?;
+    if tail.scanned_len != size {
+        return Ok(Err("the spool shrank while it was scanned"));
+    }
+    let mut carried = 0;
+    if let Some(l) = &last {
+        let Some(first) = tail.messages.first() else {
+            return Ok(Err("its last message is gone"));
+        };
+        if first.from_offset != l.message.from_offset
+            || first.content_offset != l.message.content_offset
+        {
+            return Ok(Err("its last message moved"));
+        }
+        if size == index.indexed_len && *first != l.message {
+            return Ok(Err("its last message was rewritten"));
+        }
+        if first.digest == l.message.digest {
+            carried = l.retrieved_at;
+        }
+    }
+    // Taken only now: until here the caller may still use the index.
+    let mut entries = std::mem::take(&mut index.entries);
+    entries.pop();
+    let mut retrieved: Vec<i64> = entries.iter().map(|e| e.retrieved_at).collect();
+    let mut messages: Vec<ScannedMessage> = entries.into_iter().map(|e| e.message).collect();
+    retrieved.extend((0..tail.messages.len()).map(|i| if i == 0 { carried } else { 0 }));
+    messages.extend(tail.messages);
+    Ok(Ok(Contents {
+        messages,
+        retrieved,
+        scanned_len: size,
+        full_scan_at: index.full_scan_at,
+    }))
+}
+
+/// The index that describes `contents` of the spool `file`.
+pub fn build(path: &[u8], meta: &Metadata, contents: &Contents, now: i64) -> Index {
+    Index {
+        path: path.to_vec(),
+        inode: meta.ino(),
+        indexed_len: contents.scanned_len,
+        hint: hint_of(meta),
+        written_at: now,
+        full_scan_at: contents.full_scan_at,
+        entries: contents
+            .messages
+            .iter()
+            .zip(&contents.retrieved)
+            .map(|(m, &retrieved_at)| Entry {
+                message: m.clone(),
+                retrieved_at,
+            })
+            .collect(),
+    }
+}
+
+/// Retrieval times of a stale index, by UID digest in mailbox order, for
+/// a full rescan: a message keeps its retrieval time when its digest (and
+/// occurrence among equal digests) is found again.
+pub fn carry_retrievals(old: &Index, messages: &[ScannedMessage]) -> Vec<i64> {
+    use std::collections::HashMap;
+    let mut times: HashMap<[u8; 16], Vec<i64>> = HashMap::new();
+    for e in &old.entries {
+        times
+            .entry(e.message.digest)
+            .or_default()
+            .push(e.retrieved_at);
+    }
+    let mut seen: HashMap<[u8; 16], usize> = HashMap::new();
+    messages
+        .iter()
+        .map(|m| {
+            let n = seen.entry(m.digest).or_insert(0);
+            let t = times.get(&m.digest).and_then(|v| v.get(*n)).copied();
+            *n += 1;
+            t.unwrap_or(0)
+        })
+        .collect()
+}

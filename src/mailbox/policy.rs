@@ -1,0 +1,172 @@
+//! The RFC 2449 retention policies: EXPIRE (delete retrieved mail after N days) and LOGIN-DELAY.
+//!
+//! Also the clock both read. In debug builds (the test suite), the
+//! environment variable `IRONPOP_TEST_CLOCK_FILE` may name a file holding
+//! the current Unix time, so tests can move time forward between
+//! sessions; release builds do not contain that code at all, so no
+//! environment or file can change the time a production daemon sees.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::state::StateDir;
+
+/// `expire_days`: how long retrieved messages stay on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Expire {
+    /// Never deleted unless the client deletes them (the default).
+    #[default]
+    Never,
+    /// Deleted at the first update more than this many days after their
+    /// first retrieval; 0: at the end of the session that retrieved them.
+    Days(u64),
+}
+
+impl Expire {
+    /// The CAPA argument (RFC 2449 §6.7).
+    pub fn capa(self) -> String {
+        match self {
+            Expire::Never => "EXPIRE NEVER".into(),
+            Expire::Days(n) => format!("EXPIRE {n}"),
+        }
+    }
+
+    /// Whether a message first retrieved at `retrieved_at` (0: never) is
+    /// due for deletion at `now`.
+    pub fn is_due(self, retrieved_at: i64, now: i64) -> bool {
+        match self {
+            Expire::Never => false,
+            Expire::Days(days) => {
+                let period = i64::try_from(days.saturating_mul(86_400)).unwrap_or(i64::MAX);
+                retrieved_at != 0 && now.saturating_sub(retrieved_at) >= period
+            }
+        }
+    }
+}
+
+/// What the maildrop enforces besides the client's DELE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MailPolicy {
+    pub expire: Expire,
+    /// Minimum seconds between two logins to one spool; 0: none.
+    pub login_delay: u64,
+}
+
+impl MailPolicy {
+    /// The CAPA lines these policies add.
+    pub fn capa_lines(&self) -> Vec<String> {
+        let mut lines = vec![self.expire.capa()];
+        if self.login_delay > 0 {
+            lines.push(format!("LOGIN-DELAY {}", self.login_delay));
+        }
+        lines
+    }
+}
+
+/// Seconds since the Unix epoch (see the module documentation for tests).
+pub fn now() -> i64 {
+    #[cfg(debug_assertions)]
+    if let Some(t) = test_clock() {
+        return t;
+    }
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(debug_assertions)]
+fn test_clock() -> Option<i64> {
+    let path = std::env::var_os("IRONPOP_TEST_CLOCK_FILE")?;
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// `login_delay`: `Ok(())` and the login is recorded, or `Err(seconds)`
+/// to wait because the previous login of this spool was too recent. A
+/// refused login is not recorded (a client polling a little too often is
+/// not locked out for good); a clock that went backwards lets the login
+/// through. Runs under the session lock, so logins of one spool are
+/// checked one at a time, also across nodes sharing `state_dir`.
+pub fn check_login_delay(
+    state: &StateDir,
+    spool: &Path,
+    delay: u64,
+    now: i64,
+) -> io::Result<Result<(), u64>> {
+    if delay == 0 {
+        return Ok(Ok(()));
+    }
+    let path = state.last_login(spool);
+    let last = match fs::read_to_string(&path) {
+        Ok(s) => s.trim().parse::<i64>().ok(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    if let Some(last) = last {
+        let since = now.saturating_sub(last);
+        if (0..i64::try_from(delay).unwrap_or(i64::MAX)).contains(&since) {
+            return Ok(Err(delay - since as u64));
+        }
+    }
+    let tmp = state.last_login_tmp(spool);
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(format!("{now}\n").as_bytes()))
+        .and_then(|()| fs::rename(&tmp, &path))?;
+    Ok(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expire_counts_whole_days_from_retrieval() {
+        let day = 86_400;
+        assert!(!Expire::Never.is_due(1, i64::MAX));
+        assert!(!Expire::Days(3).is_due(0, 100 * day), "never retrieved");
+        assert!(!Expire::Days(3).is_due(day, 4 * day - 1));
+        assert!(Expire::Days(3).is_due(day, 4 * day));
+        assert!(Expire::Days(0).is_due(day, day), "EXPIRE 0: same session");
+        assert!(!Expire::Days(u64::MAX).is_due(1, i64::MAX - 1));
+    }
+
+    #[test]
+    fn capa_says_the_configured_values() {
+        assert_eq!(MailPolicy::default().capa_lines(), ["EXPIRE NEVER"]);
+        let p = MailPolicy {
+            expire: Expire::Days(0),
+            login_delay: 900,
+        };
+        assert_eq!(p.capa_lines(), ["EXPIRE 0", "LOGIN-DELAY 900"]);
+    }
+
+    #[test]
+    fn login_delay_refuses_early_logins_without_recording_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let spool = dir.path().join("bob");
+        assert_eq!(check_login_delay(&state, &spool, 0, 100).unwrap(), Ok(()));
+        assert!(!state.last_login(&spool).exists(), "no delay, no file");
+        assert_eq!(check_login_delay(&state, &spool, 60, 1000).unwrap(), Ok(()));
+        assert_eq!(
+            check_login_delay(&state, &spool, 60, 1010).unwrap(),
+            Err(50)
+        );
+        assert_eq!(check_login_delay(&state, &spool, 60, 1059).unwrap(), Err(1));
+        assert_eq!(check_login_delay(&state, &spool, 60, 1060).unwrap(), Ok(()));
+        assert_eq!(
+            check_login_delay(&state, &spool, 60, 1100).unwrap(),
+            Err(20)
+        );
+        // The clock went back an hour: let the user in.
+        assert_eq!(check_login_delay(&state, &spool, 60, 100).unwrap(), Ok(()));
+    }
+}
