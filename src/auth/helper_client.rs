@@ -22,7 +22,7 @@ use rustls::pki_types::CertificateDer;
 use super::{Authenticator, ScramLogin};
 use crate::account::{AuthOutcome, Principal};
 use crate::mailbox::mbox::MboxSettings;
-use crate::mailbox::{MailboxError, Maildrop, MaildropOpener, MboxMaildrop};
+use crate::mailbox::{MailPolicy, MailboxError, Maildrop, MaildropOpener, MboxMaildrop};
 use crate::privsep::helper_wire::{Request, Response, Secret, Spool, MAX_FRAME};
 use crate::sasl::{ScramParams, SecretLookup, KEY_LEN};
 
@@ -403,6 +403,10 @@ impl MaildropOpener for HelperSession {
                 reason: "the privileged helper did not open it for this login".into(),
             }),
         }
+    }
+
+    fn policy(&self) -> MailPolicy {
+        self.mbox.policy
     }
 }
 

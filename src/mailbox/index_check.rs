@@ -121,7 +121,7 @@ pub fn reuse(
         SAMPLES_CHANGED
     };
     for i in sample_indices(index.entries.len(), samples) {
-        if !sample_matches(file, &index.entries[i].message)? {
+        if !message_matches(file, &index.entries[i].message, false, SAMPLE_MAX)? {
             return Ok(Err("a sampled message is not where the index has it"));
         }
     }
@@ -147,14 +147,20 @@ fn sample_indices(count: usize, random: usize) -> Vec<usize> {
     picks
 }
 
-/// Re-reads one message that is not the last: the blank line before its
-/// `From ` line, the next `From ` line after it, and, when it is at most
-/// [`SAMPLE_MAX`] long, a scan of it that must agree with the index.
-fn sample_matches(file: &File, m: &ScannedMessage) -> io::Result<bool> {
+/// Re-reads one message: the blank line before its `From ` line, the next
+/// `From ` line after it (unless it is the `last` scanned), and, when it is
+/// at most `limit` long, a scan of it that must agree with `m`.
+pub fn message_matches(
+    file: &File,
+    m: &ScannedMessage,
+    last: bool,
+    limit: u64,
+) -> io::Result<bool> {
     let before = u64::from(m.from_offset > 0);
     let len = m.end - m.from_offset;
-    let whole = len <= SAMPLE_MAX;
-    let read_len = before + if whole { len + 5 } else { 5 };
+    let whole = len <= limit;
+    let next = if last { 0 } else { 5 };
+    let read_len = before + if whole { len + next } else { 5 };
     let mut buf = vec![0u8; read_len as usize];
     match file.read_exact_at(&mut buf, m.from_offset - before) {
         Ok(()) => {}
@@ -168,6 +174,9 @@ fn sample_matches(file: &File, m: &ScannedMessage) -> io::Result<bool> {
     if m.has_from_line() && !body.starts_with(b"From ") {
         return Ok(false);
     }
+    if !whole && last {
+        return Ok(true);
+    }
     if !whole {
         let mut next = [0u8; 6];
         match file.read_exact_at(&mut next, m.end - 1) {
@@ -177,7 +186,7 @@ fn sample_matches(file: &File, m: &ScannedMessage) -> io::Result<bool> {
         }
     }
     let (message, next) = body.split_at(len as usize);
-    if next != b"From " {
+    if !last && next != b"From " {
         return Ok(false);
     }
     let mut scanner = if m.from_offset == 0 {

@@ -50,10 +50,19 @@ pub fn scan(
     let path = index_path(spool);
     let old = match stored {
         Some(mut index) => match index_check::reuse(&mut index, &path, file, &meta, now, tick)? {
-            Ok(contents) if contents.scanned_len == index.indexed_len => {
-                return Ok((contents, ScanKind::Unchanged))
+            Ok(contents) => {
+                let kind = if contents.scanned_len == index.indexed_len {
+                    ScanKind::Unchanged
+                } else {
+                    ScanKind::Tail
+                };
+                log::debug!(
+                    "mailbox {}: spool index used; {} new bytes scanned",
+                    spool.display(),
+                    contents.scanned_len - index.indexed_len
+                );
+                return Ok((contents, kind));
             }
-            Ok(contents) => return Ok((contents, ScanKind::Tail)),
             Err(why) => {
                 log::info!(
                     "mailbox {}: spool index not used ({why}); scanning it all",

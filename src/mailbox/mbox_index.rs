@@ -1,12 +1,14 @@
 //! The mbox maildrop's side of the spool index: RETR/TOP boundary checks, retrieval times, EXPIRE, saving.
 
-use std::io;
-use std::os::unix::fs::FileExt;
-
 use super::{MboxMaildrop, ScanKind};
 use crate::mailbox::index_check::{self, Contents};
 use crate::mailbox::indexed_scan;
 use crate::mailbox::{index_store, policy, MailboxError};
+
+/// RETR and TOP rescan a message up to this long before answering `+OK`
+/// (at scan speed, a fraction of sending it); longer ones have their
+/// boundaries checked only.
+const RETR_CHECK_MAX: u64 = 1024 * 1024;
 
 impl MboxMaildrop {
     /// How the messages were found at login (`None`: no spool file).
@@ -14,58 +16,28 @@ impl MboxMaildrop {
         self.scan_kind
     }
 
-    /// Message `index` still starts with its `From ` line after a blank
-    /// line, and ends where the next one starts (or, for the last, the
-    /// file still reaches its end).
+    /// Message `index` still scans as it did at login: its `From ` line
+    /// after a blank line, the next `From ` line where it ends, and, up to
+    /// [`RETR_CHECK_MAX`] long, the same content range, size and UID
+    /// digest (a message shifted into another's place has another digest).
     pub(super) fn message_in_place(&self, index: usize) -> Result<(), MailboxError> {
         let changed = || MailboxError::Changed {
             path: self.path.clone(),
         };
-        let (Some(span), Some(spool)) = (self.spans.get(index), self.spool.as_ref()) else {
+        let (Some(m), Some(spool)) = (self.contents.messages.get(index), self.spool.as_ref())
+        else {
             return Err(changed());
         };
-        let read = |at: u64, want: &[u8]| -> Result<(), MailboxError> {
-            let mut buf = vec![0u8; want.len()];
-            match spool.file.read_exact_at(&mut buf, at) {
-                Ok(()) if buf == want => Ok(()),
-                Ok(()) => Err(changed()),
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(changed()),
-                Err(source) => Err(MailboxError::Io {
-                    path: self.path.clone(),
-                    action: "reading",
-                    source,
-                }),
-            }
-        };
-        if span.has_from_line() {
-            match span.from_offset.checked_sub(1) {
-                Some(before) => read(before, b"\nFrom ")?,
-                None => read(0, b"From ")?,
-            }
+        let last = m.end >= spool.scanned_len;
+        match index_check::message_matches(&spool.file, m, last, RETR_CHECK_MAX) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(changed()),
+            Err(source) => Err(MailboxError::Io {
+                path: self.path.clone(),
+                action: "reading",
+                source,
+            }),
         }
-        let content_end = span.content_offset + span.content_len;
-        if span.end > content_end {
-            // The blank line that separates it from the next message.
-            read(span.end - 1, b"\n")?;
-        }
-        if span.end < spool.scanned_len {
-            read(span.end, b"From ")?;
-        } else if span.end > 0 {
-            // The last message: the file must still reach its end.
-            let mut last = [0u8; 1];
-            match spool.file.read_exact_at(&mut last, span.end - 1) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(changed()),
-                Err(source) => {
-                    return Err(MailboxError::Io {
-                        path: self.path.clone(),
-                        action: "reading",
-                        source,
-                    })
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Forgets the stored index: the spool is not what it says.

@@ -183,6 +183,7 @@ pub struct ServerBuilder {
     extra: Vec<String>,
     spools: Vec<(String, Vec<u8>)>,
     passwd_extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Default for ServerBuilder {
@@ -199,6 +200,7 @@ impl ServerBuilder {
             extra: Vec::new(),
             spools: Vec::new(),
             passwd_extra: Vec::new(),
+            env: Vec::new(),
         };
         b = b
             .set("plaintext_auth", "localhost")
@@ -242,6 +244,12 @@ impl ServerBuilder {
     /// The spool of `user` (written before the server starts).
     pub fn spool(mut self, user: &str, data: impl Into<Vec<u8>>) -> Self {
         self.spools.push((user.to_string(), data.into()));
+        self
+    }
+
+    /// An environment variable of the server process.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -311,7 +319,7 @@ impl ServerBuilder {
         }
         let conf_path = root.join("ironpop.conf");
         std::fs::write(&conf_path, conf).expect("write config");
-        TestServer::spawn(dir, conf_path, self.listen.len())
+        TestServer::spawn(dir, conf_path, self.listen.len(), &self.env)
     }
 }
 
@@ -343,12 +351,18 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    fn spawn(dir: tempfile::TempDir, conf: PathBuf, listeners: usize) -> TestServer {
+    fn spawn(
+        dir: tempfile::TempDir,
+        conf: PathBuf,
+        listeners: usize,
+        env: &[(String, String)],
+    ) -> TestServer {
         let mut child = Command::new(BIN)
             .arg("-F")
             .arg("-f")
             .arg(&conf)
             .env_remove("RUST_LOG")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,0 +1,159 @@
+//! The spool index end to end: later logins scan only new mail, and every kind of change to the spool or the index is noticed.
+
+use std::os::unix::fs::FileExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::{self, crlf, split_mbox, ServerBuilder, TestServer, ALICE};
+
+/// A session serves exactly what the file holds: LIST sizes, and RETR of
+/// every message byte for byte.
+fn serves_the_file(server: &TestServer) {
+    let want = split_mbox(&server.read_spool("alice"));
+    let mut c = server.greeted();
+    c.ok("USER alice");
+    let reply = c.cmd(&format!("PASS {}", ALICE.password));
+    assert!(reply.starts_with("+OK"), "{reply}; log:\n{}", server.log());
+    let list = c.ok_lines("LIST");
+    assert_eq!(list.len(), want.len(), "LIST: {list:?}");
+    for (i, msg) in want.iter().enumerate() {
+        let body = c.ok_body(&format!("RETR {}", i + 1));
+        harness::assert_bytes_eq(&body, &crlf(msg), &format!("RETR {}", i + 1));
+        assert_eq!(list[i], format!("{} {}", i + 1, body.len()));
+    }
+    c.quit();
+}
+
+/// Files the test creates as root must be the server's (nobody's).
+fn owned_by_server(server: &TestServer) {
+    if nix::unistd::getuid().is_root() {
+        harness::give_to_nobody(server.dir());
+    }
+}
+
+fn index_used(server: &TestServer, times: usize) -> bool {
+    server.wait_for_log("spool index used", Duration::from_secs(5))
+        && server.log().matches("spool index used").count() == times
+}
+
+fn server() -> TestServer {
+    ServerBuilder::new()
+        .set("log_level", "debug")
+        .spool("alice", harness::mbox(&harness::messages(8)))
+        .start()
+}
+
+#[test]
+fn procmail_appends_are_scanned_alone() {
+    if !harness::require_tool("procmail", &["-v"]) {
+        return;
+    }
+    let server = server();
+    serves_the_file(&server);
+    let rc = server.dir().join("procmailrc");
+    std::fs::write(&rc, "").unwrap();
+    for n in 20..23 {
+        let mut child = Command::new("procmail")
+            .arg("-m")
+            .arg(format!("DEFAULT={}", server.spool_path("alice").display()))
+            .arg(&rc)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("run procmail");
+        let mut msg = harness::FROM_LINE.to_vec();
+        msg.extend_from_slice(&harness::message(n));
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), &msg).unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    serves_the_file(&server);
+    assert!(index_used(&server, 1), "{}", server.log());
+    assert!(server.log().contains("new bytes scanned"));
+    assert!(!server.log().contains("spool index not used"));
+}
+
+#[test]
+fn truncation_replacement_and_rewrites_are_noticed() {
+    let server = server();
+    let spool = server.spool_path("alice");
+    serves_the_file(&server);
+    // Truncated by a few bytes.
+    let len = std::fs::metadata(&spool).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&spool)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+    serves_the_file(&server);
+    // A local mail reader rewrites message 2's header in place, same size.
+    let data = server.read_spool("alice");
+    let at = harness::find(&data, b"Subject: test message 2").unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&spool)
+        .unwrap();
+    f.write_all_at(b"Subject: TEST MESSAGE 2\nMessage-ID: <x", at as u64)
+        .unwrap();
+    serves_the_file(&server);
+    // Replaced by another file.
+    let tmp = server.dir().join("mail/alice.new");
+    std::fs::write(&tmp, harness::mbox(&harness::messages(3))).unwrap();
+    std::fs::rename(&tmp, &spool).unwrap();
+    owned_by_server(&server);
+    serves_the_file(&server);
+    assert!(
+        server.log().contains("spool index not used"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn damaged_or_foreign_indexes_are_not_used() {
+    let server = server();
+    serves_the_file(&server);
+    let state = server.dir().join("state");
+    let index_of = |user: &str| {
+        std::fs::read_dir(&state)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(&format!("{user}.index")))
+            .unwrap_or_else(|| panic!("no index of {user} in {}", state.display()))
+    };
+    let index = index_of("alice");
+    let mut data = std::fs::read(&index).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x01;
+    std::fs::write(&index, &data).unwrap();
+    // Meanwhile the spool loses its first message.
+    let msgs = harness::messages(8);
+    std::fs::write(server.spool_path("alice"), harness::mbox(&msgs[1..])).unwrap();
+    serves_the_file(&server);
+    assert!(server.log().contains("checksum"), "{}", server.log());
+    // Bob's index copied over Alice's.
+    std::fs::write(server.spool_path("bob"), harness::mbox(&msgs[..2])).unwrap();
+    owned_by_server(&server);
+    let mut c = server.login(harness::BOB);
+    c.quit();
+    std::fs::copy(index_of("bob"), &index).unwrap();
+    serves_the_file(&server);
+    assert!(
+        server.log().contains("belongs to another spool"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn retr_of_a_moved_message_is_refused_with_sys_temp() {
+    let server = server();
+    serves_the_file(&server);
+    let mut c = server.login(ALICE);
+    // Another program removes message 1 while the session is open.
+    let msgs = harness::messages(8);
+    std::fs::write(server.spool_path("alice"), harness::mbox(&msgs[1..])).unwrap();
+    let reply = c.cmd("RETR 5");
+    assert!(reply.starts_with("-ERR [SYS/TEMP] "), "{reply}");
+    c.quit();
+    serves_the_file(&server);
+}
