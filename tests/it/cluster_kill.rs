@@ -191,8 +191,20 @@ fn node_killed_during_quit_update_is_recovered_by_a_survivor() {
         fresh_lock_checked,
         "no kill left a dotlock: the kills missed the update"
     );
-    let state = std::fs::read_dir(cluster.state_dir()).unwrap().count();
-    assert_eq!(state, 1, "only the session lock file is left");
+    let state = std::fs::read_dir(cluster.state_dir())
+        .unwrap()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".index")
+        })
+        .count();
+    assert_eq!(
+        state, 1,
+        "only the session lock file (and the index) is left"
+    );
 }
 
 #[test]

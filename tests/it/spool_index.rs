@@ -133,7 +133,7 @@ fn damaged_or_foreign_indexes_are_not_used() {
     // Bob's index copied over Alice's.
     std::fs::write(server.spool_path("bob"), harness::mbox(&msgs[..2])).unwrap();
     owned_by_server(&server);
-    let mut c = server.login(harness::BOB);
+    let c = server.login(harness::BOB);
     c.quit();
     std::fs::copy(index_of("bob"), &index).unwrap();
     serves_the_file(&server);
