@@ -41,6 +41,37 @@ pub fn init_syslog(facility: &str, level: LevelFilter) -> Result<(), String> {
     Ok(())
 }
 
+/// Where syslog(3) sends its lines (glibc's `_PATH_LOG`).
+pub const SYSLOG_SOCKET: &str = "/dev/log";
+
+/// Whether a syslog daemon listens at `path` (a datagram socket, as
+/// journald and rsyslog provide, or a stream socket); `Err` says why not.
+///
+/// syslog(3) itself says nothing when it cannot connect: it drops the
+/// line and tries to connect again at the next one. So the detached
+/// daemon asks first, while standard error still reaches the terminal.
+pub fn syslog_reachable(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::net::{UnixDatagram, UnixStream};
+    let reason =
+        |e: std::io::Error| format!("{}: {}", path.display(), crate::config::io_reason(&e));
+    match UnixDatagram::unbound().and_then(|s| s.connect(path)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EPROTOTYPE) => {
+            UnixStream::connect(path).map(drop).map_err(reason)
+        }
+        Err(e) => Err(reason(e)),
+    }
+}
+
+/// What the detached daemon says on standard error, before it detaches,
+/// when syslog cannot be reached (`why` from [`syslog_reachable`]).
+pub fn syslog_unreachable_warning(why: &str) -> String {
+    format!(
+        "warning: syslog cannot be reached ({why}): log lines are lost until a syslog \
+         daemon listens there (each line tries again); run with -F to log to standard error"
+    )
+}
+
 /// Changes the level at run time (SIGHUP reload).
 pub fn set_level(level: LevelFilter) {
     log::set_max_level(level);
@@ -135,6 +166,19 @@ mod tests {
             Some(Facility::LOG_LOCAL7)
         ));
         assert!(facility_from_name("mial").is_none());
+    }
+
+    #[test]
+    fn syslog_reachability_is_probed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let e = syslog_reachable(&path).unwrap_err();
+        assert_eq!(e, format!("{}: No such file or directory", path.display()));
+        let _dgram = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        syslog_reachable(&path).unwrap();
+        let stream_path = dir.path().join("log-stream");
+        let _stream = std::os::unix::net::UnixListener::bind(&stream_path).unwrap();
+        syslog_reachable(&stream_path).unwrap();
     }
 
     #[test]

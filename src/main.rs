@@ -98,8 +98,14 @@ fn serve(config: &Config, config_path: &Path, mode: RunMode) -> ExitCode {
     let foreground = mode != RunMode::Detached;
     if foreground {
         logging::init_stderr(config.log_level);
-    } else if let Err(e) = logging::init_syslog(&config.syslog_facility, config.log_level) {
-        return fail(RUNTIME_FAILURE, &e);
+    } else {
+        // Said now: once detached, standard error is /dev/null.
+        if let Err(why) = logging::syslog_reachable(Path::new(logging::SYSLOG_SOCKET)) {
+            eprintln!("ironpop: {}", logging::syslog_unreachable_warning(&why));
+        }
+        if let Err(e) = logging::init_syslog(&config.syslog_facility, config.log_level) {
+            return fail(RUNTIME_FAILURE, &e);
+        }
     }
     logging::install_panic_hook();
     match daemon::run(config, config_path, mode) {

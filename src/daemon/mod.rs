@@ -103,12 +103,21 @@ pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), Dae
             print!("{}", demo::instructions(config, plain, bound(true)));
         }
     }
-    let _pid_file = if foreground {
+    let pid_file = if foreground {
         None
     } else {
         Some(detach::detach(&config.pid_file)?)
     };
     let listener_fds: Vec<_> = listeners.iter().map(|l| l.socket.as_raw_fd()).collect();
+    // Root writes the pid file but the dropped daemon cannot remove it: a
+    // root keeper does, once the daemon is gone. Held until exit.
+    let _pid_file_keeper = match &pid_file {
+        Some(_) if nix::unistd::geteuid().is_root() => Some(
+            crate::privsep::pid_file_keeper::spawn(&config.pid_file, &listener_fds)
+                .map_err(|e| DaemonError::system("start the pid file's keeper", e))?,
+        ),
+        _ => None,
+    };
     let accounts = if mode == RunMode::Demo {
         privsep::direct(config, "demo")?
     } else {

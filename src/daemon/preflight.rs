@@ -10,7 +10,7 @@
 //! nothing. They may run as root: `-t` reports what a root start would do.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Uid};
 
@@ -92,7 +92,7 @@ pub struct Context<'a> {
 type Check = fn(&Context<'_>) -> Vec<Finding>;
 
 /// Every startup check, in the order `-t` reports them.
-const CHECKS: &[Check] = &[tls, identity, passdb, state_dir, mailbox_dir];
+const CHECKS: &[Check] = &[tls, identity, passdb, state_dir, mailbox_dir, syslog];
 
 /// Runs every check.
 pub fn run(config: &Config, purpose: Purpose) -> Vec<Finding> {
@@ -353,6 +353,26 @@ fn mailbox_dir(cx: &Context<'_>) -> Vec<Finding> {
             ),
         )],
     }
+}
+
+/// `syslog_facility`: for `-t`, whether the detached daemon's log lines
+/// would reach a syslog daemon (`-F` and systemd log to standard error).
+fn syslog(cx: &Context<'_>) -> Vec<Finding> {
+    if cx.purpose != Purpose::CheckCommand {
+        return Vec::new();
+    }
+    let socket = Path::new(crate::logging::SYSLOG_SOCKET);
+    let verdict = match crate::logging::syslog_reachable(socket) {
+        Ok(()) => Verdict::Ok(format!("syslog listens at {}", socket.display())),
+        Err(why) => Verdict::Warning(format!(
+            "syslog cannot be reached ({why}): the detached daemon's log lines would be \
+             lost; under systemd (-F) they go to the journal"
+        )),
+    };
+    vec![Finding {
+        key: "syslog_facility",
+        verdict,
+    }]
 }
 
 /// The directory part of `template` before any `%` escape: `/var/mail`

@@ -23,6 +23,9 @@
 //!   stack, which may need root), `passwd_file.rs` + `passwd_ids.rs` (a
 //!   passwd file the admin may keep root-only), `crypt.rs` (libxcrypt
 //!   hashing for all of them) — the account backends.
+//! * `pid_file_keeper.rs` — a process that waits for the detached daemon
+//!   to end and removes its pid file, which the daemon cannot unlink after
+//!   the drop.
 //! * `cert_login.rs` — AUTH EXTERNAL's certificate chain checked against
 //!   `tls_client_ca`, which the helper read as root at startup.
 //!
@@ -42,5 +45,6 @@ pub mod helper_wire;
 pub mod pam;
 pub mod passwd_file;
 pub mod passwd_ids;
+pub mod pid_file_keeper;
 pub mod privileges;
 pub mod system;

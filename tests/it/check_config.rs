@@ -232,3 +232,58 @@ fn the_daemon_stops_before_listening_on_what_minus_t_refuses() {
         "{text}"
     );
 }
+
+#[test]
+fn the_detached_daemon_warns_about_syslog_and_removes_its_pid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Like /run: the pid file's directory is writable only by whoever
+    // starts the daemon (root drops privileges afterwards).
+    let run_dir = d.join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    let pid_file = run_dir.join("ironpop.pid");
+    let conf = write(
+        d,
+        &usable_lines(d).replace(
+            &format!("pid_file = {}/ironpop.pid", d.display()),
+            &format!("pid_file = {}", pid_file.display()),
+        ),
+    );
+    let out = ironpop(&["-f", conf.to_str().unwrap()]);
+    let text = out.all_text();
+    assert!(out.status.success(), "{text}");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("pid file written")
+        .trim()
+        .parse()
+        .unwrap();
+    let syslog_missing = std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|s| s.connect("/dev/log"))
+        .is_err();
+    assert_eq!(
+        text.contains("warning: syslog cannot be reached (/dev/log: "),
+        syslog_missing,
+        "the terminal must hear of an unreachable syslog, and only then:\n{text}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while pid_file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} still exists 30 s after SIGTERM",
+            pid_file.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Gone, or a zombie waiting for whoever inherited it to reap it.
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = state.rsplit(')').next().unwrap_or("").trim_start();
+    assert!(
+        state.is_empty() || state.starts_with('Z'),
+        "the daemon still runs: {state}"
+    );
+}
