@@ -14,6 +14,8 @@ pub mod index_check;
 pub mod index_store;
 pub mod indexed_scan;
 pub mod journal;
+#[cfg(test)]
+mod journal_identity_tests;
 pub mod mbox;
 pub mod ofd;
 pub mod policy;
