@@ -22,7 +22,10 @@
 //! * `system.rs` (`/etc/shadow`, readable only by root), `pam.rs` (the PAM
 //!   stack, which may need root), `passwd_file.rs` + `passwd_ids.rs` (a
 //!   passwd file the admin may keep root-only), `crypt.rs` (libxcrypt
-//!   hashing for all of them) — the account backends.
+//!   hashing for all of them) — the account backends; `decoy.rs` and
+//!   `system_decoy.rs` — what a login without a secret to check costs
+//!   (a typical account's hash, derived from the backend's own entries);
+//!   `file_stamp.rs` — when a cached passwd or shadow reading is stale.
 //! * `pid_file_keeper.rs` — a process that waits for the detached daemon
 //!   to end and removes its pid file, which the daemon cannot unlink after
 //!   the drop.
@@ -38,6 +41,8 @@ pub mod accounts;
 pub mod cert_login;
 pub mod checked;
 pub mod crypt;
+pub mod decoy;
+pub mod file_stamp;
 pub mod fork;
 pub mod helper;
 pub mod helper_wire;
@@ -48,3 +53,4 @@ pub mod passwd_ids;
 pub mod pid_file_keeper;
 pub mod privileges;
 pub mod system;
+pub mod system_decoy;

@@ -27,8 +27,9 @@ use std::ptr;
 use nix::unistd::{Uid, User};
 
 use super::checked::Checked;
-use super::crypt;
 use super::passwd_file::expand_mailbox;
+use super::system::SHADOW;
+use super::system_decoy::{ShadowDecoy, LOGIN_DEFS};
 use crate::account::{AuthOutcome, Principal};
 
 /// The service name: the stack is `/etc/pam.d/ironpop`.
@@ -296,6 +297,9 @@ pub fn transaction(user: &CStr, password: Option<&CStr>) -> PamResult {
 /// `passdb = pam`: PAM decides, getpwnam names uid and home.
 pub struct PamDb {
     mailbox_template: String,
+    /// What an unknown user costs: PAM is not asked about it, so the
+    /// system accounts' typical hash stands in for pam_unix's check.
+    decoy: ShadowDecoy,
 }
 
 impl PamDb {
@@ -306,7 +310,10 @@ impl PamDb {
                  /etc/pam.d/other (usually: deny everything)"
             );
         }
-        Ok(PamDb { mailbox_template })
+        Ok(PamDb {
+            mailbox_template,
+            decoy: ShadowDecoy::new(SHADOW.into(), LOGIN_DEFS.into()),
+        })
     }
 
     fn account(&self, user: &str) -> Result<Option<User>, String> {
@@ -336,9 +343,9 @@ impl PamDb {
         let account = match self.account(user) {
             Ok(Some(a)) => a,
             Ok(None) => {
-                // Unknown users cost a hash, like known ones.
+                // Unknown users cost a typical account's hash.
                 if let Some(pw) = password {
-                    crypt::dummy_verify(pw);
+                    self.decoy.get().spend(pw);
                 }
                 return (AuthOutcome::Rejected, None);
             }

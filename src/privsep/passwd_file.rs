@@ -2,8 +2,10 @@
 //!
 //! The file is re-read whenever its identity, size, mtime or ctime change,
 //! so an admin can edit it while the daemon runs. Malformed lines are logged
-//! with `file:line` and skipped. Unknown users cost one dummy yescrypt
-//! verification, like a known user with a wrong password.
+//! with `file:line` and skipped. Unknown users, locked and unusable
+//! entries cost what a wrong password costs for a typical entry of the
+//! file (decoy.rs): a compare in a `{PLAIN}` file, a hash of the same
+//! scheme and cost in a hashed one.
 //!
 //! The uid field, when set, names the owner the account's spool must have
 //! (the daemon's user otherwise); the gid field is recorded, not checked.
@@ -11,11 +13,12 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::crypt;
+use super::decoy::{Decoy, Tally};
+use super::file_stamp::Stamp;
 use super::passwd_ids::parse_ids;
 pub use super::passwd_ids::EntryIds;
 use crate::account::{constant_time_eq, AuthOutcome, Principal};
@@ -59,47 +62,14 @@ struct Account {
     line: usize,
 }
 
-/// What makes us re-read: a replaced file (new inode), or an edit in place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl Stamp {
-    fn of(m: &std::fs::Metadata) -> Stamp {
-        Stamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        }
-    }
-}
-
-impl Stamp {
-    /// File timestamps come from a coarse clock (jiffies), so two edits in
-    /// quick succession can leave size and times unchanged. Like git's
-    /// "racy clean" rule, a snapshot read within 2 s of the file's last
-    /// change is not trusted and the next login reads the file again.
-    fn settled(&self) -> bool {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        now.saturating_sub(self.mtime.0.max(self.ctime.0)) >= 2
-    }
-}
-
 #[derive(Debug)]
 struct Snapshot {
     stamp: Stamp,
     /// The stamp was old enough when read to be trusted (see [`Stamp::settled`]).
     settled: bool,
     accounts: HashMap<String, Account>,
+    /// What a login without a secret to check costs (see decoy.rs).
+    decoy: Decoy,
 }
 
 /// The passwd-file [`Authenticator`].
@@ -166,15 +136,27 @@ impl PasswdFile {
             .read_to_end(&mut bytes)
             .map_err(cannot)?;
         let accounts = parse(&bytes, &self.path);
-        log::debug!(
-            "passwd file {}: {} accounts",
+        let decoy = typical_decoy(&accounts);
+        // A file re-read unchanged (see Stamp::settled) is not news.
+        let news = cache.as_ref().map_or(true, |old| {
+            old.accounts.len() != accounts.len() || old.decoy.class() != decoy.class()
+        });
+        log::log!(
+            if news {
+                log::Level::Info
+            } else {
+                log::Level::Debug
+            },
+            "passwd file {}: {} accounts; unknown users cost a {} check",
             self.path.display(),
-            accounts.len()
+            accounts.len(),
+            decoy.class()
         );
         let snap = Arc::new(Snapshot {
             stamp,
             settled: stamp.settled(),
             accounts,
+            decoy,
         });
         *cache = Some(Arc::clone(&snap));
         Ok(snap)
@@ -233,38 +215,34 @@ impl PasswdFile {
         let rejected = (AuthOutcome::Rejected, EntryIds::default());
         let snap = match self.accounts() {
             Ok(s) => s,
-            Err(e) => {
-                // Keep the timing of the failure path uniform as well.
-                crypt::dummy_verify(password);
-                return (AuthOutcome::Unavailable(e), EntryIds::default());
-            }
+            // Answered [SYS/TEMP] whoever asks: the timing tells nothing
+            // the reply does not.
+            Err(e) => return (AuthOutcome::Unavailable(e), EntryIds::default()),
         };
         let Some(account) = snap.accounts.get(user) else {
-            crypt::dummy_verify(password);
+            snap.decoy.spend(password);
             log::debug!(
                 "passwd file: no account {:?}",
                 user.escape_debug().to_string()
             );
             return rejected;
         };
+        // Each entry is checked with its own secret only.
         let ok = match &account.secret {
             Secret::Crypt(hash) => crypt::verify(hash, password),
-            Secret::Plain(stored) => {
-                crypt::dummy_verify(password);
-                constant_time_eq(stored, password)
-            }
+            Secret::Plain(stored) => constant_time_eq(stored, password),
             // Checked when the file was read; PBKDF2 with the stored
             // iteration count costs about what a crypt hash does.
             Secret::Scram(field) => {
                 ScramSecret::parse(field).is_ok_and(|s| s.verify_plain_password(password))
             }
             Secret::Locked => {
-                crypt::dummy_verify(password);
+                snap.decoy.spend(password);
                 self.refused(user, account, "is locked (empty, '*' or '!' password)");
                 false
             }
             Secret::Unsupported(s) => {
-                crypt::dummy_verify(password);
+                snap.decoy.spend(password);
                 self.refused(
                     user,
                     account,
@@ -477,6 +455,28 @@ fn lines_summary(path: &Path, lines: &[usize], what: &str) -> Option<String> {
         lines.len(),
         named.join(", ")
     ))
+}
+
+/// What a typical entry's check costs: the most common cost class among
+/// the entries that can be checked; a compare when there are none.
+fn typical_decoy(accounts: &HashMap<String, Account>) -> Decoy {
+    // In file order, so that ties go to the class seen first.
+    let mut entries: Vec<&Account> = accounts.values().collect();
+    entries.sort_by_key(|a| a.line);
+    let mut tally = Tally::default();
+    for account in entries {
+        match &account.secret {
+            Secret::Crypt(hash) => tally.add(Decoy::crypt(hash)),
+            Secret::Plain(_) => tally.add(Decoy::compare()),
+            Secret::Scram(field) => {
+                if let Some(decoy) = Decoy::scram(field) {
+                    tally.add(decoy);
+                }
+            }
+            Secret::Locked | Secret::Unsupported(_) => {}
+        }
+    }
+    tally.typical(None).unwrap_or_else(Decoy::compare)
 }
 
 /// A user name becomes part of a path (`%u`): no separators, no tricks.

@@ -269,25 +269,6 @@ fn expand_mailbox_rules() {
 }
 
 #[test]
-fn only_old_stamps_are_trusted() {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let stamp = |m: i64, c: i64| Stamp {
-        dev: 1,
-        ino: 2,
-        size: 3,
-        mtime: (m, 0),
-        ctime: (c, 0),
-    };
-    assert!(stamp(now - 100, now - 50).settled());
-    assert!(!stamp(now - 100, now).settled());
-    assert!(!stamp(now, now - 100).settled());
-    assert!(!stamp(now + 3600, now + 3600).settled());
-}
-
-#[test]
 fn uid_and_gid_fields_are_numbers_or_names() {
     let nobody = User::from_name("nobody").unwrap().unwrap();
     let root_group = Group::from_name("root").unwrap().unwrap();

@@ -437,6 +437,34 @@ impl TestServer {
         self.child.id()
     }
 
+    /// CPU seconds the server has used so far, its privileged helpers
+    /// included (they check the passwords when it runs as root). Not a
+    /// wall-clock timing: other processes on the machine do not add to it.
+    pub fn cpu_seconds(&self) -> f64 {
+        let pid = self.pid();
+        let stat = |p: &str| -> Option<(u32, f64)> {
+            let text = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            // After "pid (comm) ": ppid is field 1, utime 11, stime 12.
+            let rest = text.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| f.get(i)?.parse::<f64>().ok();
+            // USER_HZ is 100 on every Linux ABI.
+            Some((f.get(1)?.parse().ok()?, (ticks(11)? + ticks(12)?) / 100.0))
+        };
+        let own = stat(&pid.to_string()).map_or(0.0, |(_, cpu)| cpu);
+        let helpers: f64 = std::fs::read_dir("/proc")
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+                    .filter_map(|name| stat(&name))
+                    .filter(|&(ppid, _)| ppid == pid)
+                    .map(|(_, cpu)| cpu)
+                    .sum()
+            })
+            .unwrap_or(0.0);
+        own + helpers
+    }
+
     /// Everything the server logged so far.
     pub fn log(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
