@@ -1,8 +1,9 @@
-//! What every side of a login shares, and nothing else imports: the account a login names, the verdict of a credential check, and the constant-time comparison behind every check.
+//! What every side of a login shares, and nothing else imports: the account a login names, the spool handed over with it, the verdict of a credential check, and the constant-time comparison behind every check.
 //!
 //! A leaf module, so that SASL, the account backends, the session and the
 //! mailbox can all name these without importing one another.
 
+use std::fs::File;
 use std::path::PathBuf;
 
 /// An authenticated account and the spool it reads.
@@ -14,14 +15,62 @@ pub struct Principal {
     pub mailbox: PathBuf,
 }
 
-/// The answer of an account database to a credential check.
+/// The answer to a credential check: from an account database, the
+/// account (`Principal`); to the session, the account with its spool
+/// ([`Login`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthOutcome {
-    Accepted(Principal),
+pub enum AuthOutcome<A = Principal> {
+    Accepted(A),
     /// Unknown user or wrong password: the caller cannot tell which.
     Rejected,
     /// The backend failed (unreadable passwd file, helper gone): `[SYS/TEMP]`.
     Unavailable(String),
+}
+
+impl<A> AuthOutcome<A> {
+    /// The same answer with the accepted account turned into `B`.
+    pub fn map<B>(self, f: impl FnOnce(A) -> B) -> AuthOutcome<B> {
+        match self {
+            AuthOutcome::Accepted(a) => AuthOutcome::Accepted(f(a)),
+            AuthOutcome::Rejected => AuthOutcome::Rejected,
+            AuthOutcome::Unavailable(why) => AuthOutcome::Unavailable(why),
+        }
+    }
+}
+
+/// An accepted login as the session receives it, in one value: the
+/// account and its spool, opened by whoever checked the credential. The
+/// session hands it on to the mailbox; nothing is kept behind.
+#[derive(Debug)]
+pub struct Login {
+    pub principal: Principal,
+    pub spool: Spool,
+}
+
+impl Login {
+    /// A login without the privileged helper: the session opens the spool.
+    pub fn by_path(principal: Principal) -> Login {
+        Login {
+            principal,
+            spool: Spool::ByPath,
+        }
+    }
+}
+
+/// How an accepted login reaches its spool.
+#[derive(Debug)]
+pub enum Spool {
+    /// The privileged helper opened it as root and passed the descriptor;
+    /// `None`: there is no spool file yet (an empty maildrop).
+    Opened(Option<File>),
+    /// The privileged helper would not serve it; the words say why, for
+    /// the log (symbolic link, wrong owner, hard links, ...).
+    Refused(String),
+    /// The privileged helper's open failed with this errno.
+    Failed(i32),
+    /// No privileged helper: the session opens it by path, with the
+    /// process's own rights.
+    ByPath,
 }
 
 /// Compares two byte strings in time that depends only on their lengths.

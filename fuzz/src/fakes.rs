@@ -4,7 +4,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use ironpop::account::{AuthOutcome, Principal};
+use ironpop::account::{AuthOutcome, Login, Principal};
 use ironpop::auth::Authenticator;
 use ironpop::mailbox::scan::scan_bytes;
 use ironpop::mailbox::transfer::Encoder;
@@ -21,7 +21,7 @@ use ironpop::sasl::{
 struct Accounts;
 
 impl Authenticator for Accounts {
-    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome {
+    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome<Login> {
         let ok = match user {
             "alice" => password == b"secret",
             "busy" => password == b"x",
@@ -29,10 +29,10 @@ impl Authenticator for Accounts {
             _ => false,
         };
         if ok {
-            AuthOutcome::Accepted(Principal {
+            AuthOutcome::Accepted(Login::by_path(Principal {
                 user: user.to_owned(),
                 mailbox: PathBuf::from(format!("/fuzz/mail/{user}")),
-            })
+            }))
         } else {
             AuthOutcome::Rejected
         }
@@ -80,10 +80,10 @@ impl Maildrop for MemoryMaildrop {
 struct Opener;
 
 impl MaildropOpener for Opener {
-    fn open(&self, principal: &Principal) -> Result<Box<dyn Maildrop>, MailboxError> {
-        if principal.user == "busy" {
+    fn open(&self, login: Login) -> Result<Box<dyn Maildrop>, MailboxError> {
+        if login.principal.user == "busy" {
             return Err(MailboxError::InUse {
-                path: principal.mailbox.clone(),
+                path: login.principal.mailbox,
             });
         }
         let scan = scan_bytes(SPOOL);
@@ -162,10 +162,10 @@ impl ScramLookup for Secrets {
         }
         match alice_secret().check_proof(auth_message, proof) {
             Some(server_signature) => ProofCheck::Verified {
-                principal: Principal {
+                login: Login::by_path(Principal {
                     user: user.to_owned(),
                     mailbox: PathBuf::from("/fuzz/mail/alice"),
-                },
+                }),
                 server_signature,
             },
             None => ProofCheck::Rejected,

@@ -1,4 +1,4 @@
-//! The network process's side of the privileged helper: a small pool of channels, and the per-session `Authenticator` + `MaildropOpener` over it.
+//! The network process's side of the privileged helper: a small pool of channels, and the per-session `Authenticator` over it.
 //!
 //! There are as many channels as helper processes, and each carries one
 //! request at a time, so at most that many password hashes run at once
@@ -20,10 +20,8 @@ use nix::sys::time::TimeVal;
 use rustls::pki_types::CertificateDer;
 
 use super::{Authenticator, ScramLogin};
-use crate::account::{AuthOutcome, Principal};
-use crate::mailbox::mbox::MboxSettings;
-use crate::mailbox::{MailPolicy, MailboxError, Maildrop, MaildropOpener, MboxMaildrop};
-use crate::privsep::helper_wire::{Request, Response, Secret, Spool, MAX_FRAME};
+use crate::account::{AuthOutcome, Login, Principal, Spool};
+use crate::privsep::helper_wire::{Request, Response, Secret, SpoolAnswer, MAX_FRAME};
 use crate::sasl::{ScramParams, SecretLookup, KEY_LEN};
 
 /// A helper answers within this time or is considered hung: even a
@@ -230,7 +228,7 @@ fn exchange(channel: &Channel, frame: &[u8]) -> io::Result<Verdict> {
     let wants_fd = matches!(
         response,
         Response::Accepted {
-            spool: Spool::Open,
+            spool: SpoolAnswer::Open,
             ..
         }
     );
@@ -256,44 +254,32 @@ fn owned_file(fd: RawFd) -> File {
     File::from(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// What a successful login opened, kept until the session asks for it.
-struct Opened {
-    principal: Principal,
-    spool: Result<Option<File>, MailboxError>,
-}
-
-/// One session's view of the helper: its `Authenticator` and
-/// `MaildropOpener`. The spool comes with the credential check (password,
-/// certificate chain or SCRAM proof, all checked by the helper), so the
-/// network process can open only what a valid credential unlocked.
+/// One session's view of the helper, as its `Authenticator`. The spool
+/// comes with the credential check (password, certificate chain or SCRAM
+/// proof, all checked by the helper) and is handed to the session in the
+/// same value, so the network process can open only what a valid
+/// credential unlocked.
 pub struct HelperSession {
     pool: Arc<HelperPool>,
-    /// Session lock, delivery locks and journal, as for a spool opened here.
-    mbox: Arc<MboxSettings>,
-    opened: Mutex<Option<Opened>>,
 }
 
 impl HelperSession {
-    pub fn new(pool: Arc<HelperPool>, mbox: Arc<MboxSettings>) -> HelperSession {
-        HelperSession {
-            pool,
-            mbox,
-            opened: Mutex::new(None),
-        }
-    }
-
-    fn stash(&self, opened: Option<Opened>) {
-        *self.opened.lock().unwrap_or_else(PoisonError::into_inner) = opened;
+    pub fn new(pool: Arc<HelperPool>) -> HelperSession {
+        HelperSession { pool }
     }
 }
 
 impl Authenticator for HelperSession {
-    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome {
-        self.login(self.pool.verify(user, password)).0
+    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome<Login> {
+        login(self.pool.verify(user, password)).0
     }
 
-    fn verify_certificate(&self, chain: &[CertificateDer<'_>], authzid: &str) -> AuthOutcome {
-        self.login(self.pool.ask(&Request::Certificate {
+    fn verify_certificate(
+        &self,
+        chain: &[CertificateDer<'_>],
+        authzid: &str,
+    ) -> AuthOutcome<Login> {
+        login(self.pool.ask(&Request::Certificate {
             chain: chain.iter().map(|c| c.as_ref().to_vec()).collect(),
             authzid: authzid.to_owned(),
         }))
@@ -317,97 +303,64 @@ impl Authenticator for HelperSession {
         }
     }
 
-    fn scram_login(&self, user: &str, auth_message: &[u8], proof: &[u8; KEY_LEN]) -> ScramLogin {
-        let (outcome, server_signature) = self.login(self.pool.ask(&Request::ScramProof {
+    fn scram_login(
+        &self,
+        user: &str,
+        auth_message: &[u8],
+        proof: &[u8; KEY_LEN],
+    ) -> ScramLogin<Login> {
+        let (outcome, server_signature) = login(self.pool.ask(&Request::ScramProof {
             user: user.to_owned(),
             auth_message: auth_message.to_vec(),
             proof: *proof,
         }));
         match (outcome, server_signature) {
-            (AuthOutcome::Accepted(p), Some(sig)) => ScramLogin {
-                outcome: AuthOutcome::Accepted(p),
+            (AuthOutcome::Accepted(login), Some(sig)) => ScramLogin {
+                outcome: AuthOutcome::Accepted(login),
                 server_signature: Some(sig),
             },
-            (AuthOutcome::Accepted(_), None) => {
-                self.stash(None);
-                ScramLogin::failed(AuthOutcome::Unavailable(
-                    "the privileged helper accepted a SCRAM proof without a signature".into(),
-                ))
-            }
+            // The spool the helper opened is closed right here.
+            (AuthOutcome::Accepted(_), None) => ScramLogin::failed(AuthOutcome::Unavailable(
+                "the privileged helper accepted a SCRAM proof without a signature".into(),
+            )),
             (other, _) => ScramLogin::failed(other),
         }
     }
 }
 
-impl HelperSession {
-    /// Turns a helper's answer to a login into an outcome, keeping the
-    /// spool it opened for [`MaildropOpener::open`].
-    fn login(&self, verdict: Result<Verdict, String>) -> (AuthOutcome, Option<[u8; KEY_LEN]>) {
-        self.stash(None);
-        let verdict = match verdict {
-            Ok(v) => v,
-            Err(e) => return (AuthOutcome::Unavailable(e), None),
-        };
-        let outcome = match verdict.response {
-            Response::Accepted {
-                user,
-                mailbox,
-                spool,
+/// Turns a helper's answer to a login into an outcome; an accepted login
+/// carries the spool the helper opened.
+fn login(verdict: Result<Verdict, String>) -> (AuthOutcome<Login>, Option<[u8; KEY_LEN]>) {
+    let verdict = match verdict {
+        Ok(v) => v,
+        Err(e) => return (AuthOutcome::Unavailable(e), None),
+    };
+    let outcome = match verdict.response {
+        Response::Accepted {
+            user,
+            mailbox,
+            spool,
+            server_signature,
+        } => {
+            let spool = match spool {
+                SpoolAnswer::Open => Spool::Opened(verdict.spool),
+                SpoolAnswer::Missing => Spool::Opened(None),
+                SpoolAnswer::Refused(reason) => Spool::Refused(reason),
+                SpoolAnswer::Failed(errno) => Spool::Failed(errno),
+            };
+            let principal = Principal { user, mailbox };
+            return (
+                AuthOutcome::Accepted(Login { principal, spool }),
                 server_signature,
-            } => {
-                let spool = match spool {
-                    Spool::Open => Ok(verdict.spool),
-                    Spool::Missing => Ok(None),
-                    Spool::Refused(reason) => Err(MailboxError::Refused {
-                        path: mailbox.clone(),
-                        reason,
-                    }),
-                    Spool::Failed(errno) => Err(MailboxError::Io {
-                        path: mailbox.clone(),
-                        action: "opening",
-                        source: io::Error::from_raw_os_error(errno),
-                    }),
-                };
-                let principal = Principal { user, mailbox };
-                self.stash(Some(Opened {
-                    principal: principal.clone(),
-                    spool,
-                }));
-                return (AuthOutcome::Accepted(principal), server_signature);
-            }
-            Response::Rejected => AuthOutcome::Rejected,
-            Response::Unavailable(why) => AuthOutcome::Unavailable(why),
-            Response::ScramParams { .. } | Response::Flag(_) => {
-                AuthOutcome::Unavailable("the privileged helper answered another question".into())
-            }
-        };
-        (outcome, None)
-    }
-}
-
-impl MaildropOpener for HelperSession {
-    fn open(&self, principal: &Principal) -> Result<Box<dyn Maildrop>, MailboxError> {
-        let opened = self
-            .opened
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        match opened {
-            Some(o) if o.principal == *principal => Ok(Box::new(MboxMaildrop::open_locked_file(
-                &o.principal.mailbox,
-                o.spool?,
-                Arc::clone(&self.mbox),
-            )?)),
-            _ => Err(MailboxError::Refused {
-                path: principal.mailbox.clone(),
-                reason: "the privileged helper did not open it for this login".into(),
-            }),
+            );
         }
-    }
-
-    fn policy(&self) -> MailPolicy {
-        self.mbox.policy
-    }
+        Response::Rejected => AuthOutcome::Rejected,
+        Response::Unavailable(why) => AuthOutcome::Unavailable(why),
+        Response::ScramParams { .. } | Response::Flag(_) => {
+            AuthOutcome::Unavailable("the privileged helper answered another question".into())
+        }
+    };
+    (outcome, None)
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Tests of the helper channel pool against the real helper loop, run in a thread instead of a forked process.
 
 use super::*;
+use crate::mailbox::mbox::{MboxOpener, MboxSettings};
+use crate::mailbox::MaildropOpener;
 use crate::privsep::accounts::AccountDb;
 use crate::privsep::helper::{serve, HelperDb};
 use crate::privsep::passwd_file::PasswdFile;
@@ -34,14 +36,27 @@ fn fixture() -> (Fixture, Arc<HelperDb>) {
     (Fixture { _dir: dir, mail }, Arc::new(db))
 }
 
-/// Session locks and journals under the fixture's own state dir.
-fn mbox(fx: &Fixture) -> Arc<MboxSettings> {
+/// The opener of a daemon with helpers, with session locks and journals
+/// under the fixture's own state dir.
+fn opener(fx: &Fixture) -> MboxOpener {
     let state = fx.mail.parent().unwrap().join("state");
     let _ = std::fs::create_dir(&state);
     let mut config = crate::config::Config::defaults(std::path::Path::new("/t.conf"));
     config.state_dir = state;
     config.lock_timeout = std::time::Duration::from_secs(2);
-    Arc::new(MboxSettings::from_config(&config))
+    MboxOpener::helper_opened(MboxSettings::from_config(&config))
+}
+
+fn accepted(outcome: AuthOutcome<Login>) -> Login {
+    match outcome {
+        AuthOutcome::Accepted(login) => login,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The outcome without its spool, to compare.
+fn account(outcome: AuthOutcome<Login>) -> AuthOutcome {
+    outcome.map(|login| login.principal)
 }
 
 fn pair() -> (OwnedFd, OwnedFd) {
@@ -71,31 +86,25 @@ fn pool(db: &Arc<HelperDb>, n: usize) -> (Arc<HelperPool>, Vec<thread::JoinHandl
 fn login_opens_the_spool_through_the_helper() {
     let (fx, db) = fixture();
     let (pool, threads) = pool(&db, 1);
-    let session = HelperSession::new(Arc::clone(&pool), mbox(&fx));
-    let principal = match session.verify_password("alice", b"secret") {
-        AuthOutcome::Accepted(p) => p,
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(principal.mailbox, fx.mail.join("alice"));
-    let maildrop = session.open(&principal).unwrap();
+    let session = HelperSession::new(Arc::clone(&pool));
+    let login = accepted(session.verify_password("alice", b"secret"));
+    assert_eq!(login.principal.mailbox, fx.mail.join("alice"));
+    assert!(matches!(login.spool, Spool::Opened(Some(_))), "{login:?}");
+    let maildrop = opener(&fx).open(login).unwrap();
     assert_eq!(maildrop.messages().len(), 1);
-    // The spool is handed out once per login.
-    assert!(session.open(&principal).is_err());
 
     assert_eq!(
-        session.verify_password("alice", b"wrong"),
+        account(session.verify_password("alice", b"wrong")),
         AuthOutcome::Rejected
     );
     assert_eq!(
-        session.verify_password("nobody", b"secret"),
+        account(session.verify_password("nobody", b"secret")),
         AuthOutcome::Rejected
     );
     // bob has no spool: an empty maildrop.
-    let bob = match session.verify_password("bob", b"hunter2") {
-        AuthOutcome::Accepted(p) => p,
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(session.open(&bob).unwrap().messages().len(), 0);
+    let bob = accepted(session.verify_password("bob", b"hunter2"));
+    assert!(matches!(bob.spool, Spool::Opened(None)), "{bob:?}");
+    assert_eq!(opener(&fx).open(bob).unwrap().messages().len(), 0);
     drop(session);
     drop(pool);
     for t in threads {
@@ -104,25 +113,23 @@ fn login_opens_the_spool_through_the_helper() {
 }
 
 #[test]
-fn a_spool_is_only_had_with_a_password() {
-    let (fx, db) = fixture();
-    let (pool, _threads) = pool(&db, 1);
-    let session = HelperSession::new(pool, mbox(&fx));
+fn with_helpers_only_a_spool_the_helper_opened_is_served() {
+    let (fx, _db) = fixture();
     let forged = Principal {
         user: "alice".into(),
         mailbox: fx.mail.join("alice"),
     };
-    let err = session.open(&forged).err().unwrap();
+    let err = opener(&fx).open(Login::by_path(forged)).err().unwrap();
     assert!(err.is_permanent(), "{err}");
 }
 
 #[test]
 fn a_dead_helper_never_lets_a_login_through() {
-    let (fx, _db) = fixture();
+    let (_fx, _db) = fixture();
     let (a, b) = pair();
     let pool = Arc::new(HelperPool::new(vec![(a, 0)]).unwrap());
     drop(b);
-    let session = HelperSession::new(Arc::clone(&pool), mbox(&fx));
+    let session = HelperSession::new(Arc::clone(&pool));
     match session.verify_password("alice", b"secret") {
         AuthOutcome::Unavailable(why) => assert!(why.contains("helper"), "{why}"),
         other => panic!("{other:?}"),
@@ -136,7 +143,7 @@ fn a_dead_helper_never_lets_a_login_through() {
 
 #[test]
 fn a_garbled_reply_is_not_trusted() {
-    let (fx, _db) = fixture();
+    let (_fx, _db) = fixture();
     let (a, b) = pair();
     let pool = Arc::new(HelperPool::new(vec![(a, 0)]).unwrap());
     let fake = thread::spawn(move || {
@@ -146,7 +153,7 @@ fn a_garbled_reply_is_not_trusted() {
         let frame = Response::Accepted {
             user: "alice".into(),
             mailbox: "/etc/shadow".into(),
-            spool: Spool::Open,
+            spool: SpoolAnswer::Open,
             server_signature: None,
         }
         .encode()
@@ -154,7 +161,7 @@ fn a_garbled_reply_is_not_trusted() {
         nix::sys::socket::send(b.as_raw_fd(), &frame, MsgFlags::empty()).unwrap();
         b
     });
-    let session = HelperSession::new(pool, mbox(&fx));
+    let session = HelperSession::new(pool);
     assert!(matches!(
         session.verify_password("alice", b"x"),
         AuthOutcome::Unavailable(_)
@@ -173,15 +180,13 @@ fn a_malformed_request_ends_the_helper() {
 
 #[test]
 fn concurrent_logins_share_few_helpers() {
-    let (fx, db) = fixture();
-    let settings = mbox(&fx);
+    let (_fx, db) = fixture();
     let (pool, _threads) = pool(&db, 2);
     let logins: Vec<_> = (0..8)
         .map(|i| {
             let pool = Arc::clone(&pool);
-            let settings = Arc::clone(&settings);
             thread::spawn(move || {
-                let s = HelperSession::new(pool, settings);
+                let s = HelperSession::new(pool);
                 let pw: &[u8] = if i % 2 == 0 { b"secret" } else { b"nope" };
                 matches!(s.verify_password("alice", pw), AuthOutcome::Accepted(_))
             })
@@ -205,13 +210,10 @@ fn certificate_login_is_verified_by_the_helper() {
         crate::privsep::cert_login::CertCheck::from_config(&config).unwrap(),
     ));
     let (pool, _threads) = pool(&db, 1);
-    let session = HelperSession::new(pool, mbox(&fx));
-    let principal = match session.verify_certificate(std::slice::from_ref(&alice_cert), "") {
-        AuthOutcome::Accepted(p) => p,
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(principal.user, "alice");
-    assert_eq!(session.open(&principal).unwrap().messages().len(), 1);
+    let session = HelperSession::new(pool);
+    let login = accepted(session.verify_certificate(std::slice::from_ref(&alice_cert), ""));
+    assert_eq!(login.principal.user, "alice");
+    assert_eq!(opener(&fx).open(login).unwrap().messages().len(), 1);
     // A chain the CA did not sign, another authzid, no chain at all.
     for (chain, authzid) in [
         (vec![selfsigned], ""),
@@ -219,11 +221,10 @@ fn certificate_login_is_verified_by_the_helper() {
         (vec![], ""),
     ] {
         assert_eq!(
-            session.verify_certificate(&chain, authzid),
+            account(session.verify_certificate(&chain, authzid)),
             AuthOutcome::Rejected,
             "{authzid:?}"
         );
-        assert!(session.open(&principal).is_err());
     }
 }
 
@@ -241,7 +242,7 @@ fn scram_login_is_verified_by_the_helper() {
         None,
     ));
     let (pool, _threads) = pool(&db, 1);
-    let session = HelperSession::new(pool, mbox(&fx));
+    let session = HelperSession::new(pool);
     assert!(session.offers_scram());
     match session.scram_params("carol") {
         SecretLookup::Found(p) => {
@@ -258,12 +259,7 @@ fn scram_login_is_verified_by_the_helper() {
     // network side never sees StoredKey.
     let message = b"n=carol,r=x,r=xy,s=Y2Fyb2wncyBzYWx0,i=4096,c=biws,r=xy";
     let login = session.scram_login("carol", message, &[0; KEY_LEN]);
-    assert_eq!(login, ScramLogin::rejected());
-    let forged = Principal {
-        user: "carol".into(),
-        mailbox: fx.mail.join("carol"),
-    };
-    assert!(session.open(&forged).is_err());
+    assert_eq!(login.map(|l| l.principal), ScramLogin::rejected());
 }
 
 #[test]
@@ -292,7 +288,7 @@ fn offers_scram_is_asked_once_per_ttl() {
         None,
     ));
     let (pool, _threads) = pool(&db, 1);
-    let session = HelperSession::new(pool, mbox(&fx));
+    let session = HelperSession::new(pool);
     assert!(session.offers_scram());
     // The helper would now say no; CAPA keeps the cached answer rather
     // than asking a helper every time.

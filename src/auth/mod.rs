@@ -6,22 +6,28 @@ pub mod throttle;
 
 use rustls::pki_types::CertificateDer;
 
-use crate::account::AuthOutcome;
+use crate::account::{AuthOutcome, Login, Principal};
 use crate::sasl::{SecretLookup, KEY_LEN};
 
 pub use hash_cmd::hash_password_command;
 
-/// Verifies passwords. Implementations compare secrets in constant time and
-/// spend the same effort on unknown users as on known ones.
+/// Checks credentials for a session; an accepted login comes with its
+/// spool ([`Login`]), handed over in the same value. Implementations compare
+/// secrets in constant time and spend the same effort on unknown users as
+/// on known ones.
 pub trait Authenticator: Send + Sync {
-    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome;
+    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome<Login>;
 
     /// AUTH EXTERNAL: the client's certificate chain (end entity first)
     /// must verify against `tls_client_ca` now and name an account of this
     /// passdb, and `authzid` must be empty or that account. There is no
     /// way to have an account without a credential: this, a password, or
     /// a SCRAM proof.
-    fn verify_certificate(&self, chain: &[CertificateDer<'_>], authzid: &str) -> AuthOutcome {
+    fn verify_certificate(
+        &self,
+        chain: &[CertificateDer<'_>],
+        authzid: &str,
+    ) -> AuthOutcome<Login> {
         let _ = (chain, authzid);
         AuthOutcome::Rejected
     }
@@ -42,31 +48,45 @@ pub trait Authenticator: Send + Sync {
     /// AUTH SCRAM-SHA-256's client proof over `auth_message`, checked by
     /// the holder of the secret; on success the account and the
     /// ServerSignature.
-    fn scram_login(&self, user: &str, auth_message: &[u8], proof: &[u8; KEY_LEN]) -> ScramLogin {
+    fn scram_login(
+        &self,
+        user: &str,
+        auth_message: &[u8],
+        proof: &[u8; KEY_LEN],
+    ) -> ScramLogin<Login> {
         let _ = (user, auth_message, proof);
         ScramLogin::rejected()
     }
 }
 
-/// The passdb's verdict on a SCRAM proof.
+/// The passdb's verdict on a SCRAM proof: the account database's
+/// (`Principal`), or the session's ([`Login`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScramLogin {
-    pub outcome: AuthOutcome,
+pub struct ScramLogin<A = Principal> {
+    pub outcome: AuthOutcome<A>,
     /// Present exactly when `outcome` is `Accepted`.
     pub server_signature: Option<[u8; KEY_LEN]>,
 }
 
-impl ScramLogin {
-    pub fn rejected() -> ScramLogin {
+impl<A> ScramLogin<A> {
+    pub fn rejected() -> ScramLogin<A> {
         ScramLogin::failed(AuthOutcome::Rejected)
     }
 
     /// A verdict without a signature (`Rejected` or `Unavailable`).
-    pub fn failed(outcome: AuthOutcome) -> ScramLogin {
+    pub fn failed(outcome: AuthOutcome<A>) -> ScramLogin<A> {
         debug_assert!(!matches!(outcome, AuthOutcome::Accepted(_)));
         ScramLogin {
             outcome,
             server_signature: None,
+        }
+    }
+
+    /// The same verdict with the accepted account turned into `B`.
+    pub fn map<B>(self, f: impl FnOnce(A) -> B) -> ScramLogin<B> {
+        ScramLogin {
+            outcome: self.outcome.map(f),
+            server_signature: self.server_signature,
         }
     }
 }

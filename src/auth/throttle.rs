@@ -12,7 +12,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::{AuthOutcome, Authenticator};
+use super::{Authenticator, ScramLogin};
+use crate::account::{AuthOutcome, Login};
+use crate::sasl::{SecretLookup, KEY_LEN};
 
 /// The knobs; [`Policy::new`] gives the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,8 +165,8 @@ impl ThrottledAuth {
         &self,
         who: &str,
         check: impl FnOnce() -> T,
-        outcome: impl Fn(&T) -> &AuthOutcome,
-    ) -> Result<T, AuthOutcome> {
+        outcome: impl Fn(&T) -> &AuthOutcome<Login>,
+    ) -> Result<T, AuthOutcome<Login>> {
         let Some(ip) = self.ip else {
             return Ok(check());
         };
@@ -194,7 +196,7 @@ impl ThrottledAuth {
 }
 
 impl Authenticator for ThrottledAuth {
-    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome {
+    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome<Login> {
         self.checked(user, || self.inner.verify_password(user, password), |o| o)
             .unwrap_or_else(|refused| refused)
     }
@@ -203,7 +205,7 @@ impl Authenticator for ThrottledAuth {
         &self,
         chain: &[rustls::pki_types::CertificateDer<'_>],
         authzid: &str,
-    ) -> AuthOutcome {
+    ) -> AuthOutcome<Login> {
         self.checked(
             "(certificate)",
             || self.inner.verify_certificate(chain, authzid),
@@ -216,7 +218,7 @@ impl Authenticator for ThrottledAuth {
         self.inner.offers_scram()
     }
 
-    fn scram_params(&self, user: &str) -> crate::sasl::SecretLookup {
+    fn scram_params(&self, user: &str) -> SecretLookup {
         self.inner.scram_params(user)
     }
 
@@ -224,14 +226,14 @@ impl Authenticator for ThrottledAuth {
         &self,
         user: &str,
         auth_message: &[u8],
-        proof: &[u8; crate::sasl::KEY_LEN],
-    ) -> super::ScramLogin {
+        proof: &[u8; KEY_LEN],
+    ) -> ScramLogin<Login> {
         self.checked(
             user,
             || self.inner.scram_login(user, auth_message, proof),
             |l| &l.outcome,
         )
-        .unwrap_or_else(super::ScramLogin::failed)
+        .unwrap_or_else(ScramLogin::failed)
     }
 }
 
@@ -304,9 +306,13 @@ mod tests {
 
     struct Fixed(AuthOutcome);
     impl Authenticator for Fixed {
-        fn verify_password(&self, _: &str, _: &[u8]) -> AuthOutcome {
-            self.0.clone()
+        fn verify_password(&self, _: &str, _: &[u8]) -> AuthOutcome<Login> {
+            self.0.clone().map(Login::by_path)
         }
+    }
+
+    fn check(auth: &ThrottledAuth, password: &[u8]) -> AuthOutcome {
+        auth.verify_password("u", password).map(|l| l.principal)
     }
 
     #[test]
@@ -319,7 +325,7 @@ mod tests {
             ip: Some(a),
         };
         for _ in 0..10 {
-            assert_eq!(bad.verify_password("u", b"p"), AuthOutcome::Rejected);
+            assert_eq!(check(&bad, b"p"), AuthOutcome::Rejected);
         }
         let principal = Principal {
             user: "u".into(),
@@ -330,7 +336,7 @@ mod tests {
             throttle: Arc::clone(&throttle),
             ip: Some(a),
         };
-        match good.verify_password("u", b"right") {
+        match check(&good, b"right") {
             AuthOutcome::Unavailable(why) => {
                 assert!(why.contains("too many failed logins"), "{why}")
             }
@@ -341,7 +347,7 @@ mod tests {
             ..good
         };
         assert_eq!(
-            elsewhere.verify_password("u", b"right"),
+            check(&elsewhere, b"right"),
             AuthOutcome::Accepted(principal)
         );
     }

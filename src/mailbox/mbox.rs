@@ -30,7 +30,7 @@ use super::transfer::Encoder;
 use super::uidl::assign_uids;
 use super::update::{self, Identity, Span};
 use super::{CommitReport, MailboxError, Maildrop, MaildropOpener, MessageInfo, TransferError};
-use crate::account::Principal;
+use crate::account::{Login, Spool};
 use crate::config::Config;
 
 /// RETR/TOP read size: 64 KiB preads take a quarter of the syscalls of the
@@ -63,14 +63,19 @@ impl MboxSettings {
     }
 }
 
-/// Opens the mbox spool named by the principal.
+/// Makes an accepted login's spool a maildrop.
 #[derive(Debug, Clone)]
 pub struct MboxOpener {
     settings: Arc<MboxSettings>,
+    /// Whether a login without an opened spool may be served by opening
+    /// its path here. Never with the privileged helper: then only a spool
+    /// the helper opened for a checked credential is served.
+    by_path: bool,
 }
 
 impl MboxOpener {
-    /// Uses `state_dir`, `lock_methods` and `lock_timeout`.
+    /// Without the privileged helper: uses `state_dir`, `lock_methods` and
+    /// `lock_timeout`, and opens spools by path with the process's rights.
     pub fn new(config: &Config) -> MboxOpener {
         MboxOpener::with_settings(MboxSettings::from_config(config))
     }
@@ -78,16 +83,42 @@ impl MboxOpener {
     pub fn with_settings(settings: MboxSettings) -> MboxOpener {
         MboxOpener {
             settings: Arc::new(settings),
+            by_path: true,
+        }
+    }
+
+    /// With the privileged helper: serves only spools it opened.
+    pub fn helper_opened(settings: MboxSettings) -> MboxOpener {
+        MboxOpener {
+            by_path: false,
+            ..MboxOpener::with_settings(settings)
         }
     }
 }
 
 impl MaildropOpener for MboxOpener {
-    fn open(&self, principal: &Principal) -> Result<Box<dyn Maildrop>, MailboxError> {
-        Ok(Box::new(MboxMaildrop::open_locked(
-            &principal.mailbox,
-            self.settings.clone(),
-        )?))
+    fn open(&self, login: Login) -> Result<Box<dyn Maildrop>, MailboxError> {
+        let path = login.principal.mailbox;
+        let settings = Arc::clone(&self.settings);
+        let maildrop = match login.spool {
+            Spool::Opened(file) => MboxMaildrop::open_locked_file(&path, file, settings)?,
+            Spool::ByPath if self.by_path => MboxMaildrop::open_locked(&path, settings)?,
+            Spool::ByPath => {
+                return Err(MailboxError::Refused {
+                    path,
+                    reason: "the privileged helper did not open it for this login".into(),
+                })
+            }
+            Spool::Refused(reason) => return Err(MailboxError::Refused { path, reason }),
+            Spool::Failed(errno) => {
+                return Err(MailboxError::Io {
+                    path,
+                    action: "opening",
+                    source: io::Error::from_raw_os_error(errno),
+                })
+            }
+        };
+        Ok(Box::new(maildrop))
     }
 
     fn policy(&self) -> MailPolicy {
@@ -152,7 +183,7 @@ pub fn open_spool(path: &Path) -> Result<Option<File>, MailboxError> {
 }
 
 /// An open spool and what the scan recorded about it.
-struct Spool {
+struct ScannedSpool {
     file: File,
     identity: Identity,
     /// L: bytes scanned; everything after is new mail for the next session.
@@ -162,7 +193,7 @@ struct Spool {
 /// The messages of one mbox spool.
 pub struct MboxMaildrop {
     path: PathBuf,
-    spool: Option<Spool>,
+    spool: Option<ScannedSpool>,
     messages: Vec<MessageInfo>,
     spans: Vec<Span>,
     /// What the index will say: the scan, with retrieval times.
@@ -347,7 +378,7 @@ impl MboxMaildrop {
         let spans = contents.messages.iter().map(Span::from).collect();
         Ok(MboxMaildrop {
             path,
-            spool: Some(Spool {
+            spool: Some(ScannedSpool {
                 file,
                 identity,
                 scanned_len: contents.scanned_len,

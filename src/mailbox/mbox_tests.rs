@@ -1,6 +1,7 @@
 //! Unit tests of the mbox maildrop (open, scan, RETR/TOP, commit, locks).
 
 use super::*;
+use crate::account::{Login, Principal};
 use crate::config::LockMethod;
 use crate::limits;
 use crate::mailbox::transfer::encode_all;
@@ -195,7 +196,7 @@ fn opener_uses_the_principal_mailbox() {
         user: "bob".into(),
         mailbox: path,
     };
-    assert_eq!(opener.open(&p).unwrap().messages().len(), 3);
+    assert_eq!(opener.open(Login::by_path(p)).unwrap().messages().len(), 3);
 }
 
 #[test]

@@ -35,7 +35,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::account::Principal;
+use crate::account::Login;
 
 /// What the session needs to know about one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,9 +105,11 @@ pub trait Maildrop: Send {
     fn commit(self: Box<Self>, deleted: &[bool]) -> Result<CommitReport, MailboxError>;
 }
 
-/// Opens the maildrop of an authenticated account.
+/// Turns an accepted login into its maildrop: the spool that came with
+/// the login (or, without the privileged helper, the one at its path),
+/// locked, recovered and scanned.
 pub trait MaildropOpener: Send + Sync {
-    fn open(&self, principal: &Principal) -> Result<Box<dyn Maildrop>, MailboxError>;
+    fn open(&self, login: Login) -> Result<Box<dyn Maildrop>, MailboxError>;
 
     /// The retention policies `open` enforces, for CAPA.
     fn policy(&self) -> MailPolicy {

@@ -331,4 +331,4 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -16,7 +16,7 @@ use super::capa::{self, CapaContext};
 use super::command::{self, Command, Verb};
 use super::reply::{self, RespCode};
 use super::transaction::{Step, Transaction};
-use crate::account::AuthOutcome;
+use crate::account::{AuthOutcome, Login};
 use crate::auth::Authenticator;
 use crate::limits;
 use crate::mailbox::{MailboxError, MaildropOpener};
@@ -406,18 +406,19 @@ impl Session {
         Ok(Control::AuthFailed { then_close })
     }
 
-    /// Turns the account database's answer into a login: opens the
-    /// maildrop and enters TRANSACTION, or says why not.
+    /// Turns the account database's answer into a login: hands the
+    /// accepted login (account and spool) on to the maildrop opener and
+    /// enters TRANSACTION, or says why not.
     fn login(
         &mut self,
         user: &str,
         method: &str,
-        outcome: AuthOutcome,
+        outcome: AuthOutcome<Login>,
         out: &mut dyn Write,
     ) -> io::Result<Control> {
         let peer = &self.settings.peer;
-        let principal = match outcome {
-            AuthOutcome::Accepted(principal) => principal,
+        let login = match outcome {
+            AuthOutcome::Accepted(login) => login,
             AuthOutcome::Rejected => {
                 // Unknown user and wrong password look exactly alike.
                 return self.auth_failed(Some(user), method, "invalid user name or password", out);
@@ -434,9 +435,10 @@ impl Session {
                 return Ok(Control::Continue);
             }
         };
-        match self.backend.maildrops.open(&principal) {
+        let account = login.principal.user.clone();
+        match self.backend.maildrops.open(login) {
             Ok(maildrop) => {
-                let t = Transaction::new(maildrop, principal.user);
+                let t = Transaction::new(maildrop, account);
                 let (count, octets) = t.totals();
                 let tls = self
                     .settings
@@ -461,7 +463,7 @@ impl Session {
             }
             Err(e) => {
                 // The log gets the whole story; the client no file paths.
-                log::warn!("login: user={} rip={peer}: {e}", principal.user);
+                log::warn!("login: user={account} rip={peer}: {e}");
                 open_error_reply(&e, out)?;
             }
         }

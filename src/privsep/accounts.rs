@@ -17,7 +17,7 @@ use super::checked::Checked;
 use super::passwd_file::Found;
 use super::passwd_file::PasswdFile;
 use super::system::SystemDb;
-use crate::account::AuthOutcome;
+use crate::account::{AuthOutcome, Login};
 use crate::auth::{Authenticator, ScramLogin};
 use crate::config::{Config, Passdb};
 use crate::sasl::{ScramParams, SecretLookup, KEY_LEN};
@@ -174,14 +174,19 @@ fn spool_owner((outcome, ids): Found, daemon: Uid) -> Checked {
     (outcome, Some(ids.uid.unwrap_or(daemon)))
 }
 
-/// Without a helper, the process makes the same checks itself.
+/// Without a helper, the process makes the same checks itself, and the
+/// session opens the spool by its path.
 impl Authenticator for HelperDb {
-    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome {
-        self.verify(user, password).0
+    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome<Login> {
+        self.verify(user, password).0.map(Login::by_path)
     }
 
-    fn verify_certificate(&self, chain: &[CertificateDer<'_>], authzid: &str) -> AuthOutcome {
-        self.certificate(chain, authzid).0
+    fn verify_certificate(
+        &self,
+        chain: &[CertificateDer<'_>],
+        authzid: &str,
+    ) -> AuthOutcome<Login> {
+        self.certificate(chain, authzid).0.map(Login::by_path)
     }
 
     fn offers_scram(&self) -> bool {
@@ -192,8 +197,15 @@ impl Authenticator for HelperDb {
         HelperDb::scram_params(self, user)
     }
 
-    fn scram_login(&self, user: &str, auth_message: &[u8], proof: &[u8; KEY_LEN]) -> ScramLogin {
-        HelperDb::scram_login(self, user, auth_message, proof).0
+    fn scram_login(
+        &self,
+        user: &str,
+        auth_message: &[u8],
+        proof: &[u8; KEY_LEN],
+    ) -> ScramLogin<Login> {
+        HelperDb::scram_login(self, user, auth_message, proof)
+            .0
+            .map(Login::by_path)
     }
 }
 
@@ -347,13 +359,16 @@ mod tests {
         config.mailbox = "/srv/%u.mbox".into();
         let auth = build_authenticator(&config).unwrap();
         assert_eq!(
-            auth.verify_password("demo", b"demo"),
+            auth.verify_password("demo", b"demo").map(|l| l.principal),
             AuthOutcome::Accepted(Principal {
                 user: "demo".into(),
                 mailbox: PathBuf::from("/srv/demo.mbox"),
             })
         );
-        assert_eq!(auth.verify_password("demo", b"x"), AuthOutcome::Rejected);
+        assert!(matches!(
+            auth.verify_password("demo", b"x"),
+            AuthOutcome::Rejected
+        ));
     }
 
     #[test]

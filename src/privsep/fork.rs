@@ -30,7 +30,8 @@ pub enum Accounts {
     /// Started as root: everything privileged goes through the helpers.
     Helpers {
         pool: Arc<HelperPool>,
-        mbox: Arc<MboxSettings>,
+        /// Serves only the spools the helpers opened.
+        maildrops: Arc<dyn MaildropOpener>,
         pids: Vec<Pid>,
     },
 }
@@ -40,10 +41,12 @@ impl Accounts {
     pub fn for_session(&self) -> (Arc<dyn Authenticator>, Arc<dyn MaildropOpener>) {
         match self {
             Accounts::Direct { auth, maildrops } => (Arc::clone(auth), Arc::clone(maildrops)),
-            Accounts::Helpers { pool, mbox, .. } => {
-                let s = Arc::new(HelperSession::new(Arc::clone(pool), Arc::clone(mbox)));
-                (Arc::clone(&s) as Arc<dyn Authenticator>, s)
-            }
+            Accounts::Helpers {
+                pool, maildrops, ..
+            } => (
+                Arc::new(HelperSession::new(Arc::clone(pool))),
+                Arc::clone(maildrops),
+            ),
         }
     }
 
@@ -129,7 +132,7 @@ pub fn setup(
     );
     Ok(Accounts::Helpers {
         pool: Arc::new(pool),
-        mbox: Arc::new(MboxSettings::from_config(config)),
+        maildrops: Arc::new(MboxOpener::helper_opened(MboxSettings::from_config(config))),
         pids,
     })
 }

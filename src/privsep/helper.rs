@@ -31,7 +31,7 @@ use rustls::pki_types::CertificateDer;
 
 pub use super::accounts::HelperDb;
 use super::checked::Checked;
-use super::helper_wire::{Request, Response, Spool, MAX_FRAME};
+use super::helper_wire::{Request, Response, SpoolAnswer, MAX_FRAME};
 use crate::account::AuthOutcome;
 use crate::mailbox::{mbox::open_spool, MailboxError};
 use crate::sasl::SecretLookup;
@@ -203,24 +203,24 @@ fn login_response(
 
 /// Opens a spool for its account: `open_spool`'s checks (no symlink, a
 /// regular file with one link), owned by `owner`, never created.
-pub fn open_checked(path: &Path, owner: Option<Uid>) -> (Spool, Option<File>) {
+pub fn open_checked(path: &Path, owner: Option<Uid>) -> (SpoolAnswer, Option<File>) {
     let file = match open_spool(path) {
         Ok(Some(f)) => f,
-        Ok(None) => return (Spool::Missing, None),
-        Err(MailboxError::Refused { reason, .. }) => return (Spool::Refused(reason), None),
+        Ok(None) => return (SpoolAnswer::Missing, None),
+        Err(MailboxError::Refused { reason, .. }) => return (SpoolAnswer::Refused(reason), None),
         Err(MailboxError::Io { source, .. }) => {
             return (
-                Spool::Failed(source.raw_os_error().unwrap_or(nix::libc::EIO)),
+                SpoolAnswer::Failed(source.raw_os_error().unwrap_or(nix::libc::EIO)),
                 None,
             )
         }
-        Err(other) => return (Spool::Refused(other.to_string()), None),
+        Err(other) => return (SpoolAnswer::Refused(other.to_string()), None),
     };
     let meta = match file.metadata() {
         Ok(m) => m,
         Err(e) => {
             return (
-                Spool::Failed(e.raw_os_error().unwrap_or(nix::libc::EIO)),
+                SpoolAnswer::Failed(e.raw_os_error().unwrap_or(nix::libc::EIO)),
                 None,
             )
         }
@@ -228,7 +228,7 @@ pub fn open_checked(path: &Path, owner: Option<Uid>) -> (Spool, Option<File>) {
     if let Some(owner) = owner {
         if meta.uid() != owner.as_raw() {
             return (
-                Spool::Refused(format!(
+                SpoolAnswer::Refused(format!(
                     "it belongs to uid {}, not to the account's uid {owner}",
                     meta.uid()
                 )),
@@ -236,7 +236,7 @@ pub fn open_checked(path: &Path, owner: Option<Uid>) -> (Spool, Option<File>) {
             );
         }
     }
-    (Spool::Open, Some(file))
+    (SpoolAnswer::Open, Some(file))
 }
 
 fn reply(channel: &OwnedFd, response: &Response, spool: Option<&File>) -> io::Result<()> {
@@ -272,36 +272,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let me = unistd::getuid();
         let spool = dir.path().join("alice");
-        assert_eq!(open_checked(&spool, Some(me)).0, Spool::Missing);
+        assert_eq!(open_checked(&spool, Some(me)).0, SpoolAnswer::Missing);
         assert!(!spool.exists(), "never created");
 
         std::fs::write(&spool, "From a\n\nhi\n").unwrap();
         let (state, file) = open_checked(&spool, Some(me));
-        assert_eq!(state, Spool::Open);
+        assert_eq!(state, SpoolAnswer::Open);
         assert!(file.is_some());
 
         let other = Uid::from_raw(me.as_raw().wrapping_add(1));
         match open_checked(&spool, Some(other)).0 {
-            Spool::Refused(why) => assert!(why.contains("belongs to uid"), "{why}"),
+            SpoolAnswer::Refused(why) => assert!(why.contains("belongs to uid"), "{why}"),
             s => panic!("{s:?}"),
         }
 
         let link = dir.path().join("bob");
         symlink(&spool, &link).unwrap();
         match open_checked(&link, Some(me)).0 {
-            Spool::Refused(why) => assert!(why.contains("symbolic link"), "{why}"),
+            SpoolAnswer::Refused(why) => assert!(why.contains("symbolic link"), "{why}"),
             s => panic!("{s:?}"),
         }
 
         let hard = dir.path().join("carol");
         std::fs::hard_link(&spool, &hard).unwrap();
         match open_checked(&hard, Some(me)).0 {
-            Spool::Refused(why) => assert!(why.contains("2 hard links"), "{why}"),
+            SpoolAnswer::Refused(why) => assert!(why.contains("2 hard links"), "{why}"),
             s => panic!("{s:?}"),
         }
 
         match open_checked(dir.path(), None).0 {
-            Spool::Refused(why) => assert!(why.contains("directory"), "{why}"),
+            SpoolAnswer::Refused(why) => assert!(why.contains("directory"), "{why}"),
             s => panic!("{s:?}"),
         }
     }

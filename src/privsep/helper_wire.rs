@@ -94,7 +94,7 @@ pub enum Request {
 
 /// The state of the spool the helper opened for an accepted login.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Spool {
+pub enum SpoolAnswer {
     /// Opened; its descriptor travels with the frame (SCM_RIGHTS).
     Open,
     /// There is no spool file: an empty maildrop.
@@ -111,7 +111,7 @@ pub enum Response {
     Accepted {
         user: String,
         mailbox: PathBuf,
-        spool: Spool,
+        spool: SpoolAnswer,
         /// SCRAM's ServerSignature, after a [`Request::ScramProof`] only.
         server_signature: Option<[u8; KEY_LEN]>,
     },
@@ -326,13 +326,13 @@ impl Response {
                 e.field(user.as_bytes(), MAX_USER)?;
                 e.field(mailbox.to_str()?.as_bytes(), MAX_PATH)?;
                 match spool {
-                    Spool::Open => e.byte(SPOOL_OPEN),
-                    Spool::Missing => e.byte(SPOOL_MISSING),
-                    Spool::Refused(why) => {
+                    SpoolAnswer::Open => e.byte(SPOOL_OPEN),
+                    SpoolAnswer::Missing => e.byte(SPOOL_MISSING),
+                    SpoolAnswer::Refused(why) => {
                         e.byte(SPOOL_REFUSED);
                         e.field(bounded(why).as_bytes(), MAX_TEXT)?;
                     }
-                    Spool::Failed(errno) => {
+                    SpoolAnswer::Failed(errno) => {
                         e.byte(SPOOL_FAILED);
                         e.buf.extend_from_slice(&errno.to_be_bytes());
                     }
@@ -373,10 +373,10 @@ impl Response {
                 let user = d.text(MAX_USER)?;
                 let mailbox = PathBuf::from(d.text(MAX_PATH)?);
                 let spool = match d.byte()? {
-                    SPOOL_OPEN => Spool::Open,
-                    SPOOL_MISSING => Spool::Missing,
-                    SPOOL_REFUSED => Spool::Refused(d.text(MAX_TEXT)?),
-                    SPOOL_FAILED => Spool::Failed(d.i32()?),
+                    SPOOL_OPEN => SpoolAnswer::Open,
+                    SPOOL_MISSING => SpoolAnswer::Missing,
+                    SPOOL_REFUSED => SpoolAnswer::Refused(d.text(MAX_TEXT)?),
+                    SPOOL_FAILED => SpoolAnswer::Failed(d.i32()?),
                     _ => return None,
                 };
                 let server_signature = match d.byte()? {
@@ -464,31 +464,31 @@ mod tests {
             Response::Accepted {
                 user: "bob".into(),
                 mailbox: "/var/mail/bob".into(),
-                spool: Spool::Open,
+                spool: SpoolAnswer::Open,
                 server_signature: None,
             },
             Response::Accepted {
                 user: "carol".into(),
                 mailbox: "/var/mail/carol".into(),
-                spool: Spool::Open,
+                spool: SpoolAnswer::Open,
                 server_signature: Some([9; KEY_LEN]),
             },
             Response::Accepted {
                 user: "bob".into(),
                 mailbox: "/var/mail/bob".into(),
-                spool: Spool::Missing,
+                spool: SpoolAnswer::Missing,
                 server_signature: None,
             },
             Response::Accepted {
                 user: "bob".into(),
                 mailbox: "/var/mail/bob".into(),
-                spool: Spool::Refused("it is a symbolic link".into()),
+                spool: SpoolAnswer::Refused("it is a symbolic link".into()),
                 server_signature: None,
             },
             Response::Accepted {
                 user: "bob".into(),
                 mailbox: "/var/mail/bob".into(),
-                spool: Spool::Failed(13),
+                spool: SpoolAnswer::Failed(13),
                 server_signature: None,
             },
         ] {

@@ -22,7 +22,6 @@ use super::file_stamp::Stamp;
 use super::passwd_ids::parse_ids;
 pub use super::passwd_ids::EntryIds;
 use crate::account::{constant_time_eq, AuthOutcome, Principal};
-use crate::auth::Authenticator;
 use crate::sasl::ScramSecret;
 
 /// A passwd file larger than this is refused: it would cost every login a
@@ -72,7 +71,7 @@ struct Snapshot {
     decoy: Decoy,
 }
 
-/// The passwd-file [`Authenticator`].
+/// The passwd-file account database.
 pub struct PasswdFile {
     path: PathBuf,
     mailbox_template: String,
@@ -202,13 +201,12 @@ impl PasswdFile {
     }
 }
 
-impl Authenticator for PasswdFile {
-    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome {
+impl PasswdFile {
+    /// Checks `user`'s password: the account, or why not.
+    pub fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome {
         self.verify_account(user, password).0
     }
-}
 
-impl PasswdFile {
     /// Checks `user`'s password; on success also gives the entry's ids
     /// (whose uid, if set, must own the spool), from the same snapshot.
     pub fn verify_account(&self, user: &str, password: &[u8]) -> Found {

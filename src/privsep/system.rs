@@ -14,7 +14,6 @@ use super::crypt;
 use super::passwd_file::expand_mailbox;
 use super::system_decoy::{ShadowDecoy, LOGIN_DEFS, MAX_SYSTEM_FILE};
 use crate::account::{AuthOutcome, Principal};
-use crate::auth::Authenticator;
 
 /// Where the shadow database lives.
 pub const SHADOW: &str = "/etc/shadow";
@@ -278,12 +277,6 @@ impl SystemDb {
                 None,
             ),
         }
-    }
-}
-
-impl Authenticator for SystemDb {
-    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome {
-        self.verify_account(user, password).0
     }
 }
 

@@ -139,8 +139,8 @@ pub enum Outcome {
     /// PLAIN: verify through `Authenticator::verify_password`.
     Password { user: String, password: Password },
     /// SCRAM: the passdb checked the client's proof and accepted the
-    /// account (through the privileged helper, which opened its spool).
-    Accepted(crate::account::Principal),
+    /// account, with its spool (opened by the privileged helper, if any).
+    Accepted(crate::account::Login),
     /// EXTERNAL: the session has the passdb verify the client's certificate
     /// chain, which must name an account matching `authzid` (empty: any).
     Certificate { authzid: String },

@@ -14,7 +14,7 @@ use ring::rand::SecureRandom as _;
 
 use super::scram_secret::{hmac_sha256, KEY_LEN};
 use super::{Failure, Outcome, Step};
-use crate::account::Principal;
+use crate::account::Login;
 
 /// RFC 4616's bound for user names serves here too.
 const MAX_USER: usize = 255;
@@ -51,9 +51,10 @@ pub enum SecretLookup {
 /// The passdb's verdict on a client's proof.
 #[derive(Debug)]
 pub enum ProofCheck {
-    /// The proof is right: the account, and the ServerSignature for `v=`.
+    /// The proof is right: the login (the account with its spool), and
+    /// the ServerSignature for `v=`.
     Verified {
-        principal: Principal,
+        login: Login,
         server_signature: [u8; KEY_LEN],
     },
     /// Wrong proof, unknown user, locked account.
@@ -66,7 +67,7 @@ enum State {
     ClientFirst,
     ClientFinal(Box<Pending>),
     /// Proof checked, server-final sent; waiting for the empty response.
-    Verified(Principal),
+    Verified(Login),
     Over,
 }
 
@@ -106,8 +107,8 @@ impl ScramServer {
         let result = match std::mem::replace(&mut self.state, State::Over) {
             State::ClientFirst => self.client_first(message),
             State::ClientFinal(pending) => self.client_final(*pending, message),
-            State::Verified(principal) if message.is_empty() => {
-                return Step::Done(Outcome::Accepted(principal))
+            State::Verified(login) if message.is_empty() => {
+                return Step::Done(Outcome::Accepted(login))
             }
             State::Verified(_) => Err(Failure::Malformed(
                 "expected an empty response after the server signature",
@@ -211,10 +212,10 @@ impl ScramServer {
             .scram_verify(&p.user, auth_message.as_bytes(), &proof)
         {
             ProofCheck::Verified {
-                principal,
+                login,
                 server_signature,
             } => {
-                self.state = State::Verified(principal);
+                self.state = State::Verified(login);
                 Ok(format!("v={}", BASE64.encode(server_signature)).into_bytes())
             }
             ProofCheck::Rejected => Err(Failure::Rejected),

@@ -1,7 +1,7 @@
 //! Tests of the session driver over real loopback sockets, with a fake account database.
 
 use super::*;
-use crate::account::{AuthOutcome, Principal};
+use crate::account::{AuthOutcome, Login};
 use crate::auth::Authenticator;
 use crate::mailbox::{MailboxError, Maildrop, MaildropOpener};
 use crate::pop3::Backend;
@@ -11,18 +11,26 @@ use std::sync::Arc;
 
 struct NoAccounts;
 impl Authenticator for NoAccounts {
-    fn verify_password(&self, _user: &str, _password: &[u8]) -> AuthOutcome {
+    fn verify_password(&self, _user: &str, _password: &[u8]) -> AuthOutcome<Login> {
         AuthOutcome::Rejected
     }
 }
 
 struct NoMail;
 impl MaildropOpener for NoMail {
-    fn open(&self, p: &Principal) -> Result<Box<dyn Maildrop>, MailboxError> {
+    fn open(&self, login: Login) -> Result<Box<dyn Maildrop>, MailboxError> {
         Err(MailboxError::Refused {
-            path: p.mailbox.clone(),
+            path: login.principal.mailbox,
             reason: "test".into(),
         })
+    }
+}
+
+/// A backend that knows no account: for tests of the driver, not of logins.
+pub(crate) fn no_accounts() -> Backend {
+    Backend {
+        auth: Arc::new(NoAccounts),
+        maildrops: Arc::new(NoMail),
     }
 }
 
@@ -36,11 +44,7 @@ fn start(timeouts: Timeouts) -> (TcpStream, thread::JoinHandle<Ended>) {
         let conn = Conn::tcp(server).unwrap();
         let settings = session_settings(&conn, PlaintextAuth::Localhost);
         assert!(settings.plaintext_allowed, "loopback counts as local");
-        let backend = Backend {
-            auth: Arc::new(NoAccounts),
-            maildrops: Arc::new(NoMail),
-        };
-        let mut session = Session::new(backend, settings);
+        let mut session = Session::new(no_accounts(), settings);
         serve(conn, &mut session, &timeouts, &AtomicBool::new(false))
     });
     client

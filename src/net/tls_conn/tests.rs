@@ -8,15 +8,12 @@ use std::thread;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use super::*;
-use crate::account::{AuthOutcome, Principal};
-use crate::auth::Authenticator;
 use crate::config::PlaintextAuth;
-use crate::mailbox::{MailboxError, Maildrop, MaildropOpener};
 use crate::net::driver::{self, Ended, Timeouts};
 use crate::net::test_pki::Pki;
 use crate::net::tls::{TlsFiles, TlsReloader};
 use crate::net::Conn;
-use crate::pop3::{Backend, Session};
+use crate::pop3::Session;
 
 /// A service with `pki`'s server certificate, requesting client
 /// certificates from the same CA.
@@ -125,23 +122,6 @@ fn client_certificates_name_accounts_only_when_valid() {
     );
 }
 
-struct NoAccounts;
-impl Authenticator for NoAccounts {
-    fn verify_password(&self, _user: &str, _password: &[u8]) -> AuthOutcome {
-        AuthOutcome::Rejected
-    }
-}
-
-struct NoMail;
-impl MaildropOpener for NoMail {
-    fn open(&self, p: &Principal) -> Result<Box<dyn Maildrop>, MailboxError> {
-        Err(MailboxError::Refused {
-            path: p.mailbox.clone(),
-            reason: "test".into(),
-        })
-    }
-}
-
 /// A plain session with STLS offered, served on a thread.
 fn stls_server(pki: &Pki, server: TcpStream) -> thread::JoinHandle<Ended> {
     let service = service(pki, Duration::from_secs(10));
@@ -149,11 +129,7 @@ fn stls_server(pki: &Pki, server: TcpStream) -> thread::JoinHandle<Ended> {
         let conn = Conn::tcp(server).unwrap();
         let mut settings = driver::session_settings(&conn, PlaintextAuth::TlsOnly);
         settings.stls_offered = true;
-        let backend = Backend {
-            auth: Arc::new(NoAccounts),
-            maildrops: Arc::new(NoMail),
-        };
-        let mut session = Session::new(backend, settings);
+        let mut session = Session::new(driver::tests::no_accounts(), settings);
         let timeouts = Timeouts {
             auth: Duration::from_secs(20),
             idle: Duration::from_secs(20),

@@ -24,8 +24,8 @@ impl ScramLookup for PassdbScram {
     fn scram_verify(&self, user: &str, auth_message: &[u8], proof: &[u8; KEY_LEN]) -> ProofCheck {
         let login = self.0.scram_login(user, auth_message, proof);
         match (login.outcome, login.server_signature) {
-            (AuthOutcome::Accepted(principal), Some(server_signature)) => ProofCheck::Verified {
-                principal,
+            (AuthOutcome::Accepted(login), Some(server_signature)) => ProofCheck::Verified {
+                login,
                 server_signature,
             },
             (AuthOutcome::Accepted(_), None) => ProofCheck::Unavailable(
@@ -140,9 +140,9 @@ impl Session {
                     .verify_password(&user, password.as_bytes());
                 self.login(&user, mech.name(), outcome, out)
             }
-            Step::Done(Outcome::Accepted(principal)) => {
-                let user = principal.user.clone();
-                self.login(&user, mech.name(), AuthOutcome::Accepted(principal), out)
+            Step::Done(Outcome::Accepted(login)) => {
+                let user = login.principal.user.clone();
+                self.login(&user, mech.name(), AuthOutcome::Accepted(login), out)
             }
             Step::Done(Outcome::Certificate { authzid }) => {
                 let chain = self.settings.client_chain.clone();
@@ -151,7 +151,7 @@ impl Session {
                     None => AuthOutcome::Rejected,
                 };
                 let user = match &outcome {
-                    AuthOutcome::Accepted(p) => p.user.clone(),
+                    AuthOutcome::Accepted(login) => login.principal.user.clone(),
                     _ => self.settings.cert_identity.clone().unwrap_or_default(),
                 };
                 self.login(&user, mech.name(), outcome, out)

@@ -6,7 +6,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Once};
 
-use crate::account::{AuthOutcome, Principal};
+use crate::account::{AuthOutcome, Login, Principal};
 use crate::auth::Authenticator;
 use crate::mailbox::{
     CommitReport, MailboxError, Maildrop, MaildropOpener, MessageInfo, TransferError,
@@ -20,7 +20,7 @@ use crate::pop3::{Backend, Session, SessionSettings};
 pub struct FakeAuth;
 
 impl Authenticator for FakeAuth {
-    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome {
+    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome<Login> {
         let expected: &[u8] = match user {
             "alice" => b"wonder land",
             "bob" => b"builder",
@@ -29,10 +29,10 @@ impl Authenticator for FakeAuth {
             _ => return AuthOutcome::Rejected,
         };
         if password == expected {
-            AuthOutcome::Accepted(Principal {
+            AuthOutcome::Accepted(Login::by_path(Principal {
                 user: user.to_owned(),
                 mailbox: PathBuf::from(format!("/var/mail/{user}")),
-            })
+            }))
         } else {
             AuthOutcome::Rejected
         }
@@ -61,7 +61,8 @@ pub struct FakeOpener {
 }
 
 impl MaildropOpener for FakeOpener {
-    fn open(&self, principal: &Principal) -> Result<Box<dyn Maildrop>, MailboxError> {
+    fn open(&self, login: Login) -> Result<Box<dyn Maildrop>, MailboxError> {
+        let principal = login.principal;
         let path = principal.mailbox.clone();
         let stored = match principal.user.as_str() {
             "alice" | "badcommit" | "failing" => messages(),

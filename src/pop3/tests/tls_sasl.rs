@@ -10,7 +10,7 @@ use super::fakes::{capture_logs, logs, settings, FakeAuth, FakeOpener};
 use super::{say, talk};
 use rustls::pki_types::CertificateDer;
 
-use crate::account::{AuthOutcome, Principal};
+use crate::account::{AuthOutcome, Login, Principal};
 use crate::auth::{Authenticator, ScramLogin};
 use crate::pop3::{Backend, Control, Session, SessionSettings, State};
 use crate::sasl::{ScramParams, ScramSecret, SecretLookup, KEY_LEN};
@@ -25,13 +25,17 @@ struct ScramAuth {
 }
 
 impl Authenticator for ScramAuth {
-    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome {
+    fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome<Login> {
         FakeAuth.verify_password(user, password)
     }
 
     /// The fake "verifies" a chain whose first certificate is the
     /// account name itself.
-    fn verify_certificate(&self, chain: &[CertificateDer<'_>], authzid: &str) -> AuthOutcome {
+    fn verify_certificate(
+        &self,
+        chain: &[CertificateDer<'_>],
+        authzid: &str,
+    ) -> AuthOutcome<Login> {
         let Some(name) = chain.first().and_then(|c| std::str::from_utf8(c).ok()) else {
             return AuthOutcome::Rejected;
         };
@@ -56,7 +60,12 @@ impl Authenticator for ScramAuth {
         }
     }
 
-    fn scram_login(&self, user: &str, auth_message: &[u8], proof: &[u8; KEY_LEN]) -> ScramLogin {
+    fn scram_login(
+        &self,
+        user: &str,
+        auth_message: &[u8],
+        proof: &[u8; KEY_LEN],
+    ) -> ScramLogin<Login> {
         match scram_secret(user) {
             Ok(Some(s)) => match s.check_proof(auth_message, proof) {
                 Some(sig) => ScramLogin {
@@ -71,12 +80,12 @@ impl Authenticator for ScramAuth {
     }
 }
 
-fn account(user: &str) -> AuthOutcome {
+fn account(user: &str) -> AuthOutcome<Login> {
     match user {
-        "alice" | "carol" => AuthOutcome::Accepted(Principal {
+        "alice" | "carol" => AuthOutcome::Accepted(Login::by_path(Principal {
             user: user.to_owned(),
             mailbox: format!("/var/mail/{user}").into(),
-        }),
+        })),
         "broken" => AuthOutcome::Unavailable("passwd file unreadable".into()),
         _ => AuthOutcome::Rejected,
     }

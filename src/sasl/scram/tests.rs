@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use ring::{digest, hmac};
 
 use super::*;
+use crate::account::Principal;
 use crate::sasl::{ScramSecret, SecretLookup};
 
 /// RFC 7677 §3.
@@ -36,10 +37,10 @@ impl ScramLookup for Users {
         match self.0.get(user) {
             Some(Some(secret)) => match secret.check_proof(auth_message, proof) {
                 Some(server_signature) => ProofCheck::Verified {
-                    principal: Principal {
+                    login: Login::by_path(Principal {
                         user: user.to_owned(),
                         mailbox: format!("/var/mail/{user}").into(),
-                    },
+                    }),
                     server_signature,
                 },
                 None => ProofCheck::Rejected,
@@ -91,7 +92,7 @@ fn rfc7677_vector() {
         SERVER_FINAL
     );
     match server.step(b"") {
-        Step::Done(Outcome::Accepted(p)) => assert_eq!(p.user, "user"),
+        Step::Done(Outcome::Accepted(l)) => assert_eq!(l.principal.user, "user"),
         other => panic!("{other:?}"),
     }
     assert!(matches!(
@@ -199,7 +200,7 @@ fn run(client: &mut Client, server: &mut ScramServer) -> Result<String, Failure>
     };
     assert!(client.server_signature_ok(&server_final), "{server_final}");
     match server.step(b"") {
-        Step::Done(Outcome::Accepted(p)) => Ok(p.user),
+        Step::Done(Outcome::Accepted(l)) => Ok(l.principal.user),
         other => panic!("{other:?}"),
     }
 }
