@@ -80,6 +80,27 @@ pub(crate) fn connect_from(addr: SocketAddr, src: Ipv4Addr) -> TcpStream {
     TcpStream::from(fd)
 }
 
+/// A connection to `addr` from `src` whose greeting has been read.
+pub(crate) fn greeted(addr: SocketAddr, src: Ipv4Addr) -> Client {
+    let mut c = Client::from_stream(connect_from(addr, src));
+    c.greeting();
+    c
+}
+
+/// [`greeted`], then `USER` accepted; the PASS reply is the caller's.
+pub(crate) fn user_sent(addr: SocketAddr, src: Ipv4Addr) -> Client {
+    let mut c = greeted(addr, src);
+    c.ok(&format!("USER {USER}"));
+    c
+}
+
+/// A session of the test user, logged in.
+pub(crate) fn login(addr: SocketAddr, src: Ipv4Addr) -> Client {
+    let mut c = user_sent(addr, src);
+    c.ok(&format!("PASS {PASSWORD}"));
+    c
+}
+
 /// Which nodes logged a login of the test user after `marks`.
 pub(crate) fn serving(cluster: &Cluster, marks: &[usize]) -> Vec<usize> {
     cluster.nodes_logging(marks, &format!("login: user={USER} method="))
@@ -154,9 +175,7 @@ fn twenty_simultaneous_logins_through_haproxy_one_holds_the_mailbox() {
             let (greeted, answered, done) = (greeted.clone(), answered.clone(), done.clone());
             thread::spawn(move || {
                 let src = Ipv4Addr::new(127, 0, 1, 1 + i as u8);
-                let mut c = Client::from_stream(connect_from(front, src));
-                c.greeting();
-                c.ok(&format!("USER {USER}"));
+                let mut c = user_sent(front, src);
                 greeted.wait();
                 let reply = c.cmd(&format!("PASS {PASSWORD}"));
                 answered.wait();
@@ -208,11 +227,7 @@ fn twenty_simultaneous_logins_through_haproxy_one_holds_the_mailbox() {
         cluster.all_logs()
     );
     // Released: the next login, on whichever node, holds the mailbox.
-    let mut c = Client::from_stream(connect_from(front, Ipv4Addr::new(127, 0, 1, 100)));
-    c.greeting();
-    c.ok(&format!("USER {USER}"));
-    c.ok(&format!("PASS {PASSWORD}"));
-    c.quit();
+    login(front, Ipv4Addr::new(127, 0, 1, 100)).quit();
     // One lock file and no journal, named after the spool path alone
     // (beside the spool index, which holds no state an update needs).
     let names: Vec<String> = std::fs::read_dir(cluster.state_dir())
@@ -262,11 +277,7 @@ fn a_stopped_node_is_marked_down_and_logins_go_on() {
     }
     let marks = cluster.marks();
     for i in 0..6 {
-        let mut c = Client::from_stream(connect_from(cluster.front, Ipv4Addr::new(127, 0, 3, i)));
-        c.greeting();
-        c.ok(&format!("USER {USER}"));
-        c.ok(&format!("PASS {PASSWORD}"));
-        c.quit();
+        login(cluster.front, Ipv4Addr::new(127, 0, 3, i)).quit();
     }
     let served = serving(&cluster, &marks);
     assert_eq!(served, [0, 2], "{}", cluster.all_logs());
@@ -289,20 +300,13 @@ fn cluster_wide_limit_per_client_address() {
     let src = Ipv4Addr::new(127, 0, 4, 1);
     // The shipped table allows 16 connections per address across the
     // cluster, while each node (max_sessions_per_ip = 16) sees only ~6.
-    let mut held: Vec<Client> = (0..16)
-        .map(|_| {
-            let mut c = Client::from_stream(connect_from(cluster.front, src));
-            c.greeting();
-            c
-        })
-        .collect();
+    let mut held: Vec<Client> = (0..16).map(|_| greeted(cluster.front, src)).collect();
     let mut extra = Client::from_stream(connect_from(cluster.front, src));
     assert!(
         extra.expect_closed(IO_TIMEOUT).is_empty(),
         "the 17th connection from one address is refused by HAProxy"
     );
-    let mut other = Client::from_stream(connect_from(cluster.front, Ipv4Addr::new(127, 0, 4, 2)));
-    other.greeting();
+    let other = greeted(cluster.front, Ipv4Addr::new(127, 0, 4, 2));
     held.pop().unwrap().quit();
     other.quit();
 }
@@ -337,8 +341,7 @@ fn tls_is_passed_through_to_the_nodes() {
         cluster.all_logs()
     );
     // Port 110 with STLS: the node does the handshake.
-    let mut plain = Client::from_stream(connect_from(cluster.front, Ipv4Addr::new(127, 0, 7, 2)));
-    plain.greeting();
+    let mut plain = greeted(cluster.front, Ipv4Addr::new(127, 0, 7, 2));
     plain.ok("STLS");
     let mut c = crate::tls::TlsClient::over(config, plain.into_stream());
     assert!(c.cmd(&format!("USER {USER}")).starts_with("+OK"));
