@@ -171,9 +171,8 @@ fn popa3d_uidl(bin: &Path, user: &str) -> Result<Vec<String>, String> {
 
 #[test]
 fn popa3d_and_ironpop_list_the_same_uids() {
-    if !nix::unistd::geteuid().is_root() {
-        return unavailable("it must run as root (popa3d authenticates system accounts)");
-    }
+    // popa3d authenticates system accounts: root only.
+    require_root!();
     // One run at a time per machine: the accounts and the chroot are global.
     let lock_path = std::env::temp_dir().join("ironpop-popa3d-compat.lock");
     let Ok(lock_file) = File::create(&lock_path) else {

@@ -16,18 +16,64 @@ pub(crate) fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Returns early from a test that needs root; under CI, fails instead.
+/// Returns early from a test that needs root, listed in the summary at
+/// exit; under CI (except its unprivileged run) fails instead.
 macro_rules! require_root {
     () => {
-        if !$crate::system::is_root() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "this test needs root, and CI runs as root"
-            );
-            eprintln!("\n*** SKIPPED: this test needs root (CI runs as root) ***\n");
+        if !$crate::system::root_or_not_run() {
             return;
         }
     };
+}
+
+/// `true` as root. Otherwise records the calling test as not run (see
+/// [`not_run_without_root`]), or fails it under CI: CI runs the suite as
+/// root, and its second, unprivileged run sets IRONPOP_UNPRIVILEGED_RUN.
+pub(crate) fn root_or_not_run() -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none() || std::env::var_os("IRONPOP_UNPRIVILEGED_RUN").is_some(),
+        "this test needs root, and CI runs as root \
+         (its unprivileged run sets IRONPOP_UNPRIVILEGED_RUN)"
+    );
+    not_run_without_root();
+    false
+}
+
+/// The root-only tests this run returned from early (libtest names each
+/// test's thread after the test).
+static NOT_RUN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Records that the calling test needs root and did not run; the first
+/// one arranges for [`print_not_run`] at exit, so the run ends with one
+/// summary instead of looking like a clean pass.
+pub(crate) fn not_run_without_root() {
+    let name = thread::current().name().unwrap_or("(unnamed)").to_string();
+    let mut list = NOT_RUN.lock().unwrap_or_else(|p| p.into_inner());
+    if list.is_empty() {
+        // SAFETY: atexit(3) only stores the pointer of a function that
+        // takes nothing and never unwinds across the C boundary.
+        unsafe { nix::libc::atexit(print_not_run) };
+    }
+    list.push(name);
+}
+
+/// At exit, after libtest's own summary: which tests did not run and how
+/// to run them (straight to stderr, past the test harness's capture).
+extern "C" fn print_not_run() {
+    let _ = std::panic::catch_unwind(|| {
+        let mut list = NOT_RUN.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        list.sort();
+        let text = format!(
+            "\nNOT RUN: {} root-only tests counted as passed without running, because this \
+             user is not root: {}\nRun them as root (README.md, \"Tests that need root\").\n",
+            list.len(),
+            list.join(", ")
+        );
+        let _ = std::io::stderr().write_all(text.as_bytes());
+    });
 }
 
 /// Whether `name` is installed; under CI a missing tool fails the test.
