@@ -232,6 +232,7 @@ fn node_killed_holding_an_idle_session_frees_the_mailbox_at_once() {
     let served_in = killed.elapsed();
     let survivor = wait_serving(&cluster, &marks);
     assert_ne!(survivor, holder);
+    eprintln!("a survivor served the user {served_in:?} after the kill");
     assert_eq!(c.ok_lines("LIST").len(), 2);
     c.quit();
     assert!(

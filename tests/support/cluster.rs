@@ -176,9 +176,8 @@ fn free_port(hosts: &[Ipv4Addr]) -> u16 {
     panic!("no port free on all of {hosts:?}");
 }
 
-/// What the test changes in the shipped HAProxy configuration, and nothing
-/// else: loopback addresses and ports, faster health checks, and a global
-/// section for a foreground process (no syslog, chroot or user switch).
+/// A cluster's loopback ports: HAProxy's two frontends, and the POP3 and
+/// POP3S port every node listens on (each at its own address).
 pub struct Ports {
     pub front: u16,
     pub front_tls: u16,
@@ -186,15 +185,18 @@ pub struct Ports {
     pub node_tls: u16,
 }
 
-/// The shipped configuration rewritten for this machine. Panics when a
-/// line it rewrites is missing, so a change to the shipped file that the
-/// cluster tests no longer cover fails loudly.
+/// The shipped configuration rewritten for this machine, and nothing else:
+/// loopback addresses and ports, faster health checks, servers beyond
+/// `nodes` dropped, and a global section for a foreground process (no
+/// syslog, chroot or user switch). Panics when a line it rewrites is
+/// missing, so a change to the shipped file that the cluster tests no
+/// longer cover fails loudly.
 pub fn loopback_haproxy_cfg(shipped: &str, p: &Ports, nodes: usize, check_inter_ms: u32) -> String {
     let mut out = String::from("global\n    maxconn 2000\n");
     let mut in_global = false;
     let mut rewritten = 0;
     for line in shipped.lines() {
-        if !line.starts_with(' ') && !line.trim().is_empty() {
+        if !line.starts_with([' ', '#']) && !line.trim().is_empty() {
             in_global = line.trim() == "global";
             if in_global {
                 continue;
