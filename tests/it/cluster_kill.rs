@@ -44,9 +44,10 @@ fn wait_serving(cluster: &crate::cluster::fixture::Cluster, marks: &[usize]) -> 
     }
 }
 
-/// A dotlock left by a killed node stays until it is 5 minutes old (no
-/// pid or hostname shortcut for another host's lock); the test ages it
-/// rather than wait. Returns whether there was one.
+/// A dotlock left by a killed node stays until it is
+/// `DOTLOCK_STALE_AFTER` old (no pid or hostname shortcut for another
+/// host's lock); the test ages it rather than wait. Returns whether there
+/// was one.
 fn age_leftover_dotlock(spool: &Path, dead: &str) -> bool {
     let lock = spool.with_extension("lock");
     let Ok(text) = std::fs::read_to_string(&lock) else {
@@ -56,7 +57,7 @@ fn age_leftover_dotlock(spool: &Path, dead: &str) -> bool {
         text.contains(&format!("ironpop@{dead}")),
         "the leftover dotlock is the dead node's: {text:?}"
     );
-    let old = SystemTime::now() - Duration::from_secs(6 * 60);
+    let old = SystemTime::now() - ironpop::limits::DOTLOCK_STALE_AFTER - Duration::from_secs(60);
     let f = std::fs::File::options().write(true).open(&lock).unwrap();
     f.set_modified(old).unwrap();
     true
