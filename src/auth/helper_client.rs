@@ -303,12 +303,7 @@ impl Authenticator for HelperSession {
         }
     }
 
-    fn scram_login(
-        &self,
-        user: &str,
-        auth_message: &[u8],
-        proof: &[u8; KEY_LEN],
-    ) -> ScramLogin<Login> {
+    fn scram_login(&self, user: &str, auth_message: &[u8], proof: &[u8; KEY_LEN]) -> ScramLogin {
         let (outcome, server_signature) = login(self.pool.ask(&Request::ScramProof {
             user: user.to_owned(),
             auth_message: auth_message.to_vec(),

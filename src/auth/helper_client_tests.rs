@@ -259,7 +259,10 @@ fn scram_login_is_verified_by_the_helper() {
     // network side never sees StoredKey.
     let message = b"n=carol,r=x,r=xy,s=Y2Fyb2wncyBzYWx0,i=4096,c=biws,r=xy";
     let login = session.scram_login("carol", message, &[0; KEY_LEN]);
-    assert_eq!(login.map(|l| l.principal), ScramLogin::rejected());
+    assert_eq!(
+        login.map(|l| l.principal),
+        ScramLogin::<Principal>::rejected()
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ pub mod throttle;
 
 use rustls::pki_types::CertificateDer;
 
-use crate::account::{AuthOutcome, Login, Principal};
+use crate::account::{AuthOutcome, Login};
 use crate::sasl::{SecretLookup, KEY_LEN};
 
 pub use hash_cmd::hash_password_command;
@@ -48,21 +48,16 @@ pub trait Authenticator: Send + Sync {
     /// AUTH SCRAM-SHA-256's client proof over `auth_message`, checked by
     /// the holder of the secret; on success the account and the
     /// ServerSignature.
-    fn scram_login(
-        &self,
-        user: &str,
-        auth_message: &[u8],
-        proof: &[u8; KEY_LEN],
-    ) -> ScramLogin<Login> {
+    fn scram_login(&self, user: &str, auth_message: &[u8], proof: &[u8; KEY_LEN]) -> ScramLogin {
         let _ = (user, auth_message, proof);
         ScramLogin::rejected()
     }
 }
 
-/// The passdb's verdict on a SCRAM proof: the account database's
-/// (`Principal`), or the session's ([`Login`]).
+/// The passdb's verdict on a SCRAM proof: the session's ([`Login`]), or
+/// the account database's (`Principal`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScramLogin<A = Principal> {
+pub struct ScramLogin<A = Login> {
     pub outcome: AuthOutcome<A>,
     /// Present exactly when `outcome` is `Accepted`.
     pub server_signature: Option<[u8; KEY_LEN]>,

@@ -222,12 +222,7 @@ impl Authenticator for ThrottledAuth {
         self.inner.scram_params(user)
     }
 
-    fn scram_login(
-        &self,
-        user: &str,
-        auth_message: &[u8],
-        proof: &[u8; KEY_LEN],
-    ) -> ScramLogin<Login> {
+    fn scram_login(&self, user: &str, auth_message: &[u8], proof: &[u8; KEY_LEN]) -> ScramLogin {
         self.checked(
             user,
             || self.inner.scram_login(user, auth_message, proof),

@@ -17,7 +17,7 @@ use super::checked::Checked;
 use super::passwd_file::Found;
 use super::passwd_file::PasswdFile;
 use super::system::SystemDb;
-use crate::account::{AuthOutcome, Login};
+use crate::account::{AuthOutcome, Login, Principal};
 use crate::auth::{Authenticator, ScramLogin};
 use crate::config::{Config, Passdb};
 use crate::sasl::{ScramParams, SecretLookup, KEY_LEN};
@@ -144,7 +144,7 @@ impl HelperDb {
         user: &str,
         auth_message: &[u8],
         proof: &[u8; KEY_LEN],
-    ) -> (ScramLogin, Option<Uid>) {
+    ) -> (ScramLogin<Principal>, Option<Uid>) {
         let AccountDb::PasswdFile { db, .. } = &self.accounts else {
             return (ScramLogin::rejected(), None);
         };
@@ -197,12 +197,7 @@ impl Authenticator for HelperDb {
         HelperDb::scram_params(self, user)
     }
 
-    fn scram_login(
-        &self,
-        user: &str,
-        auth_message: &[u8],
-        proof: &[u8; KEY_LEN],
-    ) -> ScramLogin<Login> {
+    fn scram_login(&self, user: &str, auth_message: &[u8], proof: &[u8; KEY_LEN]) -> ScramLogin {
         HelperDb::scram_login(self, user, auth_message, proof)
             .0
             .map(Login::by_path)
@@ -222,7 +217,6 @@ pub fn build_authenticator(config: &Config) -> Result<Arc<dyn Authenticator>, St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::account::Principal;
     use crate::sasl::ScramSecret;
     use std::path::{Path, PathBuf};
 

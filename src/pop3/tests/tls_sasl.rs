@@ -60,12 +60,7 @@ impl Authenticator for ScramAuth {
         }
     }
 
-    fn scram_login(
-        &self,
-        user: &str,
-        auth_message: &[u8],
-        proof: &[u8; KEY_LEN],
-    ) -> ScramLogin<Login> {
+    fn scram_login(&self, user: &str, auth_message: &[u8], proof: &[u8; KEY_LEN]) -> ScramLogin {
         match scram_secret(user) {
             Ok(Some(s)) => match s.check_proof(auth_message, proof) {
                 Some(sig) => ScramLogin {
