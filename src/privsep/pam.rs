@@ -27,10 +27,10 @@ use std::ptr;
 use nix::unistd::{Uid, User};
 
 use super::checked::Checked;
-use super::passwd_file::expand_mailbox;
+use super::passwd_file::{accept, unusable_mailbox};
 use super::system::SHADOW;
 use super::system_decoy::{ShadowDecoy, LOGIN_DEFS};
-use crate::account::{AuthOutcome, Principal};
+use crate::account::AuthOutcome;
 
 /// The service name: the stack is `/etc/pam.d/ironpop`.
 pub const SERVICE: &CStr = c"ironpop";
@@ -324,19 +324,10 @@ impl PamDb {
     }
 
     fn principal(&self, user: &str, account: &User) -> Checked {
-        match expand_mailbox(&self.mailbox_template, user, account.dir.to_str()) {
-            Ok(mailbox) => (
-                AuthOutcome::Accepted(Principal {
-                    user: user.to_owned(),
-                    mailbox,
-                }),
-                Some(Uid::from_raw(account.uid.as_raw())),
-            ),
-            Err(e) => (
-                AuthOutcome::Unavailable(format!("mailbox of {user:?}: {e}")),
-                None,
-            ),
-        }
+        let owner = Some(Uid::from_raw(account.uid.as_raw()));
+        accept(&self.mailbox_template, user, account.dir.to_str())
+            .map(|accepted| (accepted, owner))
+            .unwrap_or_else(|e| unusable_mailbox(user, &e))
     }
 
     fn run(&self, user: &str, password: Option<&[u8]>) -> Checked {

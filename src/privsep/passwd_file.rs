@@ -16,6 +16,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use super::checked::Checked;
 use super::crypt;
 use super::decoy::{Decoy, Tally};
 use super::file_stamp::Stamp;
@@ -170,14 +171,8 @@ impl PasswdFile {
 
     /// The account's principal, and its ids, once its credentials are proven.
     fn principal(&self, user: &str, account: &Account) -> Found {
-        match expand_mailbox(&self.mailbox_template, user, account.home.as_deref()) {
-            Ok(mailbox) => (
-                AuthOutcome::Accepted(Principal {
-                    user: user.to_owned(),
-                    mailbox,
-                }),
-                account.ids,
-            ),
+        match accept(&self.mailbox_template, user, account.home.as_deref()) {
+            Ok(accepted) => (accepted, account.ids),
             Err(e) => {
                 let msg = format!(
                     "{}:{}: account {:?}: {e}",
@@ -291,6 +286,24 @@ impl PasswdFile {
             _ => None,
         })
     }
+}
+
+/// The accepted account `user`, its spool path made from the mailbox
+/// template; `Err` says why the path cannot be made.
+pub(crate) fn accept(template: &str, user: &str, home: Option<&str>) -> Result<AuthOutcome, String> {
+    let mailbox = expand_mailbox(template, user, home)?;
+    Ok(AuthOutcome::Accepted(Principal {
+        user: user.to_owned(),
+        mailbox,
+    }))
+}
+
+/// A system account whose spool path cannot be made from the template.
+pub(crate) fn unusable_mailbox(user: &str, why: &str) -> Checked {
+    (
+        AuthOutcome::Unavailable(format!("mailbox of {user:?}: {why}")),
+        None,
+    )
 }
 
 /// Expands `%u`, `%h` and `%%` in the mailbox template.

@@ -11,9 +11,9 @@ use nix::unistd::User;
 
 use super::checked::Checked;
 use super::crypt;
-use super::passwd_file::expand_mailbox;
+use super::passwd_file::{accept, unusable_mailbox};
 use super::system_decoy::{ShadowDecoy, LOGIN_DEFS, MAX_SYSTEM_FILE};
-use crate::account::{AuthOutcome, Principal};
+use crate::account::AuthOutcome;
 
 /// Where the shadow database lives.
 pub const SHADOW: &str = "/etc/shadow";
@@ -264,19 +264,9 @@ impl SystemDb {
     /// The verified account with its spool path, and the uid that must own
     /// the spool.
     fn accepted(&self, user: &str, account: &User) -> Checked {
-        match expand_mailbox(&self.mailbox_template, user, account.dir.to_str()) {
-            Ok(mailbox) => (
-                AuthOutcome::Accepted(Principal {
-                    user: user.to_owned(),
-                    mailbox,
-                }),
-                Some(account.uid),
-            ),
-            Err(e) => (
-                AuthOutcome::Unavailable(format!("mailbox of {user:?}: {e}")),
-                None,
-            ),
-        }
+        accept(&self.mailbox_template, user, account.dir.to_str())
+            .map(|accepted| (accepted, Some(account.uid)))
+            .unwrap_or_else(|e| unusable_mailbox(user, &e))
     }
 }
 
