@@ -1,10 +1,14 @@
-//! What every side of a login shares, and nothing else imports: the account a login names, the spool handed over with it, the verdict of a credential check, and the constant-time comparison behind every check.
+//! What every side of a login shares, and nothing else imports: the account a login names, the spool handed over with it, the verdict of a credential check, the client certificate chain, and the constant-time comparison behind every check.
 //!
-//! A leaf module, so that SASL, the account backends, the session and the
-//! mailbox can all name these without importing one another.
+//! A leaf module, so that SASL, the account backends, the session, the
+//! network side and the mailbox can all name these without importing one
+//! another.
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
 
 /// An authenticated account and the spool it reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +76,10 @@ pub enum Spool {
     /// process's own rights.
     ByPath,
 }
+
+/// The client's certificate chain as presented (end entity first), kept
+/// for AUTH EXTERNAL: the passdb verifies it again at login.
+pub type ClientChain = Arc<[CertificateDer<'static>]>;
 
 /// Compares two byte strings in time that depends only on their lengths.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

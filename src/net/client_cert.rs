@@ -17,12 +17,9 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
+use crate::account::ClientChain;
 use crate::config::CertUserField;
 use crate::net::cert_identity::cert_identity;
-
-/// The client's certificate chain as presented (end entity first), kept
-/// for AUTH EXTERNAL: the passdb verifies it again at login.
-pub type ClientChain = Arc<[CertificateDer<'static>]>;
 
 /// The chain to keep from a finished handshake.
 pub fn keep_chain(chain: Option<&[CertificateDer<'_>]>) -> Option<ClientChain> {

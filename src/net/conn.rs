@@ -94,7 +94,7 @@ impl Conn {
     }
 
     /// The chain of that certificate, for the passdb to verify at login.
-    pub fn client_chain(&self) -> Option<&crate::net::client_cert::ClientChain> {
+    pub fn client_chain(&self) -> Option<&crate::account::ClientChain> {
         match self {
             Conn::Tls(t) => t.client_chain.as_ref(),
             Conn::Tcp(_) | Conn::Stdio(_) => None,

@@ -29,7 +29,7 @@ pub struct TlsConn {
     /// The account a verified client certificate names (AUTH EXTERNAL).
     pub cert_identity: Option<String>,
     /// That certificate's chain, for the passdb to verify at login.
-    pub client_chain: Option<client_cert::ClientChain>,
+    pub client_chain: Option<crate::account::ClientChain>,
 }
 
 impl TlsConn {

@@ -16,7 +16,7 @@ use super::capa::{self, CapaContext};
 use super::command::{self, Command, Verb};
 use super::reply::{self, RespCode};
 use super::transaction::{Step, Transaction};
-use crate::account::{AuthOutcome, Login};
+use crate::account::{AuthOutcome, ClientChain, Login};
 use crate::auth::Authenticator;
 use crate::limits;
 use crate::mailbox::{MailboxError, MaildropOpener};
@@ -46,7 +46,7 @@ pub struct SessionSettings {
     pub cert_identity: Option<String>,
     /// That certificate's chain: AUTH EXTERNAL hands it to the passdb,
     /// which verifies it again (in the privileged helper when there is one).
-    pub client_chain: Option<crate::net::client_cert::ClientChain>,
+    pub client_chain: Option<ClientChain>,
 }
 
 /// The RFC 1939 state, for the driver's choice of idle timeout.
@@ -158,7 +158,7 @@ impl Session {
         &mut self,
         tls_protocol: Option<&'static str>,
         cert_identity: Option<String>,
-        client_chain: Option<crate::net::client_cert::ClientChain>,
+        client_chain: Option<ClientChain>,
     ) {
         if !matches!(self.phase, Phase::StartingTls) {
             return;

@@ -290,7 +290,11 @@ impl PasswdFile {
 
 /// The accepted account `user`, its spool path made from the mailbox
 /// template; `Err` says why the path cannot be made.
-pub(crate) fn accept(template: &str, user: &str, home: Option<&str>) -> Result<AuthOutcome, String> {
+pub(crate) fn accept(
+    template: &str,
+    user: &str,
+    home: Option<&str>,
+) -> Result<AuthOutcome, String> {
     let mailbox = expand_mailbox(template, user, home)?;
     Ok(AuthOutcome::Accepted(Principal {
         user: user.to_owned(),

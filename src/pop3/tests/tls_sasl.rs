@@ -265,7 +265,7 @@ fn auth_plain_failures() {
 }
 
 /// A fake chain that the fake passdb reads as naming `name`.
-fn chain(name: &str) -> crate::net::client_cert::ClientChain {
+fn chain(name: &str) -> crate::account::ClientChain {
     Arc::from(vec![CertificateDer::from(name.as_bytes().to_vec())])
 }
 
