@@ -27,6 +27,9 @@ TEST_USER=ipoptest
 TEST_PASS='Test-pass-42'
 WORK="$(mktemp -d /tmp/ironpop-install.XXXXXX)"
 DAEMON_PID=""
+# Whether the group ironpop was made by this run's package (removed at the end).
+MADE_GROUP=0
+getent group ironpop >/dev/null || MADE_GROUP=1
 
 step() { printf '\n--> install test: %s\n' "$*"; }
 fail() { printf 'install test FAILED: %s\n' "$*" >&2; exit 1; }
@@ -48,6 +51,13 @@ cleanup() {
     if getent passwd ironpop >/dev/null \
         && [ "$(getent passwd ironpop | cut -d: -f6)" = /var/lib/ironpop ]; then
         deluser --system --quiet ironpop >/dev/null 2>&1 || true
+    fi
+    # Made by the daemon this test started outside systemd (under systemd it
+    # is the service's RuntimeDirectory=, removed at stop).
+    rm -f /run/ironpop/control
+    rmdir /run/ironpop 2>/dev/null || true
+    if [ "$MADE_GROUP" = 1 ]; then
+        delgroup --system --quiet ironpop >/dev/null 2>&1 || true
     fi
     rm -rf "$WORK"
 }
@@ -106,6 +116,10 @@ case "$shell" in */nologin|*/false) ;; *) fail "ironpop has a login shell ($shel
 id -nG ironpop | grep -qw ssl-cert || fail "ironpop is not in group ssl-cert"
 [ "$(stat -c '%a %U %G' /var/lib/ironpop)" = "700 ironpop mail" ] \
     || fail "/var/lib/ironpop is $(stat -c '%a %U %G' /var/lib/ironpop)"
+getent group ironpop >/dev/null || fail "postinst did not create the group ironpop"
+for f in ironpop-stats.service ironpop-stats.timer; do
+    [ -f "/usr/share/doc/ironpop/examples/$f" ] || fail "example $f is not installed"
+done
 
 step "the installed configuration"
 /usr/sbin/ironpop -t > "$WORK/effective.conf"
@@ -128,6 +142,8 @@ elif command -v systemd-analyze >/dev/null; then
     # shellcheck disable=SC2086
     SYSTEMD_LOG_LEVEL=notice systemd-analyze verify $units
     echo "verified: $units"
+    grep -qx 'RuntimeDirectory=ironpop' /usr/lib/systemd/system/ironpop.service \
+        || fail "ironpop.service does not create /run/ironpop for the control socket"
 fi
 
 if [ "$LOGIN" = 1 ]; then
@@ -252,6 +268,21 @@ if [ "$LOGIN" = 1 ]; then
             > "$WORK/f2b" || fail "fail2ban-regex"
         grep -qx '127.0.0.1' "$WORK/f2b" || fail "the installed fail2ban filter missed: $(cat "$WORK/f2b")"
     fi
+
+    step "ironpop --who, --stats and --kick on the control socket"
+    [ "$(stat -c '%a %U %G' /run/ironpop/control)" = "660 root ironpop" ] \
+        || fail "/run/ironpop/control is $(stat -c '%a %U %G' /run/ironpop/control)"
+    /usr/sbin/ironpop --who > "$WORK/who" || fail "ironpop --who"
+    head -n 1 "$WORK/who" | grep -q '^USER  *CLIENT' || fail "--who: $(cat "$WORK/who")"
+    /usr/sbin/ironpop --stats > "$WORK/stats" || fail "ironpop --stats"
+    cat "$WORK/stats"
+    grep -Eq '^logins_failed_(user|plain) +[1-9][0-9]*$' "$WORK/stats" || fail "--stats: no failed login counted"
+    /usr/sbin/ironpop --stats --openmetrics | tail -n 1 | grep -qx '# EOF' \
+        || fail "--stats --openmetrics does not end with # EOF"
+    if /usr/sbin/ironpop --kick "$TEST_USER" > "$WORK/kick"; then
+        fail "--kick matched a session nobody has open: $(cat "$WORK/kick")"
+    fi
+    grep -qx "ended 0 sessions of user $TEST_USER" "$WORK/kick" || fail "--kick: $(cat "$WORK/kick")"
 
     step "stop"
     kill -TERM "$DAEMON_PID"

@@ -20,6 +20,12 @@ pub enum Mode {
     Demo(Option<PathBuf>),
     /// `--hash-password`: read a password, print a hash for the passwd file.
     HashPassword,
+    /// `--who`: the running daemon's sessions.
+    Who,
+    /// `--kick USER|ADDRESS`: end the matching sessions.
+    Kick(String),
+    /// `--stats [--openmetrics]`: the daemon's counters.
+    Stats { openmetrics: bool },
     /// `-V`
     Version,
     /// `-h`
@@ -62,6 +68,15 @@ fn table() -> getopts::Options {
     o.optflagopt("", "demo", "run a self-contained demo", "DIR");
     o.optopt("", "listen", "with --demo: serve POP3 on ADDR", "ADDR");
     o.optflag("", "hash-password", "read a password, print its hash");
+    o.optflag("", "who", "list the running daemon's sessions");
+    o.optopt(
+        "",
+        "kick",
+        "end the sessions of a user or address",
+        "USER|ADDRESS",
+    );
+    o.optflag("", "stats", "print the running daemon's counters");
+    o.optflag("", "openmetrics", "with --stats: OpenMetrics text format");
     o.optflag("V", "version", "print the version");
     o.optflag("h", "help", "print this help");
     o
@@ -94,6 +109,25 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
     }
     if m.opt_present("hash-password") {
         modes.push(("--hash-password", Mode::HashPassword));
+    }
+    if m.opt_present("who") {
+        modes.push(("--who", Mode::Who));
+    }
+    if let Some(target) = m.opt_str("kick") {
+        if target.is_empty() {
+            return Err(CliError("--kick needs a user name or an address".into()));
+        }
+        modes.push(("--kick", Mode::Kick(target)));
+    }
+    if m.opt_present("stats") {
+        modes.push((
+            "--stats",
+            Mode::Stats {
+                openmetrics: m.opt_present("openmetrics"),
+            },
+        ));
+    } else if m.opt_present("openmetrics") {
+        return Err(CliError("--openmetrics only applies to --stats".into()));
     }
     if m.opt_present("V") {
         modes.push(("-V", Mode::Version));
@@ -130,10 +164,18 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
 
     let foreground = m.opt_present("F");
     let config = m.opt_str("f");
-    let uses_config = matches!(mode, Mode::Daemon | Mode::CheckConfig | Mode::Inetd { .. });
+    let uses_config = matches!(
+        mode,
+        Mode::Daemon
+            | Mode::CheckConfig
+            | Mode::Inetd { .. }
+            | Mode::Who
+            | Mode::Kick(_)
+            | Mode::Stats { .. }
+    );
     if config.is_some() && !uses_config {
         return Err(CliError(format!(
-            "-f does not apply to {name} (it only selects the daemon's or -t's config)"
+            "-f does not apply to {name} (it selects the config of the daemon, -t, -i and the control commands)"
         )));
     }
     if foreground && mode != Mode::Daemon {
@@ -202,6 +244,9 @@ usage:
   ironpop --demo [DIR] [--listen ADDR]
                              self-contained demo as the current user (default DIR: ./ironpop-demo)
   ironpop --hash-password    read a password, print a yescrypt hash for the passwd file
+  ironpop --who [-f FILE]    list the running daemon's sessions
+  ironpop --kick USER|ADDRESS [-f FILE]  end those sessions (without UPDATE)
+  ironpop --stats [--openmetrics] [-f FILE]  print the daemon's counters
   ironpop -V | -h
 
 options:
@@ -214,6 +259,12 @@ options:
   --listen ADDR     with --demo: serve POP3 on ADDR instead (port 0: any free port),
                     and POP3S on a free port of the same address
   --hash-password   read a password (no echo on a terminal, else one line of stdin)
+  --who             ask the daemon (control_socket) who is connected; in inetd mode,
+                    list the sessions holding mailbox locks in state_dir
+  --kick TARGET     end the sessions of user TARGET, or from address TARGET;
+                    exit status 1 when none matched
+  --stats           the daemon's counters since it started
+  --openmetrics     with --stats: OpenMetrics text (node_exporter's textfile collector)
   -V, --version     print the version
   -h, --help        print this help
 
@@ -353,6 +404,26 @@ mod tests {
     }
 
     #[test]
+    fn control_commands_take_a_config_file() {
+        let o = p(&["--who", "-f", "/etc/x.conf"]).unwrap();
+        assert_eq!(o.mode, Mode::Who);
+        assert_eq!(o.config, PathBuf::from("/etc/x.conf"));
+        assert_eq!(mode(&["--kick", "alice"]), Mode::Kick("alice".into()));
+        assert_eq!(mode(&["--kick=192.0.2.1"]), Mode::Kick("192.0.2.1".into()));
+        assert_eq!(mode(&["--stats"]), Mode::Stats { openmetrics: false });
+        assert_eq!(
+            mode(&["--stats", "--openmetrics"]),
+            Mode::Stats { openmetrics: true }
+        );
+        assert!(err(&["--openmetrics"]).contains("only applies to --stats"));
+        assert!(err(&["--kick"]).contains("needs a value"));
+        assert!(err(&["--kick="]).contains("needs a user name"));
+        assert!(err(&["--who", "--stats"]).contains("cannot be combined"));
+        assert!(err(&["--who", "x"]).contains("unexpected argument"));
+        assert!(err(&["--who", "-F"]).contains("-F does not apply"));
+    }
+
+    #[test]
     fn usage_mentions_every_option() {
         let u = usage();
         for o in [
@@ -364,6 +435,10 @@ mod tests {
             "--demo [DIR]",
             "--listen ADDR",
             "--hash-password",
+            "--who",
+            "--kick",
+            "--stats",
+            "--openmetrics",
             "-V",
             "-h",
         ] {

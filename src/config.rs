@@ -82,6 +82,8 @@ pub struct Config {
     pub mailbox: String,
     pub state_dir: PathBuf,
     pub pid_file: PathBuf,
+    /// The Unix socket `--who`, `--kick` and `--stats` ask.
+    pub control_socket: PathBuf,
     pub max_sessions: usize,
     pub max_sessions_per_ip: usize,
     pub auth_timeout: Duration,
@@ -117,6 +119,10 @@ use crate::limits;
 
 /// Default pid file of the detached daemon.
 pub const DEFAULT_PID_FILE: &str = "/run/ironpop.pid";
+
+/// Default control socket; systemd's `RuntimeDirectory=ironpop` makes its
+/// directory.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ironpop/control";
 
 /// A config file larger than this is not a config file (a mistyped `-f
 /// /dev/zero` must not eat memory).
@@ -280,6 +286,7 @@ impl Config {
             mailbox: "/var/mail/%u".to_owned(),
             state_dir: PathBuf::from("/var/lib/ironpop"),
             pid_file: PathBuf::from(DEFAULT_PID_FILE),
+            control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
             max_sessions: limits::DEFAULT_MAX_SESSIONS,
             max_sessions_per_ip: limits::DEFAULT_MAX_SESSIONS_PER_IP,
             auth_timeout: limits::DEFAULT_AUTH_TIMEOUT,

@@ -17,6 +17,7 @@ pub mod account;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod counters;
 pub mod daemon;
 pub mod limits;

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use ironpop::cli::{self, Mode};
 use ironpop::config::{self, Config};
+use ironpop::control::command;
 use ironpop::daemon::{self, demo, preflight, RunMode};
 use ironpop::logging;
 
@@ -52,6 +53,32 @@ fn main() -> ExitCode {
         },
         Mode::Inetd { tls } => inetd(&options.config, tls),
         Mode::Demo(dir) => run_demo(dir, options.listen),
+        Mode::Who | Mode::Kick(_) | Mode::Stats { .. } => control(&options.mode, &options.config),
+    }
+}
+
+/// `--who`, `--kick`, `--stats`: exit 1 when the daemon cannot be asked
+/// or `--kick` matched nothing.
+fn control(mode: &Mode, config_path: &Path) -> ExitCode {
+    let config = match load(config_path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let result = match mode {
+        Mode::Kick(target) => command::kick(&config, target),
+        Mode::Stats { openmetrics } => command::stats(&config, *openmetrics),
+        _ => command::who(&config),
+    };
+    match result {
+        Ok(printed) => {
+            print!("{}", printed.text);
+            if printed.nothing_matched {
+                ExitCode::from(RUNTIME_FAILURE)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => fail(RUNTIME_FAILURE, &e),
     }
 }
 

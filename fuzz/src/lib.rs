@@ -289,3 +289,42 @@ pub fn proxy(data: &[u8]) {
         assert!(len <= data.len() && len <= proxy::MAX_HEADER);
     }
 }
+
+/// The control socket's protocol: the daemon's request parser (selector
+/// even) and the command line's reply parser (odd). A request prints back
+/// to a line that parses to the same request; an error reply of any text
+/// is read back as a refusal; no body line holds a line end.
+pub fn control(data: &[u8]) {
+    use ironpop::control::protocol::{
+        decode_stat, err_reply, parse_reply, parse_request, ReplyError, WhoRow, MAX_REQUEST,
+    };
+    let (sel, _, payload) = header(data, 0);
+    if sel % 2 == 0 {
+        match parse_request(payload) {
+            Ok(request) => {
+                assert!(payload.len() <= MAX_REQUEST);
+                let line = format!("{request}\n");
+                assert_eq!(parse_request(line.as_bytes()), Ok(request), "{line:?}");
+            }
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
+        return;
+    }
+    match parse_reply(payload) {
+        Ok(body) => {
+            for line in body {
+                assert!(!line.contains('\n') && line != ".");
+                if let Ok(row) = WhoRow::decode(line) {
+                    assert_eq!(WhoRow::decode(&row.encode()), Ok(row));
+                }
+                let _ = decode_stat(line);
+            }
+        }
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+    let text = String::from_utf8_lossy(payload);
+    assert!(matches!(
+        parse_reply(&err_reply(&text)),
+        Err(ReplyError::Refused(_))
+    ));
+}

@@ -63,6 +63,10 @@ impl Config {
         line("mailbox", Some(self.mailbox.clone()));
         line("state_dir", Some(self.state_dir.display().to_string()));
         line("pid_file", Some(self.pid_file.display().to_string()));
+        line(
+            "control_socket",
+            Some(self.control_socket.display().to_string()),
+        );
         line("max_sessions", Some(self.max_sessions.to_string()));
         line(
             "max_sessions_per_ip",

@@ -48,6 +48,7 @@ fn empty_file_gives_the_defaults() {
     assert_eq!(c.mailbox, "/var/mail/%u");
     assert_eq!(c.state_dir, PathBuf::from("/var/lib/ironpop"));
     assert_eq!(c.pid_file, PathBuf::from("/run/ironpop.pid"));
+    assert_eq!(c.control_socket, PathBuf::from("/run/ironpop/control"));
     assert_eq!(c.max_sessions, 512);
     assert_eq!(c.max_sessions_per_ip, 16);
     assert_eq!(c.auth_timeout, Duration::from_secs(60));
@@ -262,6 +263,7 @@ fn bad_values_name_key_and_value() {
         "'state_dir' must be an absolute path",
     );
     err_at("pid_file = x.pid", 1, "absolute path");
+    err_at("control_socket = control", 1, "absolute path");
     err_at("tls_cert = c.pem", 1, "absolute path");
     err_at(
         "max_sessions = 0",

@@ -15,6 +15,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::auth::throttle::Throttle;
+use crate::control::server::ControlServer;
 use crate::counters::{self, Counter};
 
 use crate::daemon::listeners::Listener;
@@ -24,6 +25,8 @@ use crate::daemon::signals::{SignalEvent, Signals};
 
 const SIGNALS: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
+/// The control socket's listener; its conversations take the tokens after.
+const CONTROL: usize = 1 << 20;
 
 /// When accept(2) fails for want of file descriptors the pending
 /// connection stays queued and, with edge-triggered polling, no new event
@@ -146,6 +149,8 @@ pub struct Acceptor {
     throttle: Option<Arc<Throttle>>,
     /// `proxy_protocol_from`, canonical.
     proxies: Vec<IpAddr>,
+    /// `--who`, `--kick`, `--stats`.
+    control: Option<ControlServer>,
 }
 
 impl Acceptor {
@@ -193,7 +198,15 @@ impl Acceptor {
             helpers: Vec::new(),
             throttle: None,
             proxies: Vec::new(),
+            control: None,
         })
+    }
+
+    /// Serves the control socket from this loop.
+    pub fn serve_control(&mut self, mut server: ControlServer) -> io::Result<()> {
+        server.register(self.poll.registry(), CONTROL)?;
+        self.control = Some(server);
+        Ok(())
     }
 
     /// Runs `reload` in the poll loop on each SIGHUP.
@@ -219,7 +232,14 @@ impl Acceptor {
         let mut events = Events::with_capacity(64);
         let mut retry_all = false;
         loop {
-            let timeout = retry_all.then_some(ACCEPT_RETRY);
+            let control_due = self.control.as_ref().and_then(ControlServer::next_deadline);
+            let timeout = match (retry_all.then_some(ACCEPT_RETRY), control_due) {
+                (retry, None) => retry,
+                (retry, Some(due)) => {
+                    let left = due.saturating_duration_since(Instant::now());
+                    Some(retry.map_or(left, |r| r.min(left)))
+                }
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -240,8 +260,16 @@ impl Acceptor {
                             return Ok(reason);
                         }
                     }
+                    t if self.control.as_ref().is_some_and(|c| c.owns(t)) => {
+                        if let Some(control) = self.control.as_mut() {
+                            control.ready(t, self.poll.registry());
+                        }
+                    }
                     Token(i) => retry_all |= self.accept_all(i, pool, table),
                 }
+            }
+            if let Some(control) = self.control.as_mut() {
+                control.expire(Instant::now(), self.poll.registry());
             }
             if self.stop.load(Ordering::SeqCst) {
                 return Ok(StopReason::Requested);

@@ -78,6 +78,7 @@ pub fn run(config: &Config, tls: bool) -> Result<(), DaemonError> {
         &Timeouts::from_config(config),
         &AtomicBool::new(false),
         service.as_deref(),
+        None,
     );
     log::debug!("inetd session ended: {ended:?}");
     Ok(())

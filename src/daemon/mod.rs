@@ -25,12 +25,13 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
 use crate::auth::throttle::{Policy, Throttle};
 use crate::config::Config;
+use crate::control::server::ControlServer;
 use crate::limits;
 use crate::net::tls::{TlsFiles, TlsReloader};
 use crate::net::tls_conn::{TlsService, MAX_HANDSHAKE_TIME};
@@ -103,12 +104,22 @@ pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), Dae
             print!("{}", demo::instructions(config, plain, bound(true)));
         }
     }
+    // As root, before the drop: the socket's owner and group.
+    let control = match crate::privsep::control_socket::bind(&config.control_socket) {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            log::warn!("{e}; ironpop --who, --kick and --stats will not work");
+            None
+        }
+    };
     let pid_file = if foreground {
         None
     } else {
         Some(detach::detach(&config.pid_file)?)
     };
-    let listener_fds: Vec<_> = listeners.iter().map(|l| l.socket.as_raw_fd()).collect();
+    let control_bound = control.is_some();
+    let mut listener_fds: Vec<_> = listeners.iter().map(|l| l.socket.as_raw_fd()).collect();
+    listener_fds.extend(control.as_ref().map(|c| c.as_raw_fd()));
     // Root writes the pid file but the dropped daemon cannot remove it: a
     // root keeper does, once the daemon is gone. Held until exit.
     let _pid_file_keeper = match &pid_file {
@@ -148,6 +159,12 @@ pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), Dae
     acceptor.watch_helpers(&helpers);
     acceptor.use_throttle(throttle);
     acceptor.trust_proxies(&config.proxy_protocol_from);
+    if let Some(listener) = control {
+        let answer = crate::control::answer::answerer(Arc::clone(&table), Instant::now());
+        acceptor
+            .serve_control(ControlServer::new(listener, answer))
+            .map_err(|e| DaemonError::system("set up the control socket", e))?;
+    }
     let notifier = Arc::new(notifier);
     acceptor.on_reload(reloader(
         config_path.to_path_buf(),
@@ -172,6 +189,10 @@ pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), Dae
     stopping.store(true, Ordering::SeqCst);
     pool.shutdown();
     shut_down_sessions(&table);
+    if control_bound {
+        // Possible unless privileges were dropped (the directory is root's).
+        let _ = std::fs::remove_file(&config.control_socket);
+    }
     if let acceptor::StopReason::HelperDied(what) = reason {
         return Err(DaemonError::HelperDied(what));
     }

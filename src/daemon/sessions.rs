@@ -1,17 +1,28 @@
-//! The table of open sessions: per-address admission at accept, and a way to close them all at shutdown.
+//! The table of open sessions: per-address admission at accept, `--who` and `--kick`, and a way to close them all at shutdown.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::control::protocol::{Target, WhoRow};
+use crate::net::live::LiveSession;
+
 #[derive(Default)]
 struct Inner {
     per_ip: HashMap<IpAddr, usize>,
-    /// A second handle on each session's socket, so shutdown can wake a
-    /// worker blocked in read(2) without touching the worker's own handle.
-    open: HashMap<u64, Option<TcpStream>>,
+    open: HashMap<u64, Slot>,
     next_id: u64,
+}
+
+/// One open session.
+#[derive(Default)]
+struct Slot {
+    /// A second handle on the session's socket, so shutdown and `--kick`
+    /// can wake a worker blocked in read(2) without touching its own handle.
+    handle: Option<TcpStream>,
+    /// What `--who` shows, once the worker has started the session.
+    live: Option<Arc<LiveSession>>,
 }
 
 /// Open sessions, counted per client address.
@@ -68,7 +79,7 @@ impl SessionTable {
         inner.per_ip.insert(ip, count + 1);
         let id = inner.next_id;
         inner.next_id = inner.next_id.wrapping_add(1);
-        inner.open.insert(id, handle);
+        inner.open.insert(id, Slot { handle, live: None });
         Ok(Ticket {
             table: Arc::clone(self),
             ip: Some(ip),
@@ -84,7 +95,7 @@ impl SessionTable {
         let mut inner = self.lock();
         let id = inner.next_id;
         inner.next_id = inner.next_id.wrapping_add(1);
-        inner.open.insert(id, handle);
+        inner.open.insert(id, Slot { handle, live: None });
         Ticket {
             table: Arc::clone(self),
             ip: None,
@@ -110,9 +121,37 @@ impl SessionTable {
     /// sessions at once (their read sees end of file) and lets a reply in
     /// progress finish; `Both` also ends sessions stuck writing.
     pub fn close_all(&self, how: Shutdown) {
-        for stream in self.lock().open.values().flatten() {
+        for stream in self.lock().open.values().filter_map(|s| s.handle.as_ref()) {
             let _ = stream.shutdown(how);
         }
+    }
+
+    /// `--who`: the started sessions, in no particular order.
+    pub fn who(&self) -> Vec<WhoRow> {
+        let inner = self.lock();
+        inner
+            .open
+            .values()
+            .filter_map(|s| s.live.as_ref().map(|live| live.row()))
+            .collect()
+    }
+
+    /// `--kick`: ends the sessions `target` names, like shutdown does one
+    /// (without UPDATE); their driver tells the client why. Returns how many.
+    pub fn kick(&self, target: &Target) -> usize {
+        let inner = self.lock();
+        let mut kicked = 0;
+        for slot in inner.open.values() {
+            let Some(live) = slot.live.as_ref().filter(|l| l.matches(target)) else {
+                continue;
+            };
+            live.kick();
+            if let Some(stream) = &slot.handle {
+                let _ = stream.shutdown(Shutdown::Read);
+            }
+            kicked += 1;
+        }
+        kicked
     }
 
     /// Waits until no session is open; `false` on timeout.
@@ -152,6 +191,13 @@ impl SessionTable {
 }
 
 impl Ticket {
+    /// Shows the session to `--who` and `--kick` from now on.
+    pub fn watch(&self, live: Arc<LiveSession>) {
+        if let Some(slot) = self.table.lock().open.get_mut(&self.id) {
+            slot.live = Some(live);
+        }
+    }
+
     /// Counts an uncounted ticket (from [`SessionTable::admit_proxied`])
     /// for `ip`, under the same per-address limit as [`SessionTable::admit`].
     /// A ticket already counted for an address stays as it is.

@@ -12,6 +12,7 @@ use crate::daemon::acceptor::{self, Job};
 use crate::daemon::sessions::Ticket;
 use crate::net::conn::is_loopback_ip;
 use crate::net::driver::{self, Timeouts};
+use crate::net::live::LiveSession;
 use crate::net::proxy::Header;
 use crate::net::proxy_read::{self, MAX_HEADER_WAIT};
 use crate::net::tls_conn::TlsService;
@@ -81,6 +82,12 @@ impl Server {
             }
         };
         let peer = ends.client;
+        let local_port = ends
+            .local
+            .or_else(|| stream.local_addr().ok())
+            .map_or(0, |a| a.port());
+        let live = Arc::new(LiveSession::new(peer, local_port));
+        ticket.watch(Arc::clone(&live));
         // Accepted sockets are blocking on Linux, not on every Unix.
         let conn = match stream
             .set_nonblocking(false)
@@ -137,6 +144,7 @@ impl Server {
             &self.timeouts,
             &self.stopping,
             self.tls.as_deref(),
+            Some(&live),
         );
         log::debug!("connection from {peer} ended: {ended:?}");
         drop(ticket);

@@ -36,6 +36,14 @@ pub fn try_lock(fd: impl AsFd) -> io::Result<bool> {
     }
 }
 
+/// Whether another open file description holds a lock on the file
+/// (`ironpop --who` in inetd mode asks this of session lock files).
+pub fn is_locked(fd: impl AsFd) -> io::Result<bool> {
+    let mut lock = whole_file(libc::F_WRLCK);
+    fcntl(fd.as_fd(), FcntlArg::F_OFD_GETLK(&mut lock)).map_err(io::Error::from)?;
+    Ok(lock.l_type != libc::F_UNLCK as libc::c_short)
+}
+
 /// Releases the lock taken by [`try_lock`] on the same open file description.
 pub fn unlock(fd: impl AsFd) -> io::Result<()> {
     let lock = whole_file(libc::F_UNLCK);
@@ -54,8 +62,10 @@ mod tests {
         let t = tempfile::NamedTempFile::new().unwrap();
         let a = File::options().write(true).open(t.path()).unwrap();
         let b = File::options().write(true).open(t.path()).unwrap();
+        assert!(!is_locked(&b).unwrap());
         assert!(try_lock(&a).unwrap());
         assert!(!try_lock(&b).unwrap());
+        assert!(is_locked(&b).unwrap());
         // A duplicate of `a` shares its description, hence the lock.
         let a2 = a.try_clone().unwrap();
         assert!(try_lock(&a2).unwrap());

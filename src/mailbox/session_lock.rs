@@ -82,10 +82,13 @@ impl SessionLock {
             }
         };
         match ofd::try_lock(&file) {
-            Ok(true) => Ok(SessionLock {
-                spool: canonical.clone(),
-                file,
-            }),
+            Ok(true) => {
+                record_holder(&file, &canonical);
+                Ok(SessionLock {
+                    spool: canonical.clone(),
+                    file,
+                })
+            }
             Ok(false) => {
                 unregister();
                 Err(in_use())
@@ -96,6 +99,31 @@ impl SessionLock {
             }
         }
     }
+}
+
+/// What a lock file holds while locked, for `ironpop --who` in inetd mode:
+/// `SECONDS PID SPOOL`, the time of the lock and who took it. Not needed
+/// for locking; a failure to write it is only logged.
+fn record_holder(file: &File, spool: &Path) {
+    use std::os::unix::fs::FileExt;
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let line = format!("{since} {} {}\n", std::process::id(), spool.display());
+    if let Err(e) = file
+        .set_len(0)
+        .and_then(|()| file.write_all_at(line.as_bytes(), 0))
+    {
+        log::debug!("cannot note the session in its lock file: {e}");
+    }
+}
+
+/// The holder a lock file names: seconds since the epoch, and the spool.
+pub fn read_holder(text: &str) -> Option<(u64, &str)> {
+    let mut words = text.trim_end_matches('\n').splitn(3, ' ');
+    let since = words.next()?.parse().ok()?;
+    let _pid = words.next()?;
+    Some((since, words.next()?))
 }
 
 impl Drop for SessionLock {

@@ -6,15 +6,20 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, PlaintextAuth};
+use crate::counters::{self, Counter};
 use crate::limits;
 use crate::net::conn::Conn;
 use crate::net::line_buffer::{LineBuffer, LineEvent};
+use crate::net::live::LiveSession;
 use crate::net::output::Output;
 use crate::net::tls_conn::TlsService;
 use crate::pop3::{Control, Session, SessionSettings, State};
 
 /// RFC 1939 §3 names no wording; this is the traditional one (popa3d, qpopper).
 const AUTOLOGOUT_REPLY: &[u8] = b"-ERR autologout; idle for too long\r\n";
+
+/// RFC 3206: the administrator's doing, and the client may come back.
+const KICKED_REPLY: &[u8] = b"-ERR [SYS/TEMP] session ended by the administrator\r\n";
 
 /// The goodbye after a timeout must not hold the worker on a client that
 /// stopped reading.
@@ -59,6 +64,8 @@ pub enum Ended {
     Eof,
     /// Reading from or writing to the client failed.
     Error,
+    /// `ironpop --kick` ended it.
+    Kicked,
 }
 
 /// Whether USER/PASS may be used on this connection right now.
@@ -126,27 +133,37 @@ pub fn serve(
     timeouts: &Timeouts,
     stopping: &AtomicBool,
 ) -> Ended {
-    serve_with_tls(conn, session, timeouts, stopping, None)
+    serve_with_tls(conn, session, timeouts, stopping, None, None)
 }
 
 /// [`serve`], with `starttls` to run the handshake when the session
-/// accepts STLS (the session offers it when its settings say so).
+/// accepts STLS (the session offers it when its settings say so), and
+/// `live` to show the session to `--who` and let `--kick` end it.
 pub fn serve_with_tls(
     conn: Conn,
     session: &mut Session,
     timeouts: &Timeouts,
     stopping: &AtomicBool,
     starttls: Option<&TlsService>,
+    live: Option<&LiveSession>,
 ) -> Ended {
+    if let (Some(live), true) = (live, conn.is_tls()) {
+        live.tls_started(tls_protocol(&conn));
+    }
     let mut out = output_for(conn, timeouts);
     let mut greet = true;
     let ended = loop {
-        match drive(session, &mut out, timeouts, greet) {
+        match drive(session, &mut out, timeouts, greet, live) {
             Next::Ended(ended) => break ended,
             Next::StartTls => {
                 greet = false;
                 match upgrade(out, session, starttls) {
-                    Some(tls) => out = output_for(tls, timeouts),
+                    Some(tls) => {
+                        if let Some(live) = live {
+                            live.tls_started(tls_protocol(&tls));
+                        }
+                        out = output_for(tls, timeouts);
+                    }
                     None => {
                         // The socket is gone with the failed handshake.
                         session.abort("tls-handshake-failed");
@@ -157,7 +174,18 @@ pub fn serve_with_tls(
         }
     };
     let shutting_down = stopping.load(Ordering::Relaxed);
+    let kicked = live.is_some_and(LiveSession::is_kicked);
     match ended {
+        // A kicked session may see end of file or a TLS error first.
+        _ if kicked && ended != Ended::Closed => {
+            let _ = out.get_ref().set_write_timeout(Some(GOODBYE_WRITE_TIMEOUT));
+            let _ = out.write_all(KICKED_REPLY).and_then(|()| out.flush());
+            counters::bump(Counter::SessionsKicked);
+            session.abort("kicked");
+            out.get_mut().close();
+            return Ended::Kicked;
+        }
+        Ended::Kicked => session.abort("kicked"),
         // The session has normally ended itself (QUIT); if not, this logs
         // the disconnect, and is a no-op otherwise.
         Ended::Closed => session.abort("closed"),
@@ -211,12 +239,29 @@ fn upgrade(
     }
 }
 
-fn drive(session: &mut Session, out: &mut Output<Conn>, timeouts: &Timeouts, greet: bool) -> Next {
+fn drive(
+    session: &mut Session,
+    out: &mut Output<Conn>,
+    timeouts: &Timeouts,
+    greet: bool,
+    live: Option<&LiveSession>,
+) -> Next {
     if greet {
         if let Err(e) = session.greeting(out).and_then(|()| out.flush()) {
             return Next::Ended(ended_by(&e));
         }
     }
+    let show = |out: &mut Output<Conn>, session: &Session, commands: usize| {
+        if let Some(live) = live {
+            live.progress(
+                commands as u64,
+                out.take_sent(),
+                session.state(),
+                session.user(),
+            );
+        }
+    };
+    show(out, session, 0);
     let mut lines = LineBuffer::new(session.max_line());
     let mut chunk = [0u8; limits::READ_BUFFER];
     // The autologout timer runs from the last complete command, so a
@@ -230,6 +275,11 @@ fn drive(session: &mut Session, out: &mut Output<Conn>, timeouts: &Timeouts, gre
             Err(e) if is_timeout(&e) => return Next::Ended(Ended::Timeout),
             Err(e) => return Next::Ended(ended_by(&e)),
         };
+        // A client that keeps sending would never see the end of file
+        // `--kick` left in its socket.
+        if live.is_some_and(LiveSession::is_kicked) {
+            return Next::Ended(Ended::Kicked);
+        }
         lines.push(chunk.get(..n).unwrap_or_default());
         let mut commands = 0usize;
         loop {
@@ -274,6 +324,7 @@ fn drive(session: &mut Session, out: &mut Output<Conn>, timeouts: &Timeouts, gre
             return Next::Ended(ended_by(&e));
         }
         out.release();
+        show(out, session, commands);
         if commands > 0 {
             deadline = Instant::now() + timeouts.for_state(session.state());
         }

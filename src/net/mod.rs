@@ -5,6 +5,7 @@ pub mod client_cert;
 pub mod conn;
 pub mod driver;
 pub mod line_buffer;
+pub mod live;
 pub mod output;
 pub mod proxy;
 pub mod proxy_read;

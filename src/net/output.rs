@@ -16,6 +16,8 @@ pub struct Output<W: Write> {
     inner: W,
     buf: Vec<u8>,
     limit: usize,
+    /// Octets written to `inner` since [`Output::take_sent`] last asked.
+    sent: u64,
 }
 
 impl<W: Write> Output<W> {
@@ -25,6 +27,7 @@ impl<W: Write> Output<W> {
             inner,
             buf: Vec::with_capacity(IDLE_CAPACITY.min(limit)),
             limit: limit.max(1),
+            sent: 0,
         }
     }
 
@@ -49,6 +52,11 @@ impl<W: Write> Output<W> {
         self.buf.len()
     }
 
+    /// Octets written to the connection since the last call.
+    pub fn take_sent(&mut self) -> u64 {
+        std::mem::take(&mut self.sent)
+    }
+
     /// Gives back memory grown for a large reply; call when idle.
     pub fn release(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > IDLE_CAPACITY {
@@ -61,6 +69,9 @@ impl<W: Write> Output<W> {
             return Ok(());
         }
         let result = self.inner.write_all(&self.buf);
+        if result.is_ok() {
+            self.sent += self.buf.len() as u64;
+        }
         // After a failed write the connection is unusable; dropping the
         // bytes keeps later calls from resending half a reply.
         self.buf.clear();
@@ -74,7 +85,9 @@ impl<W: Write> Write for Output<W> {
             self.write_buffered()?;
         }
         if data.len() >= self.limit {
-            return self.inner.write(data);
+            let n = self.inner.write(data)?;
+            self.sent += n as u64;
+            return Ok(n);
         }
         self.buf.extend_from_slice(data);
         Ok(data.len())

@@ -144,6 +144,14 @@ impl Session {
         }
     }
 
+    /// The logged-in user, in TRANSACTION state.
+    pub fn user(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::Transaction(t) => Some(t.user()),
+            _ => None,
+        }
+    }
+
     /// The client address the log lines name (`rip=`).
     pub fn peer(&self) -> &str {
         &self.settings.peer

@@ -7,6 +7,8 @@
 //! * `fork.rs` — at startup, forks the helpers (before any thread exists)
 //!   and hands the network process over to `privileges.rs`; without root,
 //!   sets up the in-process account database instead.
+//! * `control_socket.rs` — at startup, makes the control socket's file
+//!   (directory under /run, owner root, group `ironpop`, mode 0660).
 //! * `privileges.rs` — drops root: `user`, `group` and its supplementary
 //!   groups, no new privileges, not dumpable, and checks root cannot come
 //!   back.
@@ -40,6 +42,7 @@
 pub mod accounts;
 pub mod cert_login;
 pub mod checked;
+pub mod control_socket;
 pub mod crypt;
 pub mod decoy;
 pub mod file_stamp;

@@ -254,3 +254,35 @@ fn proxy_header_parser() {
         .collect();
     run("proxy", bodies::proxy, inputs);
 }
+
+#[test]
+fn control_protocol() {
+    const D: &[&[u8]] = &[
+        b"WHO",
+        b"STATS",
+        b"KICK",
+        b"kick",
+        b" ",
+        b"alice",
+        b"192.0.2.1",
+        b"::ffff:10.0.0.1",
+        b"2001:db8::1",
+        b"\n",
+        b"\r\n",
+        b"\t",
+        b"OK\n",
+        b"ERR ",
+        b".\n",
+        b"-",
+        b"110",
+        b"TLSv1.3",
+        b"TRANSACTION",
+        b"1800000000",
+        b"uptime_seconds 5\n",
+        b"\xff",
+        b"\xc3\xa9",
+    ];
+    run("control", bodies::control, inputs(8, 4000, 16, D));
+    // Past the length limit.
+    bodies::control(&[[0u8].as_slice(), &[b'W'; 300]].concat());
+}

@@ -295,6 +295,7 @@ impl ServerBuilder {
             ("mailbox", format!("{}/mail/%u", root.display())),
             ("state_dir", root.join("state").display().to_string()),
             ("pid_file", root.join("ironpop.pid").display().to_string()),
+            ("control_socket", root.join("control").display().to_string()),
         ];
         for (k, v) in &paths {
             conf.push_str(&format!("{k} = {v}\n"));

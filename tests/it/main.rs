@@ -18,6 +18,7 @@ mod docs;
 mod fail2ban;
 mod fuzz_smoke;
 mod maildrop;
+mod operations;
 #[cfg(feature = "pam")]
 mod pam;
 mod popa3d_compat;

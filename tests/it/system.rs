@@ -179,11 +179,11 @@ pub(crate) fn setup_with(user: &SystemUser, passdb: &str, extra: &str) -> Setup 
         &conf,
         format!(
             "listen = 127.0.0.1:0\nuser = nobody\ngroup = nogroup\npassdb = {passdb}\n\
-             mailbox = {}/%u\nstate_dir = {}\npid_file = {}/pid\nplaintext_auth = always\n\
-             auth_fail_delay = 0\n{extra}",
+             mailbox = {}/%u\nstate_dir = {}\npid_file = {root}/pid\ncontrol_socket = {root}/control\n\
+             plaintext_auth = always\nauth_fail_delay = 0\n{extra}",
             mail.display(),
             state.display(),
-            root.display()
+            root = root.display()
         ),
     )
     .unwrap();

@@ -124,25 +124,30 @@ fn tls_server(plaintext_auth: &str, extra: &[&str]) -> TlsServer {
         b = b.passwd_line(l);
     }
     let server = b.start();
-    assert!(
-        server.wait_for_log("(pop3s)", Duration::from_secs(10)),
-        "no pop3s listener: {}",
-        server.log()
-    );
-    let tls_addr = server
-        .log()
-        .lines()
-        .find_map(|l| {
-            let rest = &l[l.find("listening on ")? + "listening on ".len()..];
-            rest.strip_suffix(" (pop3s)")?.trim().parse().ok()
-        })
-        .expect("pop3s address in the log");
+    let tls_addr = pop3s_addr(&server);
     TlsServer {
         server,
         pki,
         tls_addr,
         _certs: certs,
     }
+}
+
+/// The implicit-TLS listener's address, from the server's log.
+pub(crate) fn pop3s_addr(server: &TestServer) -> SocketAddr {
+    assert!(
+        server.wait_for_log("(pop3s)", Duration::from_secs(10)),
+        "no pop3s listener: {}",
+        server.log()
+    );
+    server
+        .log()
+        .lines()
+        .find_map(|l| {
+            let rest = &l[l.find("listening on ")? + "listening on ".len()..];
+            rest.strip_suffix(" (pop3s)")?.trim().parse().ok()
+        })
+        .expect("pop3s address in the log")
 }
 
 /// A line-oriented client over rustls.
@@ -155,7 +160,7 @@ impl TlsClient {
         TlsClient(BufReader::new(StreamOwned::new(conn, sock)))
     }
 
-    fn implicit(config: Arc<ClientConfig>, addr: SocketAddr) -> TlsClient {
+    pub(crate) fn implicit(config: Arc<ClientConfig>, addr: SocketAddr) -> TlsClient {
         let mut c = TlsClient::over(config, TcpStream::connect(addr).unwrap());
         assert_eq!(c.line(), "+OK ironpop ready");
         c

@@ -141,6 +141,7 @@ fn stls_server(pki: &Pki, server: TcpStream) -> thread::JoinHandle<Ended> {
             &timeouts,
             &AtomicBool::new(false),
             Some(&service),
+            None,
         )
     })
 }

@@ -1,0 +1,81 @@
+//! The command-line side of the control socket: one request, the whole reply, errors in the administrator's words.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::protocol::{parse_reply, ReplyError, Request, MAX_REPLY};
+use crate::privsep::control_socket::CONTROL_GROUP;
+
+/// The daemon answers from its poll loop at once; this only guards
+/// against a daemon that is stuck.
+const REPLY_TIME: Duration = Duration::from_secs(10);
+
+/// Why the daemon could not be asked.
+#[derive(Debug)]
+pub enum ControlError {
+    /// No socket there: no daemon (or inetd mode).
+    NoSocket(PathBuf),
+    /// The socket's permissions keep this user out.
+    NotAllowed(PathBuf),
+    /// A socket nobody listens on: the daemon is not running.
+    NotRunning(PathBuf),
+    Io(PathBuf, io::Error),
+    Reply(ReplyError),
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlError::NoSocket(p) => write!(
+                f,
+                "no control socket at {}: is the daemon running (and is this its config)?",
+                p.display()
+            ),
+            ControlError::NotAllowed(p) => write!(
+                f,
+                "permission denied on {}: the control socket is for root and group {CONTROL_GROUP}",
+                p.display()
+            ),
+            ControlError::NotRunning(p) => write!(
+                f,
+                "nothing answers on {}: the daemon is not running",
+                p.display()
+            ),
+            ControlError::Io(p, e) => write!(f, "control socket {}: {e}", p.display()),
+            ControlError::Reply(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ControlError {}
+
+/// Sends `request` to the daemon at `path`; the reply's body lines.
+pub fn ask(path: &Path, request: &Request) -> Result<Vec<String>, ControlError> {
+    let io_err = |e: io::Error| ControlError::Io(path.to_path_buf(), e);
+    let mut stream = UnixStream::connect(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => ControlError::NoSocket(path.to_path_buf()),
+        io::ErrorKind::PermissionDenied => ControlError::NotAllowed(path.to_path_buf()),
+        io::ErrorKind::ConnectionRefused => ControlError::NotRunning(path.to_path_buf()),
+        _ => io_err(e),
+    })?;
+    stream
+        .set_read_timeout(Some(REPLY_TIME))
+        .and_then(|()| stream.set_write_timeout(Some(REPLY_TIME)))
+        .map_err(io_err)?;
+    stream
+        .write_all(format!("{request}\n").as_bytes())
+        .map_err(io_err)?;
+    let mut reply = Vec::new();
+    match (&stream).take(MAX_REPLY as u64 + 1).read_to_end(&mut reply) {
+        // The daemon closes as soon as the reply is out; the framing
+        // tells a whole reply from a cut one either way.
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    let body = parse_reply(&reply).map_err(ControlError::Reply)?;
+    Ok(body.into_iter().map(str::to_owned).collect())
+}

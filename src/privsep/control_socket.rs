@@ -1,0 +1,127 @@
+//! The control socket's file, made before the privilege drop: mode 0660, owner root, group `ironpop`.
+//!
+//! Who may use it is decided by the file system: connecting to a Unix
+//! socket needs write permission on it. Started as root, the socket is
+//! `root:ironpop 0660` — root and the members of group `ironpop` (the
+//! package creates the group; `adduser alice ironpop` lets alice in). Not
+//! the daemon's `group`: that is `mail`, whose members may write spools,
+//! which is no reason to let them end other people's sessions. Without a
+//! group `ironpop` the socket is root's alone (0600), and the log says so.
+//! Started as an ordinary user, the socket is that user's alone (0600).
+//!
+//! The file is left in place at exit after a privilege drop (the directory
+//! is root's); systemd removes `RuntimeDirectory=` at stop, and the next
+//! start replaces a socket nobody listens on.
+
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+
+use nix::sys::stat::{umask, Mode};
+use nix::unistd::{chown, geteuid, Gid, Group, Uid};
+
+/// The group whose members may use the control socket, besides root.
+pub const CONTROL_GROUP: &str = "ironpop";
+
+/// Why the control socket could not be made.
+#[derive(Debug)]
+pub struct ControlSocketError(String);
+
+impl std::fmt::Display for ControlSocketError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Binds the control socket at `path` (non-blocking), its directory made
+/// (0755) when missing, a stale socket replaced; refuses to replace a file
+/// that is not a socket or a socket another process listens on.
+pub fn bind(path: &Path) -> Result<UnixListener, ControlSocketError> {
+    let fail = |what: &str, e: io::Error| {
+        ControlSocketError(format!("cannot {what} {}: {e}", path.display()))
+    };
+    if let Some(dir) = path.parent() {
+        match DirBuilder::new().recursive(true).mode(0o755).create(dir) {
+            Ok(()) => {}
+            Err(e) => return Err(fail("create the directory of", e)),
+        }
+    }
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(ControlSocketError(format!(
+                    "{} is in use by another running ironpop; give this one its own control_socket",
+                    path.display()
+                )));
+            }
+            fs::remove_file(path).map_err(|e| fail("replace the stale", e))?;
+        }
+        Ok(_) => {
+            return Err(ControlSocketError(format!(
+                "{} exists and is not a socket; move it away or choose another control_socket",
+                path.display()
+            )))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail("inspect", e)),
+    }
+    // Created 0600, so nobody else can connect before the mode below is set.
+    // Startup is single-threaded here: the umask change affects no one else.
+    let old = umask(Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    umask(old);
+    let listener = bound.map_err(|e| fail("listen on", e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| fail("set up", e))?;
+    if geteuid().is_root() {
+        share_with_group(path).map_err(|e| fail("set the owner of", e))?;
+    }
+    Ok(listener)
+}
+
+/// root:ironpop 0660 when the group exists; root's alone otherwise.
+fn share_with_group(path: &Path) -> io::Result<()> {
+    let Ok(Some(group)) = Group::from_name(CONTROL_GROUP) else {
+        log::warn!(
+            "control socket {}: group {CONTROL_GROUP} does not exist, so only root can use it \
+             (addgroup --system {CONTROL_GROUP} to share it)",
+            path.display()
+        );
+        return Ok(());
+    };
+    chown(
+        path,
+        Some(Uid::from_raw(0)),
+        Some(Gid::from_raw(group.gid.as_raw())),
+    )?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o660))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn made_private_replacing_only_a_stale_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/control");
+        let first = bind(&path).unwrap();
+        let mode = fs::metadata(&path).unwrap().mode() & 0o777;
+        if !geteuid().is_root() {
+            assert_eq!(mode, 0o600);
+        }
+        let e = bind(&path).unwrap_err().to_string();
+        assert!(e.contains("in use by another running ironpop"), "{e}");
+        drop(first);
+        bind(&path).expect("a socket nobody listens on is replaced");
+        let file = dir.path().join("file");
+        fs::write(&file, "x").unwrap();
+        let e = bind(&file).unwrap_err().to_string();
+        assert!(e.contains("is not a socket"), "{e}");
+        assert_eq!(fs::read(&file).unwrap(), b"x", "left alone");
+    }
+}

@@ -1,0 +1,273 @@
+//! Operations end to end: `--who`, `--kick` and `--stats` against a running daemon, its control socket's limits and permissions.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Command;
+
+use crate::harness::*;
+use crate::tls::{pop3s_addr, Pki, TlsClient};
+
+/// `ironpop ARGS -f CONF`.
+fn control(conf: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).arg("-f").arg(conf);
+    run(&mut cmd, b"", IO_TIMEOUT)
+}
+
+/// The `--stats` value of `name`.
+fn stat(stats: &str, name: &str) -> u64 {
+    stats
+        .lines()
+        .find_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some(name)).then(|| words.next().unwrap().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no {name} in:\n{stats}"))
+}
+
+/// One raw request on the control socket; the whole reply.
+fn raw_request(socket: &Path, request: &[u8]) -> String {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let _ = s.write_all(request);
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+#[test]
+fn who_kick_and_stats_with_a_plain_and_a_tls_session() {
+    let certs = tempfile::tempdir().unwrap();
+    let pki = Pki::new(certs.path(), "ops");
+    let (crt, key) = pki.leaf("server", "localhost", false, false);
+    let alice_spool = mbox(&messages(3));
+    let server = ServerBuilder::new()
+        .spool("alice", alice_spool.clone())
+        .spool("bob", mbox(&messages(1)))
+        .line("listen_tls = 127.0.0.1:0")
+        .line(&format!("tls_cert = {}", crt.display()))
+        .line(&format!("tls_key = {}", key.display()))
+        .start();
+    let conf = server.config_path().to_path_buf();
+    let socket = server.dir().join("control");
+    let (plain, tls) = (server.addr(), pop3s_addr(&server));
+
+    // Exactly one failed and two successful logins.
+    let mut failed = server.greeted();
+    failed.ok(&format!("USER {}", ALICE.user));
+    assert!(failed.cmd("PASS wrong").starts_with("-ERR [AUTH]"));
+    failed.quit();
+    let mut alice = server.login(ALICE);
+    alice.ok("DELE 1");
+    let mut bob = TlsClient::implicit(pki.rustls_client(None), tls);
+    assert!(bob.cmd(&format!("USER {}", BOB.user)).starts_with("+OK"));
+    assert!(bob
+        .cmd(&format!("PASS {}", BOB.password))
+        .starts_with("+OK"));
+    let _unauthenticated = server.greeted();
+
+    let who = control(&conf, &["--who"]);
+    assert!(who.status.success(), "{}", who.all_text());
+    let text = who.stdout_text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "header and three sessions:\n{text}");
+    let fields = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>();
+    assert_eq!(
+        fields(0),
+        ["USER", "CLIENT", "PORT", "TLS", "STATE", "SINCE", "(UTC)", "SENT", "COMMANDS"]
+    );
+    let port = |a: std::net::SocketAddr| a.port().to_string();
+    let (a, b, u) = (fields(1), fields(2), fields(3));
+    assert_eq!(
+        a[..5],
+        [ALICE.user, "127.0.0.1", &port(plain), "none", "TRANSACTION"]
+    );
+    assert_eq!(a[8], "3", "USER, PASS, DELE");
+    assert_eq!(
+        b[..5],
+        [BOB.user, "127.0.0.1", &port(tls), "TLSv1.3", "TRANSACTION"]
+    );
+    assert_eq!(
+        u[..5],
+        ["-", "127.0.0.1", &port(plain), "none", "AUTHORIZATION"]
+    );
+    assert_eq!(u[5], "-", "not logged in: no since");
+
+    let stats = control(&conf, &["--stats"]);
+    assert!(stats.status.success(), "{}", stats.all_text());
+    let stats = stats.stdout_text();
+    assert_eq!(stat(&stats, "logins_failed_user"), 1, "{stats}");
+    assert_eq!(stat(&stats, "logins_succeeded_user"), 2, "{stats}");
+    // The failed session's slot may not be given back quite yet.
+    assert!(stat(&stats, "sessions_now") >= 3, "{stats}");
+    assert_eq!(stat(&stats, "connections_accepted"), 4, "{stats}");
+
+    let kick = control(&conf, &["--kick", ALICE.user]);
+    assert!(kick.status.success(), "{}", kick.all_text());
+    assert_eq!(
+        kick.stdout_text(),
+        format!("ended 1 session of user {}\n", ALICE.user)
+    );
+    assert_eq!(
+        alice.line(),
+        "-ERR [SYS/TEMP] session ended by the administrator"
+    );
+    assert!(alice.read_raw_line().unwrap().is_none(), "then closed");
+    // Alice's DELE was not applied: no UPDATE.
+    assert_eq!(server.read_spool("alice"), alice_spool);
+    assert!(bob.cmd("STAT").starts_with("+OK 1 "), "bob goes on");
+
+    let none = control(&conf, &["--kick", "192.0.2.99"]);
+    assert_eq!(none.status.code(), Some(1), "{}", none.all_text());
+    assert_eq!(none.stdout_text(), "ended 0 sessions from 192.0.2.99\n");
+
+    // Malformed and oversized requests get an error; the daemon goes on.
+    assert_eq!(
+        raw_request(&socket, b"BOGUS\n"),
+        "ERR unknown request (WHO, STATS or KICK target)\n.\n"
+    );
+    assert_eq!(
+        raw_request(&socket, &[b'W'; 5000]),
+        "ERR request too long (at most 256 octets)\n.\n"
+    );
+    assert_eq!(
+        raw_request(&socket, b"KICK a b\n"),
+        "ERR KICK target must be one word of printable characters\n.\n"
+    );
+    let after = control(&conf, &["--stats"]).stdout_text();
+    assert_eq!(stat(&after, "sessions_kicked"), 1, "{after}");
+    assert!(bob.cmd("NOOP").starts_with("+OK"));
+
+    let metrics = control(&conf, &["--stats", "--openmetrics"]);
+    assert!(metrics.status.success(), "{}", metrics.all_text());
+    let metrics = metrics.stdout_text();
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+    assert!(
+        metrics.contains("ironpop_logins_succeeded_total{method=\"USER\"} 2\n"),
+        "{metrics}"
+    );
+    check_openmetrics(&metrics);
+}
+
+/// Python's `prometheus_client` OpenMetrics parser accepts the text, and
+/// finds the login counters in it. Debian's python3, which
+/// python3-prometheus-client installs for (not a python3 earlier in PATH).
+fn check_openmetrics(text: &str) {
+    const DEBIAN_PYTHON: &str = "/usr/bin/python3";
+    if !crate::system::tool(DEBIAN_PYTHON) {
+        return;
+    }
+    let script = r#"
+import sys
+try:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+except ImportError:
+    print("MISSING python3-prometheus-client"); sys.exit(3)
+families = {f.name: f for f in text_string_to_metric_families(sys.stdin.read())}
+ok = [s for s in families["ironpop_logins_succeeded"].samples if s.labels.get("method") == "USER"]
+assert families["ironpop_logins_succeeded"].type == "counter"
+assert ok[0].value == 2, ok
+assert families["ironpop_uptime_seconds"].type == "gauge"
+print("parsed", len(families))
+"#;
+    let out = run(
+        Command::new(DEBIAN_PYTHON).arg("-c").arg(script),
+        text.as_bytes(),
+        IO_TIMEOUT,
+    );
+    if out.status.code() == Some(3) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3-prometheus-client is required under CI (.ci/run installs it)"
+        );
+        eprintln!("\n*** SKIPPED: the OpenMetrics check needs python3-prometheus-client ***\n");
+        return;
+    }
+    assert!(
+        out.status.success() && out.stdout_text().starts_with("parsed"),
+        "prometheus_client refused the output:\n{}\n{text}",
+        out.all_text()
+    );
+}
+
+#[test]
+fn without_a_daemon_the_commands_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("ironpop.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "control_socket = {0}/control\nstate_dir = {0}/state\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let stats = control(&conf, &["--stats"]);
+    assert_eq!(stats.status.code(), Some(1));
+    assert!(
+        stats.stderr_text().contains("no control socket at"),
+        "{}",
+        stats.all_text()
+    );
+    let kick = control(&conf, &["--kick", "alice"]);
+    assert_eq!(kick.status.code(), Some(1));
+}
+
+#[test]
+fn a_user_outside_root_and_group_ironpop_is_refused() {
+    require_root!();
+    // The package's group (postinst creates it); the daemon looks it up at start.
+    let made = Command::new("groupadd")
+        .args(["-f", "-r", "ironpop"])
+        .status();
+    assert!(made.is_ok_and(|s| s.success()), "groupadd ironpop");
+    let group = nix::unistd::Group::from_name("ironpop").unwrap().unwrap();
+    let server = ServerBuilder::new()
+        .spool("alice", mbox(&messages(1)))
+        .start();
+    let _alice = server.login(ALICE);
+    let conf = server.config_path();
+    // nobody: neither root nor in group ironpop.
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        BIN,
+        "--who",
+        "-f",
+    ])
+    .arg(conf);
+    let refused = run(&mut cmd, b"", IO_TIMEOUT);
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.all_text());
+    assert!(
+        refused.stderr_text().contains("permission denied")
+            && refused.stderr_text().contains("root and group ironpop"),
+        "{}",
+        refused.all_text()
+    );
+    let who = control(conf, &["--who"]);
+    assert!(
+        who.stdout_text().contains(ALICE.user),
+        "root may: {}",
+        who.all_text()
+    );
+    // A member of group ironpop may.
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        &format!("--groups={}", group.gid),
+        BIN,
+        "--who",
+        "-f",
+    ])
+    .arg(conf);
+    let member = run(&mut cmd, b"", IO_TIMEOUT);
+    assert!(
+        member.stdout_text().contains(ALICE.user),
+        "{}",
+        member.all_text()
+    );
+}
