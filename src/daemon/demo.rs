@@ -167,6 +167,8 @@ fn config_text(dir: &Path) -> String {
          mailbox = {d}/mail/%u\n\
          state_dir = {d}/state\n\
          pid_file = {d}/ironpop.pid\n\
+         # `ironpop --who -f {d}/ironpop.conf` asks the demo here.\n\
+         control_socket = {d}/control\n\
          log_level = info\n"
     )
 }
