@@ -1,9 +1,10 @@
 //! Operations end to end: `--who`, `--kick` and `--stats` against a running daemon, its control socket's limits and permissions.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use crate::harness::*;
 use crate::tls::{pop3s_addr, Pki, TlsClient};
@@ -270,4 +271,75 @@ fn a_user_outside_root_and_group_ironpop_is_refused() {
         "{}",
         member.all_text()
     );
+}
+
+#[test]
+fn who_in_inetd_mode_lists_the_locked_mailboxes() {
+    let server = ServerBuilder::new()
+        .spool("alice", mbox(&messages(1)))
+        .set("plaintext_auth", "always")
+        .start();
+    // The same setup without a daemon to ask: as inetd runs it.
+    let conf = server.dir().join("inetd.conf");
+    let text = std::fs::read_to_string(server.config_path()).unwrap();
+    let text = text.replace(
+        &format!(
+            "control_socket = {}",
+            server.dir().join("control").display()
+        ),
+        &format!("control_socket = {}", server.dir().join("none").display()),
+    );
+    assert!(text.contains("/none"), "{text}");
+    std::fs::write(&conf, text).unwrap();
+
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    ours.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut child = Command::new(BIN)
+        .arg("-i")
+        .arg("-f")
+        .arg(&conf)
+        .stdin(Stdio::from(OwnedFd::from(theirs.try_clone().unwrap())))
+        .stdout(Stdio::from(OwnedFd::from(theirs)))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut session = BufReader::new(ours);
+    let mut cmd = |line: &str| {
+        if !line.is_empty() {
+            session
+                .get_mut()
+                .write_all(format!("{line}\r\n").as_bytes())
+                .unwrap();
+        }
+        let mut reply = String::new();
+        session.read_line(&mut reply).unwrap();
+        reply
+    };
+    assert!(cmd("").starts_with("+OK"), "greeting");
+    assert!(cmd(&format!("USER {}", ALICE.user)).starts_with("+OK"));
+    let ok = cmd(&format!("PASS {}", ALICE.password));
+    assert!(ok.starts_with("+OK"), "{ok}");
+
+    let who = control(&conf, &["--who"]);
+    assert!(who.status.success(), "{}", who.all_text());
+    assert!(
+        who.stderr_text().contains("(inetd mode)"),
+        "{}",
+        who.all_text()
+    );
+    let out = who.stdout_text();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("USER   SINCE (UTC)"), "{out}");
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(row[0], ALICE.user, "{out}");
+    assert!(row[3].ends_with("/mail/alice"), "{out}");
+    // What needs a daemon says so.
+    let stats = control(&conf, &["--stats"]);
+    assert_eq!(stats.status.code(), Some(1));
+
+    assert!(cmd("QUIT").starts_with("+OK"));
+    assert!(child.wait().unwrap().success());
+    let after = control(&conf, &["--who"]).stdout_text();
+    assert_eq!(after.lines().count(), 1, "the lock is gone: {after}");
 }
