@@ -1,13 +1,19 @@
-//! Bench: load generator against the release `ironpop` on loopback, with popa3d compared in the same run.
+//! Bench: load generator against the release `ironpop` on loopback, with Dovecot and popa3d compared in the same run.
 //!
 //! Figures (DESIGN.md "Performance budget"): server CPU per login session
-//! (USER/PASS/STAT/QUIT, cheap sha256-crypt hash), RETR throughput of a
-//! 100 MiB message in plain text, RSS per idle logged-in session, and the
-//! per-command round trip of sequential and pipelined commands (no 40 ms
-//! delayed-ACK stalls). When run as root, popa3d (Debian's, under an
-//! inetd-style harness) answers the same login and latency workloads.
+//! (USER/PASS/STAT/QUIT), RETR throughput of a 100 MiB message in plain
+//! text, RSS per idle logged-in session, the per-command round trip of
+//! sequential and pipelined commands (no 40 ms delayed-ACK stalls); then
+//! ironpop, Dovecot and popa3d side by side (compare.rs: `{PLAIN}` and
+//! `$6$` logins/s at 4 clients with server CPU per login, implicit TLS,
+//! STLS, connect-only, PASS latency, a fresh login while 1000 sessions are
+//! held) with ratios and goals; and the timing oracle (oracle.rs). Dovecot
+//! and popa3d need root (they are skipped, saying why, otherwise).
 //! Environment: `IRONPOP_BENCH_SESSIONS` (2000), `IRONPOP_BENCH_IDLE`
-//! (1000), `IRONPOP_BENCH_POPA3D=0` skips popa3d.
+//! (1000), `IRONPOP_BENCH_ROUNDS` (3) rounds of the comparison,
+//! `IRONPOP_BENCH_SECS` (3) seconds per throughput figure,
+//! `IRONPOP_BENCH_ORACLE_PAIRS` (60), `IRONPOP_BENCH_POPA3D=0` and
+//! `IRONPOP_BENCH_DOVECOT=0` skip those.
 
 #[allow(dead_code)]
 mod common;
@@ -17,8 +23,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::{env_u64, median, percentile, report, Budget, Rng};
+use loadgen::compare::{self, Cpu, Target, CLIENTS};
+use loadgen::dovecot::Dovecot;
 use loadgen::popa3d::{self, Popa3d};
-use loadgen::{Client, Server, Setup, CHEAP_HASH, PASSWORD, PLAIN_USER};
+use loadgen::tls::Pki;
+use loadgen::{plain_secret, Client, Server, Setup, CHEAP_HASH, PASSWORD, PLAIN_USER, SHA512_HASH};
 
 const CPU_BUDGET_MS: f64 = 0.5;
 const RSS_BUDGET_KIB: f64 = 64.0;
@@ -135,22 +144,51 @@ fn main() {
     let lat_spool = small_spool(100, 3);
     let mut big = Vec::new();
     common::mbox_message(&mut Rng::new(5), 0, 100 << 20, &mut big);
-    let mut users: Vec<String> = ["bench", "lat", "big"].map(String::from).to_vec();
+    let cheap = CHEAP_HASH.to_string();
+    let mut accounts: Vec<(String, String)> = vec![
+        ("bench".into(), cheap.clone()),
+        ("lat".into(), cheap.clone()),
+        ("big".into(), cheap),
+        (PLAIN_USER.into(), plain_secret()),
+    ];
     let mut spools = vec![
         ("bench".to_string(), small_spool(10, 1)),
         ("lat".to_string(), lat_spool.clone()),
         ("big".to_string(), big),
+        (PLAIN_USER.to_string(), small_spool(10, 2)),
     ];
-    for i in 0..idle {
-        users.push(format!("u{i}"));
-        spools.push((format!("u{i}"), small_spool(1, 100 + i as u64)));
+    // One mailbox per concurrent client: a second session of a mailbox
+    // is [IN-USE] (and Dovecot locks its mbox too).
+    let plain_users: Vec<String> = (0..CLIENTS).map(|i| format!("plain{i}")).collect();
+    let sha_users: Vec<String> = (0..CLIENTS).map(|i| format!("sha{i}")).collect();
+    for (i, u) in plain_users.iter().enumerate() {
+        accounts.push((u.clone(), plain_secret()));
+        spools.push((u.clone(), small_spool(10, 10 + i as u64)));
     }
-    let setup = Setup::new(&users, &spools, idle + 64);
+    for (i, u) in sha_users.iter().enumerate() {
+        accounts.push((u.clone(), SHA512_HASH.to_string()));
+        spools.push((u.clone(), small_spool(10, 20 + i as u64)));
+    }
+    let held_users: Vec<String> = (0..idle).map(|i| format!("u{i}")).collect();
+    for (i, u) in held_users.iter().enumerate() {
+        accounts.push((u.clone(), plain_secret()));
+        spools.push((u.clone(), small_spool(1, 100 + i as u64)));
+    }
+    let setup = Setup::new(&accounts, &spools, idle + 64, "");
     drop(spools);
+    let pki = Pki::new(setup.root());
+    setup.append_conf(&format!(
+        "listen_tls = 127.0.0.1:0\ntls_cert = {}\ntls_key = {}\n",
+        pki.cert.display(),
+        pki.key.display()
+    ));
     let server = Server::start(&setup.conf);
     let pid = server.pid();
     let addr = server.addr;
-    println!("load: ironpop pid {pid} on {addr}, RLIMIT_NOFILE {nofile}");
+    println!(
+        "load: ironpop pid {pid} on {addr} and {:?} (TLS), RLIMIT_NOFILE {nofile}",
+        server.tls_addr
+    );
     setup.settle();
 
     // ---- CPU per login session
@@ -178,8 +216,8 @@ fn main() {
         "ms",
         Budget::AtMost(CPU_BUDGET_MS),
     );
-    // {PLAIN} entries and unknown users verify a dummy yescrypt hash
-    // (uniform timing): what a password guesser costs the server.
+    // A {PLAIN} entry costs a compare; unknown users cost the passdb's
+    // typical check (here {PLAIN}, the most common): what a guesser costs.
     let n = (sessions / 20).max(10);
     let (plain_ms, _) = login_cpu_ms(pid, addr, PLAIN_USER, n);
     report(
@@ -188,7 +226,7 @@ fn main() {
         "ms",
         Budget::None,
     );
-    failed_logins(pid, addr, n);
+    loadgen::oracle::guessers(pid, addr, n, 1, "{PLAIN}-typical passwd-file");
     report(
         "  wall time per sequential session",
         wall.as_secs_f64() * 1e3 / sessions as f64,
@@ -254,10 +292,78 @@ fn main() {
         idle_rss(pid, addr, idle);
     }
 
-    if env_u64("IRONPOP_BENCH_POPA3D", 1) != 0 {
-        compare_popa3d(&lat_spool, cpu_ms, &ours, sessions.min(300));
+    // ---- ironpop, Dovecot and popa3d side by side
+    let rounds = env_u64("IRONPOP_BENCH_ROUNDS", 3) as usize;
+    let secs = env_u64("IRONPOP_BENCH_SECS", 3) as f64;
+    let dovecot = if env_u64("IRONPOP_BENCH_DOVECOT", 1) != 0 {
+        Dovecot::start(setup.root(), idle + 2 * CLIENTS)
+            .inspect_err(|why| println!("Dovecot comparison skipped: {why}"))
+            .ok()
+    } else {
+        None
+    };
+    let popa3d = if env_u64("IRONPOP_BENCH_POPA3D", 1) != 0 {
+        Popa3d::start(&small_spool(10, 1), CHEAP_HASH)
+            .inspect_err(|why| println!("popa3d comparison skipped: {why}"))
+            .ok()
+    } else {
+        None
+    };
+    let mut targets = vec![Target {
+        name: "ironpop",
+        addr,
+        tls_addr: server.tls_addr,
+        cpu: Cpu::Tree(Box::new(move || loadgen::cpu_seconds(pid))),
+        plain_users: plain_users.clone(),
+        sha_users: sha_users.clone(),
+        held_users: held_users.clone(),
+    }];
+    if let Some(d) = &dovecot {
+        targets.push(Target {
+            name: "Dovecot",
+            addr: d.addr,
+            tls_addr: Some(d.tls_addr),
+            cpu: Cpu::Tree(Box::new(|| d.cpu_seconds())),
+            plain_users: plain_users.clone(),
+            sha_users: sha_users.clone(),
+            held_users: held_users.clone(),
+        });
     }
+    if let Some(p) = &popa3d {
+        targets.push(Target {
+            name: "popa3d",
+            addr: p.addr,
+            tls_addr: None,
+            cpu: Cpu::Reaped(p),
+            plain_users: vec![p.user.clone()],
+            sha_users: vec![p.user.clone()],
+            held_users: vec![p.user.clone(); idle],
+        });
+    }
+    println!(
+        "\ncompare: {} in the same run, {rounds} round(s), {secs} s per throughput figure; ranges are min-max over rounds, ratios of medians (>1: ironpop better)",
+        targets.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
+    );
+    compare::table(&targets, &pki.client, rounds, secs);
+    if idle > 0 {
+        compare::held_table(&targets, &pki.client, rounds.min(2), 50);
+    }
+    if let Some(d) = &dovecot {
+        for line in d.log_lines("Error").iter().take(5) {
+            println!("dovecot log: {line}");
+        }
+    }
+    if let Some(p) = &popa3d {
+        compare_popa3d(p, cpu_ms, &ours, sessions.min(300));
+    }
+    drop(targets);
+    drop(dovecot);
+    drop(popa3d);
     drop(server);
+
+    // ---- timing oracle
+    println!();
+    loadgen::oracle::run_all(env_u64("IRONPOP_BENCH_ORACLE_PAIRS", 60) as usize);
 }
 
 /// Server CPU ms per USER/PASS/STAT/QUIT session of `user`, and wall time.
@@ -272,47 +378,6 @@ fn login_cpu_ms(pid: u32, addr: SocketAddr, user: &str, sessions: usize) -> (f64
     std::thread::sleep(Duration::from_millis(50));
     let cpu = (loadgen::cpu_seconds(pid) - cpu0) * 1e3 / sessions as f64;
     (cpu, wall)
-}
-
-/// Server CPU per failed USER/PASS of an unknown user, and the peak RSS
-/// growth while 64 clients guess at once.
-fn failed_logins(pid: u32, addr: SocketAddr, n: usize) {
-    // A fresh loopback address per attempt: the server's throttle would
-    // block one address after a few failures, and then nothing is hashed.
-    let attempt = |addr, k: usize| {
-        let src = std::net::Ipv4Addr::new(127, 1, (k / 250) as u8, (k % 250) as u8 + 1);
-        let mut c = Client::connect_from(addr, src).expect("connect");
-        c.cmd("USER nobody-here").expect("USER");
-        c.send(b"PASS guess\r\n").expect("PASS");
-        let reply = c.line().expect("PASS reply");
-        assert!(reply.starts_with("-ERR"), "{reply}");
-    };
-    let cpu0 = loadgen::cpu_seconds(pid);
-    for k in 0..n {
-        attempt(addr, k);
-    }
-    std::thread::sleep(Duration::from_millis(50));
-    let cpu_ms = (loadgen::cpu_seconds(pid) - cpu0) * 1e3 / n as f64;
-    report(
-        "  failed login, unknown user, CPU",
-        cpu_ms,
-        "ms",
-        Budget::None,
-    );
-    let rss0 = loadgen::status_value(pid, "VmRSS");
-    let threads: Vec<_> = (0..64)
-        .map(|t| std::thread::spawn(move || (0..3).for_each(|i| attempt(addr, n + t * 3 + i))))
-        .collect();
-    for t in threads {
-        let _ = t.join();
-    }
-    let hwm = loadgen::status_value(pid, "VmHWM");
-    report(
-        "  peak RSS growth, 64 concurrent guessers",
-        hwm.saturating_sub(rss0) as f64 / 1024.0,
-        "MiB",
-        Budget::None,
-    );
 }
 
 /// In-process cost of one verification of the bench's hash (what the
@@ -364,14 +429,8 @@ fn idle_rss(pid: u32, addr: SocketAddr, idle: usize) {
     drop(clients);
 }
 
-fn compare_popa3d(spool: &[u8], our_cpu_ms: f64, ours: &Latency, sessions: usize) {
-    let p = match Popa3d::start(spool, CHEAP_HASH) {
-        Ok(p) => p,
-        Err(why) => {
-            println!("popa3d comparison skipped: {why}");
-            return;
-        }
-    };
+fn compare_popa3d(p: &Popa3d, our_cpu_ms: f64, ours: &Latency, sessions: usize) {
+    p.set_hash(CHEAP_HASH).expect("usermod -p");
     let addr = p.addr;
     let user = p.user.clone();
     let one = |addr| {
@@ -384,12 +443,12 @@ fn compare_popa3d(spool: &[u8], our_cpu_ms: f64, ours: &Latency, sessions: usize
     for _ in 0..10 {
         one(addr);
     }
-    p.wait_reaped(10);
+    p.wait_idle();
     let cpu0 = popa3d::children_cpu_seconds();
     for _ in 0..sessions {
         one(addr);
     }
-    p.wait_reaped(10 + sessions);
+    p.wait_idle();
     let cpu_ms = (popa3d::children_cpu_seconds() - cpu0) * 1e3 / sessions as f64;
     report(
         "popa3d: CPU per login session (process)",

@@ -1,6 +1,10 @@
 //! Load-generator plumbing: a release `ironpop` on loopback, a raw POP3 client, /proc readings.
 
+pub mod compare;
+pub mod dovecot;
+pub mod oracle;
 pub mod popa3d;
+pub mod tls;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -21,12 +25,18 @@ const USER_HZ: f64 = 100.0;
 /// `ironpop -F -f CONF` with its log drained in the background.
 pub struct Server {
     child: Child,
+    /// The plain POP3 listener.
     pub addr: SocketAddr,
+    /// The implicit-TLS listener, when the config has `listen_tls`.
+    pub tls_addr: Option<SocketAddr>,
 }
 
 impl Server {
-    /// Starts the server on `conf` and waits for its `listening on` line.
+    /// Starts the server on `conf` and waits for a `listening on` line
+    /// per `listen`/`listen_tls` line of it.
     pub fn start(conf: &Path) -> Server {
+        let text = std::fs::read_to_string(conf).expect("read config");
+        let listeners = text.lines().filter(|l| l.starts_with("listen")).count();
         let mut child = Command::new(BIN)
             .arg("-F")
             .arg("-f")
@@ -45,19 +55,29 @@ impl Server {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
-                    let _ = tx.send(addr.parse::<SocketAddr>().ok());
+                    let mut words = rest.split_whitespace();
+                    let addr = words.next().unwrap_or_default().parse::<SocketAddr>();
+                    let tls = words.next() == Some("(pop3s)");
+                    let _ = tx.send(addr.ok().map(|a| (a, tls)));
                 } else if line.contains("ERROR") || line.contains("panicked") {
                     eprintln!("ironpop: {line}");
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .ok()
-            .flatten()
-            .expect("ironpop logged its listening address");
-        Server { child, addr }
+        let (mut addr, mut tls_addr) = (None, None);
+        for _ in 0..listeners {
+            let (a, tls) = rx
+                .recv_timeout(Duration::from_secs(30))
+                .ok()
+                .flatten()
+                .expect("ironpop logged its listening addresses");
+            *(if tls { &mut tls_addr } else { &mut addr }) = Some(a);
+        }
+        Server {
+            child,
+            addr: addr.expect("a plain listener"),
+            tls_addr,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -109,6 +129,28 @@ fn children(pid: u32) -> Vec<(f64, f64, u32)> {
         .filter_map(own_cpu)
         .filter(|&(_, _, ppid)| ppid == pid)
         .collect()
+}
+
+/// CPU seconds of `pid` and its children, living and exited (a reaped
+/// child's time is in its parent's cutime/cstime): a forking server's
+/// whole cost.
+pub fn tree_cpu_seconds(pid: u32) -> f64 {
+    let with_reaped = |p: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        Some((ticks(11) + ticks(12) + ticks(13) + ticks(14)) / USER_HZ)
+    };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let children: f64 = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| own_cpu(p).is_some_and(|(_, _, ppid)| ppid == pid))
+        .filter_map(with_reaped)
+        .sum();
+    with_reaped(pid).unwrap_or(0.0) + children
 }
 
 /// CPU seconds of the calling thread.
@@ -279,15 +321,29 @@ pub struct Setup {
 pub const PASSWORD: &str = "bench-Secret-1";
 pub const CHEAP_HASH: &str =
     "$5$rounds=1000$ironpopbench$.TxhieEcpBU.Q5XaKH/NTeUgMv4Gl8Bs40HrnzsdQU4";
+/// [`PASSWORD`] as sha512-crypt with the default 5000 rounds: what
+/// `ENCRYPT_METHOD SHA512` (Debian's login.defs) and Dovecot's
+/// SHA512-CRYPT write.
+pub const SHA512_HASH: &str = "$6$ironpopbench$k.yaAox4TKreRiVwOcps.Tvsk4YstZJjhW3vLJiM.wDJjNxJyEKZiroIO48PDS6wFaKO5gNWajHTLxjDd8vtx.";
 
-/// An account with a `{PLAIN}` password (ironpop logs a warning at each
-/// of its logins, which is part of what is measured).
+/// An account with a `{PLAIN}` password.
 pub const PLAIN_USER: &str = "plain";
 
+/// `{PLAIN}` + [`PASSWORD`]: the passwd-file field of a cleartext entry.
+pub fn plain_secret() -> String {
+    format!("{{PLAIN}}{PASSWORD}")
+}
+
 impl Setup {
-    /// `users` get the cheap hash; `spools` are (user, bytes) written to
-    /// the mail directory.
-    pub fn new(users: &[String], spools: &[(String, Vec<u8>)], max_sessions: usize) -> Setup {
+    /// `accounts` are (user, passwd-file password field); `spools` are
+    /// (user, bytes) written to the mail directory; `extra` is appended
+    /// to the config.
+    pub fn new(
+        accounts: &[(String, String)],
+        spools: &[(String, Vec<u8>)],
+        max_sessions: usize,
+        extra: &str,
+    ) -> Setup {
         let dir = tempfile::Builder::new()
             .prefix("ironpop-bench-load-")
             .tempdir()
@@ -296,12 +352,10 @@ impl Setup {
         for sub in ["mail", "state"] {
             std::fs::create_dir_all(root.join(sub)).expect("mkdir");
         }
-        let mut passwd: String = users
+        let passwd: String = accounts
             .iter()
-            .map(|u| format!("{u}:{CHEAP_HASH}\n"))
+            .map(|(u, secret)| format!("{u}:{secret}\n"))
             .collect();
-        // No hash at all, to tell the server's own work from crypt's.
-        passwd.push_str(&format!("{PLAIN_USER}:{{PLAIN}}{PASSWORD}\n"));
         std::fs::write(root.join("passwd"), passwd).expect("write passwd");
         for (user, data) in spools {
             std::fs::write(root.join("mail").join(user), data).expect("write spool");
@@ -335,7 +389,8 @@ impl Setup {
              max_sessions_per_ip = {max_sessions}\n\
              log_level = info\n\
              user = {me}\n\
-             group = {group}\n",
+             group = {group}\n\
+             {extra}",
             root = root.display()
         );
         let conf_path = root.join("ironpop.conf");
@@ -347,6 +402,18 @@ impl Setup {
         }
     }
 
+    /// Appends `lines` to the config (before the server starts).
+    pub fn append_conf(&self, lines: &str) {
+        let mut conf = std::fs::read_to_string(&self.conf).expect("read config");
+        conf.push_str(lines);
+        std::fs::write(&self.conf, conf).expect("write config");
+    }
+
+    /// The directory holding `passwd`, `mail/` and the config.
+    pub fn root(&self) -> &Path {
+        self._dir.path()
+    }
+
     /// Waits until the passwd file is old enough to be cached.
     pub fn settle(&self) {
         let left = Duration::from_millis(2100).saturating_sub(self.written.elapsed());
@@ -356,7 +423,7 @@ impl Setup {
 
 /// Hands the temp tree to nobody (uid 65534), the account the server drops
 /// to when the bench runs as root.
-fn give_to_nobody(root: &std::path::Path) {
+pub fn give_to_nobody(root: &std::path::Path) {
     let nobody = Some(nix::unistd::Uid::from_raw(65534));
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {

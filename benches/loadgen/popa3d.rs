@@ -20,9 +20,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::fcntl::{Flock, FlockArg};
 
-#[path = "../../tests/support/popa3d_fetch.rs"]
-mod popa3d_fetch;
-use popa3d_fetch::{popa3d_binary as binary, run};
+#[path = "../../tests/support/deb_fetch.rs"]
+pub mod deb_fetch;
+use deb_fetch::{popa3d_binary as binary, run};
 
 fn user_exists(name: &str) -> bool {
     matches!(nix::unistd::User::from_name(name), Ok(Some(_)))
@@ -34,6 +34,8 @@ pub struct Popa3d {
     pub user: String,
     /// Sessions whose popa3d process has exited and been reaped.
     reaped: Arc<AtomicUsize>,
+    /// Sessions whose popa3d process was started.
+    spawned: Arc<AtomicUsize>,
     spool: Option<PathBuf>,
     created_user: bool,
     created_popa3d_user: bool,
@@ -58,6 +60,7 @@ impl Popa3d {
             addr: "127.0.0.1:0".parse().map_err(|_| "addr")?,
             user: format!("ipbench{}", std::process::id() % 100_000),
             reaped: Arc::new(AtomicUsize::new(0)),
+            spawned: Arc::new(AtomicUsize::new(0)),
             spool: None,
             created_user: false,
             created_popa3d_user: false,
@@ -115,22 +118,28 @@ impl Popa3d {
             .map_err(|e| e.to_string())?;
         let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
         p.addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let reaped = p.reaped.clone();
-        thread::spawn(move || inetd(listener, bin, reaped));
+        let (spawned, reaped) = (p.spawned.clone(), p.reaped.clone());
+        thread::spawn(move || inetd(listener, bin, spawned, reaped));
         Ok(p)
-    }
-
-    /// Waits until `n` sessions have been reaped, so that their CPU time
-    /// is in this process's RUSAGE_CHILDREN.
-    pub fn wait_reaped(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.reaped.load(Ordering::SeqCst) < n && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(1));
-        }
     }
 
     pub fn reaped(&self) -> usize {
         self.reaped.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every session started so far has been reaped.
+    pub fn wait_idle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.reaped.load(Ordering::SeqCst) < self.spawned.load(Ordering::SeqCst)
+            && Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Gives the account another password hash (the same password).
+    pub fn set_hash(&self, hash: &str) -> Result<(), String> {
+        run("usermod", &["-p", hash, &self.user])
     }
 }
 
@@ -145,7 +154,7 @@ pub fn children_cpu_seconds() -> f64 {
 }
 
 /// inetd: one popa3d process per connection, its stdin and stdout the socket.
-fn inetd(listener: TcpListener, bin: PathBuf, reaped: Arc<AtomicUsize>) {
+fn inetd(listener: TcpListener, bin: PathBuf, spawned: Arc<AtomicUsize>, reaped: Arc<AtomicUsize>) {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let _ = stream.set_nodelay(false); // inetd leaves Nagle on
@@ -159,6 +168,7 @@ fn inetd(listener: TcpListener, bin: PathBuf, reaped: Arc<AtomicUsize>) {
             .spawn();
         let reaped = reaped.clone();
         if let Ok(mut child) = child {
+            spawned.fetch_add(1, Ordering::SeqCst);
             thread::spawn(move || {
                 let _ = child.wait();
                 reaped.fetch_add(1, Ordering::SeqCst);

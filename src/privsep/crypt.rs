@@ -221,7 +221,9 @@ pub fn gensalt(prefix: &str, count: c_ulong) -> Result<String, HashError> {
         .map_err(|_| HashError::Library("returned a non-ASCII salt"))
 }
 
-fn hash_with_prefix(password: &[u8], prefix: &str) -> Result<String, HashError> {
+/// Hashes a password with a fresh salt in the scheme `prefix` names
+/// (`$y$`, `$6$`, ...) at libxcrypt's default cost.
+pub fn hash_with_prefix(password: &[u8], prefix: &str) -> Result<String, HashError> {
     if password.contains(&0) {
         return Err(HashError::ContainsNul);
     }

@@ -19,9 +19,9 @@ use std::time::{Duration, SystemTime};
 use ironpop::mailbox::{Maildrop, MboxMaildrop};
 use nix::fcntl::{Flock, FlockArg};
 
-#[path = "../support/popa3d_fetch.rs"]
-mod popa3d_fetch;
-use popa3d_fetch::{popa3d_binary, run};
+#[path = "../support/deb_fetch.rs"]
+mod deb_fetch;
+use deb_fetch::{popa3d_binary, run};
 
 const PASSWORD: &str = "Ir0npop-compat-test";
 
