@@ -12,6 +12,7 @@ mod fakes;
 
 use std::path::Path;
 
+use ironpop::mailbox::index::{self, Index};
 use ironpop::mailbox::scan::{scan_bytes, Scanner};
 use ironpop::mailbox::transfer::Encoder;
 use ironpop::net::line_buffer::{LineBuffer, LineEvent};
@@ -327,4 +328,25 @@ pub fn control(data: &[u8]) {
         parse_reply(&err_reply(&text)),
         Err(ReplyError::Refused(_))
     ));
+}
+
+/// Spool index decoder: arbitrary bytes never panic; bytes that carry a
+/// correct checksum (so the structure parser runs) decode either to an
+/// error or to an index that encodes back to exactly those bytes and whose
+/// messages lie in order inside the indexed length.
+pub fn index(data: &[u8]) {
+    let _ = Index::decode(data);
+    let mut framed = b"IRONPOPX\x02\0\0\0".to_vec();
+    framed.extend_from_slice(data);
+    let sum = index::checksum(&framed);
+    framed.extend_from_slice(&sum.to_le_bytes());
+    if let Ok(decoded) = Index::decode(&framed) {
+        assert_eq!(decoded.encode(), framed, "decode/encode round trip");
+        let mut prev = 0;
+        for e in &decoded.entries {
+            assert!(e.message.from_offset >= prev);
+            assert!(e.message.end <= decoded.indexed_len);
+            prev = e.message.end;
+        }
+    }
 }

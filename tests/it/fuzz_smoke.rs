@@ -286,3 +286,17 @@ fn control_protocol() {
     // Past the length limit.
     bodies::control(&[[0u8].as_slice(), &[b'W'; 300]].concat());
 }
+
+#[test]
+fn spool_index_decoder() {
+    const D: &[&[u8]] = &[
+        b"\0\0\0\0",
+        b"\x0d\0\0\0/var/mail/bob",
+        b"\x01\0\0\0\0\0\0\0",
+        b"\x02\0\0\0\0\0\0\0",
+        b"\xff\xff\xff\xff\xff\xff\xff\xff",
+        b"\x40\0\0\0\0\0\0\0",
+        b"From ",
+    ];
+    run("index", bodies::index, inputs(9, 3000, 40, D));
+}

@@ -1,0 +1,164 @@
+//! Bench: logins to a 1 GB / 100 000-message spool with the spool index — first, later, and after 100 new messages.
+//!
+//! Each figure is PASS → `+OK` plus STAT, on loopback against the release
+//! `ironpop`, the spool in the page cache (issue 15's budget: later
+//! logins ≤ 30 ms, with or without 100 messages appended; the first login,
+//! which builds the index, ≤ 0.3 s). Also the index size per message.
+//! Dovecot is not run here (no Dovecot harness in benches/ yet).
+//! Environment: `IRONPOP_BENCH_REOPEN_MESSAGES` (100000),
+//! `IRONPOP_BENCH_REOPEN_ROUNDS` (10).
+
+#[allow(dead_code)]
+mod common;
+#[allow(dead_code)]
+mod loadgen;
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{env_u64, median, report, Budget, Rng};
+use ironpop::config::LockMethod;
+use ironpop::mailbox::delivery_lock::LockPolicy;
+use ironpop::mailbox::indexed_scan::ScanKind;
+use ironpop::mailbox::mbox::MboxSettings;
+use ironpop::mailbox::state::StateDir;
+use ironpop::mailbox::{MailPolicy, MboxMaildrop};
+use loadgen::{Client, Server, Setup, PASSWORD};
+
+const USER: &str = "reopen";
+const LATER_BUDGET_MS: f64 = 30.0;
+const FIRST_BUDGET_MS: f64 = 300.0;
+
+/// Messages of 1–20 KiB (10.7 KB on average: 100 000 make 1.07 GB).
+fn write_messages(path: &Path, first: u64, count: u64, seed: u64) -> u64 {
+    let mut rng = Rng::new(seed);
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open spool");
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let mut buf = Vec::new();
+    let mut bytes = 0;
+    for n in first..first + count {
+        buf.clear();
+        let size = rng.range(1024, 20 * 1024) as usize;
+        common::mbox_message(&mut rng, n, size, &mut buf);
+        w.write_all(&buf).expect("write spool");
+        bytes += buf.len() as u64;
+    }
+    w.flush().expect("flush spool");
+    bytes
+}
+
+/// Milliseconds from sending PASS to STAT's reply.
+fn login_ms(addr: SocketAddr) -> f64 {
+    let mut c = Client::connect(addr).expect("connect");
+    c.cmd(&format!("USER {USER}")).expect("USER");
+    let t = Instant::now();
+    let ok = c.cmd(&format!("PASS {PASSWORD}")).expect("PASS");
+    assert!(ok.starts_with("+OK"), "{ok}");
+    let stat = c.cmd("STAT").expect("STAT");
+    let ms = t.elapsed().as_secs_f64() * 1000.0;
+    assert!(stat.starts_with("+OK"), "{stat}");
+    c.cmd("QUIT").expect("QUIT");
+    c.drain();
+    ms
+}
+
+fn summary(name: &str, mut v: Vec<f64>, budget: f64) {
+    let min = v.iter().copied().fold(f64::MAX, f64::min);
+    let max = v.iter().copied().fold(0.0, f64::max);
+    let med = median(&mut v);
+    println!("{name}: min {min:.1} ms, median {med:.1} ms, max {max:.1} ms");
+    report(name, med, "ms", Budget::AtMost(budget));
+}
+
+fn index_file(state: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(state)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "index"))
+}
+
+fn main() {
+    let messages = env_u64("IRONPOP_BENCH_REOPEN_MESSAGES", 100_000);
+    let rounds = env_u64("IRONPOP_BENCH_REOPEN_ROUNDS", 10) as usize;
+    let setup = Setup::new(&[USER.to_string()], &[(USER.to_string(), Vec::new())], 4);
+    let root = setup.conf.parent().expect("setup dir").to_path_buf();
+    let spool = root.join("mail").join(USER);
+    let state = root.join("state");
+    let bytes = write_messages(&spool, 0, messages, 15);
+    if nix::unistd::geteuid().is_root() {
+        let nobody = Some(nix::unistd::Uid::from_raw(65534));
+        nix::unistd::chown(&spool, nobody, None).expect("chown spool");
+    }
+    // Into the page cache, as a spool that is polled every few minutes is.
+    std::io::copy(
+        &mut File::open(&spool).expect("spool"),
+        &mut std::io::sink(),
+    )
+    .unwrap();
+    println!("spool: {messages} messages, {:.2} GB", bytes as f64 / 1e9);
+    setup.settle();
+    let server = Server::start(&setup.conf);
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        if let Some(index) = index_file(&state) {
+            std::fs::remove_file(index).expect("remove index");
+        }
+        first.push(login_ms(server.addr));
+    }
+    summary(
+        "first login (full scan, builds the index)",
+        first,
+        FIRST_BUDGET_MS,
+    );
+    let index = index_file(&state).expect("the first login wrote an index");
+    let size = std::fs::metadata(&index).expect("index").len();
+    println!(
+        "index: {size} bytes, {:.1} bytes per message",
+        size as f64 / messages as f64
+    );
+    let later: Vec<f64> = (0..rounds).map(|_| login_ms(server.addr)).collect();
+    summary("later login, nothing new", later, LATER_BUDGET_MS);
+    let mut appended = Vec::new();
+    let mut next = messages;
+    for round in 0..rounds {
+        write_messages(&spool, next, 100, 1000 + round as u64);
+        next += 100;
+        appended.push(login_ms(server.addr));
+    }
+    summary(
+        "later login, 100 messages appended",
+        appended,
+        LATER_BUDGET_MS,
+    );
+    drop(server);
+    // The same open in-process, without the network, the session and the
+    // password check: what the index itself costs.
+    let settings = Arc::new(MboxSettings {
+        state: StateDir::new(&state),
+        locks: LockPolicy {
+            methods: vec![LockMethod::Fcntl],
+            timeout: Duration::from_secs(10),
+        },
+        policy: MailPolicy::default(),
+    });
+    let opens: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let t = Instant::now();
+            let md = MboxMaildrop::open_locked(&spool, settings.clone()).expect("open");
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            assert_eq!(md.scan_kind(), Some(ScanKind::Unchanged));
+            ms
+        })
+        .collect();
+    summary("in-process open with the index", opens, LATER_BUDGET_MS);
+}
