@@ -8,12 +8,12 @@
 //! lock writes it, and no lock the MDA waits for is held meanwhile.
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::index::Index;
-use super::state::StateDir;
+use super::state::{self, StateDir};
 use crate::limits;
 
 /// The stored index of `spool`: `Ok(None)` when there is none, `Err` with
@@ -48,20 +48,7 @@ pub fn store(state: &StateDir, spool: &Path, index: &Index) -> io::Result<()> {
         // Not worth caching: the next login scans, as it would anyway.
         return remove(state, spool);
     }
-    let tmp = state.index_tmp(spool);
-    let written = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(&data))
-        .and_then(|()| fs::rename(&tmp, state.index(spool)));
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written
+    state::replace_file(&state.index_tmp(spool), &state.index(spool), &data)
 }
 
 /// Drops the stored index of `spool` (none is fine).

@@ -6,13 +6,12 @@
 //! sessions; release builds do not contain that code at all, so no
 //! environment or file can change the time a production daemon sees.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::state::StateDir;
+use super::state::{self, StateDir};
 
 /// `expire_days`: how long retrieved messages stay on the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -110,16 +109,8 @@ pub fn check_login_delay(
             return Ok(Err(delay - since as u64));
         }
     }
-    let tmp = state.last_login_tmp(spool);
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(format!("{now}\n").as_bytes()))
-        .and_then(|()| fs::rename(&tmp, &path))?;
+    let data = format!("{now}\n");
+    state::replace_file(&state.last_login_tmp(spool), &path, data.as_bytes())?;
     Ok(Ok(()))
 }
 

@@ -85,6 +85,29 @@ impl StateDir {
     }
 }
 
+/// Replaces `path` by a file holding `data` (mode 0600): written to `tmp`
+/// first and renamed, so a reader sees the old content or the new, never
+/// a mix. Not synced: the files written this way (index, last login) are
+/// checked when read, and a torn one is simply not used. `tmp` is removed
+/// when anything fails.
+pub fn replace_file(tmp: &Path, path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(tmp)
+        .and_then(|mut f| f.write_all(data))
+        .and_then(|()| fs::rename(tmp, path));
+    if written.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    written
+}
+
 /// One spelling per spool: its directory resolved (`/var/spool/mail` as a
 /// link to `/var/mail`, `//`, `..`), its file name as given — the file
 /// itself is never followed (`O_NOFOLLOW`). The path as given when the
