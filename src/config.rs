@@ -115,7 +115,7 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use crate::limits;
+use crate::limits::{self, MAX_CONFIG_BYTES};
 
 /// Default pid file of the detached daemon.
 pub const DEFAULT_PID_FILE: &str = "/run/ironpop.pid";
@@ -123,10 +123,6 @@ pub const DEFAULT_PID_FILE: &str = "/run/ironpop.pid";
 /// Default control socket; systemd's `RuntimeDirectory=ironpop` makes its
 /// directory.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ironpop/control";
-
-/// A config file larger than this is not a config file (a mistyped `-f
-/// /dev/zero` must not eat memory).
-pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// What is wrong with a configuration, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -88,3 +88,161 @@ pub const MAX_EXPIRE_DAYS: u64 = 36_500;
 /// `login_delay` above this is refused as a typo: one day (RFC 2449 §6.8
 /// clients poll; a longer delay locks users out for good).
 pub const MAX_LOGIN_DELAY_SECS: u64 = 24 * 3600;
+
+// Connections.
+
+/// Capacity kept while a session is idle: a greeting or a short reply fits,
+/// and an idle session does not pin a full `limits::WRITE_BUFFER`.
+pub const IDLE_WRITE_CAPACITY: usize = 512;
+
+/// The goodbye after a timeout must not hold the worker on a client that
+/// stopped reading.
+pub const GOODBYE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How far the socket's read timeout may be off the time left before the
+/// deadline (at most this, and at most an eighth of the time left).
+pub const READ_TIMEOUT_SLACK: Duration = Duration::from_secs(1);
+
+/// A handshake is a few round trips; a client that needs longer is stuck
+/// or hostile, and holds a worker thread meanwhile. `auth_timeout` caps it
+/// further.
+pub const MAX_HANDSHAKE_TIME: Duration = Duration::from_secs(30);
+
+/// Records the server buffers beyond what it has sent: RETR streams through
+/// a bounded output buffer, so a few records' worth is plenty.
+pub const TLS_SEND_BUFFER: usize = 64 * 1024;
+
+/// Longest wait for the header: a proxy sends it at once, so a slow one is
+/// a stuck connection holding a worker (`auth_timeout` caps it further).
+pub const MAX_PROXY_HEADER_WAIT: Duration = Duration::from_secs(10);
+
+// Credentials.
+
+/// Account names are short; anything longer is not a login name.
+pub const MAX_CERT_IDENTITY: usize = 255;
+
+/// RFC 7677 §4 and Dovecot: at least 4096 iterations.
+pub const MIN_SCRAM_ITERATIONS: u32 = 4096;
+
+/// Dovecot allows up to INT_MAX; every USER/PASS login against such an
+/// entry would then hold a worker for minutes, so we refuse beyond this.
+pub const MAX_SCRAM_ITERATIONS: u32 = 10_000_000;
+
+/// Salts longer than this are not something any tool writes.
+pub const MAX_SCRAM_SALT: usize = 256;
+
+/// RFC 4616 §2: each field is at most 255 octets.
+pub const MAX_PLAIN_FIELD: usize = 255;
+
+/// RFC 4616's bound for user names serves here too.
+pub const MAX_SCRAM_USER: usize = 255;
+
+/// Most certificates in a client chain (end entity + intermediates).
+pub const MAX_CERT_CHAIN: usize = 4;
+
+/// Largest DER certificate accepted (real ones are 1–2 KiB).
+pub const MAX_CERT: usize = 16 * 1024;
+
+/// `CRYPT_MAX_PASSPHRASE_SIZE` in `<crypt.h>` counts the terminating NUL.
+pub const MAX_PASSWORD: usize = 511;
+
+// Files read at startup.
+
+/// A certificate chain, key or CA bundle is a few KiB; refuse to read
+/// something that is clearly not one (a device, a huge file by mistake).
+pub const MAX_PEM_FILE: u64 = 1024 * 1024;
+
+/// A config file larger than this is not a config file (a mistyped `-f
+/// /dev/zero` must not eat memory).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Longest config line accepted; anything longer is a mistake (or binary).
+pub const MAX_CONFIG_LINE: usize = 4096;
+
+/// A passwd file larger than this is refused: it would cost every login a
+/// long re-read, and no real deployment comes near it.
+pub const MAX_PASSWD_FILE: u64 = 64 * 1024 * 1024;
+
+/// Longer lines are logged and skipped (a crypt string is ~100 bytes; the
+/// extra fields may carry some userdb settings).
+pub const MAX_PASSWD_LINE: usize = 4096;
+
+/// A shadow or login.defs file bigger than this is not read (a sane one
+/// is kilobytes).
+pub const MAX_SYSTEM_FILE: u64 = 16 * 1024 * 1024;
+
+// Configuration bounds.
+
+// Upper bounds keep every later `Instant + Duration` and thread count sane;
+// a value above one is refused as a typo.
+
+/// `max_sessions`, `max_sessions_per_ip`: each session is a thread and a
+/// few descriptors; far beyond what one machine serves.
+pub const MAX_SESSIONS_LIMIT: u64 = 100_000;
+
+/// `auth_timeout`, `idle_timeout`: a day; longer only pins idle workers.
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+
+/// `auth_fail_delay`: a minute; every failed login holds a worker that long.
+pub const MAX_FAIL_DELAY_SECS: u64 = 60;
+
+/// `lock_timeout`: an hour; a login waits this long for the MDA's lock.
+pub const MAX_LOCK_TIMEOUT_SECS: u64 = 3_600;
+
+// Privileged helper.
+
+/// A helper answers within this time or is considered hung: even a
+/// costly hash takes well under a second.
+pub const HELPER_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the answer to "does any account have a SCRAM secret?" is
+/// reused: every CAPA asks, and unauthenticated clients must not be able to
+/// keep the helpers (shared with the costly hash checks) busy with it. An
+/// edit of the passwd file shows within this time.
+pub const OFFERS_SCRAM_TTL: Duration = Duration::from_secs(5);
+
+/// Most helper processes: each holds a yescrypt hash (16 MiB) while it
+/// works, and more than the machine has cores only queues in the kernel.
+pub const MAX_HELPERS: usize = 8;
+
+/// Longest user name on the wire (Linux allows 32; passwd files more).
+pub const MAX_HELPER_USER: usize = 256;
+
+/// Longest spool path (PATH_MAX).
+pub const MAX_HELPER_PATH: usize = 4096;
+
+/// Longest explanatory text (a refusal reason, a backend error).
+pub const MAX_HELPER_TEXT: usize = 1024;
+
+/// Longest SCRAM AuthMessage: three client/server messages, each at most
+/// one SASL line.
+pub const MAX_AUTH_MESSAGE: usize = 3 * MAX_SASL_LINE;
+
+/// The largest frame either side sends or accepts: room for a client
+/// certificate chain of [`MAX_CERT_CHAIN`] certificates of [`MAX_CERT`] bytes.
+pub const MAX_HELPER_FRAME: usize = MAX_CERT_CHAIN * (MAX_CERT + 2) + 1024;
+
+// Daemon.
+
+/// More passed sockets than this is a misconfiguration, not a service.
+pub const MAX_LISTEN_FDS: usize = 64;
+
+/// A worker with nothing to do for this long exits, so a burst of
+/// connections does not leave hundreds of idle threads behind.
+pub const IDLE_WORKER_LINGER: Duration = Duration::from_secs(60);
+
+/// Pending connections the kernel holds for us; the acceptor drains them
+/// quickly, this only absorbs bursts.
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// After SIGTERM, sessions in the middle of a command get this long to
+/// finish it; idle sessions are closed at once.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// After the grace period every connection is cut; sessions still busy
+/// with the mailbox (an update in progress) get this long to finish it.
+pub const SHUTDOWN_FINISH: Duration = Duration::from_secs(20);
+
+/// File descriptors one session may hold: the socket, its shutdown handle,
+/// the spool, its lock files.
+pub const FDS_PER_SESSION: u64 = 6;

@@ -40,7 +40,7 @@ pub fn hash_password_command() -> Result<String, String> {
 fn read_line(input: &mut dyn BufRead) -> Result<Password, String> {
     let mut line = Password(Vec::new());
     // Two bytes beyond the limit leave room for CRLF and show overflow.
-    let limit = crypt::MAX_PASSWORD as u64 + 2;
+    let limit = crate::limits::MAX_PASSWORD as u64 + 2;
     input
         .take(limit + 1)
         .read_until(b'\n', &mut line.0)
@@ -59,10 +59,10 @@ fn finish(mut pw: Password) -> Result<Password, String> {
             pw.0.pop();
         }
     }
-    if pw.0.len() > crypt::MAX_PASSWORD {
+    if pw.0.len() > crate::limits::MAX_PASSWORD {
         return Err(format!(
             "the password is longer than {} bytes",
-            crypt::MAX_PASSWORD
+            crate::limits::MAX_PASSWORD
         ));
     }
     if pw.0.is_empty() {
@@ -131,7 +131,7 @@ fn ask(fd: BorrowedFd<'_>, prompt: &mut dyn Write, text: &str) -> Result<Passwor
             return Err("interrupted".into());
         }
         line.0.extend_from_slice(chunk);
-        if n == 0 || chunk.contains(&b'\n') || line.0.len() > crypt::MAX_PASSWORD + 2 {
+        if n == 0 || chunk.contains(&b'\n') || line.0.len() > crate::limits::MAX_PASSWORD + 2 {
             break;
         }
     }
@@ -165,9 +165,9 @@ mod tests {
         assert!(line(b"\n").unwrap_err().contains("empty"));
         assert!(line(b"\r\n").unwrap_err().contains("empty"));
         assert!(line(b"a\0b\n").unwrap_err().contains("NUL"));
-        let max = vec![b'x'; crypt::MAX_PASSWORD];
+        let max = vec![b'x'; crate::limits::MAX_PASSWORD];
         assert_eq!(line(&[max.as_slice(), b"\n"].concat()).unwrap(), max);
-        let long = vec![b'x'; crypt::MAX_PASSWORD + 1];
+        let long = vec![b'x'; crate::limits::MAX_PASSWORD + 1];
         assert!(line(&[long.as_slice(), b"\n"].concat())
             .unwrap_err()
             .contains("longer"));

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::sys::socket::{recvmsg, sendmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
 use nix::sys::time::TimeVal;
@@ -21,18 +21,9 @@ use rustls::pki_types::CertificateDer;
 
 use super::{Authenticator, ScramLogin};
 use crate::account::{AuthOutcome, Login, Principal, Spool};
-use crate::privsep::helper_wire::{Request, Response, Secret, SpoolAnswer, MAX_FRAME};
+use crate::limits::{HELPER_REPLY_TIMEOUT, MAX_HELPER_FRAME, OFFERS_SCRAM_TTL};
+use crate::privsep::helper_wire::{Request, Response, Secret, SpoolAnswer};
 use crate::sasl::{ScramParams, SecretLookup, KEY_LEN};
-
-/// A helper answers within this time or is considered hung: even a
-/// costly hash takes well under a second.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How long the answer to "does any account have a SCRAM secret?" is
-/// reused: every CAPA asks, and unauthenticated clients must not be able to
-/// keep the helpers (shared with the costly hash checks) busy with it. An
-/// edit of the passwd file shows within this time.
-const OFFERS_SCRAM_TTL: Duration = Duration::from_secs(5);
 
 struct Channel {
     fd: OwnedFd,
@@ -62,7 +53,7 @@ pub struct Verdict {
 impl HelperPool {
     /// Takes over the network-side ends of the helpers' channels.
     pub fn new(channels: Vec<(OwnedFd, i32)>) -> io::Result<HelperPool> {
-        let timeout = TimeVal::new(REPLY_TIMEOUT.as_secs() as _, 0);
+        let timeout = TimeVal::new(HELPER_REPLY_TIMEOUT.as_secs() as _, 0);
         let mut list = Vec::with_capacity(channels.len());
         for (fd, pid) in channels {
             setsockopt(&fd, sockopt::ReceiveTimeout, &timeout)?;
@@ -194,7 +185,7 @@ fn exchange(channel: &Channel, frame: &[u8]) -> io::Result<Verdict> {
             Ok(_) => break,
         }
     }
-    let mut buf = vec![0u8; MAX_FRAME + 1];
+    let mut buf = vec![0u8; MAX_HELPER_FRAME + 1];
     let mut space = nix::cmsg_space!([RawFd; 1]);
     let (n, fds) = loop {
         let mut iov = [IoSliceMut::new(&mut buf)];
@@ -222,7 +213,7 @@ fn exchange(channel: &Channel, frame: &[u8]) -> io::Result<Verdict> {
     }
     let response = buf
         .get(..n)
-        .filter(|_| n <= MAX_FRAME)
+        .filter(|_| n <= MAX_HELPER_FRAME)
         .and_then(Response::decode)
         .ok_or_else(|| io::Error::other(format!("malformed reply ({n} bytes)")))?;
     let wants_fd = matches!(

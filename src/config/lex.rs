@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::ConfigError;
+use crate::limits::MAX_CONFIG_LINE;
 
 /// One `key = value` line, comments and surrounding blanks removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,9 +14,6 @@ pub struct Entry<'a> {
     pub line: usize,
 }
 
-/// Longest config line accepted; anything longer is a mistake (or binary).
-pub const MAX_LINE: usize = 4096;
-
 /// Splits config text into entries. Errors: a line without `=`, an empty
 /// key or value, an overlong line, control characters.
 pub fn lex<'a>(text: &'a str, source: &Path) -> Result<Vec<Entry<'a>>, ConfigError> {
@@ -25,8 +23,8 @@ pub fn lex<'a>(text: &'a str, source: &Path) -> Result<Vec<Entry<'a>>, ConfigErr
         let err = |msg: String| ConfigError::new(source, Some(line), msg);
         // Files edited on Windows end lines with CRLF.
         let raw = raw.strip_suffix('\r').unwrap_or(raw);
-        if raw.len() > MAX_LINE {
-            return Err(err(format!("line is longer than {MAX_LINE} bytes")));
+        if raw.len() > MAX_CONFIG_LINE {
+            return Err(err(format!("line is longer than {MAX_CONFIG_LINE} bytes")));
         }
         let content = strip_comment(raw).trim();
         if content.is_empty() {

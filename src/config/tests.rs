@@ -227,7 +227,7 @@ fn syntax_errors_name_the_line() {
         1,
         "control character \"\\u{0}\" is not allowed",
     );
-    let long = format!("mailbox = /{}", "a".repeat(lex::MAX_LINE));
+    let long = format!("mailbox = /{}", "a".repeat(crate::limits::MAX_CONFIG_LINE));
     err_at(&long, 1, "longer than");
 }
 

@@ -9,7 +9,9 @@ use super::lex::{shorten, Entry};
 use super::{
     default_listen_tls, CertUserField, Config, ConfigError, LockMethod, Passdb, PlaintextAuth,
 };
-use crate::limits;
+use crate::limits::{
+    self, MAX_FAIL_DELAY_SECS, MAX_LOCK_TIMEOUT_SECS, MAX_SESSIONS_LIMIT, MAX_TIMEOUT_SECS,
+};
 use crate::mailbox::Expire;
 
 /// Keys that may be repeated (each line adds to the list).
@@ -49,12 +51,6 @@ pub(super) const KEYS: &[&str] = &[
     "syslog_facility",
     "log_level",
 ];
-
-/// Upper bounds keep every later `Instant + Duration` and thread count sane.
-const MAX_SESSIONS_LIMIT: u64 = 100_000;
-const MAX_TIMEOUT_SECS: u64 = 86_400;
-const MAX_FAIL_DELAY_SECS: u64 = 60;
-const MAX_LOCK_TIMEOUT_SECS: u64 = 3_600;
 
 /// Turns raw entries into a validated configuration.
 pub fn validate(entries: &[Entry<'_>], source: &Path) -> Result<Config, ConfigError> {

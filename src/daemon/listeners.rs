@@ -8,10 +8,7 @@ use nix::sys::socket::{
 };
 
 use crate::daemon::error::DaemonError;
-
-/// Pending connections the kernel holds for us; the acceptor drains them
-/// quickly, this only absorbs bursts.
-const BACKLOG: i32 = 1024;
+use crate::limits::LISTEN_BACKLOG;
 
 /// A bound, non-blocking listening socket.
 #[derive(Debug)]
@@ -67,7 +64,10 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<Listener> {
         setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
     }
     socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
-    socket::listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))?;
+    socket::listen(
+        &fd,
+        Backlog::new(LISTEN_BACKLOG).unwrap_or(Backlog::MAXCONN),
+    )?;
     let socket = TcpListener::from(fd);
     let local = socket.local_addr()?;
     Ok(Listener {

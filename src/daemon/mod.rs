@@ -25,31 +25,19 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
 use crate::auth::throttle::{Policy, Throttle};
 use crate::config::Config;
 use crate::control::server::ControlServer;
-use crate::limits;
+use crate::limits::{self, FDS_PER_SESSION, SHUTDOWN_FINISH, SHUTDOWN_GRACE};
 use crate::net::tls::{TlsFiles, TlsReloader};
-use crate::net::tls_conn::{TlsService, MAX_HANDSHAKE_TIME};
+use crate::net::tls_conn::TlsService;
 use crate::privsep::fork as privsep;
 
 pub use error::DaemonError;
-
-/// After SIGTERM, sessions in the middle of a command get this long to
-/// finish it; idle sessions are closed at once.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// After the grace period every connection is cut; sessions still busy
-/// with the mailbox (an update in progress) get this long to finish it.
-const SHUTDOWN_FINISH: Duration = Duration::from_secs(20);
-
-/// File descriptors one session may hold: the socket, its shutdown handle,
-/// the spool, its lock files.
-const FDS_PER_SESSION: u64 = 6;
 
 /// How the daemon runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,7 +263,7 @@ pub(crate) fn tls_service(config: &Config) -> Result<Option<Arc<TlsService>>, Da
     Ok(Some(Arc::new(TlsService::new(
         Arc::new(reloader),
         config.tls_cert_user,
-        config.auth_timeout.min(MAX_HANDSHAKE_TIME),
+        config.auth_timeout.min(limits::MAX_HANDSHAKE_TIME),
     ))))
 }
 

@@ -1,13 +1,10 @@
 //! The bounded worker pool: threads started on demand up to a limit, a bounded queue, refusal beyond.
 
+use crate::limits::IDLE_WORKER_LINGER;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
-use std::time::{Duration, Instant};
-
-/// A worker with nothing to do for this long exits, so a burst of
-/// connections does not leave hundreds of idle threads behind.
-const IDLE_WORKER_LINGER: Duration = Duration::from_secs(60);
+use std::time::Instant;
 
 /// Sizes of a pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +219,7 @@ fn next_job<J>(shared: &Shared<J>) -> Option<J> {
 mod tests {
     use super::*;
     use std::sync::mpsc;
+    use std::time::Duration;
 
     fn limits(max_workers: usize, queue_len: usize) -> PoolLimits {
         PoolLimits {

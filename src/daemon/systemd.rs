@@ -9,12 +9,10 @@ use nix::sys::socket::{getsockopt, sockopt, SockType};
 
 use crate::daemon::error::DaemonError;
 use crate::daemon::listeners::Listener;
+use crate::limits::MAX_LISTEN_FDS;
 
 /// sd_listen_fds(3): passed descriptors start here.
 const LISTEN_FDS_START: RawFd = 3;
-
-/// More passed sockets than this is a misconfiguration, not a service.
-const MAX_LISTEN_FDS: usize = 64;
 
 /// The `FileDescriptorName=` that marks an implicit-TLS socket.
 pub const TLS_NAME: &str = "pop3s";

@@ -10,11 +10,12 @@ use crate::config::{Config, PlaintextAuth};
 use crate::counters::{self, Counter};
 use crate::daemon::acceptor::{self, Job};
 use crate::daemon::sessions::Ticket;
+use crate::limits::MAX_PROXY_HEADER_WAIT;
 use crate::net::conn::is_loopback_ip;
 use crate::net::driver::{self, Timeouts};
 use crate::net::live::LiveSession;
 use crate::net::proxy::Header;
-use crate::net::proxy_read::{self, MAX_HEADER_WAIT};
+use crate::net::proxy_read;
 use crate::net::tls_conn::TlsService;
 use crate::net::Conn;
 use crate::pop3::{Backend, Session};
@@ -160,7 +161,7 @@ impl Server {
         tls: bool,
         ticket: &mut Ticket,
     ) -> Option<Endpoints> {
-        let wait = self.timeouts.auth.min(MAX_HEADER_WAIT);
+        let wait = self.timeouts.auth.min(MAX_PROXY_HEADER_WAIT);
         let header = match proxy_read::read_header(stream, wait) {
             Ok(header) => header,
             Err(e) => {

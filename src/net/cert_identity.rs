@@ -18,6 +18,7 @@ use x509_cert::name::Name;
 use x509_cert::Certificate;
 
 use crate::config::CertUserField;
+use crate::limits::MAX_CERT_IDENTITY;
 
 /// X.520 commonName.
 const OID_CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
@@ -25,9 +26,6 @@ const OID_CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
 const OID_EMAIL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.1");
 /// X.509 subjectAltName extension.
 const OID_SAN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
-
-/// Account names are short; anything longer is not a login name.
-const MAX_IDENTITY: usize = 255;
 
 /// Why the certificate names no usable account. Logged, never sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,7 +158,7 @@ fn check(value: String, field: CertUserField) -> Result<String, IdentityError> {
     if value.is_empty() {
         return Err(IdentityError::BadValue(field, "it is empty"));
     }
-    if value.len() > MAX_IDENTITY {
+    if value.len() > MAX_CERT_IDENTITY {
         return Err(IdentityError::BadValue(
             field,
             "it is longer than 255 bytes",

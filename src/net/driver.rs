@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, PlaintextAuth};
 use crate::counters::{self, Counter};
-use crate::limits;
+use crate::limits::{self, GOODBYE_WRITE_TIMEOUT, READ_TIMEOUT_SLACK};
 use crate::net::conn::Conn;
 use crate::net::line_buffer::{LineBuffer, LineEvent};
 use crate::net::live::LiveSession;
@@ -20,10 +20,6 @@ const AUTOLOGOUT_REPLY: &[u8] = b"-ERR autologout; idle for too long\r\n";
 
 /// RFC 3206: the administrator's doing, and the client may come back.
 const KICKED_REPLY: &[u8] = b"-ERR [SYS/TEMP] session ended by the administrator\r\n";
-
-/// The goodbye after a timeout must not hold the worker on a client that
-/// stopped reading.
-const GOODBYE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The timing knobs of a session, taken from the config once at startup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -331,10 +327,6 @@ fn drive(
     }
 }
 
-/// How far the socket's read timeout may be off the time left before the
-/// deadline (at most this, and at most an eighth of the time left).
-const REARM_SLACK: Duration = Duration::from_secs(1);
-
 /// One read that gives up at `deadline`. `armed` is the read timeout last
 /// set on the socket: setting it is a syscall, so a busy session, whose
 /// deadline moves on with the clock, does not set it before every read.
@@ -349,7 +341,7 @@ fn read_before(
         if left.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
         }
-        let slack = (left / 8).min(REARM_SLACK);
+        let slack = (left / 8).min(READ_TIMEOUT_SLACK);
         let off = |a: Duration| a.checked_sub(left).unwrap_or_else(|| left - a);
         if armed.map_or(true, |a| off(a) > slack) {
             conn.set_read_timeout(Some(left))?;

@@ -1,10 +1,7 @@
 //! `Output`: the reply buffer between a session and its connection, so each batch of replies leaves in one write.
 
+use crate::limits::IDLE_WRITE_CAPACITY;
 use std::io::{self, Write};
-
-/// Capacity kept while a session is idle: a greeting or a short reply fits,
-/// and an idle session does not pin a full `limits::WRITE_BUFFER`.
-const IDLE_CAPACITY: usize = 512;
 
 /// Like `std::io::BufWriter`, with two differences that matter for a
 /// server holding thousands of idle sessions: the buffer grows to its
@@ -25,7 +22,7 @@ impl<W: Write> Output<W> {
     pub fn new(inner: W, limit: usize) -> Self {
         Output {
             inner,
-            buf: Vec::with_capacity(IDLE_CAPACITY.min(limit)),
+            buf: Vec::with_capacity(IDLE_WRITE_CAPACITY.min(limit)),
             limit: limit.max(1),
             sent: 0,
         }
@@ -59,8 +56,8 @@ impl<W: Write> Output<W> {
 
     /// Gives back memory grown for a large reply; call when idle.
     pub fn release(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > IDLE_CAPACITY {
-            self.buf = Vec::with_capacity(IDLE_CAPACITY.min(self.limit));
+        if self.buf.is_empty() && self.buf.capacity() > IDLE_WRITE_CAPACITY {
+            self.buf = Vec::with_capacity(IDLE_WRITE_CAPACITY.min(self.limit));
         }
     }
 
@@ -164,7 +161,7 @@ mod tests {
         );
         out.flush().unwrap();
         out.release();
-        assert!(out.buf.capacity() <= IDLE_CAPACITY * 2);
+        assert!(out.buf.capacity() <= IDLE_WRITE_CAPACITY * 2);
         assert_eq!(out.get_ref().writes.concat().len(), 8000);
     }
 

@@ -7,10 +7,6 @@ use std::time::{Duration, Instant};
 
 use crate::net::proxy::{self, Header, Parsed, ProxyError};
 
-/// Longest wait for the header: a proxy sends it at once, so a slow one is
-/// a stuck connection holding a worker (`auth_timeout` caps it further).
-pub const MAX_HEADER_WAIT: Duration = Duration::from_secs(10);
-
 /// Why no usable header was read; the connection is closed.
 #[derive(Debug)]
 pub enum ReadError {

@@ -18,6 +18,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use crate::limits::MAX_PEM_FILE;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -32,10 +33,6 @@ pub const PROTOCOL_VERSIONS: &[&SupportedProtocolVersion] =
 
 /// RFC 8314 §7.3 registers `pop3` as the ALPN id for POP3 over TLS.
 pub const ALPN_POP3: &[u8] = b"pop3";
-
-/// A certificate chain, key or CA bundle is a few KiB; refuse to read
-/// something that is clearly not one (a device, a huge file by mistake).
-const MAX_PEM_FILE: u64 = 1024 * 1024;
 
 /// Why the TLS material cannot be used, in the administrator's words.
 #[derive(Debug)]

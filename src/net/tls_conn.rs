@@ -10,17 +10,9 @@ use std::time::{Duration, Instant};
 use rustls::{ServerConnection, StreamOwned};
 
 use crate::config::CertUserField;
+use crate::limits::{MAX_HANDSHAKE_TIME, TLS_SEND_BUFFER};
 use crate::net::client_cert;
 use crate::net::tls::TlsReloader;
-
-/// A handshake is a few round trips; a client that needs longer is stuck
-/// or hostile, and holds a worker thread meanwhile. `auth_timeout` caps it
-/// further.
-pub const MAX_HANDSHAKE_TIME: Duration = Duration::from_secs(30);
-
-/// Records the server buffers beyond what it has sent: RETR streams through
-/// a bounded output buffer, so a few records' worth is plenty.
-const SEND_BUFFER_LIMIT: usize = 64 * 1024;
 
 /// A session's TLS stream and what the handshake established.
 #[derive(Debug)]
@@ -114,7 +106,7 @@ impl TlsService {
         let ctx = self.reloader.current();
         let mut conn = ServerConnection::new(Arc::clone(&ctx.server))
             .map_err(|e| HandshakeError::Tls(e.to_string()))?;
-        conn.set_buffer_limit(Some(SEND_BUFFER_LIMIT));
+        conn.set_buffer_limit(Some(TLS_SEND_BUFFER));
         let deadline = Instant::now() + self.timeout;
         while conn.is_handshaking() {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -12,14 +12,9 @@ use rustls::pki_types::CertificateDer;
 use rustls::server::danger::ClientCertVerifier;
 
 use crate::config::{CertUserField, Config};
+use crate::limits::{MAX_CERT, MAX_CERT_CHAIN};
 use crate::net::cert_identity::cert_identity;
 use crate::net::client_cert::verified_chain;
-
-/// Most certificates in a client chain (end entity + intermediates).
-pub const MAX_CHAIN: usize = 4;
-
-/// Largest DER certificate accepted (real ones are 1–2 KiB).
-pub const MAX_CERT: usize = 16 * 1024;
 
 /// The trust anchors and naming rule for client certificates.
 pub struct CertCheck {
@@ -47,7 +42,7 @@ impl CertCheck {
     /// valid now and `authzid` is empty or that account. `Err` says why
     /// not, for the log (certificates are public: the reason is no secret).
     pub fn identity(&self, chain: &[CertificateDer<'_>], authzid: &str) -> Result<String, String> {
-        if chain.len() > MAX_CHAIN || chain.iter().any(|c| c.len() > MAX_CERT) {
+        if chain.len() > MAX_CERT_CHAIN || chain.iter().any(|c| c.len() > MAX_CERT) {
             return Err("client certificate chain is too long".into());
         }
         verified_chain(self.verifier.as_ref(), chain)
@@ -135,7 +130,9 @@ mod tests {
         assert!(e.contains("not accepted"), "{e}");
         let e = check.identity(&[], "").unwrap_err();
         assert!(e.contains("not accepted"), "{e}");
-        let e = check.identity(&vec![good; MAX_CHAIN + 1], "").unwrap_err();
+        let e = check
+            .identity(&vec![good; MAX_CERT_CHAIN + 1], "")
+            .unwrap_err();
         assert!(e.contains("too long"), "{e}");
     }
 

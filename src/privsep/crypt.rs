@@ -10,6 +10,7 @@ use std::fmt;
 use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 
 use crate::account::constant_time_eq;
+use crate::limits::MAX_PASSWORD;
 
 /// `sizeof(struct crypt_data)` in `<crypt.h>`: the scratch area `crypt_rn`
 /// works in. 32 KiB is too much for a worker's small stack, so it lives on
@@ -18,9 +19,6 @@ const CRYPT_DATA_SIZE: usize = 32768;
 
 /// `CRYPT_GENSALT_OUTPUT_SIZE` in `<crypt.h>`.
 const GENSALT_OUTPUT_SIZE: usize = 192;
-
-/// `CRYPT_MAX_PASSPHRASE_SIZE` in `<crypt.h>` counts the terminating NUL.
-pub const MAX_PASSWORD: usize = 511;
 
 #[link(name = "crypt")]
 extern "C" {

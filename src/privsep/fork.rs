@@ -12,12 +12,9 @@ use crate::auth::helper_client::{HelperPool, HelperSession};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::daemon::error::DaemonError;
+use crate::limits::MAX_HELPERS;
 use crate::mailbox::mbox::MboxSettings;
 use crate::mailbox::{MaildropOpener, MboxOpener};
-
-/// Most helper processes: each holds a yescrypt hash (16 MiB) while it
-/// works, and more than the machine has cores only queues in the kernel.
-const MAX_HELPERS: usize = 8;
 
 /// Where sessions get their account checks and maildrops.
 pub enum Accounts {

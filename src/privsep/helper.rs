@@ -31,8 +31,9 @@ use rustls::pki_types::CertificateDer;
 
 pub use super::accounts::HelperDb;
 use super::checked::Checked;
-use super::helper_wire::{Request, Response, SpoolAnswer, MAX_FRAME};
+use super::helper_wire::{Request, Response, SpoolAnswer};
 use crate::account::AuthOutcome;
+use crate::limits::MAX_HELPER_FRAME;
 use crate::mailbox::{mbox::open_spool, MailboxError};
 use crate::sasl::SecretLookup;
 
@@ -115,7 +116,7 @@ fn become_helper(parent: Pid) -> io::Result<()> {
 /// The request loop; returns the exit code. Ends at end of file (the
 /// daemon closed the channel) or at the first malformed frame.
 pub(crate) fn serve(channel: &OwnedFd, db: &HelperDb) -> i32 {
-    let mut buf = vec![0u8; MAX_FRAME + 1];
+    let mut buf = vec![0u8; MAX_HELPER_FRAME + 1];
     loop {
         let n = match recv(channel.as_raw_fd(), &mut buf, MsgFlags::empty()) {
             Ok(0) => return 0,
@@ -129,7 +130,7 @@ pub(crate) fn serve(channel: &OwnedFd, db: &HelperDb) -> i32 {
         // A frame filling the buffer was longer than any valid one.
         let request = buf
             .get(..n)
-            .filter(|_| n <= MAX_FRAME)
+            .filter(|_| n <= MAX_HELPER_FRAME)
             .and_then(Request::decode);
         buf.iter_mut().for_each(|b| *b = 0);
         let Some(request) = request else {

@@ -9,27 +9,11 @@
 
 use std::path::PathBuf;
 
-use super::cert_login::{MAX_CERT, MAX_CHAIN};
-use super::crypt::MAX_PASSWORD;
-use crate::limits::MAX_SASL_LINE;
+use crate::limits::{
+    MAX_AUTH_MESSAGE, MAX_CERT, MAX_CERT_CHAIN, MAX_HELPER_FRAME, MAX_HELPER_PATH, MAX_HELPER_TEXT,
+    MAX_HELPER_USER, MAX_PASSWORD,
+};
 use crate::sasl::KEY_LEN;
-
-/// The largest frame either side sends or accepts: room for a client
-/// certificate chain of [`MAX_CHAIN`] certificates of [`MAX_CERT`] bytes.
-pub const MAX_FRAME: usize = MAX_CHAIN * (MAX_CERT + 2) + 1024;
-
-/// Longest SCRAM AuthMessage: three client/server messages, each at most
-/// one SASL line.
-pub const MAX_AUTH_MESSAGE: usize = 3 * MAX_SASL_LINE;
-
-/// Longest user name on the wire (Linux allows 32; passwd files more).
-pub const MAX_USER: usize = 256;
-
-/// Longest spool path (PATH_MAX).
-pub const MAX_PATH: usize = 4096;
-
-/// Longest explanatory text (a refusal reason, a backend error).
-pub const MAX_TEXT: usize = 1024;
 
 const REQ_VERIFY: u8 = 1;
 const REQ_OFFERS_SCRAM: u8 = 4;
@@ -125,7 +109,7 @@ pub enum Response {
     Flag(bool),
 }
 
-/// A frame under construction; refuses to grow past [`MAX_FRAME`].
+/// A frame under construction; refuses to grow past [`MAX_HELPER_FRAME`].
 struct Encoder {
     buf: Vec<u8>,
 }
@@ -142,7 +126,7 @@ impl Encoder {
     }
 
     fn field(&mut self, bytes: &[u8], max: usize) -> Option<()> {
-        if bytes.len() > max || self.buf.len() + 2 + bytes.len() > MAX_FRAME {
+        if bytes.len() > max || self.buf.len() + 2 + bytes.len() > MAX_HELPER_FRAME {
             return None;
         }
         let len = u16::try_from(bytes.len()).ok()?;
@@ -153,7 +137,7 @@ impl Encoder {
 
     /// Fixed-size bytes (no length prefix).
     fn raw(&mut self, bytes: &[u8]) -> Option<()> {
-        if self.buf.len() + bytes.len() > MAX_FRAME {
+        if self.buf.len() + bytes.len() > MAX_HELPER_FRAME {
             return None;
         }
         self.buf.extend_from_slice(bytes);
@@ -224,16 +208,16 @@ impl Request {
         match self {
             Request::Verify { user, password } => {
                 let mut e = Encoder::new(REQ_VERIFY);
-                e.field(user.as_bytes(), MAX_USER)?;
+                e.field(user.as_bytes(), MAX_HELPER_USER)?;
                 e.field(&password.0, MAX_PASSWORD)?;
                 Some(e.finish())
             }
             Request::Certificate { chain, authzid } => {
-                if chain.is_empty() || chain.len() > MAX_CHAIN {
+                if chain.is_empty() || chain.len() > MAX_CERT_CHAIN {
                     return None;
                 }
                 let mut e = Encoder::new(REQ_CERTIFICATE);
-                e.field(authzid.as_bytes(), MAX_USER)?;
+                e.field(authzid.as_bytes(), MAX_HELPER_USER)?;
                 e.byte(u8::try_from(chain.len()).ok()?);
                 for cert in chain {
                     e.field(cert, MAX_CERT)?;
@@ -242,7 +226,7 @@ impl Request {
             }
             Request::ScramParams { user } => {
                 let mut e = Encoder::new(REQ_SCRAM_PARAMS);
-                e.field(user.as_bytes(), MAX_USER)?;
+                e.field(user.as_bytes(), MAX_HELPER_USER)?;
                 Some(e.finish())
             }
             Request::ScramProof {
@@ -251,7 +235,7 @@ impl Request {
                 proof,
             } => {
                 let mut e = Encoder::new(REQ_SCRAM_PROOF);
-                e.field(user.as_bytes(), MAX_USER)?;
+                e.field(user.as_bytes(), MAX_HELPER_USER)?;
                 e.field(auth_message, MAX_AUTH_MESSAGE)?;
                 e.raw(proof)?;
                 Some(e.finish())
@@ -264,14 +248,14 @@ impl Request {
         let mut d = Decoder { rest: frame };
         match d.byte()? {
             REQ_VERIFY => {
-                let user = d.text(MAX_USER)?;
+                let user = d.text(MAX_HELPER_USER)?;
                 let password = Secret(d.field(MAX_PASSWORD)?.to_vec());
                 d.end(Request::Verify { user, password })
             }
             REQ_CERTIFICATE => {
-                let authzid = d.text(MAX_USER)?;
+                let authzid = d.text(MAX_HELPER_USER)?;
                 let count = usize::from(d.byte()?);
-                if count == 0 || count > MAX_CHAIN {
+                if count == 0 || count > MAX_CERT_CHAIN {
                     return None;
                 }
                 let mut chain = Vec::with_capacity(count);
@@ -281,11 +265,11 @@ impl Request {
                 d.end(Request::Certificate { chain, authzid })
             }
             REQ_SCRAM_PARAMS => {
-                let user = d.text(MAX_USER)?;
+                let user = d.text(MAX_HELPER_USER)?;
                 d.end(Request::ScramParams { user })
             }
             REQ_SCRAM_PROOF => {
-                let user = d.text(MAX_USER)?;
+                let user = d.text(MAX_HELPER_USER)?;
                 let auth_message = d.field(MAX_AUTH_MESSAGE)?.to_vec();
                 let proof = d.key()?;
                 d.end(Request::ScramProof {
@@ -302,10 +286,10 @@ impl Request {
 
 /// Cuts explanatory text to its bound on a character boundary.
 fn bounded(text: &str) -> &str {
-    if text.len() <= MAX_TEXT {
+    if text.len() <= MAX_HELPER_TEXT {
         return text;
     }
-    let mut end = MAX_TEXT;
+    let mut end = MAX_HELPER_TEXT;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
@@ -323,14 +307,14 @@ impl Response {
                 server_signature,
             } => {
                 let mut e = Encoder::new(RESP_ACCEPTED);
-                e.field(user.as_bytes(), MAX_USER)?;
-                e.field(mailbox.to_str()?.as_bytes(), MAX_PATH)?;
+                e.field(user.as_bytes(), MAX_HELPER_USER)?;
+                e.field(mailbox.to_str()?.as_bytes(), MAX_HELPER_PATH)?;
                 match spool {
                     SpoolAnswer::Open => e.byte(SPOOL_OPEN),
                     SpoolAnswer::Missing => e.byte(SPOOL_MISSING),
                     SpoolAnswer::Refused(why) => {
                         e.byte(SPOOL_REFUSED);
-                        e.field(bounded(why).as_bytes(), MAX_TEXT)?;
+                        e.field(bounded(why).as_bytes(), MAX_HELPER_TEXT)?;
                     }
                     SpoolAnswer::Failed(errno) => {
                         e.byte(SPOOL_FAILED);
@@ -349,12 +333,12 @@ impl Response {
             Response::Rejected => Encoder::new(RESP_REJECTED).finish(),
             Response::Unavailable(why) => {
                 let mut e = Encoder::new(RESP_UNAVAILABLE);
-                e.field(bounded(why).as_bytes(), MAX_TEXT)?;
+                e.field(bounded(why).as_bytes(), MAX_HELPER_TEXT)?;
                 e.finish()
             }
             Response::ScramParams { salt, iterations } => {
                 let mut e = Encoder::new(RESP_SCRAM_PARAMS);
-                e.field(salt, MAX_TEXT)?;
+                e.field(salt, MAX_HELPER_TEXT)?;
                 e.raw(&iterations.to_be_bytes())?;
                 e.finish()
             }
@@ -370,12 +354,12 @@ impl Response {
         let mut d = Decoder { rest: frame };
         match d.byte()? {
             RESP_ACCEPTED => {
-                let user = d.text(MAX_USER)?;
-                let mailbox = PathBuf::from(d.text(MAX_PATH)?);
+                let user = d.text(MAX_HELPER_USER)?;
+                let mailbox = PathBuf::from(d.text(MAX_HELPER_PATH)?);
                 let spool = match d.byte()? {
                     SPOOL_OPEN => SpoolAnswer::Open,
                     SPOOL_MISSING => SpoolAnswer::Missing,
-                    SPOOL_REFUSED => SpoolAnswer::Refused(d.text(MAX_TEXT)?),
+                    SPOOL_REFUSED => SpoolAnswer::Refused(d.text(MAX_HELPER_TEXT)?),
                     SPOOL_FAILED => SpoolAnswer::Failed(d.i32()?),
                     _ => return None,
                 };
@@ -393,11 +377,11 @@ impl Response {
             }
             RESP_REJECTED => d.end(Response::Rejected),
             RESP_UNAVAILABLE => {
-                let why = d.text(MAX_TEXT)?;
+                let why = d.text(MAX_HELPER_TEXT)?;
                 d.end(Response::Unavailable(why))
             }
             RESP_SCRAM_PARAMS => {
-                let salt = d.field(MAX_TEXT)?.to_vec();
+                let salt = d.field(MAX_HELPER_TEXT)?.to_vec();
                 let iterations = d.u32()?;
                 d.end(Response::ScramParams { salt, iterations })
             }
@@ -431,7 +415,7 @@ mod tests {
                 authzid: String::new(),
             },
             Request::Certificate {
-                chain: vec![vec![0x30; MAX_CERT]; MAX_CHAIN],
+                chain: vec![vec![0x30; MAX_CERT]; MAX_CERT_CHAIN],
                 authzid: "bob".into(),
             },
             Request::ScramParams {
@@ -445,7 +429,7 @@ mod tests {
             Request::OffersScram,
         ] {
             let frame = r.encode().unwrap();
-            assert!(frame.len() <= MAX_FRAME);
+            assert!(frame.len() <= MAX_HELPER_FRAME);
             assert_eq!(Request::decode(&frame), Some(r));
         }
     }
@@ -504,7 +488,7 @@ mod tests {
             authzid: String::new(),
         };
         assert!(cert(0).encode().is_none(), "no certificate, no request");
-        assert!(cert(MAX_CHAIN + 1).encode().is_none());
+        assert!(cert(MAX_CERT_CHAIN + 1).encode().is_none());
         let big = Request::Certificate {
             chain: vec![vec![0x30; MAX_CERT + 1]],
             authzid: String::new(),
@@ -533,14 +517,16 @@ mod tests {
 
     #[test]
     fn oversized_fields_are_not_encoded() {
-        assert!(verify(&"u".repeat(MAX_USER + 1), b"x").encode().is_none());
+        assert!(verify(&"u".repeat(MAX_HELPER_USER + 1), b"x")
+            .encode()
+            .is_none());
         assert!(verify("u", &[b'p'; MAX_PASSWORD + 1]).encode().is_none());
-        let long = Response::Unavailable("é".repeat(MAX_TEXT))
+        let long = Response::Unavailable("é".repeat(MAX_HELPER_TEXT))
             .encode()
             .unwrap();
-        assert!(long.len() <= MAX_FRAME);
+        assert!(long.len() <= MAX_HELPER_FRAME);
         match Response::decode(&long) {
-            Some(Response::Unavailable(t)) => assert!(t.len() <= MAX_TEXT && !t.is_empty()),
+            Some(Response::Unavailable(t)) => assert!(t.len() <= MAX_HELPER_TEXT && !t.is_empty()),
             other => panic!("{other:?}"),
         }
     }
@@ -564,7 +550,7 @@ mod tests {
         assert_eq!(Request::decode(&e.finish()), None);
         // A user name that is not UTF-8.
         let mut e = Encoder::new(REQ_VERIFY);
-        e.field(&[0xff, 0xfe], MAX_USER).unwrap();
+        e.field(&[0xff, 0xfe], MAX_HELPER_USER).unwrap();
         e.field(b"pw", MAX_PASSWORD).unwrap();
         assert_eq!(Request::decode(&e.finish()), None);
         assert_eq!(Response::decode(&[]), None);

@@ -23,15 +23,8 @@ use super::file_stamp::Stamp;
 use super::passwd_ids::parse_ids;
 pub use super::passwd_ids::EntryIds;
 use crate::account::{constant_time_eq, AuthOutcome, Principal};
+use crate::limits::{MAX_PASSWD_FILE, MAX_PASSWD_LINE};
 use crate::sasl::ScramSecret;
-
-/// A passwd file larger than this is refused: it would cost every login a
-/// long re-read, and no real deployment comes near it.
-const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
-
-/// Longer lines are logged and skipped (a crypt string is ~100 bytes; the
-/// extra fields may carry some userdb settings).
-const MAX_LINE: usize = 4096;
 
 /// What an entry's password field holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,14 +118,14 @@ impl PasswdFile {
         }
         let file = File::open(&self.path).map_err(cannot)?;
         let stamp = file.metadata().map(|m| Stamp::of(&m)).map_err(cannot)?;
-        if stamp.size > MAX_FILE_BYTES {
+        if stamp.size > MAX_PASSWD_FILE {
             return Err(format!(
-                "passwd file {} is larger than {MAX_FILE_BYTES} bytes",
+                "passwd file {} is larger than {MAX_PASSWD_FILE} bytes",
                 self.path.display()
             ));
         }
         let mut bytes = Vec::new();
-        file.take(MAX_FILE_BYTES)
+        file.take(MAX_PASSWD_FILE)
             .read_to_end(&mut bytes)
             .map_err(cannot)?;
         let accounts = parse(&bytes, &self.path);
@@ -369,8 +362,10 @@ fn read_entries(bytes: &[u8], path: &Path) -> (HashMap<String, Account>, Vec<Str
     for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let line = index + 1;
         let skipped = |why: &str| format!("{}:{line}: {why}; line skipped", path.display());
-        if raw.len() > MAX_LINE {
-            warnings.push(skipped(&format!("line longer than {MAX_LINE} bytes")));
+        if raw.len() > MAX_PASSWD_LINE {
+            warnings.push(skipped(&format!(
+                "line longer than {MAX_PASSWD_LINE} bytes"
+            )));
             continue;
         }
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);

@@ -79,7 +79,7 @@ fn parses_fields_and_schemes() {
 
 #[test]
 fn bad_lines_are_skipped_not_fatal() {
-    let long = format!("long:{}\n", "x".repeat(MAX_LINE));
+    let long = format!("long:{}\n", "x".repeat(crate::limits::MAX_PASSWD_LINE));
     let mut bytes = format!(
         ":nouser\n../x:{SHA512}\na/b:{SHA512}\nsp ace:{SHA512}\n{long}ok:{SHA512}\nok:{BCRYPT}\n-opt:{SHA512}\n"
     )

@@ -12,8 +12,9 @@ use nix::unistd::User;
 use super::checked::Checked;
 use super::crypt;
 use super::passwd_file::{accept, unusable_mailbox};
-use super::system_decoy::{ShadowDecoy, LOGIN_DEFS, MAX_SYSTEM_FILE};
+use super::system_decoy::{ShadowDecoy, LOGIN_DEFS};
 use crate::account::AuthOutcome;
+use crate::limits::MAX_SYSTEM_FILE;
 
 /// Where the shadow database lives.
 pub const SHADOW: &str = "/etc/shadow";

@@ -12,13 +12,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use super::crypt;
 use super::decoy::{Decoy, Tally};
 use super::file_stamp::Stamp;
+use crate::limits::MAX_SYSTEM_FILE;
 
 /// Where shadow(5) says new passwords' hash method is configured.
 pub const LOGIN_DEFS: &str = "/etc/login.defs";
-
-/// A shadow or login.defs file bigger than this is not read (a sane one
-/// is kilobytes).
-pub const MAX_SYSTEM_FILE: u64 = 16 * 1024 * 1024;
 
 /// libxcrypt's default yescrypt cost, for when no setting can be generated
 /// (no OS randomness): a hash of "ironpop-dummy-password".

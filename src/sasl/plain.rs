@@ -1,9 +1,7 @@
 //! PLAIN (RFC 4616): `[authzid] NUL authcid NUL passwd` in one client message.
 
 use super::{Failure, Password};
-
-/// RFC 4616 §2: each field is at most 255 octets.
-const MAX_FIELD: usize = 255;
+use crate::limits::MAX_PLAIN_FIELD;
 
 /// The user and password to verify, or why the message is unusable.
 pub(super) fn parse(message: &[u8]) -> Result<(String, Password), Failure> {
@@ -23,7 +21,10 @@ pub(super) fn parse(message: &[u8]) -> Result<(String, Password), Failure> {
             "PLAIN user name and password must not be empty",
         ));
     }
-    if authzid.len() > MAX_FIELD || authcid.len() > MAX_FIELD || passwd.len() > MAX_FIELD {
+    if authzid.len() > MAX_PLAIN_FIELD
+        || authcid.len() > MAX_PLAIN_FIELD
+        || passwd.len() > MAX_PLAIN_FIELD
+    {
         return Err(Failure::Malformed("PLAIN field longer than 255 octets"));
     }
     let (Ok(authzid), Ok(authcid)) = (std::str::from_utf8(authzid), std::str::from_utf8(authcid))
@@ -102,8 +103,8 @@ mod tests {
 
     #[test]
     fn field_lengths_bounded() {
-        let long = vec![b'a'; MAX_FIELD + 1];
-        let max = vec![b'a'; MAX_FIELD];
+        let long = vec![b'a'; MAX_PLAIN_FIELD + 1];
+        let max = vec![b'a'; MAX_PLAIN_FIELD];
         let mut m = b"\0".to_vec();
         m.extend_from_slice(&max);
         m.push(0);

@@ -15,9 +15,8 @@ use ring::rand::SecureRandom as _;
 use super::scram_secret::{hmac_sha256, KEY_LEN};
 use super::{Failure, Outcome, Step};
 use crate::account::Login;
+use crate::limits::MAX_SCRAM_USER;
 
-/// RFC 4616's bound for user names serves here too.
-const MAX_USER: usize = 255;
 /// Raw bytes of the server's half of the nonce (32 base64 characters).
 const SERVER_NONCE_BYTES: usize = 24;
 
@@ -246,7 +245,7 @@ fn saslname(text: &str) -> Result<String, Failure> {
         rest = rest.get(i + 3..).ok_or(BAD)?;
     }
     out.push_str(rest);
-    if out.is_empty() || out.len() > MAX_USER || out.chars().any(char::is_control) {
+    if out.is_empty() || out.len() > MAX_SCRAM_USER || out.chars().any(char::is_control) {
         return Err(BAD);
     }
     Ok(out)
@@ -282,7 +281,7 @@ fn decoy(user: &str) -> Result<ScramParams, Failure> {
     let salt = mac.get(..16).unwrap_or(&mac).to_vec();
     Ok(ScramParams {
         salt,
-        iterations: super::scram_secret::MIN_ITERATIONS,
+        iterations: crate::limits::MIN_SCRAM_ITERATIONS,
     })
 }
 

@@ -15,22 +15,13 @@ use ring::{digest, hmac, pbkdf2};
 
 use super::wipe;
 use crate::account::constant_time_eq as ct_eq;
+use crate::limits::{MAX_SCRAM_ITERATIONS, MAX_SCRAM_SALT, MIN_SCRAM_ITERATIONS};
 
 /// The scheme prefix of a passwd-file password field.
 pub const SCHEME_PREFIX: &str = "{SCRAM-SHA-256}";
 
-/// RFC 7677 §4 and Dovecot: at least 4096 iterations.
-pub const MIN_ITERATIONS: u32 = 4096;
-
-/// Dovecot allows up to INT_MAX; every USER/PASS login against such an
-/// entry would then hold a worker for minutes, so we refuse beyond this.
-pub const MAX_ITERATIONS: u32 = 10_000_000;
-
 /// Dovecot's salt length for new secrets.
 const NEW_SALT_LEN: usize = 16;
-
-/// Salts longer than this are not something any tool writes.
-const MAX_SALT_LEN: usize = 256;
 
 /// SHA-256 output length.
 pub const KEY_LEN: usize = 32;
@@ -60,7 +51,7 @@ impl fmt::Display for ScramSecretError {
             ScramSecretError::Iterations(v) => write!(
                 f,
                 "{SCHEME_PREFIX} iteration count {v:?} is not a number from \
-                 {MIN_ITERATIONS} to {MAX_ITERATIONS}"
+                 {MIN_SCRAM_ITERATIONS} to {MAX_SCRAM_ITERATIONS}"
             ),
             ScramSecretError::Salt => write!(f, "{SCHEME_PREFIX} salt is not valid base64"),
             ScramSecretError::StoredKey => {
@@ -101,12 +92,12 @@ impl ScramSecret {
         let iterations = iterations
             .parse::<u32>()
             .ok()
-            .filter(|i| (MIN_ITERATIONS..=MAX_ITERATIONS).contains(i))
+            .filter(|i| (MIN_SCRAM_ITERATIONS..=MAX_SCRAM_ITERATIONS).contains(i))
             .ok_or_else(|| ScramSecretError::Iterations(iterations.to_owned()))?;
         let salt = BASE64
             .decode(salt)
             .ok()
-            .filter(|s| !s.is_empty() && s.len() <= MAX_SALT_LEN)
+            .filter(|s| !s.is_empty() && s.len() <= MAX_SCRAM_SALT)
             .ok_or(ScramSecretError::Salt)?;
         Ok(ScramSecret {
             iterations,
@@ -131,10 +122,10 @@ impl ScramSecret {
         salt: &[u8],
         iterations: u32,
     ) -> Result<ScramSecret, ScramSecretError> {
-        if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations) {
+        if !(MIN_SCRAM_ITERATIONS..=MAX_SCRAM_ITERATIONS).contains(&iterations) {
             return Err(ScramSecretError::Iterations(iterations.to_string()));
         }
-        if salt.is_empty() || salt.len() > MAX_SALT_LEN {
+        if salt.is_empty() || salt.len() > MAX_SCRAM_SALT {
             return Err(ScramSecretError::Salt);
         }
         let keys = Keys::from_password(password, salt, iterations);

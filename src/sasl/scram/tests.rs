@@ -343,7 +343,10 @@ fn client_first_refusals() {
         // A failed exchange stays over.
         assert!(matches!(s.step(b""), Step::Failed(Failure::Malformed(_))));
     }
-    let long_user = format!("n,,n={},r=abc", "u".repeat(MAX_USER + 1));
+    let long_user = format!(
+        "n,,n={},r=abc",
+        "u".repeat(crate::limits::MAX_SCRAM_USER + 1)
+    );
     let mut s = ScramServer::new(users());
     assert!(matches!(
         failure(s.step(long_user.as_bytes())),
