@@ -29,7 +29,7 @@ use ironpop::mailbox::indexed_scan::ScanKind;
 use ironpop::mailbox::mbox::MboxSettings;
 use ironpop::mailbox::state::StateDir;
 use ironpop::mailbox::{MailPolicy, MboxMaildrop};
-use loadgen::{Client, Server, Setup, PASSWORD};
+use loadgen::{Client, Server, Setup, CHEAP_HASH, PASSWORD};
 
 const USER: &str = "reopen";
 const LATER_BUDGET_MS: f64 = 30.0;
@@ -90,7 +90,8 @@ fn index_file(state: &Path) -> Option<PathBuf> {
 fn main() {
     let messages = env_u64("IRONPOP_BENCH_REOPEN_MESSAGES", 100_000);
     let rounds = env_u64("IRONPOP_BENCH_REOPEN_ROUNDS", 10) as usize;
-    let setup = Setup::new(&[USER.to_string()], &[(USER.to_string(), Vec::new())], 4);
+    let accounts = [(USER.to_string(), CHEAP_HASH.to_string())];
+    let setup = Setup::new(&accounts, &[(USER.to_string(), Vec::new())], 4, "");
     let root = setup.conf.parent().expect("setup dir").to_path_buf();
     let spool = root.join("mail").join(USER);
     let state = root.join("state");
