@@ -97,6 +97,17 @@ pub(crate) fn login(addr: SocketAddr, src: Ipv4Addr) -> Client {
     c
 }
 
+/// The test user's file `<spool path, %-encoded>.<kind>` in the shared
+/// state_dir (tempdir paths need only `/` encoded).
+pub(crate) fn state_file(cluster: &Cluster, kind: &str) -> std::path::PathBuf {
+    let key = cluster
+        .spool_path(USER)
+        .display()
+        .to_string()
+        .replace('/', "%2F");
+    cluster.state_dir().join(format!("{key}.{kind}"))
+}
+
 /// Which nodes logged a login of the test user after `marks`.
 pub(crate) fn serving(cluster: &Cluster, marks: &[usize]) -> Vec<usize> {
     cluster.nodes_logging(marks, &format!("login: user={USER} method="))
@@ -188,14 +199,7 @@ fn twenty_simultaneous_logins_through_haproxy_one_holds_the_mailbox() {
         .collect();
     greeted.wait();
     answered.wait();
-    let lock = cluster.state_dir().join(format!(
-        "{}.session",
-        cluster
-            .spool_path(USER)
-            .display()
-            .to_string()
-            .replace('/', "%2F")
-    ));
+    let lock = state_file(&cluster, "session");
     let ofd_locked = held_by_ofd_lock(&lock);
     done.wait();
     let replies: Vec<String> = clients.into_iter().map(|c| c.join().unwrap()).collect();
