@@ -1,4 +1,4 @@
-//! What every side of a login shares, and nothing else imports: the account a login names, the spool handed over with it, the verdict of a credential check, the client certificate chain, and the constant-time comparison behind every check.
+//! What every side of a login shares, and nothing else imports: the account a login names, the spool handed over with it, the verdict of a credential check, the password and the client certificate chain, and the constant-time comparison behind every check.
 //!
 //! A leaf module, so that SASL, the account backends, the session, the
 //! network side and the mailbox can all name these without importing one
@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
+use zeroize::Zeroizing;
 
 /// An authenticated account and the spool it reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +81,27 @@ pub enum Spool {
 /// The client's certificate chain as presented (end entity first), kept
 /// for AUTH EXTERNAL: the passdb verifies it again at login.
 pub type ClientChain = Arc<[CertificateDer<'static>]>;
+
+/// A password as the client sent it: never printed (not even in a debug
+/// line), wiped from memory when dropped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(Zeroizing<Vec<u8>>);
+
+impl Password {
+    pub fn new(bytes: Vec<u8>) -> Password {
+        Password(Zeroizing::new(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
 
 /// Compares two byte strings in time that depends only on their lengths.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -9,9 +9,18 @@
 //!   lines from a [`net::Conn`] (plain TCP, TLS or stdin/stdout) and feeds
 //!   them to the pure POP3 state machine in `pop3`, which answers through an
 //!   output buffer that the driver flushes once per batch of commands.
-//! * `auth` verifies credentials (passwd-file, system accounts) and names the
-//!   account's spool; `mailbox` scans an mbox spool once, serves messages
-//!   from it and applies deletions at QUIT without losing any other byte.
+//! * `privsep` holds everything that runs as root: the fork of the
+//!   privileged helpers, the privilege drop, and the helper, which checks
+//!   credentials against the account backends (passwd-file, system, PAM)
+//!   and opens the account's spool. `auth` is the network side: the
+//!   `Authenticator` a session asks (the helper's client, or the account
+//!   database in-process without root) and the failed-login throttle; a
+//!   login hands the session an `account::Login`, the account with its
+//!   opened spool, in one value.
+//! * `mailbox` turns that spool into a maildrop: scans it once, serves
+//!   messages from it and applies deletions at QUIT without losing any
+//!   other byte. `sasl` holds the AUTH mechanisms as pure state machines;
+//!   `account` the few types every side of a login shares.
 
 pub mod account;
 pub mod auth;

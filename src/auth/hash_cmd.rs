@@ -3,6 +3,8 @@
 use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 
+use zeroize::Zeroizing;
+
 use nix::sys::termios::{
     tcgetattr, tcsetattr, LocalFlags, SetArg, SpecialCharacterIndices, Termios,
 };
@@ -14,14 +16,7 @@ use crate::privsep::crypt;
 const CTRL_C: u8 = 0x03;
 
 /// A password in memory, overwritten when dropped.
-struct Password(Vec<u8>);
-
-impl Drop for Password {
-    fn drop(&mut self) {
-        self.0.iter_mut().for_each(|b| *b = 0);
-        std::hint::black_box(&self.0);
-    }
-}
+type Password = Zeroizing<Vec<u8>>;
 
 /// Reads a password from the terminal (asked twice, no echo) or, when
 /// stdin is not a terminal, one line of stdin; returns the yescrypt hash
@@ -33,19 +28,19 @@ pub fn hash_password_command() -> Result<String, String> {
     } else {
         read_line(&mut stdin.lock())?
     };
-    crypt::hash_password(&password.0).map_err(|e| format!("cannot hash the password: {e}"))
+    crypt::hash_password(&password).map_err(|e| format!("cannot hash the password: {e}"))
 }
 
 /// One line from a pipe or file, without its line end.
 fn read_line(input: &mut dyn BufRead) -> Result<Password, String> {
-    let mut line = Password(Vec::new());
+    let mut line = Zeroizing::new(Vec::new());
     // Two bytes beyond the limit leave room for CRLF and show overflow.
     let limit = crate::limits::MAX_PASSWORD as u64 + 2;
     input
         .take(limit + 1)
-        .read_until(b'\n', &mut line.0)
+        .read_until(b'\n', &mut line)
         .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
-    if line.0.is_empty() {
+    if line.is_empty() {
         return Err("no password on standard input".into());
     }
     finish(line)
@@ -53,22 +48,22 @@ fn read_line(input: &mut dyn BufRead) -> Result<Password, String> {
 
 /// Strips the line end and applies the rules every password must meet.
 fn finish(mut pw: Password) -> Result<Password, String> {
-    if pw.0.last() == Some(&b'\n') {
-        pw.0.pop();
-        if pw.0.last() == Some(&b'\r') {
-            pw.0.pop();
+    if pw.last() == Some(&b'\n') {
+        pw.pop();
+        if pw.last() == Some(&b'\r') {
+            pw.pop();
         }
     }
-    if pw.0.len() > crate::limits::MAX_PASSWORD {
+    if pw.len() > crate::limits::MAX_PASSWORD {
         return Err(format!(
             "the password is longer than {} bytes",
             crate::limits::MAX_PASSWORD
         ));
     }
-    if pw.0.is_empty() {
+    if pw.is_empty() {
         return Err("an empty password is not allowed".into());
     }
-    if pw.0.contains(&0) {
+    if pw.contains(&0) {
         return Err("the password contains a NUL byte".into());
     }
     Ok(pw)
@@ -107,7 +102,7 @@ fn read_from_tty(fd: BorrowedFd<'_>, prompt: &mut dyn Write) -> Result<Password,
 
     let first = ask(fd, prompt, "Password: ")?;
     let second = ask(fd, prompt, "Retype password: ")?;
-    if !constant_time_eq(&first.0, &second.0) {
+    if !constant_time_eq(&first, &second) {
         return Err("the passwords do not match".into());
     }
     Ok(first)
@@ -118,25 +113,25 @@ fn ask(fd: BorrowedFd<'_>, prompt: &mut dyn Write, text: &str) -> Result<Passwor
         .write_all(text.as_bytes())
         .and_then(|()| prompt.flush())
         .map_err(|e| format!("cannot write the prompt: {e}"))?;
-    let mut line = Password(Vec::new());
-    let mut buf = Password(vec![0u8; 256]);
+    let mut line = Zeroizing::new(Vec::new());
+    let mut buf = Zeroizing::new(vec![0u8; 256]);
     loop {
-        let n = match nix::unistd::read(fd, &mut buf.0) {
+        let n = match nix::unistd::read(fd, &mut buf) {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(format!("cannot read from the terminal: {e}")),
         };
-        let chunk = buf.0.get(..n).unwrap_or(&[]);
+        let chunk = buf.get(..n).unwrap_or(&[]);
         if chunk.contains(&CTRL_C) {
             return Err("interrupted".into());
         }
-        line.0.extend_from_slice(chunk);
-        if n == 0 || chunk.contains(&b'\n') || line.0.len() > crate::limits::MAX_PASSWORD + 2 {
+        line.extend_from_slice(chunk);
+        if n == 0 || chunk.contains(&b'\n') || line.len() > crate::limits::MAX_PASSWORD + 2 {
             break;
         }
     }
-    if let Some(end) = line.0.iter().position(|&b| b == b'\n') {
-        line.0.truncate(end + 1);
+    if let Some(end) = line.iter().position(|&b| b == b'\n') {
+        line.truncate(end + 1);
     }
     finish(line)
 }
@@ -148,7 +143,7 @@ mod tests {
     use std::sync::mpsc;
 
     fn line(input: &[u8]) -> Result<Vec<u8>, String> {
-        read_line(&mut Cursor::new(input.to_vec())).map(|p| p.0.clone())
+        read_line(&mut Cursor::new(input.to_vec())).map(|p| p.to_vec())
     }
 
     #[test]
@@ -194,7 +189,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let slave = pty.slave;
         let reader = std::thread::spawn(move || {
-            let r = read_from_tty(slave.as_fd(), &mut PromptSpy(tx)).map(|p| p.0.clone());
+            let r = read_from_tty(slave.as_fd(), &mut PromptSpy(tx));
             let echo_back = tcgetattr(slave.as_fd())
                 .unwrap()
                 .local_flags
@@ -216,7 +211,7 @@ mod tests {
         let mut echoed = vec![0u8; 4096];
         let n = nix::unistd::read(&pty.master, &mut echoed).unwrap_or(0);
         echoed.truncate(n);
-        (result, echoed, echo_restored)
+        (result.map(|p| p.to_vec()), echoed, echo_restored)
     }
 
     #[test]

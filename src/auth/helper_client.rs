@@ -18,11 +18,12 @@ use nix::sys::socket::{recvmsg, sendmsg, setsockopt, sockopt, ControlMessageOwne
 use nix::sys::time::TimeVal;
 
 use rustls::pki_types::CertificateDer;
+use zeroize::Zeroizing;
 
 use super::{Authenticator, ScramLogin};
-use crate::account::{AuthOutcome, Login, Principal, Spool};
+use crate::account::{AuthOutcome, Login, Password, Principal, Spool};
 use crate::limits::{HELPER_REPLY_TIMEOUT, MAX_HELPER_FRAME, OFFERS_SCRAM_TTL};
-use crate::privsep::helper_wire::{Request, Response, Secret, SpoolAnswer};
+use crate::privsep::helper_wire::{Request, Response, SpoolAnswer};
 use crate::sasl::{ScramParams, SecretLookup, KEY_LEN};
 
 struct Channel {
@@ -133,7 +134,7 @@ impl HelperPool {
     pub fn verify(&self, user: &str, password: &[u8]) -> Result<Verdict, String> {
         self.ask(&Request::Verify {
             user: user.to_owned(),
-            password: Secret(password.to_vec()),
+            password: Password::new(password.to_vec()),
         })
     }
 
@@ -146,12 +147,12 @@ impl HelperPool {
                 spool: None,
             });
         };
-        let frame = Secret(frame);
+        let frame = Zeroizing::new(frame);
         counters::bump(Counter::HelperRequests);
         let channel = self
             .take()
             .inspect_err(|_| counters::bump(Counter::HelperFailures))?;
-        match exchange(&channel, &frame.0) {
+        match exchange(&channel, &frame) {
             Ok(verdict) => {
                 self.give_back(Some(channel));
                 Ok(verdict)

@@ -3,8 +3,9 @@
 //! Startup: file-descriptor limit → listeners (bound, or from systemd) →
 //! detach (unless `-F`) → privileged helpers and privilege drop (when
 //! root; all before any thread exists) → block signals → worker pool →
-//! `READY=1` → accept loop. SIGHUP reloads the log level; SIGTERM/SIGINT
-//! stop; a helper that dies stops the daemon with an error.
+//! `READY=1` → accept loop. SIGHUP reloads the log level and the TLS
+//! certificate and key; SIGTERM/SIGINT stop; a helper that dies stops the
+//! daemon with an error.
 
 pub mod acceptor;
 pub mod demo;

@@ -80,9 +80,10 @@ pub fn listeners_from_env() -> Result<Option<Vec<Listener>>, DaemonError> {
     for i in 0..passed.count {
         let raw = LISTEN_FDS_START + i as RawFd;
         // SAFETY: sd_listen_fds(3): with LISTEN_PID naming this process,
-        // descriptors 3 .. 3+LISTEN_FDS are passed to it and nothing else
-        // in the process owns them (nothing has opened files yet that
-        // could have reused these numbers: this runs first at startup).
+        // descriptors 3 .. 3+LISTEN_FDS were passed to it open. While open,
+        // their numbers cannot be handed to any other file, and nothing
+        // before this point closes or wraps them, so this is their only
+        // owner.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let name = passed.names.get(i).map_or("", String::as_str);
         let bad = |what: String| {

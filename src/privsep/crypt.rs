@@ -3,11 +3,15 @@
 //! libxcrypt implements every scheme Debian writes (`$y$` yescrypt is the
 //! default since bullseye) and is what PAM and shadow use, so hashes checked
 //! here behave exactly as they do for `login`. The two FFI calls below are
-//! the only `unsafe` code of the auth package.
+//! this file's only `unsafe` code (the PAM conversation in `pam.rs` and the
+//! descriptor passing in `helper.rs` and `auth/helper_client.rs` have their
+//! own, each commented where it stands).
 
 use std::ffi::{c_char, c_int, c_ulong, c_void, CStr, CString};
 use std::fmt;
 use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
+
+use zeroize::Zeroize;
 
 use crate::account::constant_time_eq;
 use crate::limits::MAX_PASSWORD;
@@ -147,8 +151,7 @@ fn crypt(password: &[u8], setting: &str) -> Option<Vec<u8>> {
     // the bytes are copied out before `data` is dropped.
     let hashed = unsafe { CStr::from_ptr(out) }.to_bytes().to_vec();
     // The scratch area held intermediate state derived from the password.
-    data.iter_mut().for_each(|b| *b = 0);
-    std::hint::black_box(&data);
+    data.as_mut_slice().zeroize();
     Some(hashed)
 }
 

@@ -28,6 +28,7 @@ use nix::sys::socket::{
 use nix::unistd::{self, ForkResult, Pid, Uid};
 
 use rustls::pki_types::CertificateDer;
+use zeroize::Zeroize;
 
 pub use super::accounts::HelperDb;
 use super::checked::Checked;
@@ -132,7 +133,8 @@ pub(crate) fn serve(channel: &OwnedFd, db: &HelperDb) -> i32 {
             .get(..n)
             .filter(|_| n <= MAX_HELPER_FRAME)
             .and_then(Request::decode);
-        buf.iter_mut().for_each(|b| *b = 0);
+        // Zeroed in place (the buffer is reused for the next request).
+        buf.as_mut_slice().zeroize();
         let Some(request) = request else {
             log::error!(
                 "privileged helper: malformed request ({n} bytes); ending the conversation"
@@ -151,7 +153,7 @@ fn handle(db: &HelperDb, request: Request) -> (Response, Option<File>) {
     // Every request that can open a spool carries a credential, checked
     // here: a password, a certificate chain, or a SCRAM proof.
     let (checked, server_signature) = match request {
-        Request::Verify { user, password } => (db.verify(&user, &password.0), None),
+        Request::Verify { user, password } => (db.verify(&user, password.as_bytes()), None),
         Request::Certificate { chain, authzid } => {
             let chain: Vec<CertificateDer<'_>> =
                 chain.into_iter().map(CertificateDer::from).collect();

@@ -9,6 +9,7 @@
 
 use std::path::PathBuf;
 
+use crate::account::Password;
 use crate::limits::{
     MAX_AUTH_MESSAGE, MAX_CERT, MAX_CERT_CHAIN, MAX_HELPER_FRAME, MAX_HELPER_PATH, MAX_HELPER_TEXT,
     MAX_HELPER_USER, MAX_PASSWORD,
@@ -30,30 +31,12 @@ const SPOOL_MISSING: u8 = 2;
 const SPOOL_REFUSED: u8 = 3;
 const SPOOL_FAILED: u8 = 4;
 
-/// A password on its way through the helper; zeroed when dropped.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub Vec<u8>);
-
-impl Drop for Secret {
-    fn drop(&mut self) {
-        self.0.iter_mut().for_each(|b| *b = 0);
-        std::hint::black_box(&self.0);
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never in a log line, not even a debug one.
-        f.write_str("Secret(..)")
-    }
-}
-
 /// What the network process asks of the helper.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request {
     /// Check a password; on success also open the account's spool, so a
     /// spool can only be had together with the account's password.
-    Verify { user: String, password: Secret },
+    Verify { user: String, password: Password },
     /// AUTH EXTERNAL: the client's certificate chain (DER, end entity
     /// first) and authorization identity. The helper verifies the chain
     /// against `tls_client_ca` and opens the spool of the account it names.
@@ -209,7 +192,7 @@ impl Request {
             Request::Verify { user, password } => {
                 let mut e = Encoder::new(REQ_VERIFY);
                 e.field(user.as_bytes(), MAX_HELPER_USER)?;
-                e.field(&password.0, MAX_PASSWORD)?;
+                e.field(password.as_bytes(), MAX_PASSWORD)?;
                 Some(e.finish())
             }
             Request::Certificate { chain, authzid } => {
@@ -249,7 +232,7 @@ impl Request {
         match d.byte()? {
             REQ_VERIFY => {
                 let user = d.text(MAX_HELPER_USER)?;
-                let password = Secret(d.field(MAX_PASSWORD)?.to_vec());
+                let password = Password::new(d.field(MAX_PASSWORD)?.to_vec());
                 d.end(Request::Verify { user, password })
             }
             REQ_CERTIFICATE => {
@@ -402,7 +385,7 @@ mod tests {
     fn verify(user: &str, pw: &[u8]) -> Request {
         Request::Verify {
             user: user.into(),
-            password: Secret(pw.to_vec()),
+            password: Password::new(pw.to_vec()),
         }
     }
 
@@ -559,7 +542,7 @@ mod tests {
     }
 
     #[test]
-    fn secret_debug_hides_the_password() {
+    fn debug_hides_the_password() {
         assert!(!format!("{:?}", verify("a", b"hunter2")).contains("hunter2"));
     }
 }

@@ -17,9 +17,10 @@
 //! that blocks for other reasons (a network directory) is bounded only by
 //! the network process's reply timeout on the helper channel.
 //!
-//! The only `unsafe` is the FFI below: libpam has no maintained binding
-//! that fits (see the package report), and five functions with a
-//! conversation callback are less code than a binding's build machinery.
+//! The only `unsafe` is the FFI below: no maintained libpam binding fits
+//! (a blocking, single-threaded helper that refuses every prompt but the
+//! password), and five functions with a conversation callback are less
+//! code than a binding's build machinery.
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::ptr;

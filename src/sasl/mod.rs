@@ -22,6 +22,7 @@ use base64::Engine as _;
 pub use scram::{ProofCheck, ScramLookup, ScramParams, SecretLookup};
 pub use scram_secret::{ScramSecret, ScramSecretError, KEY_LEN};
 
+pub use crate::account::Password;
 use crate::limits;
 
 /// The mechanisms ironpop implements.
@@ -98,39 +99,6 @@ impl Context {
             .filter(|m| self.offers(*m, plaintext_allowed))
             .collect()
     }
-}
-
-/// A password as the client sent it. Never printed; wiped on drop.
-pub struct Password(Vec<u8>);
-
-impl Password {
-    pub fn new(bytes: Vec<u8>) -> Password {
-        Password(bytes)
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password(<redacted>)")
-    }
-}
-
-impl Drop for Password {
-    fn drop(&mut self) {
-        wipe(&mut self.0);
-    }
-}
-
-/// Best-effort zeroing that the optimiser may not drop.
-pub(crate) fn wipe(bytes: &mut [u8]) {
-    for b in bytes.iter_mut() {
-        *b = 0;
-    }
-    std::hint::black_box(bytes);
 }
 
 /// A finished exchange. The session still has to make it a login.

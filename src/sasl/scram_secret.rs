@@ -13,9 +13,9 @@ use base64::Engine as _;
 use ring::rand::SecureRandom as _;
 use ring::{digest, hmac, pbkdf2};
 
-use super::wipe;
 use crate::account::constant_time_eq as ct_eq;
 use crate::limits::{MAX_SCRAM_ITERATIONS, MAX_SCRAM_SALT, MIN_SCRAM_ITERATIONS};
+use zeroize::Zeroize;
 
 /// The scheme prefix of a passwd-file password field.
 pub const SCHEME_PREFIX: &str = "{SCRAM-SHA-256}";
@@ -166,7 +166,7 @@ impl ScramSecret {
             *k = a ^ b;
         }
         let matches = ct_eq(&sha256(&client_key), &self.stored_key);
-        wipe(&mut client_key);
+        client_key.zeroize();
         matches.then(|| hmac_sha256(&self.server_key, auth_message))
     }
 }
@@ -196,8 +196,8 @@ impl fmt::Debug for ScramSecret {
 
 impl Drop for ScramSecret {
     fn drop(&mut self) {
-        wipe(&mut self.stored_key);
-        wipe(&mut self.server_key);
+        self.stored_key.zeroize();
+        self.server_key.zeroize();
     }
 }
 
@@ -227,8 +227,8 @@ impl Keys {
         let mut client_key = hmac_sha256(&salted, b"Client Key");
         let server_key = hmac_sha256(&salted, b"Server Key");
         let stored_key = sha256(&client_key);
-        wipe(&mut salted);
-        wipe(&mut client_key);
+        salted.zeroize();
+        client_key.zeroize();
         Keys {
             stored_key,
             server_key,
