@@ -4,9 +4,11 @@
 //! `ironpop`, the spool in the page cache (issue 15's budget: later
 //! logins ≤ 30 ms, with or without 100 messages appended; the first login,
 //! which builds the index, ≤ 0.3 s). Also the index size per message.
-//! Dovecot is not run here (no Dovecot harness in benches/ yet).
+//! As root, Dovecot (benches/loadgen/dovecot.rs) then serves its own copy
+//! of the same spool and is measured the same way, with the ratios.
 //! Environment: `IRONPOP_BENCH_REOPEN_MESSAGES` (100000),
-//! `IRONPOP_BENCH_REOPEN_ROUNDS` (10).
+//! `IRONPOP_BENCH_REOPEN_ROUNDS` (10), `IRONPOP_BENCH_DOVECOT=0` skips
+//! Dovecot.
 
 #[allow(dead_code)]
 mod common;
@@ -29,6 +31,8 @@ use ironpop::mailbox::indexed_scan::ScanKind;
 use ironpop::mailbox::mbox::MboxSettings;
 use ironpop::mailbox::state::StateDir;
 use ironpop::mailbox::{MailPolicy, MboxMaildrop};
+use loadgen::dovecot::Dovecot;
+use loadgen::tls::Pki;
 use loadgen::{Client, Server, Setup, CHEAP_HASH, PASSWORD};
 
 const USER: &str = "reopen";
@@ -87,6 +91,59 @@ fn index_file(state: &Path) -> Option<PathBuf> {
         .find(|p| p.extension().is_some_and(|x| x == "index"))
 }
 
+/// Later logins to the spool at `spool` served at `addr`: `rounds` with
+/// nothing new, then `rounds` each after appending 100 messages (numbered
+/// from `next`).
+fn later_logins(addr: SocketAddr, spool: &Path, rounds: usize, next: u64) -> (Vec<f64>, Vec<f64>) {
+    let later: Vec<f64> = (0..rounds).map(|_| login_ms(addr)).collect();
+    let appended = (0..rounds)
+        .map(|round| {
+            let first = next + 100 * round as u64;
+            write_messages(spool, first, 100, 1000 + round as u64);
+            login_ms(addr)
+        })
+        .collect();
+    (later, appended)
+}
+
+/// Dovecot on its own copy of the same spool (it rewrites an mbox on first
+/// access), measured the same way right after ironpop; `ironpop` holds
+/// ironpop's (nothing new, 100 appended) figures for the ratios.
+fn dovecot_same_run(setup: &Setup, rounds: usize, ironpop: (Vec<f64>, Vec<f64>)) {
+    let _pki = Pki::new(setup.root());
+    let dovecot = match Dovecot::start(setup.root(), 4) {
+        Ok(d) => d,
+        Err(e) => {
+            println!("Dovecot not measured: {e}");
+            return;
+        }
+    };
+    let spool = setup.root().join("dovecot/mail").join(USER);
+    let messages = split_count(&spool);
+    let first = login_ms(dovecot.addr);
+    println!("Dovecot first login (builds its index, rewrites the mbox): {first:.0} ms");
+    let (later, appended) = later_logins(dovecot.addr, &spool, rounds, 10_000_000);
+    for (name, mut ours, mut theirs) in [
+        ("nothing new", ironpop.0, later),
+        ("100 appended", ironpop.1, appended),
+    ] {
+        let (a, b) = (median(&mut ours), median(&mut theirs));
+        let min = theirs.iter().copied().fold(f64::MAX, f64::min);
+        println!(
+            "Dovecot later login, {name}: min {min:.1} ms, median {b:.1} ms; \
+             ironpop/Dovecot median ratio {:.2}",
+            a / b
+        );
+    }
+    println!("(Dovecot's copy held {messages} messages)");
+}
+
+/// Messages in an mbox file (lines starting `From ` after a blank line).
+fn split_count(path: &Path) -> usize {
+    let data = std::fs::read(path).unwrap_or_default();
+    memchr::memmem::find_iter(&data, b"\n\nFrom ").count() + usize::from(data.starts_with(b"From "))
+}
+
 fn main() {
     let messages = env_u64("IRONPOP_BENCH_REOPEN_MESSAGES", 100_000);
     let rounds = env_u64("IRONPOP_BENCH_REOPEN_ROUNDS", 10) as usize;
@@ -127,20 +184,16 @@ fn main() {
         "index: {size} bytes, {:.1} bytes per message",
         size as f64 / messages as f64
     );
-    let later: Vec<f64> = (0..rounds).map(|_| login_ms(server.addr)).collect();
-    summary("later login, nothing new", later, LATER_BUDGET_MS);
-    let mut appended = Vec::new();
-    let mut next = messages;
-    for round in 0..rounds {
-        write_messages(&spool, next, 100, 1000 + round as u64);
-        next += 100;
-        appended.push(login_ms(server.addr));
-    }
+    let (later, appended) = later_logins(server.addr, &spool, rounds, messages);
+    summary("later login, nothing new", later.clone(), LATER_BUDGET_MS);
     summary(
         "later login, 100 messages appended",
-        appended,
+        appended.clone(),
         LATER_BUDGET_MS,
     );
+    if env_u64("IRONPOP_BENCH_DOVECOT", 1) != 0 {
+        dovecot_same_run(&setup, rounds, (later, appended));
+    }
     drop(server);
     // The same open in-process, without the network, the session and the
     // password check: what the index itself costs.
