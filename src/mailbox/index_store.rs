@@ -29,7 +29,11 @@ pub fn load(state: &StateDir, spool: &Path) -> Result<Option<Index>, String> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
     };
-    let mut data = Vec::new();
+    // Sized from the file: one read, no growing copies of megabytes.
+    let len = file
+        .metadata()
+        .map_or(0, |m| m.len().min(limits::MAX_INDEX_BYTES));
+    let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0) + 1);
     file.take(limits::MAX_INDEX_BYTES + 1)
         .read_to_end(&mut data)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
