@@ -21,10 +21,9 @@ pub struct PidFile {
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        // A newer instance may have replaced a file we thought stale.
-        if read_pid(&self.path).ok().flatten() == Some(self.pid) {
-            let _ = fs::remove_file(&self.path);
-        }
+        // A newer instance may have replaced a file we thought stale. (A
+        // daemon that dropped root cannot remove it: its keeper does.)
+        crate::privsep::pid_file_keeper::remove_if_ours(&self.path, self.pid);
     }
 }
 

@@ -299,12 +299,18 @@ fn shut_down_sessions(table: &sessions::SessionTable) {
     }
 }
 
+/// The descriptors `max_sessions` sessions need, with room for the
+/// listeners, helpers and logs.
+pub(crate) fn fds_wanted(max_sessions: usize) -> u64 {
+    (max_sessions as u64)
+        .saturating_mul(FDS_PER_SESSION)
+        .saturating_add(64)
+}
+
 /// Lifts the soft descriptor limit towards what `max_sessions` needs (the
 /// common default of 1024 would cap a 512-session daemon).
 fn raise_fd_limit(max_sessions: usize) {
-    let wanted = (max_sessions as u64)
-        .saturating_mul(FDS_PER_SESSION)
-        .saturating_add(64);
+    let wanted = fds_wanted(max_sessions);
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return;
     };

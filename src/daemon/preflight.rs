@@ -92,7 +92,15 @@ pub struct Context<'a> {
 type Check = fn(&Context<'_>) -> Vec<Finding>;
 
 /// Every startup check, in the order `-t` reports them.
-const CHECKS: &[Check] = &[tls, identity, passdb, state_dir, mailbox_dir, syslog];
+const CHECKS: &[Check] = &[
+    tls,
+    identity,
+    passdb,
+    state_dir,
+    mailbox_dir,
+    descriptors,
+    syslog,
+];
 
 /// Runs every check.
 pub fn run(config: &Config, purpose: Purpose) -> Vec<Finding> {
@@ -256,6 +264,14 @@ fn passdb(cx: &Context<'_>) -> Vec<Finding> {
             }
         }
         Passdb::System => match crate::privsep::system::census() {
+            Ok(0) => {
+                return vec![Finding {
+                    key: "passdb",
+                    verdict: Verdict::Warning(
+                        "no account in /etc/shadow has a usable password: nobody can log in".into(),
+                    ),
+                }]
+            }
             Ok(usable) => format!("passwd and shadow: {usable} accounts with a usable password"),
             Err(e) => return vec![Finding::error("passdb", e)],
         },
@@ -353,6 +369,31 @@ fn mailbox_dir(cx: &Context<'_>) -> Vec<Finding> {
             ),
         )],
     }
+}
+
+/// `max_sessions`: the descriptor limit (which the daemon raises up to the
+/// hard limit) leaves room for that many sessions.
+fn descriptors(cx: &Context<'_>) -> Vec<Finding> {
+    let max = cx.config.max_sessions;
+    let wanted = super::fds_wanted(max);
+    let Ok((_, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    else {
+        return Vec::new();
+    };
+    let verdict = if hard >= wanted {
+        Verdict::Ok(format!(
+            "{max} sessions need about {wanted} file descriptors; the hard limit is {hard}"
+        ))
+    } else {
+        Verdict::Warning(format!(
+            "{max} sessions need about {wanted} file descriptors, but the hard limit is \
+             {hard}; raise it (LimitNOFILE=, limits.conf) or lower max_sessions"
+        ))
+    };
+    vec![Finding {
+        key: "max_sessions",
+        verdict,
+    }]
 }
 
 /// `syslog_facility`: for `-t`, whether the detached daemon's log lines
