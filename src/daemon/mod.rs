@@ -57,6 +57,7 @@ pub enum RunMode {
 pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), DaemonError> {
     let foreground = mode != RunMode::Detached;
     startup_checks(config, mode)?;
+    signals::block_early()?;
     raise_fd_limit(config.max_sessions);
     if !foreground {
         // Before binding, so a second start says "already running" rather

@@ -36,14 +36,23 @@ fn handled() -> SigSet {
     set
 }
 
+/// Blocks the handled signals now, so that one arriving during startup
+/// waits for the signalfd instead of killing the daemon half-started (a
+/// SIGTERM right after the pid file appears would otherwise skip every
+/// cleanup). Forked processes inherit the mask.
+pub fn block_early() -> Result<(), DaemonError> {
+    handled()
+        .thread_block()
+        .map_err(|e| DaemonError::system("block signals", e))
+}
+
 impl Signals {
     /// Blocks the handled signals in the calling thread and opens a
     /// signalfd for them. Must run before any thread is spawned: threads
     /// inherit the mask, so no worker ever takes one of these signals.
     pub fn block() -> Result<Signals, DaemonError> {
         let set = handled();
-        set.thread_block()
-            .map_err(|e| DaemonError::system("block signals", e))?;
+        block_early()?;
         let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| DaemonError::system("create a signalfd", e))?;
         Ok(Signals { fd })
