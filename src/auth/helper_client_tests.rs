@@ -3,8 +3,8 @@
 use super::*;
 use crate::mailbox::mbox::{MboxOpener, MboxSettings};
 use crate::mailbox::MaildropOpener;
-use crate::privsep::accounts::AccountDb;
-use crate::privsep::helper::{serve, HelperDb};
+use crate::privsep::accounts::AccountBackend;
+use crate::privsep::helper::{serve, AccountDb};
 use crate::privsep::passwd_file::PasswdFile;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use std::thread;
@@ -14,7 +14,7 @@ struct Fixture {
     mail: std::path::PathBuf,
 }
 
-fn fixture() -> (Fixture, Arc<HelperDb>) {
+fn fixture() -> (Fixture, Arc<AccountDb>) {
     let dir = tempfile::tempdir().unwrap();
     let mail = dir.path().join("mail");
     std::fs::create_dir(&mail).unwrap();
@@ -26,8 +26,8 @@ fn fixture() -> (Fixture, Arc<HelperDb>) {
     )
     .unwrap();
     let db = PasswdFile::new(users, format!("{}/%u", mail.display()));
-    let db = HelperDb::new(
-        AccountDb::PasswdFile {
+    let db = AccountDb::new(
+        AccountBackend::PasswdFile {
             db,
             owner: nix::unistd::getuid(),
         },
@@ -70,7 +70,7 @@ fn pair() -> (OwnedFd, OwnedFd) {
 }
 
 /// A pool of `n` channels, each served by the helper loop in a thread.
-fn pool(db: &Arc<HelperDb>, n: usize) -> (Arc<HelperPool>, Vec<thread::JoinHandle<i32>>) {
+fn pool(db: &Arc<AccountDb>, n: usize) -> (Arc<HelperPool>, Vec<thread::JoinHandle<i32>>) {
     let mut ours = Vec::new();
     let mut threads = Vec::new();
     for _ in 0..n {
@@ -202,8 +202,8 @@ fn certificate_login_is_verified_by_the_helper() {
     let (fx, _) = fixture();
     let (_pki, config, alice_cert, selfsigned) = crate::privsep::cert_login::test_pki::pki("alice");
     let users = fx.mail.parent().unwrap().join("users");
-    let db = Arc::new(HelperDb::new(
-        AccountDb::PasswdFile {
+    let db = Arc::new(AccountDb::new(
+        AccountBackend::PasswdFile {
             db: PasswdFile::new(users, format!("{}/%u", fx.mail.display())),
             owner: nix::unistd::getuid(),
         },
@@ -234,8 +234,8 @@ fn scram_login_is_verified_by_the_helper() {
     let secret = crate::sasl::ScramSecret::derive(b"pencil", b"carol's salt", 4096).unwrap();
     let users = fx.mail.parent().unwrap().join("users");
     std::fs::write(&users, format!("carol:{secret}\n")).unwrap();
-    let db = Arc::new(HelperDb::new(
-        AccountDb::PasswdFile {
+    let db = Arc::new(AccountDb::new(
+        AccountBackend::PasswdFile {
             db: PasswdFile::new(users, format!("{}/%u", fx.mail.display())),
             owner: nix::unistd::getuid(),
         },
@@ -283,8 +283,8 @@ fn offers_scram_is_asked_once_per_ttl() {
     let secret = crate::sasl::ScramSecret::derive(b"pencil", b"dave's salt!", 4096).unwrap();
     let users = fx.mail.parent().unwrap().join("users-ttl");
     std::fs::write(&users, format!("dave:{secret}\n")).unwrap();
-    let db = Arc::new(HelperDb::new(
-        AccountDb::PasswdFile {
+    let db = Arc::new(AccountDb::new(
+        AccountBackend::PasswdFile {
             db: PasswdFile::new(users.clone(), format!("{}/%u", fx.mail.display())),
             owner: nix::unistd::getuid(),
         },

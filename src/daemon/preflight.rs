@@ -16,7 +16,7 @@ use nix::unistd::{Gid, Uid};
 
 use crate::config::{Config, Passdb};
 use crate::net::tls::TlsFiles;
-use crate::privsep::accounts::HelperDb;
+use crate::privsep::accounts::AccountDb;
 use crate::privsep::privileges;
 
 /// Who the checks are for.
@@ -238,7 +238,7 @@ fn identity(cx: &Context<'_>) -> Vec<Finding> {
 fn passdb(cx: &Context<'_>) -> Vec<Finding> {
     let c = cx.config;
     let daemon_uid = cx.runner.as_ref().map_or(Uid::from_raw(0), |r| r.uid);
-    if let Err(e) = HelperDb::for_config(c, daemon_uid) {
+    if let Err(e) = AccountDb::for_config(c, daemon_uid) {
         return vec![Finding::error("passdb", e)];
     }
     if cx.purpose != Purpose::CheckCommand {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use super::capa::{self, CapaContext};
 use super::command::{self, Command, Verb};
 use super::reply::{self, RespCode};
-use super::transaction::{Step, Transaction};
+use super::transaction::{Handled, Transaction};
 use crate::account::{AuthOutcome, ClientChain, Login};
 use crate::auth::Authenticator;
 use crate::limits;
@@ -81,7 +81,8 @@ pub enum Control {
     StartTls,
 }
 
-enum Phase {
+/// Where the session is: the RFC 1939 state, refined by what it waits for.
+enum Mode {
     /// `user` is the name of a USER command just before, waiting for PASS.
     Authorization {
         user: Option<String>,
@@ -99,7 +100,7 @@ enum Phase {
 pub struct Session {
     backend: Backend,
     settings: SessionSettings,
-    phase: Phase,
+    mode: Mode,
     /// Bad commands in a row (unknown, malformed, wrong state, too long).
     bad_commands: u32,
     auth_failures: u32,
@@ -116,7 +117,7 @@ impl Session {
         Session {
             backend,
             settings,
-            phase: Phase::Authorization { user: None },
+            mode: Mode::Authorization { user: None },
             bad_commands: 0,
             auth_failures: 0,
         }
@@ -129,25 +130,25 @@ impl Session {
 
     /// AUTHORIZATION also once the session has ended (nothing is logged in).
     pub fn state(&self) -> State {
-        match self.phase {
-            Phase::Transaction(_) => State::Transaction,
+        match self.mode {
+            Mode::Transaction(_) => State::Transaction,
             _ => State::Authorization,
         }
     }
 
     /// The longest line the driver should accept now, line end included.
     pub fn max_line(&self) -> usize {
-        match self.phase {
+        match self.mode {
             // A SASL response is base64 of a client message, not a command.
-            Phase::Sasl(_) => limits::MAX_SASL_LINE + 2,
+            Mode::Sasl(_) => limits::MAX_SASL_LINE + 2,
             _ => limits::MAX_COMMAND_LINE,
         }
     }
 
     /// The logged-in user, in TRANSACTION state.
     pub fn user(&self) -> Option<&str> {
-        match &self.phase {
-            Phase::Transaction(t) => Some(t.user()),
+        match &self.mode {
+            Mode::Transaction(t) => Some(t.user()),
             _ => None,
         }
     }
@@ -168,7 +169,7 @@ impl Session {
         cert_identity: Option<String>,
         client_chain: Option<ClientChain>,
     ) {
-        if !matches!(self.phase, Phase::StartingTls) {
+        if !matches!(self.mode, Mode::StartingTls) {
             return;
         }
         self.settings.tls_active = true;
@@ -177,7 +178,7 @@ impl Session {
         self.settings.tls_protocol = tls_protocol;
         self.settings.cert_identity = cert_identity;
         self.settings.client_chain = client_chain;
-        self.phase = Phase::Authorization { user: None };
+        self.mode = Mode::Authorization { user: None };
         self.bad_commands = 0;
     }
 
@@ -186,11 +187,11 @@ impl Session {
     pub fn handle_line(&mut self, line: &[u8], out: &mut dyn Write) -> io::Result<Control> {
         // RFC 1939: PASS must come immediately after USER.
         let pending_user = self.take_pending_user();
-        match self.phase {
+        match self.mode {
             // After STLS a line can only come from a driver that did not
             // discard what followed STLS: never execute it.
-            Phase::Ended | Phase::StartingTls => return Ok(Control::Close),
-            Phase::Sasl(_) => return self.sasl_response(Ok(line), out),
+            Mode::Ended | Mode::StartingTls => return Ok(Control::Close),
+            Mode::Sasl(_) => return self.sasl_response(Ok(line), out),
             _ => {}
         }
         let (verb, rest) = match command::split(line) {
@@ -216,9 +217,9 @@ impl Session {
     /// The line was longer than [`max_line`](Self::max_line) and was skipped.
     pub fn handle_too_long(&mut self, out: &mut dyn Write) -> io::Result<Control> {
         self.take_pending_user();
-        match self.phase {
-            Phase::Ended | Phase::StartingTls => return Ok(Control::Close),
-            Phase::Sasl(_) => return self.sasl_response(Err(()), out),
+        match self.mode {
+            Mode::Ended | Mode::StartingTls => return Ok(Control::Close),
+            Mode::Sasl(_) => return self.sasl_response(Err(()), out),
             _ => {}
         }
         let max = self.max_line();
@@ -232,19 +233,19 @@ impl Session {
     /// A no-op once the session has ended (after QUIT or `Control::Close`),
     /// so the driver may call it at every connection end.
     pub fn abort(&mut self, reason: &str) {
-        match std::mem::replace(&mut self.phase, Phase::Ended) {
-            Phase::Transaction(t) => t.abort(&self.settings.peer, reason),
-            Phase::Authorization { .. } | Phase::Sasl(_) | Phase::StartingTls => log::debug!(
+        match std::mem::replace(&mut self.mode, Mode::Ended) {
+            Mode::Transaction(t) => t.abort(&self.settings.peer, reason),
+            Mode::Authorization { .. } | Mode::Sasl(_) | Mode::StartingTls => log::debug!(
                 "disconnect: rip={} reason={reason} (not logged in)",
                 self.settings.peer
             ),
-            Phase::Ended => {}
+            Mode::Ended => {}
         }
     }
 
     fn take_pending_user(&mut self) -> Option<String> {
-        match &mut self.phase {
-            Phase::Authorization { user } => user.take(),
+        match &mut self.mode {
+            Mode::Authorization { user } => user.take(),
             _ => None,
         }
     }
@@ -314,7 +315,7 @@ impl Session {
             }
             Command::Quit => return self.quit(out),
             Command::User(name) => {
-                self.phase = Phase::Authorization {
+                self.mode = Mode::Authorization {
                     user: Some(name.to_owned()),
                 };
                 reply::ok(out, format_args!("send PASS"))?;
@@ -335,7 +336,7 @@ impl Session {
             } => return self.auth(mechanism, initial_response, out),
             Command::Stls if self.stls_available() => {
                 reply::ok(out, format_args!("Begin TLS negotiation"))?;
-                self.phase = Phase::StartingTls;
+                self.mode = Mode::StartingTls;
                 self.bad_commands = 0;
                 return Ok(Control::StartTls);
             }
@@ -348,18 +349,18 @@ impl Session {
                 reply::err(out, text)?;
             }
             cmd => {
-                let Phase::Transaction(t) = &mut self.phase else {
+                let Mode::Transaction(t) = &mut self.mode else {
                     // Unreachable: the gate admits these only in TRANSACTION.
                     return self.bad(out, "command not valid in this state");
                 };
                 return match t.handle(&cmd, &self.settings.peer, out)? {
-                    Step::Done => {
+                    Handled::Done => {
                         self.bad_commands = 0;
                         Ok(Control::Continue)
                     }
-                    Step::Failed => Ok(Control::Continue),
-                    Step::Bad => self.count_bad(),
-                    Step::Close(reason) => {
+                    Handled::Failed => Ok(Control::Continue),
+                    Handled::Bad => self.count_bad(),
+                    Handled::Close(reason) => {
                         self.abort(reason);
                         Ok(Control::Close)
                     }
@@ -371,8 +372,8 @@ impl Session {
     }
 
     fn quit(&mut self, out: &mut dyn Write) -> io::Result<Control> {
-        match std::mem::replace(&mut self.phase, Phase::Ended) {
-            Phase::Transaction(t) => t.quit(&self.settings.peer, out)?,
+        match std::mem::replace(&mut self.mode, Mode::Ended) {
+            Mode::Transaction(t) => t.quit(&self.settings.peer, out)?,
             _ => {
                 log::debug!(
                     "disconnect: rip={} reason=quit (not logged in)",
@@ -408,7 +409,7 @@ impl Session {
             self.auth_failures
         );
         if then_close {
-            self.phase = Phase::Ended;
+            self.mode = Mode::Ended;
         }
         reply::err_code(out, RespCode::Auth, text)?;
         Ok(Control::AuthFailed { then_close })
@@ -465,7 +466,7 @@ impl Session {
                     out,
                     format_args!("maildrop has {count} messages ({octets} octets)"),
                 )?;
-                self.phase = Phase::Transaction(Box::new(t));
+                self.mode = Mode::Transaction(Box::new(t));
                 self.bad_commands = 0;
                 crate::counters::login(method, true);
             }

@@ -8,7 +8,7 @@ use super::reply::{self, RespCode};
 use crate::mailbox::{Maildrop, TransferError};
 
 /// How a TRANSACTION command went, for the session's bookkeeping.
-pub(super) enum Step {
+pub(super) enum Handled {
     /// Served: resets the bad-command count.
     Done,
     /// Refused for a reason that is not the client misspeaking (no such
@@ -60,7 +60,7 @@ impl Transaction {
         cmd: &Command<'_>,
         peer: &str,
         out: &mut dyn Write,
-    ) -> io::Result<Step> {
+    ) -> io::Result<Handled> {
         match *cmd {
             Command::Stat => {
                 let (count, octets) = self.live;
@@ -107,13 +107,13 @@ impl Transaction {
                     Err(step) => return Ok(step),
                 };
                 if !self.in_place("RETR", i, peer, out)? {
-                    return Ok(Step::Failed);
+                    return Ok(Handled::Failed);
                 }
                 let size = self.size(i);
                 reply::ok(out, format_args!("{size} octets"))?;
                 if let Err(e) = self.maildrop.write_message(i, None, out) {
                     self.log_transfer_error("RETR", i, peer, &e);
-                    return Ok(Step::Close("transfer-error"));
+                    return Ok(Handled::Close("transfer-error"));
                 }
                 reply::end_multiline(out)?;
                 self.retr.0 += 1;
@@ -127,12 +127,12 @@ impl Transaction {
                     Err(step) => return Ok(step),
                 };
                 if !self.in_place("TOP", i, peer, out)? {
-                    return Ok(Step::Failed);
+                    return Ok(Handled::Failed);
                 }
                 reply::ok(out, format_args!("top of message follows"))?;
                 if let Err(e) = self.maildrop.write_message(i, Some(lines), out) {
                     self.log_transfer_error("TOP", i, peer, &e);
-                    return Ok(Step::Close("transfer-error"));
+                    return Ok(Handled::Close("transfer-error"));
                 }
                 reply::end_multiline(out)?;
                 self.top += 1;
@@ -164,10 +164,10 @@ impl Transaction {
             // The session handles the commands valid in both states.
             _ => {
                 reply::err(out, "command not valid in this state")?;
-                return Ok(Step::Bad);
+                return Ok(Handled::Bad);
             }
         }
-        Ok(Step::Done)
+        Ok(Handled::Done)
     }
 
     /// QUIT: UPDATE state. Applies the deletions and says goodbye.
@@ -238,15 +238,15 @@ impl Transaction {
 
     /// The index of the message `arg` names, or, after replying why there
     /// is none, how that counts.
-    fn resolve(&self, arg: MsgArg<'_>, out: &mut dyn Write) -> io::Result<Result<usize, Step>> {
+    fn resolve(&self, arg: MsgArg<'_>, out: &mut dyn Write) -> io::Result<Result<usize, Handled>> {
         match command::message_number(arg, &self.deleted) {
             Ok(i) => Ok(Ok(i)),
             Err(e) => {
                 reply::err(out, &e)?;
                 Ok(Err(if e.is_syntax() {
-                    Step::Bad
+                    Handled::Bad
                 } else {
-                    Step::Failed
+                    Handled::Failed
                 }))
             }
         }

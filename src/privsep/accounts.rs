@@ -23,7 +23,7 @@ use crate::config::{Config, Passdb};
 use crate::sasl::{ScramParams, SecretLookup, KEY_LEN};
 
 /// Where the accounts are, with the rule for who must own a spool.
-pub enum AccountDb {
+pub enum AccountBackend {
     /// System accounts: a spool belongs to its user.
     System(SystemDb),
     /// Virtual users: spools belong to the entry's uid field when it is
@@ -35,36 +35,36 @@ pub enum AccountDb {
 }
 
 /// An account database and the trust anchors for client certificates.
-pub struct HelperDb {
-    accounts: AccountDb,
+pub struct AccountDb {
+    accounts: AccountBackend,
     certs: Option<CertCheck>,
 }
 
-impl HelperDb {
-    pub fn new(accounts: AccountDb, certs: Option<CertCheck>) -> HelperDb {
-        HelperDb { accounts, certs }
+impl AccountDb {
+    pub fn new(accounts: AccountBackend, certs: Option<CertCheck>) -> AccountDb {
+        AccountDb { accounts, certs }
     }
 
     /// The database `passdb` names and the client CA, checked now (as
     /// root, in the daemon) so that an unreadable file stops startup.
     /// `daemon_uid` owns virtual spools.
-    pub fn for_config(config: &Config, daemon_uid: Uid) -> Result<HelperDb, String> {
+    pub fn for_config(config: &Config, daemon_uid: Uid) -> Result<AccountDb, String> {
         let accounts = match &config.passdb {
             Passdb::System => {
                 let db = SystemDb::new(config.mailbox.clone());
                 db.check()?;
-                AccountDb::System(db)
+                AccountBackend::System(db)
             }
             Passdb::PasswdFile(path) => {
                 let db = PasswdFile::new(path.clone(), config.mailbox.clone());
                 db.check()?;
-                AccountDb::PasswdFile {
+                AccountBackend::PasswdFile {
                     db,
                     owner: daemon_uid,
                 }
             }
             #[cfg(feature = "pam")]
-            Passdb::Pam => AccountDb::Pam(super::pam::PamDb::new(config.mailbox.clone())?),
+            Passdb::Pam => AccountBackend::Pam(super::pam::PamDb::new(config.mailbox.clone())?),
             #[cfg(not(feature = "pam"))]
             Passdb::Pam => {
                 return Err("passdb = pam is not available in this build: \
@@ -74,28 +74,28 @@ impl HelperDb {
             }
         };
         let certs = CertCheck::from_config(config)?;
-        Ok(HelperDb::new(accounts, certs))
+        Ok(AccountDb::new(accounts, certs))
     }
 
     /// The account without a credential check: only ever called after one.
     fn lookup(&self, user: &str) -> Checked {
         match &self.accounts {
-            AccountDb::System(db) => db.lookup_account(user),
-            AccountDb::PasswdFile { db, owner } => spool_owner(db.lookup(user), *owner),
+            AccountBackend::System(db) => db.lookup_account(user),
+            AccountBackend::PasswdFile { db, owner } => spool_owner(db.lookup(user), *owner),
             #[cfg(feature = "pam")]
-            AccountDb::Pam(db) => db.lookup_account(user),
+            AccountBackend::Pam(db) => db.lookup_account(user),
         }
     }
 
     /// USER/PASS and AUTH PLAIN.
     pub fn verify(&self, user: &str, password: &[u8]) -> Checked {
         match &self.accounts {
-            AccountDb::System(db) => db.verify_account(user, password),
-            AccountDb::PasswdFile { db, owner } => {
+            AccountBackend::System(db) => db.verify_account(user, password),
+            AccountBackend::PasswdFile { db, owner } => {
                 spool_owner(db.verify_account(user, password), *owner)
             }
             #[cfg(feature = "pam")]
-            AccountDb::Pam(db) => db.verify_account(user, password),
+            AccountBackend::Pam(db) => db.verify_account(user, password),
         }
     }
 
@@ -117,14 +117,14 @@ impl HelperDb {
 
     pub fn offers_scram(&self) -> bool {
         match &self.accounts {
-            AccountDb::PasswdFile { db, .. } => db.offers_scram(),
+            AccountBackend::PasswdFile { db, .. } => db.offers_scram(),
             _ => false,
         }
     }
 
     /// The public half of `user`'s SCRAM secret.
     pub fn scram_params(&self, user: &str) -> SecretLookup {
-        let AccountDb::PasswdFile { db, .. } = &self.accounts else {
+        let AccountBackend::PasswdFile { db, .. } = &self.accounts else {
             return SecretLookup::NoSecret;
         };
         match db.scram_secret(user) {
@@ -145,7 +145,7 @@ impl HelperDb {
         auth_message: &[u8],
         proof: &[u8; KEY_LEN],
     ) -> (ScramLogin<Principal>, Option<Uid>) {
-        let AccountDb::PasswdFile { db, .. } = &self.accounts else {
+        let AccountBackend::PasswdFile { db, .. } = &self.accounts else {
             return (ScramLogin::rejected(), None);
         };
         let signature = match db.scram_secret(user) {
@@ -176,7 +176,7 @@ fn spool_owner((outcome, ids): Found, daemon: Uid) -> Checked {
 
 /// Without a helper, the process makes the same checks itself, and the
 /// session opens the spool by its path.
-impl Authenticator for HelperDb {
+impl Authenticator for AccountDb {
     fn verify_password(&self, user: &str, password: &[u8]) -> AuthOutcome<Login> {
         self.verify(user, password).0.map(Login::by_path)
     }
@@ -190,15 +190,15 @@ impl Authenticator for HelperDb {
     }
 
     fn offers_scram(&self) -> bool {
-        HelperDb::offers_scram(self)
+        AccountDb::offers_scram(self)
     }
 
     fn scram_params(&self, user: &str) -> SecretLookup {
-        HelperDb::scram_params(self, user)
+        AccountDb::scram_params(self, user)
     }
 
     fn scram_login(&self, user: &str, auth_message: &[u8], proof: &[u8; KEY_LEN]) -> ScramLogin {
-        HelperDb::scram_login(self, user, auth_message, proof)
+        AccountDb::scram_login(self, user, auth_message, proof)
             .0
             .map(Login::by_path)
     }
@@ -210,7 +210,7 @@ impl Authenticator for HelperDb {
 /// A passwd file is read once here so that a missing or unreadable file
 /// stops startup with a clear message instead of failing every login.
 pub fn build_authenticator(config: &Config) -> Result<Arc<dyn Authenticator>, String> {
-    let db = HelperDb::for_config(config, nix::unistd::geteuid())?;
+    let db = AccountDb::for_config(config, nix::unistd::geteuid())?;
     Ok(Arc::new(db))
 }
 
@@ -220,12 +220,12 @@ mod tests {
     use crate::sasl::ScramSecret;
     use std::path::{Path, PathBuf};
 
-    fn db(dir: &tempfile::TempDir) -> HelperDb {
+    fn db(dir: &tempfile::TempDir) -> AccountDb {
         let secret = ScramSecret::derive(b"pencil", b"salt of s", 4096).unwrap();
         let users = dir.path().join("users");
         std::fs::write(&users, format!("s:{secret}\nlocked:!\np:{{PLAIN}}pw\n")).unwrap();
-        HelperDb::new(
-            AccountDb::PasswdFile {
+        AccountDb::new(
+            AccountBackend::PasswdFile {
                 db: PasswdFile::new(users, "/m/%u".into()),
                 owner: Uid::from_raw(4242),
             },
@@ -266,37 +266,37 @@ mod tests {
     fn scram_login_needs_the_right_proof() {
         let dir = tempfile::tempdir().unwrap();
         let db = db(&dir);
-        assert!(HelperDb::offers_scram(&db));
-        match HelperDb::scram_params(&db, "s") {
+        assert!(AccountDb::offers_scram(&db));
+        match AccountDb::scram_params(&db, "s") {
             SecretLookup::Found(p) => {
                 assert_eq!((p.salt.as_slice(), p.iterations), (&b"salt of s"[..], 4096))
             }
             _ => panic!("no params"),
         }
         assert!(matches!(
-            HelperDb::scram_params(&db, "p"),
+            AccountDb::scram_params(&db, "p"),
             SecretLookup::NoSecret
         ));
         let msg = b"n=s,r=abc,r=abcdef,s=x,i=4096,c=biws,r=abcdef";
-        let (login, owner) = HelperDb::scram_login(&db, "s", msg, &proof(b"pencil", msg));
+        let (login, owner) = AccountDb::scram_login(&db, "s", msg, &proof(b"pencil", msg));
         assert!(matches!(login.outcome, AuthOutcome::Accepted(ref p) if p.user == "s"));
         assert!(login.server_signature.is_some());
         assert_eq!(owner, Some(Uid::from_raw(4242)));
         // A proof for another message, another password, another user.
         let other = proof(b"pencil", b"another message");
         assert_eq!(
-            HelperDb::scram_login(&db, "s", msg, &other).0,
+            AccountDb::scram_login(&db, "s", msg, &other).0,
             ScramLogin::rejected()
         );
         let wrong = proof(b"pencils", msg);
         assert_eq!(
-            HelperDb::scram_login(&db, "s", msg, &wrong).0,
+            AccountDb::scram_login(&db, "s", msg, &wrong).0,
             ScramLogin::rejected()
         );
         let right = proof(b"pencil", msg);
         for user in ["p", "nobody", "locked"] {
             assert_eq!(
-                HelperDb::scram_login(&db, user, msg, &right).0,
+                AccountDb::scram_login(&db, user, msg, &right).0,
                 ScramLogin::rejected(),
                 "{user}"
             );
@@ -309,8 +309,8 @@ mod tests {
         let secret = ScramSecret::derive(b"pencil", b"salt of s", 4096).unwrap();
         let users = dir.path().join("users");
         std::fs::write(&users, format!("s:{secret}:5151:\np:{{PLAIN}}pw:5252:9\n")).unwrap();
-        let db = HelperDb::new(
-            AccountDb::PasswdFile {
+        let db = AccountDb::new(
+            AccountBackend::PasswdFile {
                 db: PasswdFile::new(users, "/m/%u".into()),
                 owner: Uid::from_raw(4242),
             },
@@ -322,7 +322,7 @@ mod tests {
         // The certificate path goes through the same lookup.
         assert_eq!(db.lookup("p").1, Some(Uid::from_raw(5252)));
         let msg = b"n=s,r=abc,r=abcdef,s=x,i=4096,c=biws,r=abcdef";
-        let (login, owner) = HelperDb::scram_login(&db, "s", msg, &proof(b"pencil", msg));
+        let (login, owner) = AccountDb::scram_login(&db, "s", msg, &proof(b"pencil", msg));
         assert!(matches!(login.outcome, AuthOutcome::Accepted(_)));
         assert_eq!(owner, Some(Uid::from_raw(5151)));
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use nix::unistd::Pid;
 
 use super::accounts::build_authenticator;
-use super::helper::{self, HelperDb};
+use super::helper::{self, AccountDb};
 use super::privileges;
 use crate::auth::helper_client::{HelperPool, HelperSession};
 use crate::auth::Authenticator;
@@ -87,7 +87,7 @@ pub fn setup(
         return direct(config, "not started as root");
     }
     let identity = privileges::resolve(&config.user, &config.group)?;
-    let db = HelperDb::for_config(config, identity.uid).map_err(DaemonError::Auth)?;
+    let db = AccountDb::for_config(config, identity.uid).map_err(DaemonError::Auth)?;
     let mut channels = Vec::with_capacity(helpers);
     let mut pids = Vec::with_capacity(helpers);
     for _ in 0..helpers.max(1) {

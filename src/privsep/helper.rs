@@ -30,7 +30,7 @@ use nix::unistd::{self, ForkResult, Pid, Uid};
 use rustls::pki_types::CertificateDer;
 use zeroize::Zeroize;
 
-pub use super::accounts::HelperDb;
+pub use super::accounts::AccountDb;
 use super::checked::Checked;
 use super::helper_wire::{Request, Response, SpoolAnswer};
 use crate::account::AuthOutcome;
@@ -48,7 +48,7 @@ pub struct HelperProcess {
 /// Forks one helper. Must be called while the process is single-threaded
 /// and still root. `close_in_child` are descriptors the helper must not
 /// keep (listening sockets, other helpers' channels).
-pub fn spawn(db: &HelperDb, close_in_child: &[RawFd]) -> io::Result<HelperProcess> {
+pub fn spawn(db: &AccountDb, close_in_child: &[RawFd]) -> io::Result<HelperProcess> {
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -116,7 +116,7 @@ fn become_helper(parent: Pid) -> io::Result<()> {
 
 /// The request loop; returns the exit code. Ends at end of file (the
 /// daemon closed the channel) or at the first malformed frame.
-pub(crate) fn serve(channel: &OwnedFd, db: &HelperDb) -> i32 {
+pub(crate) fn serve(channel: &OwnedFd, db: &AccountDb) -> i32 {
     let mut buf = vec![0u8; MAX_HELPER_FRAME + 1];
     loop {
         let n = match recv(channel.as_raw_fd(), &mut buf, MsgFlags::empty()) {
@@ -149,7 +149,7 @@ pub(crate) fn serve(channel: &OwnedFd, db: &HelperDb) -> i32 {
     }
 }
 
-fn handle(db: &HelperDb, request: Request) -> (Response, Option<File>) {
+fn handle(db: &AccountDb, request: Request) -> (Response, Option<File>) {
     // Every request that can open a spool carries a credential, checked
     // here: a password, a certificate chain, or a SCRAM proof.
     let (checked, server_signature) = match request {

@@ -7,9 +7,10 @@ use nix::unistd::{self, Gid, Group, Uid, User};
 
 use crate::daemon::error::DaemonError;
 
-/// The identity sessions run as.
+/// Who the daemon runs as once root is dropped: user, group and the
+/// user's supplementary groups.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub struct RunAs {
     pub user: String,
     pub uid: Uid,
     pub group: String,
@@ -26,7 +27,7 @@ fn refuse(detail: String) -> DaemonError {
 
 /// Looks up `user` and `group`; refuses root, which would serve sessions
 /// with every privilege.
-pub fn resolve(user: &str, group: &str) -> Result<Identity, DaemonError> {
+pub fn resolve(user: &str, group: &str) -> Result<RunAs, DaemonError> {
     let u = User::from_name(user)
         .map_err(|e| refuse(format!("cannot look up user {user:?}: {e}")))?
         .ok_or_else(|| {
@@ -58,7 +59,7 @@ pub fn resolve(user: &str, group: &str) -> Result<Identity, DaemonError> {
     }
     groups.sort_by_key(|gid| gid.as_raw());
     groups.dedup();
-    Ok(Identity {
+    Ok(RunAs {
         user: user.to_owned(),
         uid: u.uid,
         group: group.to_owned(),
@@ -70,7 +71,7 @@ pub fn resolve(user: &str, group: &str) -> Result<Identity, DaemonError> {
 /// Becomes `id` for good. Must run while the process is single-threaded
 /// (glibc changes the ids of every thread, but only this is simple to
 /// reason about) and after everything that needs root is done.
-pub fn drop_to(id: &Identity) -> Result<(), DaemonError> {
+pub fn drop_to(id: &RunAs) -> Result<(), DaemonError> {
     let sys = |what: &'static str| move |e: nix::errno::Errno| DaemonError::system(what, e);
     // Supplementary groups first: they go with root's right to set them.
     unistd::setgroups(&id.groups).map_err(sys("set the supplementary groups"))?;
@@ -86,7 +87,7 @@ pub fn drop_to(id: &Identity) -> Result<(), DaemonError> {
 
 /// Checks the drop took: every id is the target's, the group list is
 /// exactly the resolved one, and asking for root back fails.
-pub fn verify(id: &Identity) -> Result<(), DaemonError> {
+pub fn verify(id: &RunAs) -> Result<(), DaemonError> {
     let uids = unistd::getresuid().map_err(|e| DaemonError::system("read the user ids", e))?;
     let gids = unistd::getresgid().map_err(|e| DaemonError::system("read the group ids", e))?;
     let groups = unistd::getgroups().map_err(|e| DaemonError::system("read the groups", e))?;
@@ -133,7 +134,7 @@ mod tests {
     fn verify_notices_a_missing_drop() {
         // The test process is not the target account.
         let me = unistd::getuid();
-        let other = Identity {
+        let other = RunAs {
             user: "x".into(),
             uid: Uid::from_raw(me.as_raw().wrapping_add(12345)),
             group: "x".into(),

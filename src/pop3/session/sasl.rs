@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 use std::sync::Arc;
 
-use super::{Control, Phase, Session};
+use super::{Control, Mode, Session};
 use crate::account::AuthOutcome;
 use crate::auth::Authenticator;
 use crate::pop3::reply::{self, RespCode};
@@ -103,8 +103,8 @@ impl Session {
         line: Result<&[u8], ()>,
         out: &mut dyn Write,
     ) -> io::Result<Control> {
-        let Phase::Sasl(mut exchange) =
-            std::mem::replace(&mut self.phase, Phase::Authorization { user: None })
+        let Mode::Sasl(mut exchange) =
+            std::mem::replace(&mut self.mode, Mode::Authorization { user: None })
         else {
             return Ok(Control::Continue);
         };
@@ -129,7 +129,7 @@ impl Session {
         match step {
             Step::Challenge(challenge) => {
                 write!(out, "+ {}\r\n", challenge_line(&challenge))?;
-                self.phase = Phase::Sasl(Box::new(exchange));
+                self.mode = Mode::Sasl(Box::new(exchange));
                 Ok(Control::Continue)
             }
             Step::Failed(failure) => self.sasl_failed(mech, failure, out),
@@ -166,7 +166,7 @@ impl Session {
         failure: Failure,
         out: &mut dyn Write,
     ) -> io::Result<Control> {
-        self.phase = Phase::Authorization { user: None };
+        self.mode = Mode::Authorization { user: None };
         match failure {
             Failure::Cancelled => {
                 reply::err(out, &failure)?;
