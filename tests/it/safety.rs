@@ -14,13 +14,15 @@ use ironpop::mailbox::{Maildrop, MboxMaildrop};
 
 /// Another `ironpop -F -f CONF` process on the same files (as inetd mode or
 /// a restart would run): its own ephemeral port, killed when dropped.
-struct Process {
+/// A second daemon on a test server's configuration (another process on
+/// the same spools and state directory), killed with SIGKILL when dropped.
+pub(crate) struct Process {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Process {
-    fn start(conf: &Path) -> Process {
+    pub(crate) fn start(conf: &Path) -> Process {
         Process::start_with(Command::new(harness::BIN).arg("-F").arg("-f").arg(conf))
     }
 
@@ -55,7 +57,7 @@ impl Process {
         c
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -5,6 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::harness::{self, crlf, split_mbox, ServerBuilder, TestServer, ALICE};
+use crate::safety::Process;
 
 /// A session serves exactly what the file holds: LIST sizes, and RETR of
 /// every message byte for byte.
@@ -157,4 +158,72 @@ fn retr_of_a_moved_message_is_refused_with_sys_temp() {
     assert!(reply.starts_with("-ERR [SYS/TEMP] "), "{reply}");
     c.quit();
     serves_the_file(&server);
+}
+
+/// Random deliveries, sessions that DELE and QUIT, sessions of a second
+/// daemon killed with SIGKILL in the middle, and edits by other programs:
+/// after each step a session serves exactly what the file holds.
+#[test]
+fn random_histories_with_kill_9_agree_with_the_file() {
+    let server = server();
+    let spool = server.spool_path("alice");
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut next = 100;
+    for _ in 0..24 {
+        match rnd(5) {
+            0 => {
+                next += 1;
+                server.append_spool("alice", &harness::mbox(&[harness::message(next)]));
+            }
+            1 => {
+                let mut c = server.login(ALICE);
+                let n = c.ok_lines("LIST").len();
+                for i in 1..=n {
+                    if rnd(3) == 0 {
+                        c.ok(&format!("DELE {i}"));
+                    }
+                }
+                c.quit();
+            }
+            2 => {
+                // Another daemon's session reads and deletes, then the
+                // daemon dies before QUIT: nothing may change.
+                let mut other = Process::start(server.config_path());
+                let mut c = harness::Client::connect(other.addr);
+                c.greeting();
+                c.login(ALICE);
+                if !c.ok_lines("LIST").is_empty() {
+                    c.ok_body("RETR 1");
+                    c.ok("DELE 1");
+                }
+                other.kill();
+            }
+            3 => {
+                // A local program inserts a line in place (same inode).
+                let mut data = server.read_spool("alice");
+                let at = rnd(data.len() as u64 + 1) as usize;
+                data.splice(at..at, b"X-Edited: yes\n".iter().copied());
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&spool)
+                    .unwrap();
+                f.write_all_at(&data, 0).unwrap();
+            }
+            _ => {
+                let len = std::fs::metadata(&spool).unwrap().len();
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&spool)
+                    .unwrap();
+                f.set_len(len - rnd(len / 5 + 1)).unwrap();
+            }
+        }
+        serves_the_file(&server);
+    }
 }
