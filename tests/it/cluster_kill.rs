@@ -48,12 +48,11 @@ fn wait_serving(cluster: &crate::cluster::fixture::Cluster, marks: &[usize]) -> 
 
 /// A dotlock left by a killed node stays until it is
 /// `DOTLOCK_STALE_AFTER` old (no pid or hostname shortcut for another
-/// host's lock); the test ages it rather than wait. Returns whether there
-/// was one.
-fn age_leftover_dotlock(spool: &Path, dead: &str) -> bool {
+/// host's lock); the test ages it, if there is one, rather than wait.
+fn age_leftover_dotlock(spool: &Path, dead: &str) {
     let lock = spool.with_extension("lock");
     let Ok(text) = std::fs::read_to_string(&lock) else {
-        return false;
+        return;
     };
     assert!(
         text.contains(&format!("ironpop@{dead}")),
@@ -62,7 +61,6 @@ fn age_leftover_dotlock(spool: &Path, dead: &str) -> bool {
     let old = SystemTime::now() - ironpop::limits::DOTLOCK_STALE_AFTER - Duration::from_secs(60);
     let f = std::fs::File::options().write(true).open(&lock).unwrap();
     f.set_modified(old).unwrap();
-    true
 }
 
 /// Whether `path` exists within `limit` (polled: the journal of a QUIT
@@ -192,12 +190,7 @@ fn node_killed_during_quit_update_is_recovered_by_a_survivor() {
         let dead = cluster.nodes[victim].name.clone();
         cluster.nodes[victim].kill();
         let acked = matches!(c.read_raw_line(), Ok(Some(l)) if l.starts_with(b"+OK"));
-        let journal_left = std::fs::read_dir(cluster.state_dir()).unwrap().any(|e| {
-            e.unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".journal")
-        });
+        let journal_left = journal.exists();
         journals += usize::from(journal_left);
         let dotlock = spool.with_extension("lock");
         if dotlock.exists() && !fresh_lock_checked {
@@ -261,7 +254,6 @@ fn node_killed_during_quit_update_is_recovered_by_a_survivor() {
         journals >= KILLS / 4,
         "too few kills hit the update ({journals} of {KILLS}): the test is not testing"
     );
-    assert!(untouched > 0 || complete > 0);
     assert!(
         fresh_lock_checked,
         "no kill left a dotlock: the kills missed the update"
