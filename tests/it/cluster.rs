@@ -20,6 +20,7 @@ use fixture::{Cluster, Spec};
 
 pub(crate) const USER: &str = "zoe";
 pub(crate) const PASSWORD: &str = "zoe-Cluster-9";
+const START: Duration = fixture::START_TIMEOUT;
 
 /// `true` when this test can run: root, `unshare` and `haproxy`. Otherwise
 /// it says so loudly, and fails under CI.
@@ -289,8 +290,6 @@ fn a_stopped_node_is_marked_down_and_logins_go_on() {
     );
 }
 
-const START: Duration = fixture::START_TIMEOUT;
-
 #[test]
 fn cluster_wide_limit_per_client_address() {
     if !cluster_can_run() {
@@ -299,7 +298,9 @@ fn cluster_wide_limit_per_client_address() {
     let cluster = start("", false);
     let src = Ipv4Addr::new(127, 0, 4, 1);
     // The shipped table allows 16 connections per address across the
-    // cluster, while each node (max_sessions_per_ip = 16) sees only ~6.
+    // cluster; leastconn spreads them over three nodes, each of which
+    // would allow 16 (max_sessions_per_ip). A node refusing would say
+    // `-ERR`; HAProxy closes without a word.
     let mut held: Vec<Client> = (0..16).map(|_| greeted(cluster.front, src)).collect();
     let mut extra = Client::from_stream(connect_from(cluster.front, src));
     assert!(
