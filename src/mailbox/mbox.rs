@@ -1,14 +1,20 @@
 //! The mbox maildrop: lock, recover, open and scan a spool file, stream messages from it, commit deletions.
 //!
-//! Memory per message is a [`Span`] (four offsets) and a [`MessageInfo`]
-//! (size and UID); the file is only ever read through fixed-size buffers,
-//! so spools of several GiB and 100k+ messages work.
+//! Memory per message is a [`Span`], a [`MessageInfo`] (size and UID) and
+//! the scan's record of it (kept for the spool index); the file is only
+//! ever read through fixed-size buffers, so spools of several GiB and 100k+
+//! messages work.
 //!
-//! Opening for a session: session lock (`[IN-USE]` at once), open the
-//! spool (no symlinks), delivery locks, recovery of an interrupted update
-//! from its journal, scan, release the delivery locks. Committing: delivery
-//! locks, verify the scanned prefix, crash-safe update, release. The session
-//! lock is held from login to the end of the session, whatever ends it.
+//! Opening for a session: session lock (`[IN-USE]` at once), `login_delay`
+//! (`[LOGIN-DELAY]`), open the spool (no symlinks), delivery locks,
+//! recovery of an interrupted update from its journal, the spool index
+//! checked and only new mail scanned (or a full scan, `indexed_scan`),
+//! release the delivery locks. RETR/TOP first check the message is still
+//! where the scan found it. Committing: this session's retrievals and
+//! EXPIRE's deletions, delivery locks, verify the scanned prefix, crash-safe
+//! update, release. When the maildrop is dropped, the index is rewritten
+//! if the session learned anything (`mbox_index.rs`). The session lock is
+//! held from login to the end of the session, whatever ends it.
 
 use std::fs::{File, OpenOptions};
 use std::io;

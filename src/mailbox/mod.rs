@@ -2,9 +2,10 @@
 //!
 //! A [`Maildrop`] is opened after a successful login (through a
 //! [`MaildropOpener`]), scanned once, served from, and finally either
-//! committed (QUIT in TRANSACTION: deleted messages are removed, every other
-//! byte, including mail appended since the scan, is kept) or dropped (any
-//! other end of the session: nothing changes).
+//! committed (QUIT in TRANSACTION: deleted messages, and those EXPIRE
+//! removes, are removed, every other byte, including mail appended since
+//! the scan, is kept) or dropped (any other end of the session: the spool
+//! does not change; only the spool index in `state_dir` may be rewritten).
 
 pub mod delivery_lock;
 pub mod dotlock;
