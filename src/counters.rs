@@ -10,9 +10,21 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Every event the daemon counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counter {
+/// Declares `Counter` and `ALL` from one list, so they cannot disagree.
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// Every event the daemon counts.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Counter {
+            $($(#[$doc])* $name,)*
+        }
+
+        /// Every counter, in `--stats` order.
+        pub const ALL: &[Counter] = &[$(Counter::$name,)*];
+    };
+}
+
+counters! {
     ConnectionsAccepted,
     /// Refused: every worker busy and the queue full (`max_sessions`).
     RefusedLimit,
@@ -48,33 +60,6 @@ pub enum Counter {
 }
 
 use Counter::*;
-
-/// Every counter, in `--stats` order.
-pub const ALL: [Counter; 23] = [
-    ConnectionsAccepted,
-    RefusedLimit,
-    RefusedPerAddress,
-    RefusedThrottle,
-    RefusedEviction,
-    LoginsSucceededUserPass,
-    LoginsSucceededPlain,
-    LoginsSucceededScram,
-    LoginsSucceededExternal,
-    LoginsFailedUserPass,
-    LoginsFailedPlain,
-    LoginsFailedScram,
-    LoginsFailedExternal,
-    MessagesRetrieved,
-    BytesRetrieved,
-    MessagesDeleted,
-    UpdatesCommitted,
-    UpdatesFailed,
-    JournalsRecovered,
-    HelperRequests,
-    HelperFailures,
-    TlsHandshakesFailed,
-    SessionsKicked,
-];
 
 static VALUES: [AtomicU64; ALL.len()] = [const { AtomicU64::new(0) }; ALL.len()];
 

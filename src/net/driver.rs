@@ -310,6 +310,7 @@ fn drive(
                     if let Err(e) = out.flush() {
                         return Next::Ended(ended_by(&e));
                     }
+                    show(out, session, commands);
                     return Next::StartTls;
                 }
             }
