@@ -383,6 +383,7 @@ impl Setup {
              mailbox = {root}/mail/%u\n\
              state_dir = {root}/state\n\
              pid_file = {root}/ironpop.pid\n\
+             control_socket = {root}/control\n\
              plaintext_auth = localhost\n\
              auth_fail_delay = 0\n\
              max_sessions = {max_sessions}\n\

@@ -24,6 +24,8 @@ pub enum ControlError {
     NotRunning(PathBuf),
     Io(PathBuf, io::Error),
     Reply(ReplyError),
+    /// No daemon, and the session locks (inetd mode) cannot be read.
+    Locks(PathBuf, io::Error),
 }
 
 impl fmt::Display for ControlError {
@@ -46,6 +48,11 @@ impl fmt::Display for ControlError {
             ),
             ControlError::Io(p, e) => write!(f, "control socket {}: {e}", p.display()),
             ControlError::Reply(e) => e.fmt(f),
+            ControlError::Locks(p, e) => write!(
+                f,
+                "no daemon answers, and the session locks in {} cannot be listed: {e}",
+                p.display()
+            ),
         }
     }
 }

@@ -33,7 +33,7 @@ pub fn who(config: &Config) -> Result<Printed, ControlError> {
         }
         Err(ControlError::NoSocket(socket)) => {
             let held = super::locks::held(&config.state_dir, &config.mailbox)
-                .map_err(|e| ControlError::Io(config.state_dir.clone(), e))?;
+                .map_err(|e| ControlError::Locks(config.state_dir.clone(), e))?;
             eprintln!(
                 "ironpop: no daemon answers on {}; sessions holding mailbox locks in {} (inetd mode):",
                 socket.display(),

@@ -27,7 +27,7 @@ pub(crate) fn usable_lines(dir: &Path) -> String {
     format!(
         "listen = 127.0.0.1:0\nplaintext_auth = localhost\nuser = {user}\ngroup = {group}\n\
          passdb = passwd-file:{d}/passwd\nmailbox = {d}/mail/%u\nstate_dir = {d}/state\n\
-         pid_file = {d}/ironpop.pid\n",
+         pid_file = {d}/ironpop.pid\ncontrol_socket = {d}/control\n",
         d = dir.display()
     )
 }

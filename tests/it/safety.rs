@@ -82,6 +82,7 @@ fn config_in(conf: &Path, dir: &Path) -> std::path::PathBuf {
             Some("mailbox") => format!("mailbox = {}/mail/%u\n", dir.display()),
             Some("state_dir") => format!("state_dir = {}/state\n", dir.display()),
             Some("pid_file") => format!("pid_file = {}/ironpop.pid\n", dir.display()),
+            Some("control_socket") => format!("control_socket = {}/control\n", dir.display()),
             _ => format!("{l}\n"),
         })
         .collect();

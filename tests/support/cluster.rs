@@ -309,7 +309,8 @@ impl Cluster {
                 format!(
                     "# node {name} of a cluster test\nlisten = {host}:{}\n{}user = nobody\n\
                      group = nogroup\npassdb = passwd-file:{}\nmailbox = {}/%u\n\
-                     state_dir = {}\npid_file = {}/{name}.pid\nproxy_protocol_from = 127.0.0.1\n\
+                     state_dir = {}\npid_file = {}/{name}.pid\ncontrol_socket = {}/{name}.control\n\
+                     proxy_protocol_from = 127.0.0.1\n\
                      plaintext_auth = always\nauth_fail_delay = 0\n{}\n",
                     ports.node,
                     if spec.tls {
@@ -320,6 +321,7 @@ impl Cluster {
                     root.join("passwd").display(),
                     root.join("mail").display(),
                     root.join("state").display(),
+                    root.display(),
                     root.display(),
                     spec.node_conf,
                 ),
