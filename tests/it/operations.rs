@@ -343,3 +343,30 @@ fn who_in_inetd_mode_lists_the_locked_mailboxes() {
     let after = control(&conf, &["--who"]).stdout_text();
     assert_eq!(after.lines().count(), 1, "the lock is gone: {after}");
 }
+
+#[test]
+fn who_names_the_client_a_proxy_header_names() {
+    let server = ServerBuilder::new()
+        .set("proxy_protocol_from", "127.0.0.1")
+        .set("plaintext_auth", "always")
+        .spool("alice", mbox(&messages(1)))
+        .start();
+    let mut c = server.connect();
+    c.send_raw(b"PROXY TCP4 192.0.2.7 198.51.100.1 40005 995\r\n");
+    c.greeting();
+    c.login(ALICE);
+    let who = control(server.config_path(), &["--who"]).stdout_text();
+    let row: Vec<&str> = who
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[..3], [ALICE.user, "192.0.2.7", "995"], "{who}");
+    let kick = control(server.config_path(), &["--kick", "192.0.2.7"]);
+    assert_eq!(kick.stdout_text(), "ended 1 session from 192.0.2.7\n");
+    assert_eq!(
+        c.line(),
+        "-ERR [SYS/TEMP] session ended by the administrator"
+    );
+}
