@@ -99,6 +99,9 @@ fn check_config(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     print!("{}", config.render());
+    // What the checks log (a passwd file's bad or clear-text entries)
+    // belongs on the terminal too.
+    logging::init_stderr(log::LevelFilter::Warn);
     let findings = preflight::run(&config, preflight::Purpose::CheckCommand);
     for finding in &findings {
         let label = match finding.verdict {

@@ -234,50 +234,65 @@ fn identity(cx: &Context<'_>) -> Vec<Finding> {
 }
 
 /// `passdb`: the account database can be read (and, for `-t`, how many
-/// of its entries can log in); `tls_client_ca` as the helper loads it.
+/// of its entries can log in).
 fn passdb(cx: &Context<'_>) -> Vec<Finding> {
     let c = cx.config;
     let daemon_uid = cx.runner.as_ref().map_or(Uid::from_raw(0), |r| r.uid);
-    if let Err(e) = AccountDb::for_config(c, daemon_uid) {
-        return vec![Finding::error("passdb", e)];
-    }
-    if cx.purpose != Purpose::CheckCommand {
-        return Vec::new();
-    }
+    let check_command = cx.purpose == Purpose::CheckCommand;
     let text = match &c.passdb {
+        // The daemon parses the file when it sets up its helpers (and
+        // logs its warnings then): before binding, opening it is enough.
+        Passdb::PasswdFile(path) if !check_command => {
+            return match std::fs::File::open(path) {
+                Ok(_) => Vec::new(),
+                Err(e) => vec![Finding::error(
+                    "passdb",
+                    format!(
+                        "cannot read passwd file {}: {}",
+                        path.display(),
+                        crate::config::io_reason(&e)
+                    ),
+                )],
+            };
+        }
         Passdb::PasswdFile(path) => {
             let db = crate::privsep::passwd_file::PasswdFile::new(path.clone(), c.mailbox.clone());
             match db.census() {
-                Ok((0, _)) => {
-                    return vec![Finding {
-                        key: "passdb",
-                        verdict: Verdict::Warning(format!(
-                            "{} has no entries: nobody can log in",
-                            path.display()
-                        )),
-                    }]
-                }
+                Ok((0, _)) => return vec![warning(format!("{} has no entries", path.display()))],
                 Ok((all, usable)) => {
                     format!("{}: {all} entries, {usable} usable", path.display())
                 }
                 Err(e) => return vec![Finding::error("passdb", e)],
             }
         }
-        Passdb::System => match crate::privsep::system::census() {
-            Ok(0) => {
-                return vec![Finding {
-                    key: "passdb",
-                    verdict: Verdict::Warning(
-                        "no account in /etc/shadow has a usable password: nobody can log in".into(),
-                    ),
-                }]
+        _ => {
+            if let Err(e) = AccountDb::for_config(c, daemon_uid) {
+                return vec![Finding::error("passdb", e)];
             }
-            Ok(usable) => format!("passwd and shadow: {usable} accounts with a usable password"),
-            Err(e) => return vec![Finding::error("passdb", e)],
-        },
-        Passdb::Pam => "PAM service ironpop (accounts are PAM's to count)".to_string(),
+            if !check_command {
+                return Vec::new();
+            }
+            match &c.passdb {
+                Passdb::System => match crate::privsep::system::census() {
+                    Ok(0) => return vec![warning("/etc/shadow has no usable password".into())],
+                    Ok(usable) => {
+                        format!("passwd and shadow: {usable} accounts with a usable password")
+                    }
+                    Err(e) => return vec![Finding::error("passdb", e)],
+                },
+                _ => "PAM service ironpop (accounts are PAM's to count)".to_string(),
+            }
+        }
     };
     vec![Finding::ok("passdb", text)]
+}
+
+/// A passdb nobody can log in with.
+fn warning(what: String) -> Finding {
+    Finding {
+        key: "passdb",
+        verdict: Verdict::Warning(format!("{what}: nobody can log in")),
+    }
 }
 
 /// `state_dir`: a directory the sessions' identity may write (session
