@@ -29,6 +29,7 @@ pub mod config;
 pub mod control;
 pub mod counters;
 pub mod daemon;
+pub mod exhaustion;
 pub mod limits;
 pub mod logging;
 pub mod mailbox;

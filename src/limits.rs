@@ -30,18 +30,48 @@ pub const SCAN_BLOCK: usize = 64 * 1024;
 /// buffers, and an idle session must cost little memory.
 pub const WORKER_STACK: usize = 128 * 1024;
 
-/// Default number of worker threads (config `max_sessions`).
-pub const DEFAULT_MAX_SESSIONS: usize = 512;
+/// Default number of worker threads (config `max_sessions`): concurrent
+/// sessions. An idle session costs 20–35 KiB, so 1024 of them stay under
+/// 40 MiB; a flood of idle unauthenticated connections no longer fills them
+/// (a newcomer evicts the idlest), so the bound is for logged-in sessions
+/// and logins in progress. Its descriptor budget (see [`FDS_PER_SESSION`])
+/// is 6 720, inside the packaged unit's `LimitNOFILE=8192` and the 524 288
+/// hard limit systemd gives a Debian service.
+pub const DEFAULT_MAX_SESSIONS: usize = 1024;
+
+/// Descriptors one session holds at most: its socket and the second handle
+/// that lets shutdown and eviction wake its worker (all an unauthenticated
+/// session has), the spool and the session lock (held while logged in),
+/// and during the update at QUIT the journal and its directory, opened to
+/// fsync it. Delivery dot-locks are created and closed before the journal.
+pub const FDS_PER_SESSION: u64 = 6;
+
+/// Descriptors a connection waiting in the queue holds: socket and handle.
+pub const FDS_PER_QUEUED: u64 = 2;
+
+/// Descriptors the daemon holds besides its sessions: stdio, listeners,
+/// epoll, signalfd, waker, up to 8 helper channels, syslog and notify
+/// sockets, the pid file, and files read on SIGHUP (config, TLS), with room
+/// to spare.
+pub const FDS_FIXED: u64 = 64;
 
 /// Default sessions per client address (config `max_sessions_per_ip`): a
 /// household behind one NAT address with a few devices fits comfortably.
 pub const DEFAULT_MAX_SESSIONS_PER_IP: usize = 16;
 
 /// Accepted connections waiting for a free worker; beyond this the client is
-/// told `-ERR [SYS/TEMP] too many connections` instead of waiting unboundedly.
+/// told `-ERR [SYS/TEMP] server busy, try again` instead of waiting
+/// unboundedly. A waiting connection normally gets the worker of an idle
+/// unauthenticated session it evicted, within milliseconds; the queue only
+/// fills when every worker holds a logged-in session.
 pub fn accept_queue_len(max_sessions: usize) -> usize {
     max_sessions.clamp(1, 256)
 }
+
+/// Longest a connection waits in the queue for a worker before it is told
+/// `-ERR [SYS/TEMP] server busy, try again`: well inside the 30–60 s a
+/// POP3 client waits for a greeting, so it sees a reason, not a timeout.
+pub const MAX_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// AUTHORIZATION idle limit: a client that has not logged in within a minute
 /// is not going to.
@@ -242,7 +272,3 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// After the grace period every connection is cut; sessions still busy
 /// with the mailbox (an update in progress) get this long to finish it.
 pub const SHUTDOWN_FINISH: Duration = Duration::from_secs(20);
-
-/// File descriptors one session may hold: the socket, its shutdown handle,
-/// the spool, its lock files.
-pub const FDS_PER_SESSION: u64 = 6;

@@ -6,6 +6,10 @@ pub mod oracle;
 pub mod popa3d;
 pub mod tls;
 
+#[path = "../../tests/support/loopback.rs"]
+#[allow(dead_code)]
+pub mod loopback;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -198,25 +202,7 @@ impl Client {
     /// Connects from the loopback address `src` (each of 127/8 is its own
     /// client address to the server's failed-login throttle).
     pub fn connect_from(addr: SocketAddr, src: std::net::Ipv4Addr) -> io::Result<Client> {
-        use nix::sys::socket::{
-            bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
-        };
-        use std::os::fd::AsRawFd;
-        let SocketAddr::V4(to) = addr else {
-            return Err(io::ErrorKind::Unsupported.into());
-        };
-        let fd = socket(
-            AddressFamily::Inet,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
-        bind(
-            fd.as_raw_fd(),
-            &SockaddrIn::from(std::net::SocketAddrV4::new(src, 0)),
-        )?;
-        connect(fd.as_raw_fd(), &SockaddrIn::from(to))?;
-        Client::with_stream(TcpStream::from(fd))
+        Client::with_stream(loopback::connect_from(addr, src)?)
     }
 
     fn with_stream(s: TcpStream) -> io::Result<Client> {

@@ -12,6 +12,7 @@ mod fakes;
 
 use std::path::Path;
 
+use ironpop::limits::MAX_HELPER_FRAME;
 use ironpop::mailbox::index::{self, Index};
 use ironpop::mailbox::scan::{scan_bytes, Scanner};
 use ironpop::mailbox::transfer::Encoder;
@@ -19,6 +20,7 @@ use ironpop::net::line_buffer::{LineBuffer, LineEvent};
 use ironpop::net::proxy::{self, Parsed};
 use ironpop::pop3::command::{self, Command};
 use ironpop::pop3::Control;
+use ironpop::privsep::helper_wire::{Request, Response};
 use ironpop::sasl::{self, Exchange, Mechanism, Step};
 
 /// Chunk sizes taken from the input itself, cycling, each in 1..=64.
@@ -348,5 +350,25 @@ pub fn index(data: &[u8]) {
             assert!(e.message.end <= decoded.indexed_len);
             prev = e.message.end;
         }
+    }
+}
+
+/// The privileged helper's wire format, both directions: a frame either
+/// decoder accepts is canonical (encoding the value gives the frame back,
+/// byte for byte, and decoding that gives the value), and stays within
+/// [`MAX_HELPER_FRAME`]. The request decoder is the one parser that runs as root
+/// on input from the network-facing process.
+pub fn helper_wire(data: &[u8]) {
+    if let Some(request) = Request::decode(data) {
+        let frame = request.encode().expect("a decoded request encodes");
+        assert_eq!(frame, data, "request encoding is canonical");
+        assert!(frame.len() <= MAX_HELPER_FRAME);
+        assert_eq!(Request::decode(&frame), Some(request), "round trip");
+    }
+    if let Some(response) = Response::decode(data) {
+        let frame = response.encode().expect("a decoded response encodes");
+        assert_eq!(frame, data, "response encoding is canonical");
+        assert!(frame.len() <= MAX_HELPER_FRAME);
+        assert_eq!(Response::decode(&frame), Some(response), "round trip");
     }
 }

@@ -2,10 +2,12 @@
 //!
 //! There are as many channels as helper processes, and each carries one
 //! request at a time, so at most that many password hashes run at once
-//! however many sessions log in; the others wait their turn here. A
-//! channel that fails in any way (helper gone, timeout, garbled reply) is
-//! dropped, never reused, and the login gets `[SYS/TEMP]`: nothing but a
-//! well-formed `Accepted` from a helper lets a session in.
+//! however many sessions log in; the others wait their turn here. A login
+//! whose exchange fails gets `[SYS/TEMP]`: nothing but a well-formed
+//! `Accepted` from a helper lets a session in. A channel that may be out
+//! of step (helper gone, reply timed out) is dropped and never reused; one
+//! that only failed this request (a garbled or truncated reply, socket
+//! buffers short) serves the next.
 
 use crate::counters::{self, Counter};
 use std::fs::File;
@@ -22,6 +24,7 @@ use zeroize::Zeroizing;
 
 use super::{Authenticator, ScramLogin};
 use crate::account::{AuthOutcome, Login, Password, Principal, Spool};
+use crate::exhaustion::is_exhaustion_errno;
 use crate::limits::{HELPER_REPLY_TIMEOUT, MAX_HELPER_FRAME, OFFERS_SCRAM_TTL};
 use crate::privsep::helper_wire::{Request, Response, SpoolAnswer};
 use crate::sasl::{ScramParams, SecretLookup, KEY_LEN};
@@ -149,29 +152,58 @@ impl HelperPool {
         };
         let frame = Zeroizing::new(frame);
         counters::bump(Counter::HelperRequests);
-        let channel = self
-            .take()
-            .inspect_err(|_| counters::bump(Counter::HelperFailures))?;
-        match exchange(&channel, &frame) {
-            Ok(verdict) => {
-                self.give_back(Some(channel));
-                Ok(verdict)
-            }
-            Err(e) => {
-                let pid = channel.pid;
-                // Dropping the channel closes it: the helper sees end of
-                // file and exits; the daemon notices and shuts down.
-                drop(channel);
-                self.give_back(None);
-                counters::bump(Counter::HelperFailures);
-                log::error!("privileged helper (pid {pid}) failed: {e}");
-                Err(format!("privileged helper failed: {e}"))
+        loop {
+            let channel = self
+                .take()
+                .inspect_err(|_| counters::bump(Counter::HelperFailures))?;
+            match exchange(&channel, &frame) {
+                Ok(verdict) => {
+                    self.give_back(Some(channel));
+                    return Ok(verdict);
+                }
+                Err(Failure::Request(e)) => {
+                    // The channel is still in step (nothing was sent, or
+                    // the whole reply was read): it serves the next login.
+                    self.give_back(Some(channel));
+                    log::warn!("privileged helper: a login failed: {e}");
+                    return Err(format!("privileged helper: {e}"));
+                }
+                // A helper that died before it read the request never saw
+                // it: another one may answer it.
+                Err(Failure::Gone(e)) => self.give_up(channel, &e),
+                Err(Failure::Channel(e)) => {
+                    self.give_up(channel, &e);
+                    return Err(format!("privileged helper failed: {e}"));
+                }
             }
         }
     }
+
+    /// Closes a channel for good: its helper sees end of file and exits;
+    /// the daemon goes on with the others.
+    fn give_up(&self, channel: Channel, e: &io::Error) {
+        let pid = channel.pid;
+        drop(channel);
+        self.give_back(None);
+        counters::bump(Counter::HelperFailures);
+        log::error!("privileged helper (pid {pid}) failed and is given up: {e}");
+    }
 }
 
-fn exchange(channel: &Channel, frame: &[u8]) -> io::Result<Verdict> {
+/// How an exchange with a helper failed.
+enum Failure {
+    /// This request failed; the channel is in step and can be reused.
+    Request(io::Error),
+    /// The helper was gone before the request reached it: the channel is
+    /// closed, and another helper may take the request.
+    Gone(io::Error),
+    /// The channel cannot be trusted to be in step any more (the helper
+    /// ended while working on the request, or a reply may still be on its
+    /// way): it is closed.
+    Channel(io::Error),
+}
+
+fn exchange(channel: &Channel, frame: &[u8]) -> Result<Verdict, Failure> {
     let fd = channel.fd.as_raw_fd();
     loop {
         match sendmsg::<()>(
@@ -182,41 +214,61 @@ fn exchange(channel: &Channel, frame: &[u8]) -> io::Result<Verdict> {
             None,
         ) {
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
+            // A send timeout (EAGAIN) means the helper stopped reading.
+            Err(e) if e != nix::errno::Errno::EAGAIN && is_exhaustion_errno(e as i32) => {
+                return Err(Failure::Request(e.into()))
+            }
+            Err(e @ (nix::errno::Errno::EPIPE | nix::errno::Errno::ECONNRESET)) => {
+                return Err(Failure::Gone(e.into()))
+            }
+            Err(e) => return Err(Failure::Channel(e.into())),
             Ok(_) => break,
         }
     }
     let mut buf = vec![0u8; MAX_HELPER_FRAME + 1];
     let mut space = nix::cmsg_space!([RawFd; 1]);
-    let (n, fds) = loop {
+    let (n, files, truncated) = loop {
         let mut iov = [IoSliceMut::new(&mut buf)];
         match recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
+            // Includes the reply timeout: a late reply would answer the
+            // next request, so the channel is given up.
+            Err(e) => return Err(Failure::Channel(e.into())),
             Ok(msg) => {
-                let mut fds = Vec::new();
-                for cmsg in msg.cmsgs()? {
-                    if let ControlMessageOwned::ScmRights(received) = cmsg {
-                        fds.extend(received);
+                // Every received descriptor is owned at once, before any
+                // check can return, so none stays open on an error.
+                let mut files: Vec<File> = Vec::new();
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for cmsg in cmsgs {
+                        if let ControlMessageOwned::ScmRights(received) = cmsg {
+                            files.extend(received.into_iter().map(owned_file));
+                        }
                     }
                 }
-                if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-                    return Err(io::Error::other("descriptor list truncated"));
-                }
-                break (msg.bytes, fds);
+                let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+                break (msg.bytes, files, truncated);
             }
         }
     };
-    // Own every received descriptor at once, so none leaks on an error.
-    let mut files: Vec<File> = fds.into_iter().map(owned_file).collect();
     if n == 0 {
-        return Err(io::Error::other("the helper closed the channel"));
+        return Err(Failure::Channel(io::Error::other(
+            "the helper closed the channel",
+        )));
+    }
+    let mut files = files;
+    if truncated {
+        // The kernel drops descriptors this process has no room for.
+        return Err(Failure::Request(io::Error::other(
+            "the spool's descriptor did not arrive (out of file descriptors?)",
+        )));
     }
     let response = buf
         .get(..n)
         .filter(|_| n <= MAX_HELPER_FRAME)
         .and_then(Response::decode)
-        .ok_or_else(|| io::Error::other(format!("malformed reply ({n} bytes)")))?;
+        .ok_or_else(|| {
+            Failure::Request(io::Error::other(format!("malformed reply ({n} bytes)")))
+        })?;
     let wants_fd = matches!(
         response,
         Response::Accepted {
@@ -233,9 +285,9 @@ fn exchange(channel: &Channel, frame: &[u8]) -> io::Result<Verdict> {
             response,
             spool: None,
         }),
-        (_, k) => Err(io::Error::other(format!(
+        (_, k) => Err(Failure::Request(io::Error::other(format!(
             "reply carries {k} descriptors, which does not fit its content"
-        ))),
+        )))),
     }
 }
 

@@ -170,12 +170,90 @@ fn a_garbled_reply_is_not_trusted() {
 }
 
 #[test]
-fn a_malformed_request_ends_the_helper() {
+fn a_malformed_request_is_refused_and_the_helper_goes_on() {
     let (_fx, db) = fixture();
     let (a, b) = pair();
     let helper = thread::spawn(move || serve(&b, &db));
     nix::sys::socket::send(a.as_raw_fd(), &[99, 0, 1], MsgFlags::empty()).unwrap();
-    assert_eq!(helper.join().unwrap(), 1);
+    let mut buf = [0u8; 256];
+    let n = nix::sys::socket::recv(a.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+    assert_eq!(
+        Response::decode(&buf[..n]),
+        Some(Response::Unavailable("malformed request".into()))
+    );
+    // The same helper then serves a login.
+    let pool = Arc::new(HelperPool::new(vec![(a, 0)]).unwrap());
+    let session = HelperSession::new(Arc::clone(&pool));
+    assert!(matches!(
+        session.verify_password("alice", b"secret"),
+        AuthOutcome::Accepted(_)
+    ));
+    drop((session, pool));
+    assert_eq!(helper.join().unwrap(), 0, "ends only at end of file");
+}
+
+/// A fake helper that answers each request with `replies` in turn, with
+/// the descriptors given; returns its end when done.
+fn fake_helper(b: OwnedFd, replies: Vec<(Response, Vec<RawFd>)>) -> thread::JoinHandle<OwnedFd> {
+    thread::spawn(move || {
+        for (response, fds) in replies {
+            let mut buf = [0u8; 512];
+            let _ = nix::sys::socket::recv(b.as_raw_fd(), &mut buf, MsgFlags::empty());
+            let frame = response.encode().unwrap();
+            let rights = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+            let cmsgs: &[nix::sys::socket::ControlMessage] =
+                if fds.is_empty() { &[] } else { &rights };
+            sendmsg::<()>(
+                b.as_raw_fd(),
+                &[IoSlice::new(&frame)],
+                cmsgs,
+                MsgFlags::empty(),
+                None,
+            )
+            .unwrap();
+        }
+        b
+    })
+}
+
+#[test]
+fn a_truncated_descriptor_list_leaks_nothing_and_keeps_the_channel() {
+    let (fx, _db) = fixture();
+    let (a, b) = pair();
+    let pool = Arc::new(HelperPool::new(vec![(a, 0)]).unwrap());
+    // Two write ends of one pipe where one is expected: the list arrives
+    // truncated. When every copy is closed, the read end sees end of file.
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    let accepted = Response::Accepted {
+        user: "alice".into(),
+        mailbox: fx.mail.join("alice"),
+        spool: SpoolAnswer::Open,
+        server_signature: None,
+    };
+    let raw = write_end.as_raw_fd();
+    let fake = fake_helper(
+        b,
+        vec![(accepted, vec![raw, raw]), (Response::Rejected, Vec::new())],
+    );
+    let session = HelperSession::new(Arc::clone(&pool));
+    match session.verify_password("alice", b"x") {
+        AuthOutcome::Unavailable(why) => assert!(why.contains("descriptor"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(pool.alive(), 1, "the channel is still in step");
+    assert_eq!(
+        account(session.verify_password("alice", b"x")),
+        AuthOutcome::Rejected,
+        "and answers the next request"
+    );
+    drop(fake.join().unwrap());
+    drop(write_end);
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        nix::unistd::read(&read_end, &mut byte).unwrap(),
+        0,
+        "no received copy of the write end is left open"
+    );
 }
 
 #[test]
@@ -274,7 +352,15 @@ fn the_password_less_lookup_request_is_gone() {
     let mut frame = vec![2, 0, 5];
     frame.extend_from_slice(b"alice");
     nix::sys::socket::send(a.as_raw_fd(), &frame, MsgFlags::empty()).unwrap();
-    assert_eq!(helper.join().unwrap(), 1);
+    let mut buf = [0u8; 256];
+    let n = nix::sys::socket::recv(a.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+    assert_eq!(
+        Response::decode(&buf[..n]),
+        Some(Response::Unavailable("malformed request".into())),
+        "refused, and no spool comes with the refusal"
+    );
+    drop(a);
+    assert_eq!(helper.join().unwrap(), 0);
 }
 
 #[test]

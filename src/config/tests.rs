@@ -49,7 +49,7 @@ fn empty_file_gives_the_defaults() {
     assert_eq!(c.state_dir, PathBuf::from("/var/lib/ironpop"));
     assert_eq!(c.pid_file, PathBuf::from("/run/ironpop.pid"));
     assert_eq!(c.control_socket, PathBuf::from("/run/ironpop/control"));
-    assert_eq!(c.max_sessions, 512);
+    assert_eq!(c.max_sessions, 1024);
     assert_eq!(c.max_sessions_per_ip, 16);
     assert_eq!(c.auth_timeout, Duration::from_secs(60));
     assert_eq!(c.idle_timeout, Duration::from_secs(600));

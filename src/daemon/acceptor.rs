@@ -1,8 +1,13 @@
-//! The acceptor: one mio poll loop over the listeners, the signalfd and a waker; admission and hand-off to the pool.
+//! The acceptor: one mio poll loop over the listeners, the signalfd and a waker; it admits connections (daemon/admission.rs) and hands them to the pool.
+//!
+//! Each source is a token in [`Acceptor::run`]'s dispatch; a new one (a
+//! control socket) is one more arm there. Besides events, the loop wakes on
+//! a timer while accept(2) is short of descriptors or connections wait in
+//! the queue, so neither spins nor waits unboundedly.
 
 use std::fmt;
-use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::io;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,17 +16,18 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::auth::throttle::Throttle;
 use crate::control::server::ControlServer;
 use crate::counters::{self, Counter};
-
+use crate::daemon::admission::{self, Admission, Refusal};
+use crate::daemon::helpers_watch::HelperWatch;
 use crate::daemon::listeners::Listener;
+use crate::daemon::log_limiter::LogLimiter;
 use crate::daemon::pool::Pool;
-use crate::daemon::sessions::{SessionTable, Ticket};
+use crate::daemon::sessions::Ticket;
 use crate::daemon::signals::{SignalEvent, Signals};
+use crate::limits;
 
 const SIGNALS: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -30,14 +36,12 @@ const CONTROL: usize = 1 << 20;
 
 /// When accept(2) fails for want of file descriptors the pending
 /// connection stays queued and, with edge-triggered polling, no new event
-/// comes for it: retry on a timer instead.
+/// comes for it: retry on a timer instead of spinning.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
-const REFUSED_FULL: &[u8] = b"-ERR [SYS/TEMP] too many connections\r\n";
-pub(crate) const REFUSED_PER_IP: &[u8] =
-    b"-ERR [SYS/TEMP] too many connections from your address\r\n";
-pub(crate) const REFUSED_BLOCKED: &[u8] =
-    b"-ERR [SYS/TEMP] too many failed logins from your address; try again later\r\n";
+/// How often queued connections are checked against
+/// [`limits::MAX_QUEUE_WAIT`].
+const QUEUE_CHECK: Duration = Duration::from_secs(1);
 
 /// An admitted connection on its way to a worker.
 pub struct Job {
@@ -51,6 +55,8 @@ pub struct Job {
     pub ticket: Ticket,
     /// The peer is in `proxy_protocol_from`: a PROXY header comes first.
     pub proxied: bool,
+    /// When it was handed to the pool; a queued job waits a bounded time.
+    pub submitted: Instant,
 }
 
 /// Why the acceptor stopped.
@@ -59,7 +65,7 @@ pub enum StopReason {
     Signal(Signal),
     /// [`Stopper::stop`] was called.
     Requested,
-    /// A privileged helper process ended; the text says which and how.
+    /// The last privileged helper process ended; the text says which and how.
     HelperDied(String),
 }
 
@@ -87,53 +93,6 @@ impl Stopper {
     }
 }
 
-/// Keeps a flood of refused connections from flooding the log: a few lines
-/// per second, then a count of what was left out.
-struct LogLimiter {
-    window_start: Option<Instant>,
-    logged: u32,
-    suppressed: u64,
-}
-
-impl LogLimiter {
-    const PER_SECOND: u32 = 5;
-
-    fn new() -> LogLimiter {
-        LogLimiter {
-            window_start: None,
-            logged: 0,
-            suppressed: 0,
-        }
-    }
-
-    /// Whether to log one more line at `now`; reports what was suppressed
-    /// when a new window starts.
-    fn allow(&mut self, now: Instant) -> bool {
-        let expired = match self.window_start {
-            None => true,
-            Some(start) => now.duration_since(start) >= Duration::from_secs(1),
-        };
-        if expired {
-            if self.suppressed > 0 {
-                log::warn!(
-                    "{} more refused connections were not logged",
-                    self.suppressed
-                );
-            }
-            self.window_start = Some(now);
-            self.logged = 0;
-            self.suppressed = 0;
-        }
-        if self.logged < Self::PER_SECOND {
-            self.logged += 1;
-            true
-        } else {
-            self.suppressed += 1;
-            false
-        }
-    }
-}
-
 /// The poll loop and everything it watches.
 pub struct Acceptor {
     poll: Poll,
@@ -141,39 +100,32 @@ pub struct Acceptor {
     signals: Option<Signals>,
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
+    admission: Arc<Admission>,
+    /// Refused and evicted connections: a few lines a second.
     refusals: LogLimiter,
+    /// accept(2) failures (out of descriptors): one line a second.
+    accept_errors: LogLimiter,
     /// What SIGHUP does (reload the log level and TLS material).
     on_reload: Option<Box<dyn FnMut() + Send>>,
-    /// The privileged helpers: if one ends, the daemon must stop.
-    helpers: Vec<Pid>,
-    throttle: Option<Arc<Throttle>>,
-    /// `proxy_protocol_from`, canonical.
-    proxies: Vec<IpAddr>,
+    /// The privileged helpers: when the last one ends, the daemon stops.
+    helpers: HelperWatch,
     /// `--who`, `--kick`, `--stats`.
     control: Option<ControlServer>,
 }
 
 impl Acceptor {
-    /// Peers whose connections start with a PROXY header. Their own
-    /// address is neither throttled nor counted per address here: the
-    /// worker does both for the client the header names.
-    pub fn trust_proxies(&mut self, proxies: &[IpAddr]) {
-        self.proxies = proxies.iter().map(|ip| ip.to_canonical()).collect();
-    }
-
-    /// The helper processes whose end stops the daemon.
+    /// The helper processes whose end, once none is left, stops the daemon.
     pub fn watch_helpers(&mut self, pids: &[Pid]) {
-        self.helpers = pids.to_vec();
-    }
-
-    /// Refuses addresses the throttle has blocked, right at accept.
-    pub fn use_throttle(&mut self, throttle: Arc<Throttle>) {
-        self.throttle = Some(throttle);
+        self.helpers = HelperWatch::new(pids);
     }
 
     /// Registers `listeners` (and `signals`, when the daemon handles them)
-    /// with a new poll instance.
-    pub fn new(listeners: Vec<Listener>, signals: Option<Signals>) -> io::Result<Acceptor> {
+    /// with a new poll instance; connections are admitted by `admission`.
+    pub fn new(
+        listeners: Vec<Listener>,
+        signals: Option<Signals>,
+        admission: Arc<Admission>,
+    ) -> io::Result<Acceptor> {
         let poll = Poll::new()?;
         for (i, l) in listeners.iter().enumerate() {
             poll.registry().register(
@@ -193,11 +145,11 @@ impl Acceptor {
             signals,
             waker,
             stop: Arc::new(AtomicBool::new(false)),
-            refusals: LogLimiter::new(),
+            admission,
+            refusals: LogLimiter::new("refused connections", 5),
+            accept_errors: LogLimiter::new("failures to accept a connection", 1),
             on_reload: None,
-            helpers: Vec::new(),
-            throttle: None,
-            proxies: Vec::new(),
+            helpers: HelperWatch::new(&[]),
             control: None,
         })
     }
@@ -226,19 +178,28 @@ impl Acceptor {
         self.listeners.iter().map(|l| l.local).collect()
     }
 
-    /// Accepts connections until a stop signal or [`Stopper::stop`]. Never
-    /// blocks on a client: refusals are written without blocking.
-    pub fn run(&mut self, pool: &Pool<Job>, table: &Arc<SessionTable>) -> io::Result<StopReason> {
+    /// Accepts connections until a stop signal, [`Stopper::stop`] or the
+    /// end of the last helper. Never blocks on a client: refusals are
+    /// written without blocking.
+    pub fn run(&mut self, pool: &Pool<Job>) -> io::Result<StopReason> {
         let mut events = Events::with_capacity(64);
-        let mut retry_all = false;
+        let mut retry_accept = false;
         loop {
-            let control_due = self.control.as_ref().and_then(ControlServer::next_deadline);
-            let timeout = match (retry_all.then_some(ACCEPT_RETRY), control_due) {
-                (retry, None) => retry,
-                (retry, Some(due)) => {
-                    let left = due.saturating_duration_since(Instant::now());
-                    Some(retry.map_or(left, |r| r.min(left)))
-                }
+            // The earliest of: an accept retry, a queued connection's
+            // check, a control conversation's deadline.
+            let control_due = self
+                .control
+                .as_ref()
+                .and_then(ControlServer::next_deadline)
+                .map(|due| due.saturating_duration_since(Instant::now()));
+            let own = match (retry_accept, pool.queued() > 0) {
+                (true, _) => Some(ACCEPT_RETRY),
+                (false, true) => Some(QUEUE_CHECK),
+                (false, false) => None,
+            };
+            let timeout = match (own, control_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -246,10 +207,10 @@ impl Acceptor {
                 }
                 return Err(e);
             }
-            if retry_all {
-                retry_all = false;
+            if retry_accept {
+                retry_accept = false;
                 for i in 0..self.listeners.len() {
-                    retry_all |= self.accept_all(i, pool, table);
+                    retry_accept |= self.accept_all(i, pool);
                 }
             }
             for event in events.iter() {
@@ -265,12 +226,13 @@ impl Acceptor {
                             control.ready(t, self.poll.registry());
                         }
                     }
-                    Token(i) => retry_all |= self.accept_all(i, pool, table),
+                    Token(i) => retry_accept |= self.accept_all(i, pool),
                 }
             }
             if let Some(control) = self.control.as_mut() {
                 control.expire(Instant::now(), self.poll.registry());
             }
+            self.expire_queued(pool);
             if self.stop.load(Ordering::SeqCst) {
                 return Ok(StopReason::Requested);
             }
@@ -286,8 +248,8 @@ impl Acceptor {
                     None => log::info!("received SIGHUP: nothing to reload"),
                 },
                 SignalEvent::Child => {
-                    if let Some(reason) = self.reap_children() {
-                        return Some(reason);
+                    if let Some(why) = self.helpers.reap() {
+                        return Some(StopReason::HelperDied(why));
                     }
                 }
             }
@@ -295,36 +257,16 @@ impl Acceptor {
         None
     }
 
-    /// Collects ended children; a helper among them stops the daemon.
-    fn reap_children(&mut self) -> Option<StopReason> {
-        let mut died = None;
-        loop {
-            let (pid, how) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, format!("exited with status {code}")),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                    (pid, format!("was killed by {}", sig.as_str()))
-                }
-                Ok(WaitStatus::StillAlive) | Err(_) => return died,
-                Ok(_) => continue,
-            };
-            if self.helpers.contains(&pid) {
-                let text = format!("the privileged helper (pid {pid}) {how}");
-                log::error!("{text}");
-                died = Some(StopReason::HelperDied(text));
-            }
-        }
-    }
-
     /// Accepts until the listener has nothing pending. Returns `true` when
     /// accepting must be retried later (out of file descriptors).
-    fn accept_all(&mut self, index: usize, pool: &Pool<Job>, table: &Arc<SessionTable>) -> bool {
+    fn accept_all(&mut self, index: usize, pool: &Pool<Job>) -> bool {
         loop {
             let Some(listener) = self.listeners.get(index) else {
                 return false;
             };
             let tls = listener.tls;
             match listener.socket.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer, tls, pool, table),
+                Ok((stream, peer)) => self.admit(stream, peer, tls, pool),
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => return false,
                     // The client gave up before we got to it.
@@ -332,8 +274,12 @@ impl Acceptor {
                     | io::ErrorKind::ConnectionAborted
                     | io::ErrorKind::ConnectionReset => continue,
                     _ => {
-                        if self.refusals.allow(Instant::now()) {
-                            log::error!("cannot accept connections on {}: {e}", listener.local);
+                        if self.accept_errors.allow(Instant::now()) {
+                            log::error!(
+                                "cannot accept connections on {}: {e}; retrying every {} ms",
+                                listener.local,
+                                ACCEPT_RETRY.as_millis()
+                            );
                         }
                         return true;
                     }
@@ -342,91 +288,59 @@ impl Acceptor {
         }
     }
 
-    fn admit(
-        &mut self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        tls: bool,
-        pool: &Pool<Job>,
-        table: &Arc<SessionTable>,
-    ) {
-        if self.proxies.contains(&peer.ip().to_canonical()) {
-            let handle = stream.try_clone().ok();
-            let ticket = table.admit_proxied(handle);
-            self.submit(stream, peer, tls, ticket, true, pool);
-            return;
-        }
-        if let Some(throttle) = &self.throttle {
-            if let Err(left) = throttle.check(peer.ip(), Instant::now()) {
-                if self.refusals.allow(Instant::now()) {
-                    log::warn!(
-                        "refused connection: rip={} reason=too many failed logins, blocked for {}s",
-                        peer.ip().to_canonical(),
-                        left.as_secs().max(1)
-                    );
-                }
-                counters::bump(Counter::RefusedThrottle);
-                refuse(stream, REFUSED_BLOCKED, tls);
-                return;
-            }
-        }
-        // A second handle lets shutdown wake the worker; without one (out
-        // of descriptors) the session still runs, it just cannot be woken.
-        let handle = stream.try_clone().ok();
-        let ticket = match table.admit(peer.ip(), handle) {
-            Ok(ticket) => ticket,
-            Err(refusal) => {
-                if self.refusals.allow(Instant::now()) {
-                    log::warn!(
-                        "refused connection: rip={} reason=too many sessions from this address ({} open)",
-                        peer.ip(),
-                        refusal.open
-                    );
-                }
-                counters::bump(Counter::RefusedPerAddress);
-                refuse(stream, REFUSED_PER_IP, tls);
-                return;
-            }
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, tls: bool, pool: &Pool<Job>) {
+        let admitted = match self.admission.admit(&stream, peer) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return self.refuse(&stream, peer, tls, refusal),
         };
-        self.submit(stream, peer, tls, ticket, false, pool);
-    }
-
-    fn submit(
-        &mut self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        tls: bool,
-        ticket: Ticket,
-        proxied: bool,
-        pool: &Pool<Job>,
-    ) {
         log::debug!("connection from {peer}");
-        if let Err(job) = pool.submit(Job {
+        if pool.saturated() {
+            if let Some(evicted) = self.admission.make_room() {
+                counters::bump(Counter::RefusedEviction);
+                if self.refusals.allow(Instant::now()) {
+                    log::warn!(
+                        "evicted an idle connection: rip={} idle={}s reason=all workers busy, \
+                         making room for rip={}",
+                        evicted
+                            .ip
+                            .map_or_else(|| "unknown".into(), |ip| ip.to_canonical().to_string()),
+                        evicted.idle.as_secs(),
+                        peer.ip().to_canonical()
+                    );
+                }
+            }
+        }
+        let job = Job {
             stream,
             peer,
             tls,
-            ticket,
-            proxied,
-        }) {
-            if self.refusals.allow(Instant::now()) {
-                log::warn!(
-                    "refused connection: rip={} reason=all workers busy and the queue is full (max_sessions)",
-                    peer.ip()
-                );
-            }
-            counters::bump(Counter::RefusedLimit);
-            refuse(job.stream, REFUSED_FULL, tls);
-        } else {
-            counters::bump(Counter::ConnectionsAccepted);
+            ticket: admitted.ticket,
+            proxied: admitted.proxied,
+            submitted: Instant::now(),
+        };
+        match pool.submit(job) {
+            Ok(()) => counters::bump(Counter::ConnectionsAccepted),
+            Err(job) => self.refuse(&job.stream, peer, tls, Refusal::Busy),
         }
     }
-}
 
-/// Tells the client why and closes, without ever waiting for it. A TLS
-/// client expects a handshake, not text: it is only closed.
-pub(crate) fn refuse(stream: TcpStream, reply: &[u8], tls: bool) {
-    if !tls && stream.set_nonblocking(true).is_ok() {
-        let _ = (&stream).write(reply);
+    /// Turns away queued connections that waited [`limits::MAX_QUEUE_WAIT`]
+    /// for a worker: every worker is busy with a logged-in session.
+    fn expire_queued(&mut self, pool: &Pool<Job>) {
+        let now = Instant::now();
+        let expired = pool.take_expired(|job| {
+            now.saturating_duration_since(job.submitted) >= limits::MAX_QUEUE_WAIT
+        });
+        for job in expired {
+            self.refuse(&job.stream, job.peer, job.tls, Refusal::Busy);
+        }
+    }
+
+    fn refuse(&mut self, stream: &TcpStream, peer: SocketAddr, tls: bool, refusal: Refusal) {
+        if self.refusals.allow(Instant::now()) {
+            admission::log_refusal(peer.ip(), refusal);
+        }
+        admission::refuse(stream, refusal, tls);
     }
 }
 
@@ -435,7 +349,8 @@ mod tests {
     use super::*;
     use crate::daemon::listeners;
     use crate::daemon::pool::PoolLimits;
-    use std::io::{BufRead, BufReader, Read};
+    use crate::daemon::sessions::SessionTable;
+    use std::io::{BufRead, BufReader, Read, Write};
     use std::thread;
 
     /// A running acceptor whose "sessions" greet and wait for end of file.
@@ -445,10 +360,14 @@ mod tests {
         thread: thread::JoinHandle<StopReason>,
     }
 
-    fn start(max_workers: usize, queue_len: usize, per_ip: usize) -> Harness {
+    /// `evictable`: the sessions count as unauthenticated (they hold a
+    /// worker), so newcomers may evict them; otherwise as logged in.
+    fn start(max_workers: usize, queue_len: usize, per_ip: usize, evictable: bool) -> Harness {
         let listener = listeners::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local;
-        let mut acceptor = Acceptor::new(vec![listener], None).unwrap();
+        let table = Arc::new(SessionTable::new(per_ip));
+        let admission = Arc::new(Admission::new(table, None, &[]));
+        let mut acceptor = Acceptor::new(vec![listener], None, admission).unwrap();
         let stopper = acceptor.stopper();
         let thread = thread::spawn(move || {
             let pool = Pool::new(
@@ -457,15 +376,18 @@ mod tests {
                     queue_len,
                     stack_size: 64 * 1024,
                 },
-                |job: Job| {
+                move |job: Job| {
+                    job.ticket.activity.serving();
+                    if !evictable {
+                        job.ticket.activity.authenticated();
+                    }
                     let mut stream = job.stream;
                     stream.set_nonblocking(false).unwrap();
                     let _ = stream.write_all(b"+OK hi\r\n");
                     let _ = stream.read(&mut [0u8; 8]);
                 },
             );
-            let table = Arc::new(SessionTable::new(per_ip));
-            acceptor.run(&pool, &table).unwrap()
+            acceptor.run(&pool).unwrap()
         });
         Harness {
             addr,
@@ -485,14 +407,14 @@ mod tests {
 
     #[test]
     fn full_pool_and_queue_refuse_with_sys_temp() {
-        let h = start(1, 1, 0);
+        let h = start(1, 1, 0, false);
         let served = TcpStream::connect(h.addr).unwrap();
         assert_eq!(first_line(&served), "+OK hi\r\n");
         let queued = TcpStream::connect(h.addr).unwrap();
         let refused = TcpStream::connect(h.addr).unwrap();
         assert_eq!(
             first_line(&refused),
-            "-ERR [SYS/TEMP] too many connections\r\n"
+            "-ERR [SYS/TEMP] server busy, try again\r\n"
         );
         assert_eq!(first_line(&refused), "", "then closed");
         drop(served);
@@ -507,7 +429,7 @@ mod tests {
 
     #[test]
     fn per_address_limit_refuses_and_recovers() {
-        let h = start(4, 4, 1);
+        let h = start(4, 4, 1, false);
         let first = TcpStream::connect(h.addr).unwrap();
         assert_eq!(first_line(&first), "+OK hi\r\n");
         let second = TcpStream::connect(h.addr).unwrap();
@@ -532,13 +454,18 @@ mod tests {
     }
 
     #[test]
-    fn log_limiter_allows_a_few_per_second() {
-        let mut limiter = LogLimiter::new();
-        let t0 = Instant::now();
-        let allowed = (0..20).filter(|_| limiter.allow(t0)).count();
-        assert_eq!(allowed, LogLimiter::PER_SECOND as usize);
-        assert_eq!(limiter.suppressed, 15);
-        assert!(limiter.allow(t0 + Duration::from_millis(1001)));
-        assert_eq!(limiter.suppressed, 0, "count reset in the new window");
+    fn a_newcomer_evicts_the_idlest_unauthenticated_session() {
+        let h = start(2, 2, 0, true);
+        let oldest = TcpStream::connect(h.addr).unwrap();
+        assert_eq!(first_line(&oldest), "+OK hi\r\n");
+        thread::sleep(Duration::from_millis(20));
+        let younger = TcpStream::connect(h.addr).unwrap();
+        assert_eq!(first_line(&younger), "+OK hi\r\n");
+        let newcomer = TcpStream::connect(h.addr).unwrap();
+        assert_eq!(first_line(&newcomer), "+OK hi\r\n", "served at once");
+        assert_eq!(first_line(&oldest), "", "the idlest one was closed");
+        drop(younger);
+        h.stopper.stop();
+        h.thread.join().unwrap();
     }
 }

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 pub enum DaemonError {
     /// The config names no address to listen on.
     NoListeners,
+    /// `max_sessions` needs more file descriptors than the limit allows.
+    Descriptors(String),
     /// A listening socket could not be set up.
     Listen { addr: SocketAddr, source: io::Error },
     /// Another instance owns the pid file.
@@ -60,6 +62,7 @@ impl fmt::Display for DaemonError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DaemonError::NoListeners => f.write_str("no listen address is configured"),
+            DaemonError::Descriptors(detail) => f.write_str(detail),
             DaemonError::Listen { addr, source } => {
                 write!(
                     f,
@@ -85,7 +88,7 @@ impl fmt::Display for DaemonError {
             DaemonError::Activation(detail) => write!(f, "socket activation: {detail}"),
             DaemonError::HelperDied(detail) => write!(
                 f,
-                "{detail}; exiting so that logins are never checked without it (restart ironpop)"
+                "{detail}; with no helper left no login can be checked: exiting (restart ironpop)"
             ),
             DaemonError::TlsUnavailable(detail) => write!(f, "{detail}"),
             DaemonError::Preflight(problems) => write!(

@@ -79,6 +79,8 @@ pub fn run(config: &Config, tls: bool) -> Result<(), DaemonError> {
         &AtomicBool::new(false),
         service.as_deref(),
         None,
+        // One connection, nothing to evict it for.
+        &crate::net::activity::Activity::default(),
     );
     log::debug!("inetd session ended: {ended:?}");
     Ok(())

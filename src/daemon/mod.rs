@@ -1,19 +1,24 @@
 //! The standalone daemon: startup in DESIGN.md's order, the accept loop, and an orderly shutdown.
 //!
-//! Startup: file-descriptor limit → listeners (bound, or from systemd) →
+//! Startup: file-descriptor budget (daemon/fd_budget.rs) → listeners (bound, or from systemd) →
 //! detach (unless `-F`) → privileged helpers and privilege drop (when
 //! root; all before any thread exists) → block signals → worker pool →
 //! `READY=1` → accept loop. SIGHUP reloads the log level and the TLS
-//! certificate and key; SIGTERM/SIGINT stop; a helper that dies stops the
-//! daemon with an error.
+//! certificate and key; SIGTERM/SIGINT stop; the end of the last
+//! privileged helper stops the daemon with an error (while one lives, it
+//! serves on).
 
 pub mod acceptor;
+pub mod admission;
 pub mod demo;
 pub mod demo_tls;
 pub mod detach;
 pub mod error;
+pub mod fd_budget;
+pub mod helpers_watch;
 pub mod inetd;
 pub mod listeners;
+pub mod log_limiter;
 pub mod pool;
 pub mod preflight;
 pub mod sessions;
@@ -28,12 +33,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use nix::sys::resource::{getrlimit, setrlimit, Resource};
-
 use crate::auth::throttle::{Policy, Throttle};
 use crate::config::Config;
 use crate::control::server::ControlServer;
-use crate::limits::{self, FDS_PER_SESSION, SHUTDOWN_FINISH, SHUTDOWN_GRACE};
+use crate::limits::{self, SHUTDOWN_FINISH, SHUTDOWN_GRACE};
 use crate::net::tls::{TlsFiles, TlsReloader};
 use crate::net::tls_conn::TlsService;
 use crate::privsep::fork as privsep;
@@ -58,7 +61,7 @@ pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), Dae
     let foreground = mode != RunMode::Detached;
     startup_checks(config, mode)?;
     signals::block_early()?;
-    raise_fd_limit(config.max_sessions);
+    fd_budget::apply(config.max_sessions).map_err(DaemonError::Descriptors)?;
     if !foreground {
         // Before binding, so a second start says "already running" rather
         // than "address in use".
@@ -128,10 +131,17 @@ pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), Dae
     let signals = signals::Signals::block()?;
     let throttle = Arc::new(Throttle::new(Policy::new(config.auth_fail_delay)));
     let helpers = accounts.helper_pids().to_vec();
+    let table = Arc::new(sessions::SessionTable::new(config.max_sessions_per_ip));
+    let admission = Arc::new(admission::Admission::new(
+        Arc::clone(&table),
+        Some(Arc::clone(&throttle)),
+        &config.proxy_protocol_from,
+    ));
     let server = Arc::new(worker::Server::new(
         config,
         accounts,
-        Arc::clone(&throttle),
+        throttle,
+        Arc::clone(&admission),
         tls.clone(),
     ));
     let stopping = Arc::clone(&server.stopping);
@@ -143,12 +153,9 @@ pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), Dae
         },
         move |job| server.serve(job),
     );
-    let table = Arc::new(sessions::SessionTable::new(config.max_sessions_per_ip));
-    let mut acceptor = acceptor::Acceptor::new(listeners, Some(signals))
+    let mut acceptor = acceptor::Acceptor::new(listeners, Some(signals), admission)
         .map_err(|e| DaemonError::system("set up the event loop", e))?;
     acceptor.watch_helpers(&helpers);
-    acceptor.use_throttle(throttle);
-    acceptor.trust_proxies(&config.proxy_protocol_from);
     if let Some(listener) = control {
         let answer = crate::control::answer::answerer(Arc::clone(&table), Instant::now());
         acceptor
@@ -169,7 +176,7 @@ pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), Dae
     );
     notifier.notify("READY=1");
     let reason = acceptor
-        .run(&pool, &table)
+        .run(&pool)
         .map_err(|e| DaemonError::system("wait for connections", e))?;
     notifier.notify("STOPPING=1");
     // Closing the listeners first: new clients are refused by the kernel
@@ -297,32 +304,5 @@ fn shut_down_sessions(table: &sessions::SessionTable) {
     table.close_all(Shutdown::Both);
     if !table.wait_all_ended(SHUTDOWN_FINISH) {
         log::warn!("exiting with {} sessions unfinished", table.active());
-    }
-}
-
-/// The descriptors `max_sessions` sessions need, with room for the
-/// listeners, helpers and logs.
-pub(crate) fn fds_wanted(max_sessions: usize) -> u64 {
-    (max_sessions as u64)
-        .saturating_mul(FDS_PER_SESSION)
-        .saturating_add(64)
-}
-
-/// Lifts the soft descriptor limit towards what `max_sessions` needs (the
-/// common default of 1024 would cap a 512-session daemon).
-fn raise_fd_limit(max_sessions: usize) {
-    let wanted = fds_wanted(max_sessions);
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return;
-    };
-    if soft >= wanted {
-        return;
-    }
-    let target = wanted.min(hard);
-    if setrlimit(Resource::RLIMIT_NOFILE, target, hard).is_err() || target < wanted {
-        log::warn!(
-            "max_sessions = {max_sessions} needs about {wanted} file descriptors, \
-             the limit is {target}; raise it (ulimit -n, LimitNOFILE=) or lower max_sessions"
-        );
     }
 }

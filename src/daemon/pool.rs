@@ -158,6 +158,22 @@ impl<J: Send + 'static> Pool<J> {
         self.shared.lock().queue.len()
     }
 
+    /// Every worker is busy, none can be started, and jobs already queued
+    /// claim any that comes free: a new job would wait.
+    pub fn saturated(&self) -> bool {
+        let state = self.shared.lock();
+        state.workers >= self.shared.limits.max_workers && state.idle <= state.queue.len()
+    }
+
+    /// Takes the queued jobs `expired` says have waited too long out of
+    /// the queue and hands them back, oldest first.
+    pub fn take_expired(&self, expired: impl Fn(&J) -> bool) -> Vec<J> {
+        let mut state = self.shared.lock();
+        // The queue is in arrival order: expired jobs are at its front.
+        let n = state.queue.iter().take_while(|j| expired(j)).count();
+        state.queue.drain(..n).collect()
+    }
+
     /// Refuses new jobs, drops the queued ones and lets idle workers exit;
     /// running jobs finish on their own.
     pub fn shutdown(&self) {
@@ -300,6 +316,26 @@ mod tests {
             .collect();
         finished.sort_unstable();
         assert_eq!(finished, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn saturation_and_expiry() {
+        let (pool, _done) = blocking_pool(1, 4);
+        assert!(!pool.saturated(), "a worker can be started");
+        let mut releases = Vec::new();
+        for n in 0..3 {
+            let (tx, rx) = mpsc::channel();
+            pool.submit((n, rx)).unwrap();
+            releases.push(tx);
+        }
+        wait_until(|| pool.busy() == 1 && pool.queued() == 2);
+        assert!(pool.saturated());
+        let expired = pool.take_expired(|(n, _)| *n < 2);
+        assert_eq!(expired.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(pool.queued(), 1);
+        for tx in &releases {
+            let _ = tx.send(());
+        }
     }
 
     #[test]

@@ -386,31 +386,6 @@ fn mailbox_dir(cx: &Context<'_>) -> Vec<Finding> {
     }
 }
 
-/// `max_sessions`: the descriptor limit (which the daemon raises up to the
-/// hard limit) leaves room for that many sessions.
-fn descriptors(cx: &Context<'_>) -> Vec<Finding> {
-    let max = cx.config.max_sessions;
-    let wanted = super::fds_wanted(max);
-    let Ok((_, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-    else {
-        return Vec::new();
-    };
-    let verdict = if hard >= wanted {
-        Verdict::Ok(format!(
-            "{max} sessions need about {wanted} file descriptors; the hard limit is {hard}"
-        ))
-    } else {
-        Verdict::Warning(format!(
-            "{max} sessions need about {wanted} file descriptors, but the hard limit is \
-             {hard}; raise it (LimitNOFILE=, limits.conf) or lower max_sessions"
-        ))
-    };
-    vec![Finding {
-        key: "max_sessions",
-        verdict,
-    }]
-}
-
 /// `syslog_facility`: for `-t`, whether the detached daemon's log lines
 /// would reach a syslog daemon (`-F` and systemd log to standard error).
 fn syslog(cx: &Context<'_>) -> Vec<Finding> {
@@ -443,3 +418,16 @@ fn fixed_directory(template: &str) -> Option<PathBuf> {
 #[cfg(test)]
 #[path = "preflight_tests.rs"]
 mod tests;
+
+/// `max_sessions` against this process's file descriptor limit (a service
+/// gets its unit's `LimitNOFILE=`; the daemon raises its soft limit up to
+/// the hard one itself).
+fn descriptors(cx: &Context<'_>) -> Vec<Finding> {
+    match crate::daemon::fd_budget::check(cx.config.max_sessions) {
+        None => Vec::new(),
+        Some(too_few @ crate::daemon::fd_budget::Fit::TooFew { .. }) => {
+            vec![Finding::error("max_sessions", too_few.to_string())]
+        }
+        Some(fit) => vec![Finding::ok("max_sessions", fit.to_string())],
+    }
+}

@@ -1,4 +1,4 @@
-//! The table of open sessions: per-address admission at accept, `--who` and `--kick`, and a way to close them all at shutdown.
+//! The table of open sessions: per-address admission at accept, eviction of the idlest unauthenticated one when the pool is full, `--who` and `--kick`, and a way to close them all at shutdown.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Shutdown, TcpStream};
@@ -6,6 +6,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::control::protocol::{Target, WhoRow};
+use crate::net::activity::Activity;
 use crate::net::live::LiveSession;
 
 #[derive(Default)]
@@ -16,13 +17,17 @@ struct Inner {
 }
 
 /// One open session.
-#[derive(Default)]
 struct Slot {
-    /// A second handle on the session's socket, so shutdown and `--kick`
-    /// can wake a worker blocked in read(2) without touching its own handle.
+    /// A second handle on the session's socket, so shutdown, eviction and
+    /// `--kick` can wake a worker blocked in read(2) without touching its
+    /// own handle.
     handle: Option<TcpStream>,
     /// What `--who` shows, once the worker has started the session.
     live: Option<Arc<LiveSession>>,
+    /// What eviction picks by.
+    activity: Arc<Activity>,
+    /// The client, once known (a proxied one after its header).
+    ip: Option<IpAddr>,
 }
 
 /// Open sessions, counted per client address.
@@ -37,6 +42,8 @@ pub struct SessionTable {
 /// the slot back.
 pub struct Ticket {
     table: Arc<SessionTable>,
+    /// Shared with the table: what eviction picks by.
+    pub activity: Arc<Activity>,
     /// The address the slot is counted for; `None` until a trusted proxy's
     /// header names the client (see [`SessionTable::admit_proxied`]).
     ip: Option<IpAddr>,
@@ -47,6 +54,15 @@ pub struct Ticket {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooManyFromAddress {
     pub open: usize,
+}
+
+/// The session [`SessionTable::evict_idlest`] chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evicted {
+    /// Its client (`None` for a proxied one whose header has not come).
+    pub ip: Option<IpAddr>,
+    /// How long its client had been silent.
+    pub idle: Duration,
 }
 
 impl SessionTable {
@@ -77,14 +93,31 @@ impl SessionTable {
             return Err(TooManyFromAddress { open: count });
         }
         inner.per_ip.insert(ip, count + 1);
+        Ok(self.enter(&mut inner, Some(ip), handle))
+    }
+
+    fn enter(
+        self: &Arc<Self>,
+        inner: &mut Inner,
+        ip: Option<IpAddr>,
+        handle: Option<TcpStream>,
+    ) -> Ticket {
         let id = inner.next_id;
         inner.next_id = inner.next_id.wrapping_add(1);
-        inner.open.insert(id, Slot { handle, live: None });
-        Ok(Ticket {
+        let activity = Arc::new(Activity::default());
+        let slot = Slot {
+            handle,
+            live: None,
+            activity: Arc::clone(&activity),
+            ip,
+        };
+        inner.open.insert(id, slot);
+        Ticket {
             table: Arc::clone(self),
-            ip: Some(ip),
+            activity,
+            ip,
             id,
-        })
+        }
     }
 
     /// Admits a connection from a trusted proxy without counting it for
@@ -93,14 +126,31 @@ impl SessionTable {
     /// has named one. Shutdown still reaches it through `handle`.
     pub fn admit_proxied(self: &Arc<Self>, handle: Option<TcpStream>) -> Ticket {
         let mut inner = self.lock();
-        let id = inner.next_id;
-        inner.next_id = inner.next_id.wrapping_add(1);
-        inner.open.insert(id, Slot { handle, live: None });
-        Ticket {
-            table: Arc::clone(self),
-            ip: None,
-            id,
+        self.enter(&mut inner, None, handle)
+    }
+
+    /// Makes room: the session that holds a worker, has not logged in and
+    /// has heard nothing from its client for longest is marked evicted and
+    /// its reading side shut, so its worker wakes, tells the client and
+    /// ends. Logged-in sessions are never chosen. `None`: nothing to evict.
+    pub fn evict_idlest(&self) -> Option<Evicted> {
+        let inner = self.lock();
+        let (since, slot) = inner
+            .open
+            .values()
+            .filter(|s| s.handle.is_some())
+            .filter_map(|s| Some((s.activity.evictable_since()?, s)))
+            .min_by_key(|(since, _)| *since)?;
+        if !slot.activity.evict() {
+            return None;
         }
+        if let Some(handle) = &slot.handle {
+            let _ = handle.shutdown(Shutdown::Read);
+        }
+        Some(Evicted {
+            ip: slot.ip,
+            idle: since.elapsed(),
+        })
     }
 
     /// Sessions open from `ip`.
@@ -212,6 +262,9 @@ impl Ticket {
             return Err(TooManyFromAddress { open: count });
         }
         inner.per_ip.insert(ip, count + 1);
+        if let Some(slot) = inner.open.get_mut(&self.id) {
+            slot.ip = Some(ip);
+        }
         self.ip = Some(ip);
         Ok(())
     }
@@ -274,6 +327,49 @@ mod tests {
         drop((a, b));
         assert_eq!(table.active(), 0);
         assert!(table.lock().per_ip.is_empty());
+    }
+
+    /// A connected pair: the server's end and the client's.
+    fn connection(listener: &TcpListener) -> (TcpStream, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (listener.accept().unwrap().0, client)
+    }
+
+    #[test]
+    fn eviction_takes_the_idlest_unauthenticated_session_only() {
+        let table = Arc::new(SessionTable::new(0));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (s1, _c1) = connection(&listener);
+        let (s2, _c2) = connection(&listener);
+        let (s3, _c3) = connection(&listener);
+        let older = table
+            .admit(ip("192.0.2.1"), Some(s1.try_clone().unwrap()))
+            .unwrap();
+        let logged_in = table
+            .admit(ip("192.0.2.2"), Some(s2.try_clone().unwrap()))
+            .unwrap();
+        let queued = table
+            .admit(ip("192.0.2.3"), Some(s3.try_clone().unwrap()))
+            .unwrap();
+        logged_in.activity.serving();
+        thread::sleep(Duration::from_millis(5));
+        older.activity.serving();
+        logged_in.activity.authenticated();
+        let evicted = table.evict_idlest().unwrap();
+        assert_eq!(evicted.ip, Some(ip("192.0.2.1")));
+        assert!(older.activity.is_evicted());
+        let mut buf = [0u8; 1];
+        assert_eq!(
+            (&s1).read(&mut buf).unwrap(),
+            0,
+            "its worker sees end of file"
+        );
+        assert_eq!(
+            table.evict_idlest(),
+            None,
+            "neither a logged-in nor a queued session is evicted"
+        );
+        assert!(!logged_in.activity.is_evicted() && !queued.activity.is_evicted());
     }
 
     #[test]

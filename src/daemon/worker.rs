@@ -3,12 +3,11 @@
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::auth::throttle::{Throttle, ThrottledAuth};
 use crate::config::{Config, PlaintextAuth};
-use crate::counters::{self, Counter};
-use crate::daemon::acceptor::{self, Job};
+use crate::daemon::acceptor::Job;
+use crate::daemon::admission::{self, Admission};
 use crate::daemon::sessions::Ticket;
 use crate::limits::MAX_PROXY_HEADER_WAIT;
 use crate::net::conn::is_loopback_ip;
@@ -27,6 +26,8 @@ pub struct Server {
     pub accounts: Accounts,
     /// Failed logins per client address.
     pub throttle: Arc<Throttle>,
+    /// For a proxied client, once its header names it.
+    pub admission: Arc<Admission>,
     pub plaintext_auth: PlaintextAuth,
     pub timeouts: Timeouts,
     /// Set at shutdown, so sessions ended by it say so in the log.
@@ -49,11 +50,13 @@ impl Server {
         config: &Config,
         accounts: Accounts,
         throttle: Arc<Throttle>,
+        admission: Arc<Admission>,
         tls: Option<Arc<TlsService>>,
     ) -> Server {
         Server {
             accounts,
             throttle,
+            admission,
             plaintext_auth: config.plaintext_auth,
             timeouts: Timeouts::from_config(config),
             stopping: Arc::new(AtomicBool::new(false)),
@@ -70,7 +73,9 @@ impl Server {
             tls,
             mut ticket,
             proxied,
+            submitted: _,
         } = job;
+        ticket.activity.serving();
         let ends = if proxied {
             match self.proxied_client(&stream, peer, tls, &mut ticket) {
                 Some(ends) => ends,
@@ -146,14 +151,15 @@ impl Server {
             &self.stopping,
             self.tls.as_deref(),
             Some(&live),
+            &ticket.activity,
         );
         log::debug!("connection from {peer} ended: {ended:?}");
         drop(ticket);
     }
 
-    /// Reads a trusted proxy's header and admits the client it names:
-    /// throttle and per-address limit, as the acceptor does for direct
-    /// clients. `None` when the connection is closed instead (logged).
+    /// Reads a trusted proxy's header and admits the client it names under
+    /// the acceptor's rules. `None` when the connection is closed instead
+    /// (logged).
     fn proxied_client(
         &self,
         stream: &TcpStream,
@@ -188,30 +194,11 @@ impl Server {
         };
         log::debug!("proxy {proxy} forwards {header:?}");
         let ip: IpAddr = ends.client.ip().to_canonical();
-        if let Err(left) = self.throttle.check(ip, Instant::now()) {
-            log::warn!(
-                "refused connection: rip={ip} reason=too many failed logins, blocked for {}s",
-                left.as_secs().max(1)
-            );
-            counters::bump(Counter::RefusedThrottle);
-            refuse(stream, acceptor::REFUSED_BLOCKED, tls);
-            return None;
-        }
-        if let Err(refusal) = ticket.count_for(ip) {
-            log::warn!(
-                "refused connection: rip={ip} reason=too many sessions from this address ({} open)",
-                refusal.open
-            );
-            counters::bump(Counter::RefusedPerAddress);
-            refuse(stream, acceptor::REFUSED_PER_IP, tls);
+        if let Err(refusal) = self.admission.admit_proxied(ticket, ip) {
+            admission::log_refusal(ip, refusal);
+            admission::refuse(stream, refusal, tls);
             return None;
         }
         Some(ends)
-    }
-}
-
-fn refuse(stream: &TcpStream, reply: &[u8], tls: bool) {
-    if let Ok(s) = stream.try_clone() {
-        acceptor::refuse(s, reply, tls);
     }
 }

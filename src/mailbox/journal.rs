@@ -27,6 +27,7 @@ use nix::fcntl::OFlag;
 use super::fault::fault_point;
 use super::state::StateDir;
 use super::MailboxError;
+use crate::exhaustion::is_exhaustion;
 use crate::limits;
 
 const MAGIC: &[u8; 16] = b"ironpop-journal1";
@@ -189,7 +190,7 @@ impl Journal {
     }
 
     /// Opens an existing journal; `Ok(None)` when there is none.
-    pub fn open(state: &StateDir, spool: &Path) -> Result<Option<Journal>, String> {
+    pub fn open(state: &StateDir, spool: &Path) -> Result<Option<Journal>, JournalError> {
         let path = state.journal(spool);
         let file = match OpenOptions::new()
             .read(true)
@@ -199,9 +200,16 @@ impl Journal {
         {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot open journal {}: {e}", path.display())),
+            Err(e) if is_exhaustion(&e) => return Err(JournalError::Exhausted(e)),
+            Err(e) => {
+                return Err(JournalError::Unusable(format!(
+                    "cannot open journal {}: {e}",
+                    path.display()
+                )))
+            }
         };
-        let bad = |what: &str| format!("journal {} is {what}", path.display());
+        let bad =
+            |what: &str| JournalError::Unusable(format!("journal {} is {what}", path.display()));
         let mut h = vec![0u8; HEADER_LEN as usize];
         file.read_exact_at(&mut h, 0)
             .map_err(|e| bad(&format!("unreadable ({e})")))?;
@@ -255,6 +263,15 @@ impl Journal {
     }
 }
 
+/// Why an existing journal could not be read.
+#[derive(Debug)]
+pub enum JournalError {
+    /// A resource ran out (descriptors, memory): temporary.
+    Exhausted(io::Error),
+    /// The journal is there but unusable: the administrator must look.
+    Unusable(String),
+}
+
 /// What recovery did, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recovered {
@@ -290,7 +307,15 @@ pub fn recover(
     let mut journal = match Journal::open(state, spool) {
         Ok(Some(j)) => j,
         Ok(None) => return Ok(None),
-        Err(reason) => return Err(refuse(format!("{reason}; an update was interrupted and cannot be undone automatically: check the spool, then move the journal away"))),
+        // Out of descriptors or memory: this login fails, the next may not.
+        Err(JournalError::Exhausted(source)) => {
+            return Err(MailboxError::Io {
+                path: spool.to_path_buf(),
+                action: "opening the update journal of",
+                source,
+            })
+        }
+        Err(JournalError::Unusable(reason)) => return Err(refuse(format!("{reason}; an update was interrupted and cannot be undone automatically: check the spool, then move the journal away"))),
     };
     let jpath = journal.path().display().to_string();
     let Some(file) = file else {

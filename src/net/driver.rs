@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, PlaintextAuth};
 use crate::counters::{self, Counter};
 use crate::limits::{self, GOODBYE_WRITE_TIMEOUT, READ_TIMEOUT_SLACK};
+use crate::net::activity::{Activity, BUSY_REPLY};
 use crate::net::conn::Conn;
 use crate::net::line_buffer::{LineBuffer, LineEvent};
 use crate::net::live::LiveSession;
@@ -129,12 +130,22 @@ pub fn serve(
     timeouts: &Timeouts,
     stopping: &AtomicBool,
 ) -> Ended {
-    serve_with_tls(conn, session, timeouts, stopping, None, None)
+    serve_with_tls(
+        conn,
+        session,
+        timeouts,
+        stopping,
+        None,
+        None,
+        &Activity::default(),
+    )
 }
 
 /// [`serve`], with `starttls` to run the handshake when the session
 /// accepts STLS (the session offers it when its settings say so), and
-/// `live` to show the session to `--who` and let `--kick` end it.
+/// `live` to show the session to `--who` and let `--kick` end it, and
+/// `activity` kept up to date for the acceptor, which may evict the
+/// session while it has not logged in.
 pub fn serve_with_tls(
     conn: Conn,
     session: &mut Session,
@@ -142,6 +153,7 @@ pub fn serve_with_tls(
     stopping: &AtomicBool,
     starttls: Option<&TlsService>,
     live: Option<&LiveSession>,
+    activity: &Activity,
 ) -> Ended {
     if let (Some(live), true) = (live, conn.is_tls()) {
         live.tls_started(tls_protocol(&conn));
@@ -149,7 +161,7 @@ pub fn serve_with_tls(
     let mut out = output_for(conn, timeouts);
     let mut greet = true;
     let ended = loop {
-        match drive(session, &mut out, timeouts, greet, live) {
+        match drive(session, &mut out, timeouts, greet, live, activity) {
             Next::Ended(ended) => break ended,
             Next::StartTls => {
                 greet = false;
@@ -191,6 +203,11 @@ pub fn serve_with_tls(
             session.abort("timeout");
         }
         Ended::Eof | Ended::Error if shutting_down => session.abort("shutdown"),
+        Ended::Eof if activity.is_evicted() => {
+            let _ = out.get_ref().set_write_timeout(Some(GOODBYE_WRITE_TIMEOUT));
+            let _ = out.write_all(BUSY_REPLY).and_then(|()| out.flush());
+            session.abort("evicted");
+        }
         Ended::Eof => session.abort("eof"),
         Ended::Error => session.abort("error"),
     }
@@ -241,6 +258,7 @@ fn drive(
     timeouts: &Timeouts,
     greet: bool,
     live: Option<&LiveSession>,
+    activity: &Activity,
 ) -> Next {
     if greet {
         if let Err(e) = session.greeting(out).and_then(|()| out.flush()) {
@@ -276,6 +294,7 @@ fn drive(
         if live.is_some_and(LiveSession::is_kicked) {
             return Next::Ended(Ended::Kicked);
         }
+        activity.input();
         lines.push(chunk.get(..n).unwrap_or_default());
         let mut commands = 0usize;
         loop {
@@ -286,6 +305,12 @@ fn drive(
             };
             commands += 1;
             lines.set_max_line(session.max_line());
+            // Before the login's `+OK` leaves: from now on never evicted,
+            // unless the eviction came first, which then stands.
+            if session.state() == State::Transaction && !activity.authenticated() {
+                out.discard();
+                return Next::Ended(Ended::Eof);
+            }
             match control {
                 Err(e) => return Next::Ended(ended_by(&e)),
                 Ok(Control::Continue) => {}

@@ -54,6 +54,11 @@ impl<W: Write> Output<W> {
         std::mem::take(&mut self.sent)
     }
 
+    /// Drops the replies not written yet: they must never reach the client.
+    pub fn discard(&mut self) {
+        self.buf.clear();
+    }
+
     /// Gives back memory grown for a large reply; call when idle.
     pub fn release(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > IDLE_WRITE_CAPACITY {

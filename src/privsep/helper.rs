@@ -3,8 +3,9 @@
 //! Each helper is single-threaded, holds no network socket, and talks to
 //! the network process over one `SOCK_SEQPACKET` socketpair: a request
 //! frame in, a response frame out (with the spool's descriptor attached by
-//! SCM_RIGHTS). A malformed frame ends the conversation: the helper exits,
-//! and the daemon, seeing its child gone, shuts down loudly. The helper
+//! SCM_RIGHTS). A request it cannot serve (malformed, a resource
+//! exhausted, a failure while checking it) gets an `Unavailable` answer,
+//! and the helper goes on: it exits only when its channel ends. The helper
 //! never sleeps on a failure — the failed-login delay is the network
 //! process's business — so a helper is busy only while hashing.
 //!
@@ -20,6 +21,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use nix::errno::Errno;
 use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::socket::{
@@ -34,9 +36,17 @@ pub use super::accounts::AccountDb;
 use super::checked::Checked;
 use super::helper_wire::{Request, Response, SpoolAnswer};
 use crate::account::AuthOutcome;
+use crate::exhaustion::is_exhaustion_errno;
 use crate::limits::MAX_HELPER_FRAME;
 use crate::mailbox::{mbox::open_spool, MailboxError};
 use crate::sasl::SecretLookup;
+
+/// How long a helper waits before retrying after the kernel ran short of
+/// buffers or memory.
+const EXHAUSTION_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Sends tried per frame while socket buffers are short.
+const SEND_ATTEMPTS: u32 = 5;
 
 /// A running helper as the network process sees it.
 #[derive(Debug)]
@@ -115,16 +125,24 @@ fn become_helper(parent: Pid) -> io::Result<()> {
 }
 
 /// The request loop; returns the exit code. Ends at end of file (the
-/// daemon closed the channel) or at the first malformed frame.
+/// daemon closed the channel) and only then, or when the channel itself
+/// is broken: a request that cannot be served (malformed, a resource
+/// exhausted, a panic while checking it) is answered with an error and
+/// the loop goes on.
 pub(crate) fn serve(channel: &OwnedFd, db: &AccountDb) -> i32 {
     let mut buf = vec![0u8; MAX_HELPER_FRAME + 1];
     loop {
         let n = match recv(channel.as_raw_fd(), &mut buf, MsgFlags::empty()) {
             Ok(0) => return 0,
             Ok(n) => n,
-            Err(nix::errno::Errno::EINTR) => continue,
+            Err(Errno::EINTR) => continue,
+            Err(e) if is_exhaustion_errno(e as i32) => {
+                log::warn!("privileged helper: cannot read a request for now: {e}");
+                std::thread::sleep(EXHAUSTION_PAUSE);
+                continue;
+            }
             Err(e) => {
-                log::error!("privileged helper: cannot read a request: {e}");
+                log::error!("privileged helper: cannot read from its channel: {e}");
                 return 1;
             }
         };
@@ -135,18 +153,34 @@ pub(crate) fn serve(channel: &OwnedFd, db: &AccountDb) -> i32 {
             .and_then(Request::decode);
         // Zeroed in place (the buffer is reused for the next request).
         buf.as_mut_slice().zeroize();
-        let Some(request) = request else {
-            log::error!(
-                "privileged helper: malformed request ({n} bytes); ending the conversation"
-            );
-            return 1;
+        let (response, spool) = match request {
+            Some(request) => handle_guarded(db, request),
+            None => {
+                log::error!("privileged helper: malformed request ({n} bytes) refused");
+                (Response::Unavailable("malformed request".into()), None)
+            }
         };
-        let (response, spool) = handle(db, request);
         if let Err(e) = reply(channel, &response, spool.as_ref()) {
             log::error!("privileged helper: cannot send a reply: {e}");
             return 1;
         }
     }
+}
+
+/// [`handle`], with a panic while serving one request turned into an
+/// error answer to that request: the helper serves every other login.
+fn handle_guarded(db: &AccountDb, request: Request) -> (Response, Option<File>) {
+    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        fault::before_request();
+        handle(db, request)
+    }));
+    served.unwrap_or_else(|_| {
+        log::error!("privileged helper: a request failed unexpectedly (panic); refused");
+        (
+            Response::Unavailable("the privileged helper failed on this request".into()),
+            None,
+        )
+    })
 }
 
 fn handle(db: &AccountDb, request: Request) -> (Response, Option<File>) {
@@ -242,25 +276,91 @@ pub fn open_checked(path: &Path, owner: Option<Uid>) -> (SpoolAnswer, Option<Fil
     (SpoolAnswer::Open, Some(file))
 }
 
+/// Sends the answer. When the spool's descriptor cannot be passed (out of
+/// buffers or descriptors on either side), the login is answered
+/// `Unavailable` without it instead; only a channel that cannot carry even
+/// that is an error, which ends the helper.
 fn reply(channel: &OwnedFd, response: &Response, spool: Option<&File>) -> io::Result<()> {
     let frame = response
         .encode()
         .or_else(|| Response::Unavailable("reply too large".into()).encode())
         .unwrap_or_default();
-    let fds: Vec<RawFd> = spool.map(|f| f.as_fd().as_raw_fd()).into_iter().collect();
-    let rights = [ControlMessage::ScmRights(&fds)];
+    let Some(spool) = spool else {
+        return send_frame(channel, &frame, &[]);
+    };
+    let fds = [spool.as_fd().as_raw_fd()];
+    let sent = fault::before_reply().and_then(|()| send_frame(channel, &frame, &fds));
+    match sent {
+        Err(e) if e.raw_os_error().is_some_and(is_exhaustion_errno) => {
+            log::warn!(
+                "privileged helper: cannot pass a spool to the daemon: {e}; login refused for now"
+            );
+            let refusal = Response::Unavailable(format!("cannot pass the spool: {e}"))
+                .encode()
+                .unwrap_or_default();
+            send_frame(channel, &refusal, &[])
+        }
+        other => other,
+    }
+}
+
+/// One frame, with `fds` attached. A shortage of socket buffers is waited
+/// out a few times (the daemon is reading; it passes) before it counts.
+fn send_frame(channel: &OwnedFd, frame: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let rights = [ControlMessage::ScmRights(fds)];
     let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    let mut attempts = 0;
     loop {
         match sendmsg::<()>(
             channel.as_raw_fd(),
-            &[IoSlice::new(&frame)],
+            &[IoSlice::new(frame)],
             cmsgs,
             MsgFlags::MSG_NOSIGNAL,
             None,
         ) {
-            Err(nix::errno::Errno::EINTR) => continue,
+            Err(Errno::EINTR) => continue,
+            Err(e) if is_exhaustion_errno(e as i32) && attempts < SEND_ATTEMPTS => {
+                attempts += 1;
+                std::thread::sleep(EXHAUSTION_PAUSE);
+            }
             Err(e) => return Err(e.into()),
             Ok(_) => return Ok(()),
+        }
+    }
+}
+
+/// Test-only fault injection (debug builds): the end-to-end tests make one
+/// helper fail one request the way the kernel would, and check that only
+/// that login fails. Release builds compile none of it.
+mod fault {
+    use std::io;
+
+    /// Names a file; the helper that removes it first fails its next spool
+    /// hand-off with ENOBUFS (only one helper can win the removal).
+    #[cfg(debug_assertions)]
+    const REPLY_ENOBUFS: &str = "IRONPOP_TEST_FAULT_REPLY_ENOBUFS";
+
+    /// The same, but the request panics while being served.
+    #[cfg(debug_assertions)]
+    const REQUEST_PANIC: &str = "IRONPOP_TEST_FAULT_REQUEST_PANIC";
+
+    #[cfg(debug_assertions)]
+    fn armed(var: &str) -> bool {
+        std::env::var_os(var).is_some_and(|path| std::fs::remove_file(path).is_ok())
+    }
+
+    pub(super) fn before_reply() -> io::Result<()> {
+        #[cfg(debug_assertions)]
+        if armed(REPLY_ENOBUFS) {
+            return Err(io::Error::from_raw_os_error(nix::libc::ENOBUFS));
+        }
+        Ok(())
+    }
+
+    pub(super) fn before_request() {
+        #[cfg(debug_assertions)]
+        if armed(REQUEST_PANIC) {
+            panic!("injected fault");
         }
     }
 }

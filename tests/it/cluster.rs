@@ -56,25 +56,8 @@ pub(crate) fn start(node_conf: &str, tls: bool) -> Cluster {
 /// A connection to `addr` from the loopback address `src`: each of 127/8
 /// is another client to HAProxy's per-address table and the nodes' limits.
 pub(crate) fn connect_from(addr: SocketAddr, src: Ipv4Addr) -> TcpStream {
-    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
-    use std::os::fd::AsRawFd;
-    let SocketAddr::V4(to) = addr else {
-        panic!("IPv4 only")
-    };
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .expect("socket");
-    bind(
-        fd.as_raw_fd(),
-        &SockaddrIn::from(std::net::SocketAddrV4::new(src, 0)),
-    )
-    .expect("bind source");
-    connect(fd.as_raw_fd(), &SockaddrIn::from(to)).expect("connect");
-    TcpStream::from(fd)
+    crate::loopback::connect_from(addr, src)
+        .unwrap_or_else(|e| panic!("connect to {addr} from {src}: {e}"))
 }
 
 /// A connection to `addr` from `src` whose greeting has been read.

@@ -129,7 +129,7 @@ fn killed_helper_lets_no_login_through_and_stops_the_daemon() {
     );
     let status = server.wait_exit();
     assert!(!status.success(), "exits with an error: {status:?}");
-    server.wait_log("the privileged helper (pid");
+    server.wait_log("the last privileged helper (pid");
     server.wait_log("was killed by SIGKILL");
 }
 

@@ -213,7 +213,7 @@ fn installed_config_is_tls_first_and_otherwise_the_defaults() {
         defaults
             .stdout_text()
             .lines()
-            .any(|l| l == "max_sessions = 512"),
+            .any(|l| l == "max_sessions = 1024"),
         "ironpop -t does not print the defaults: {defaults:?}"
     );
     let tls_lines = [

@@ -300,3 +300,83 @@ fn spool_index_decoder() {
     ];
     run("index", bodies::index, inputs(9, 3000, 40, D));
 }
+
+#[test]
+fn helper_wire_round_trip() {
+    use ironpop::account::Password;
+    use ironpop::privsep::helper_wire::{Request, Response, SpoolAnswer};
+    let requests = [
+        Request::Verify {
+            user: "alice".into(),
+            password: Password::new(b"pw\0\xff".to_vec()),
+        },
+        Request::Certificate {
+            chain: vec![vec![0x30, 0x82], vec![]],
+            authzid: "".into(),
+        },
+        Request::ScramParams { user: "bob".into() },
+        Request::ScramProof {
+            user: "carol".into(),
+            auth_message: b"n=carol,r=abc".to_vec(),
+            proof: [7; ironpop::sasl::KEY_LEN],
+        },
+        Request::OffersScram,
+    ];
+    let responses = [
+        Response::Accepted {
+            user: "alice".into(),
+            mailbox: "/var/mail/alice".into(),
+            spool: SpoolAnswer::Open,
+            server_signature: None,
+        },
+        Response::Accepted {
+            user: "bob".into(),
+            mailbox: "/var/mail/bob".into(),
+            spool: SpoolAnswer::Refused("it is a symbolic link".into()),
+            server_signature: Some([1; ironpop::sasl::KEY_LEN]),
+        },
+        Response::Accepted {
+            user: "c".into(),
+            mailbox: "/m".into(),
+            spool: SpoolAnswer::Failed(24),
+            server_signature: None,
+        },
+        Response::Rejected,
+        Response::Unavailable("helper busy".into()),
+        Response::ScramParams {
+            salt: b"salt".to_vec(),
+            iterations: 4096,
+        },
+        Response::Flag(true),
+    ];
+    let frames: Vec<Vec<u8>> = requests
+        .iter()
+        .map(|r| r.encode().unwrap())
+        .chain(responses.iter().map(|r| r.encode().unwrap()))
+        .collect();
+    // Whole frames, pieces of frames and stray bytes, spliced.
+    let mut dict: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+    dict.extend(frames.iter().map(|f| &f[..f.len() / 2]));
+    dict.extend(frames.iter().map(|f| &f[1..]));
+    dict.extend([
+        &b"\x00"[..],
+        b"\x01",
+        b"\x03",
+        b"\x00\x05",
+        b"\xff\xff",
+        b"\x80",
+    ]);
+    let inputs: Vec<Vec<u8>> = inputs(10, 4000, 3, &dict)
+        .into_iter()
+        .map(|v| v[1..].to_vec())
+        .collect();
+    let decoded = inputs
+        .iter()
+        .filter(|i| Request::decode(i).is_some() || Response::decode(i).is_some())
+        .count();
+    assert!(
+        decoded > 200,
+        "only {decoded} inputs decode: the round trip is hardly exercised"
+    );
+    run("helper_wire", bodies::helper_wire, inputs);
+}

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::loopback;
+
 /// The binary under test, built by cargo for this test target.
 pub const BIN: &str = env!("CARGO_BIN_EXE_ironpop");
 
@@ -593,6 +595,13 @@ impl Client {
         Client::from_stream(stream)
     }
 
+    /// Connects from `src`, one of 127/8: a client address of its own.
+    pub fn connect_from(addr: SocketAddr, src: std::net::Ipv4Addr) -> Client {
+        let stream = loopback::connect_from(addr, src)
+            .unwrap_or_else(|e| panic!("connect to {addr} from {src}: {e}"));
+        Client::from_stream(stream)
+    }
+
     /// A client over a connection made elsewhere (from a chosen address).
     pub fn from_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
@@ -760,6 +769,24 @@ impl Client {
     pub fn login(&mut self, account: Account) {
         self.ok(&format!("USER {}", account.user));
         self.ok(&format!("PASS {}", account.password));
+    }
+
+    /// The next line within `wait`, or `None` if nothing comes (a queued
+    /// connection); the read timeout is back to [`IO_TIMEOUT`] after.
+    pub fn line_within(&mut self, wait: Duration) -> Option<String> {
+        self.set_read_timeout(wait);
+        let line = match self.read_raw_line() {
+            Ok(Some(l)) => Some(String::from_utf8_lossy(&l).trim_end().to_string()),
+            Ok(None) => panic!("connection closed without a reply"),
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
+            {
+                None
+            }
+            Err(e) => panic!("reading a line: {e}"),
+        };
+        self.set_read_timeout(IO_TIMEOUT);
+        line
     }
 
     /// CAPA's capability lines.

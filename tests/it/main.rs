@@ -4,6 +4,9 @@
 #[allow(dead_code)]
 mod harness;
 
+#[path = "../support/loopback.rs"]
+mod loopback;
+
 // Root-run fixtures, and the `require_root!` macro the modules after it use.
 #[macro_use]
 mod system;
@@ -28,5 +31,6 @@ mod retention;
 mod safety;
 mod server;
 mod spool_index;
+mod survival;
 mod tls;
 mod virtual_users;

@@ -142,6 +142,7 @@ fn stls_server(pki: &Pki, server: TcpStream) -> thread::JoinHandle<Ended> {
             &AtomicBool::new(false),
             Some(&service),
             None,
+            &crate::net::activity::Activity::default(),
         )
     })
 }

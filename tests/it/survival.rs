@@ -1,0 +1,280 @@
+//! What the service survives: a flood of idle connections (eviction), a pool full of logged-in sessions (bounded queue), file-descriptor exhaustion, a helper failing one request or dying.
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use crate::loopback::client_address;
+
+const BUSY: &str = "-ERR [SYS/TEMP] server busy, try again";
+
+#[test]
+fn a_flood_of_idle_connections_cannot_lock_out_a_client_or_evict_a_logged_in_one() {
+    let s = ServerBuilder::new()
+        .set("max_sessions", "8")
+        .set("auth_timeout", "60")
+        .spool("alice", mbox(&messages(1)))
+        .spool("bob", mbox(&messages(2)))
+        .start();
+    // Logged in first, then idle longer than anyone else.
+    let mut alice = s.login(ALICE);
+    let flood: Vec<TcpStream> = (0..32)
+        .map(|i| {
+            let c = crate::loopback::connect_from(s.addr(), client_address(i)).expect("connect");
+            // Reaching the server before the next one keeps the order.
+            std::thread::sleep(Duration::from_millis(20));
+            c
+        })
+        .collect();
+    let started = Instant::now();
+    let mut fresh = Client::connect_from(s.addr(), client_address(1000));
+    fresh.greeting();
+    fresh.login(BOB);
+    let body = fresh.ok_body("RETR 2");
+    assert_bytes_eq(&body, &crlf(&messages(2)[1]), "RETR 2 during the flood");
+    fresh.quit();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the fresh client waited {:?}",
+        started.elapsed()
+    );
+    // The logged-in session was never the one evicted.
+    alice.ok("STAT");
+    alice.ok_body("RETR 1");
+    alice.quit();
+    // Evicted clients were told why, byte for byte, after their greeting.
+    let mut told = 0;
+    for stream in flood.into_iter().take(8) {
+        let mut c = Client::from_stream(stream);
+        c.set_read_timeout(Duration::from_secs(2));
+        let lines: Vec<String> = std::iter::from_fn(|| c.read_raw_line().ok().flatten())
+            .map(|l| String::from_utf8_lossy(&l).trim_end().to_string())
+            .take(2)
+            .collect();
+        if let [greeting, busy] = lines.as_slice() {
+            assert_ok(greeting, "greeting of a flood connection");
+            assert_eq!(busy, BUSY, "the only other line is the eviction notice");
+            told += 1;
+        }
+    }
+    assert!(
+        told > 0,
+        "no early flood connection was evicted with {BUSY:?}"
+    );
+    assert!(
+        s.wait_for_log("evicted an idle connection: rip=127.", IO_TIMEOUT),
+        "{}",
+        s.log()
+    );
+}
+
+#[test]
+fn when_every_worker_holds_a_logged_in_session_a_newcomer_waits_a_bounded_time() {
+    let s = ServerBuilder::new()
+        .set("max_sessions", "1")
+        .spool("alice", mbox(&messages(1)))
+        .start();
+    let alice = s.login(ALICE);
+    let mut waiting = s.connect();
+    assert_eq!(
+        waiting.line_within(Duration::from_millis(500)),
+        None,
+        "queued, not served, not refused"
+    );
+    let started = Instant::now();
+    let line = waiting.line_within(Duration::from_secs(20));
+    let waited = started.elapsed();
+    assert_eq!(line.as_deref(), Some(BUSY), "after waiting {waited:?}");
+    assert!(
+        waited < Duration::from_secs(12),
+        "queued for {waited:?}, more than the 10 s bound"
+    );
+    assert!(waiting.expect_closed(IO_TIMEOUT).is_empty());
+    // A queued client is served as soon as the worker is free.
+    let mut next = s.connect();
+    assert_eq!(next.line_within(Duration::from_millis(500)), None);
+    alice.quit();
+    next.set_read_timeout(IO_TIMEOUT);
+    next.greeting();
+    next.login(ALICE);
+    next.quit();
+}
+
+/// A root-run daemon (privileged helpers) for `user`, with `env` set.
+fn daemon_with(
+    user: &crate::system::SystemUser,
+    env: &[(&str, &std::path::Path)],
+) -> (crate::system::Setup, crate::system::Server) {
+    let s = crate::system::setup(user, "");
+    let mut cmd = std::process::Command::new(crate::system::BIN);
+    cmd.arg("-F").arg("-f").arg(&s.conf);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let server = crate::system::Server::spawn(cmd);
+    server.wait_log("ready:");
+    (s, server)
+}
+
+fn pass(addr: &str, user: &str, password: &str) -> String {
+    let mut c = crate::system::tcp(addr);
+    c.cmd(&format!("USER {user}"));
+    let reply = c.cmd(&format!("PASS {password}"));
+    if reply.starts_with("+OK") {
+        assert!(c.cmd("RETR 1").starts_with("+OK"));
+        c.multi();
+        assert!(c.cmd("QUIT").starts_with("+OK"));
+    }
+    reply
+}
+
+#[test]
+fn a_helper_failing_one_request_fails_only_that_login() {
+    require_root!();
+    let user = crate::system::SystemUser::create("pw-1");
+    let dir = tempfile::tempdir().unwrap();
+    let (enobufs, panic) = (dir.path().join("enobufs"), dir.path().join("panic"));
+    let (_s, server) = daemon_with(
+        &user,
+        &[
+            ("IRONPOP_TEST_FAULT_REPLY_ENOBUFS", &enobufs),
+            ("IRONPOP_TEST_FAULT_REQUEST_PANIC", &panic),
+        ],
+    );
+    let addr = server.addr();
+    let helpers = server.helpers();
+    // The spool's descriptor cannot be passed (ENOBUFS), then a request
+    // fails in the middle (a panic): each time that login only.
+    for (marker, what) in [(&enobufs, "ENOBUFS"), (&panic, "panic")] {
+        std::fs::write(marker, "").unwrap();
+        let reply = pass(&addr, &user.name, "pw-1");
+        assert!(
+            reply.starts_with("-ERR [SYS/TEMP]"),
+            "login hit by the {what} fault: {reply:?}"
+        );
+        assert!(!marker.exists(), "the fault fired once");
+        let reply = pass(&addr, &user.name, "pw-1");
+        assert!(
+            reply.starts_with("+OK"),
+            "next login after {what}: {reply:?}"
+        );
+    }
+    assert_eq!(server.helpers(), helpers, "every helper still runs");
+    server.wait_log("cannot pass a spool to the daemon");
+    server.wait_log("a request failed unexpectedly (panic)");
+}
+
+#[test]
+fn the_daemon_serves_on_while_one_helper_lives() {
+    require_root!();
+    let user = crate::system::SystemUser::create("pw-2");
+    let (_s, server) = daemon_with(&user, &[]);
+    let addr = server.addr();
+    let helpers = server.helpers();
+    if helpers.len() < 2 {
+        // One core: one helper, whose end stops the daemon (daemon.rs).
+        assert_eq!(
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            1
+        );
+        return;
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helpers[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let line = server.wait_log("helpers left, serving on");
+    assert!(line.contains(&format!("pid {}", helpers[0])), "{line}");
+    for _ in 0..4 {
+        let reply = pass(&addr, &user.name, "pw-2");
+        assert!(
+            reply.starts_with("+OK"),
+            "login with one helper dead: {reply:?}"
+        );
+    }
+    assert_eq!(server.helpers().len(), helpers.len() - 1);
+}
+
+/// Descriptors the process `pid` has open.
+fn open_fds(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .count() as u64
+}
+
+#[test]
+fn out_of_file_descriptors_one_login_fails_temporarily_and_the_rest_go_on() {
+    if !crate::system::tool("prlimit") {
+        return;
+    }
+    const HELD: usize = 3;
+    let mut b = ServerBuilder::new().set("max_sessions", "16");
+    for i in 0..=HELD {
+        b = b
+            .passwd_line(&format!("fd{i}:{{PLAIN}}secret-{i}"))
+            .spool(&format!("fd{i}"), mbox(&messages(2)));
+    }
+    let s = b.start();
+    let login = |i: usize| {
+        let mut c = s.greeted();
+        c.ok(&format!("USER fd{i}"));
+        c.ok(&format!("PASS secret-{i}"));
+        c
+    };
+    let held: Vec<Client> = (0..HELD).map(login).collect();
+    // Exhausted: the next connection gets its socket and little more. The
+    // spare descriptors are those an update at QUIT needs once that
+    // connection is gone (journal and its directory, a dot-lock).
+    let limit = open_fds(s.pid()) + 3;
+    // As root the server runs as nobody, and this root may lack
+    // CAP_SYS_RESOURCE (containers): prlimit then acts as that same user.
+    let mut prlimit = if crate::system::is_root() {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "prlimit",
+        ]);
+        c
+    } else {
+        std::process::Command::new("prlimit")
+    };
+    let set = prlimit
+        .arg(format!("--pid={}", s.pid()))
+        .arg(format!("--nofile={limit}:{limit}"))
+        .output()
+        .expect("run prlimit");
+    assert!(
+        set.status.success(),
+        "prlimit --pid --nofile: {}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let mut extra = s.greeted();
+    extra.ok(&format!("USER fd{HELD}"));
+    let reply = extra.cmd(&format!("PASS secret-{HELD}"));
+    assert!(
+        reply.starts_with("-ERR [SYS/TEMP]"),
+        "login past the descriptor limit: {reply:?}\n{}",
+        s.log()
+    );
+    drop(extra);
+    // The held sessions go on, deletions included; the daemon stays up.
+    for (i, mut c) in held.into_iter().enumerate() {
+        let body = c.ok_body("RETR 2");
+        assert_bytes_eq(&body, &crlf(&messages(2)[1]), "RETR 2 while exhausted");
+        c.ok("DELE 1");
+        c.quit();
+        assert_bytes_eq(
+            &s.read_spool(&format!("fd{i}")),
+            &mbox_without(&messages(2), &[1]),
+            "spool after QUIT while exhausted",
+        );
+    }
+    let mut again = s.greeted();
+    again.ok(&format!("USER fd{HELD}"));
+    again.ok(&format!("PASS secret-{HELD}"));
+    again.ok("STAT");
+    again.quit();
+}
