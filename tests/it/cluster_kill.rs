@@ -15,19 +15,6 @@ const KILLS: usize = 30;
 /// QUIT updates timed without a kill first.
 const CALIBRATION: usize = 3;
 
-/// A small xorshift generator: the test prints its seed, so a failing
-/// sequence of kill moments can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
-
 /// Which node logs the login it just served (the log arrives a moment
 /// after the `+OK`).
 fn wait_serving(cluster: &crate::cluster::fixture::Cluster, marks: &[usize]) -> usize {
@@ -150,13 +137,8 @@ fn node_killed_during_quit_update_is_recovered_by_a_survivor() {
         })
         .collect();
     let original = mbox(&msgs);
-    let seed = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("kill moments seed: {seed:#x}");
-    let mut rng = Rng(seed);
+    // The kill moments' seed is printed; IRONPOP_TEST_SEED replays them.
+    let mut rng = Rng::seeded();
     let journal = state_file(&cluster, "journal");
     let mut clock = KillClock::default();
     let (mut journals, mut untouched, mut complete, mut fresh_lock_checked) = (0, 0, 0, false);

@@ -2,64 +2,69 @@
 //!
 //! libFuzzer needs its own build (see README "Performance"); this keeps the
 //! same bodies compiled and exercised by `cargo test`. Inputs are spliced
-//! from protocol-shaped pieces by a seeded xorshift generator, so a failure
-//! names the seed and the exact input, and reproduces.
+//! from protocol-shaped pieces by proptest with a fixed seed, so a run
+//! reproduces and a failure names the smallest input that still fails.
 
 #[path = "../../fuzz/src/lib.rs"]
 #[allow(dead_code)]
 mod bodies;
 
-/// xorshift64*.
-struct Rng(u64);
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
+/// What one smoke run feeds a target: `cases` inputs of up to
+/// `max_pieces` pieces, each a dictionary word or a few random bytes,
+/// after one random selector byte (unless `selector` is off).
+struct Inputs {
+    cases: u32,
+    max_pieces: usize,
+    dict: &'static [&'static [u8]],
+    selector: bool,
+}
 
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+fn inputs(cases: u32, max_pieces: usize, dict: &'static [&'static [u8]]) -> Inputs {
+    Inputs {
+        cases,
+        max_pieces,
+        dict,
+        selector: true,
     }
 }
 
-/// Inputs of up to `max_pieces` pieces, each a dictionary word or a few
-/// random bytes, after one random selector byte.
-fn inputs(seed: u64, count: usize, max_pieces: usize, dict: &[&[u8]]) -> Vec<Vec<u8>> {
-    let mut rng = Rng(seed);
-    (0..count)
-        .map(|_| {
-            let mut v = vec![rng.next() as u8];
-            for _ in 0..rng.below(max_pieces + 1) {
-                if rng.below(5) == 0 {
-                    let n = rng.below(4) + 1;
-                    v.extend((0..n).map(|_| rng.next() as u8));
-                } else {
-                    v.extend_from_slice(dict[rng.below(dict.len())]);
-                }
-            }
-            v
-        })
-        .collect()
-}
-
-/// Runs `body` on every input; a panic is reported with the input.
-fn run(name: &str, body: fn(&[u8]), inputs: Vec<Vec<u8>>) {
-    for input in inputs {
-        let result = std::panic::catch_unwind(|| body(&input));
-        if let Err(e) = result {
-            let msg = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            panic!(
-                "fuzz target {name} failed on input {:?}\n(bytes {input:?}): {msg}",
-                String::from_utf8_lossy(&input)
-            );
-        }
+/// Runs `body` on every input (proptest, with a fixed seed so a run
+/// reproduces); a panic fails the test with the smallest input proptest
+/// can shrink it to.
+fn run(name: &str, body: fn(&[u8]), inputs: Inputs) {
+    let piece = prop_oneof![
+        4 => prop::sample::select(inputs.dict).prop_map(|word: &[u8]| word.to_vec()),
+        1 => prop::collection::vec(any::<u8>(), 1..=4),
+    ];
+    let selector = usize::from(inputs.selector);
+    let strategy = (
+        prop::collection::vec(any::<u8>(), selector..=selector),
+        prop::collection::vec(piece, 0..=inputs.max_pieces),
+    )
+        .prop_map(|(mut input, pieces)| {
+            input.extend(pieces.concat());
+            input
+        });
+    let config = Config {
+        cases: inputs.cases,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let mut runner =
+        TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    match runner.run(&strategy, |input| {
+        body(&input);
+        Ok(())
+    }) {
+        Ok(()) => {}
+        Err(TestError::Fail(why, input)) => panic!(
+            "fuzz target {name} failed on input {:?}\n(bytes {input:?}): {why}",
+            String::from_utf8_lossy(&input)
+        ),
+        Err(e) => panic!("fuzz target {name}: {e}"),
     }
 }
 
@@ -106,7 +111,7 @@ const POP3: &[&[u8]] = &[
 
 #[test]
 fn command_parser() {
-    run("command", bodies::command, inputs(1, 4000, 6, POP3));
+    run("command", bodies::command, inputs(4000, 6, POP3));
 }
 
 #[test]
@@ -120,12 +125,12 @@ fn line_buffer_chunking() {
         b"STAT",
         b"0123456789abcdef",
     ];
-    run("line_buffer", bodies::line_buffer, inputs(2, 4000, 24, D));
+    run("line_buffer", bodies::line_buffer, inputs(4000, 24, D));
 }
 
 #[test]
 fn session_with_fake_backend() {
-    run("session", bodies::session, inputs(3, 3000, 30, POP3));
+    run("session", bodies::session, inputs(3000, 30, POP3));
     // Overlong lines and many bad commands in a row.
     let long = [
         &[3u8][..],
@@ -157,7 +162,7 @@ fn mbox_scan_and_transfer_agree() {
         b"\0",
         b"\tcont",
     ];
-    run("mbox", bodies::mbox, inputs(4, 4000, 30, D));
+    run("mbox", bodies::mbox, inputs(4000, 30, D));
 }
 
 #[test]
@@ -195,7 +200,7 @@ fn config_parse_render_round_trip() {
         b"state_dir = /s\n",
         b"pid_file = /p\n",
     ];
-    run("config", bodies::config, inputs(5, 3000, 8, D));
+    run("config", bodies::config, inputs(3000, 8, D));
 }
 
 #[test]
@@ -217,7 +222,7 @@ fn sasl_exchanges() {
         b"!",
         b"\r",
     ];
-    run("sasl", bodies::sasl, inputs(6, 3000, 6, D));
+    run("sasl", bodies::sasl, inputs(3000, 6, D));
 }
 
 #[test]
@@ -248,10 +253,10 @@ fn proxy_header_parser() {
         b"\xc0\x00\x02\x07",
     ];
     // The selector byte would hide the signature: bodies see the pieces only.
-    let inputs = inputs(6, 4000, 12, D)
-        .into_iter()
-        .map(|v| v[1..].to_vec())
-        .collect();
+    let inputs = Inputs {
+        selector: false,
+        ..inputs(4000, 12, D)
+    };
     run("proxy", bodies::proxy, inputs);
 }
 
@@ -282,7 +287,7 @@ fn control_protocol() {
         b"\xff",
         b"\xc3\xa9",
     ];
-    run("control", bodies::control, inputs(8, 4000, 16, D));
+    run("control", bodies::control, inputs(4000, 16, D));
     // Past the length limit.
     bodies::control(&[[0u8].as_slice(), &[b'W'; 300]].concat());
 }
@@ -298,7 +303,7 @@ fn spool_index_decoder() {
         b"\x40\0\0\0\0\0\0\0",
         b"From ",
     ];
-    run("index", bodies::index, inputs(9, 3000, 40, D));
+    run("index", bodies::index, inputs(3000, 40, D));
 }
 
 #[test]

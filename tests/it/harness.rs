@@ -976,3 +976,35 @@ pub fn assert_bytes_eq(got: &[u8], want: &[u8], what: &str) {
         );
     }
 }
+
+/// A seeded random source for randomized tests (proptest's ChaCha
+/// generator). The seed is printed; `IRONPOP_TEST_SEED=<seed>` replays a
+/// run.
+pub struct Rng(proptest::test_runner::TestRng);
+
+impl Rng {
+    /// Seeded from `IRONPOP_TEST_SEED`, else from the clock.
+    pub fn seeded() -> Rng {
+        let seed = std::env::var("IRONPOP_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+        eprintln!("random seed {seed} (rerun with IRONPOP_TEST_SEED={seed})");
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&seed.to_le_bytes());
+        Rng(proptest::test_runner::TestRng::from_seed(
+            proptest::test_runner::RngAlgorithm::ChaCha,
+            &bytes,
+        ))
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        use proptest::prelude::Rng as _;
+        self.0.next_u64() % n.max(1)
+    }
+}

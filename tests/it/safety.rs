@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::harness::{self, Client, ServerBuilder, BOB, IO_TIMEOUT};
+use crate::harness::{self, Client, Rng, ServerBuilder, BOB, IO_TIMEOUT};
 use ironpop::mailbox::{Maildrop, MboxMaildrop};
 
 /// Another `ironpop -F -f CONF` process on the same files (as inetd mode or
@@ -89,31 +89,6 @@ fn config_in(conf: &Path, dir: &Path) -> std::path::PathBuf {
     let path = dir.join("ironpop.conf");
     std::fs::write(&path, moved).unwrap();
     path
-}
-
-/// A deterministic xorshift generator; the seed is printed for reruns.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> Rng {
-        let seed = std::env::var("IRONPOP_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64)
-            });
-        eprintln!("random seed {seed} (rerun with IRONPOP_TEST_SEED={seed})");
-        Rng(seed | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
 }
 
 /// The messages of a spool as stored (From_ line to end), by Message-ID.
