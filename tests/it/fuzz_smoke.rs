@@ -10,6 +10,7 @@
 mod bodies;
 
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
 
 /// What one smoke run feeds a target: `cases` inputs of up to
@@ -18,16 +19,53 @@ use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner
 struct Inputs {
     cases: u32,
     max_pieces: usize,
-    dict: &'static [&'static [u8]],
+    dict: Vec<Vec<u8>>,
     selector: bool,
 }
 
-fn inputs(cases: u32, max_pieces: usize, dict: &'static [&'static [u8]]) -> Inputs {
+fn inputs(cases: u32, max_pieces: usize, dict: &[&[u8]]) -> Inputs {
     Inputs {
         cases,
         max_pieces,
-        dict,
+        dict: dict.iter().map(|word| word.to_vec()).collect(),
         selector: true,
+    }
+}
+
+impl Inputs {
+    fn strategy(&self) -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            4 => prop::sample::select(self.dict.clone()),
+            1 => prop::collection::vec(any::<u8>(), 1..=4),
+        ];
+        let selector = usize::from(self.selector);
+        (
+            prop::collection::vec(any::<u8>(), selector..=selector),
+            prop::collection::vec(piece, 0..=self.max_pieces),
+        )
+            .prop_map(|(mut input, pieces)| {
+                input.extend(pieces.concat());
+                input
+            })
+    }
+
+    /// The runner, with a fixed seed so every run sees the same inputs.
+    fn runner(&self) -> TestRunner {
+        let config = Config {
+            cases: self.cases,
+            failure_persistence: None,
+            ..Config::default()
+        };
+        TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha))
+    }
+
+    /// The inputs a run draws, for tests that check their own coverage.
+    fn generate(&self) -> Vec<Vec<u8>> {
+        let strategy = self.strategy();
+        let mut runner = self.runner();
+        (0..self.cases)
+            .map(|_| strategy.new_tree(&mut runner).unwrap().current())
+            .collect()
     }
 }
 
@@ -35,27 +73,7 @@ fn inputs(cases: u32, max_pieces: usize, dict: &'static [&'static [u8]]) -> Inpu
 /// reproduces); a panic fails the test with the smallest input proptest
 /// can shrink it to.
 fn run(name: &str, body: fn(&[u8]), inputs: Inputs) {
-    let piece = prop_oneof![
-        4 => prop::sample::select(inputs.dict).prop_map(|word: &[u8]| word.to_vec()),
-        1 => prop::collection::vec(any::<u8>(), 1..=4),
-    ];
-    let selector = usize::from(inputs.selector);
-    let strategy = (
-        prop::collection::vec(any::<u8>(), selector..=selector),
-        prop::collection::vec(piece, 0..=inputs.max_pieces),
-    )
-        .prop_map(|(mut input, pieces)| {
-            input.extend(pieces.concat());
-            input
-        });
-    let config = Config {
-        cases: inputs.cases,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let mut runner =
-        TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
-    match runner.run(&strategy, |input| {
+    match inputs.runner().run(&inputs.strategy(), |input| {
         body(&input);
         Ok(())
     }) {
@@ -371,11 +389,12 @@ fn helper_wire_round_trip() {
         b"\xff\xff",
         b"\x80",
     ]);
-    let inputs: Vec<Vec<u8>> = inputs(10, 4000, 3, &dict)
-        .into_iter()
-        .map(|v| v[1..].to_vec())
-        .collect();
+    let inputs = Inputs {
+        selector: false,
+        ..inputs(4000, 3, &dict)
+    };
     let decoded = inputs
+        .generate()
         .iter()
         .filter(|i| Request::decode(i).is_some() || Response::decode(i).is_some())
         .count();
