@@ -5,19 +5,23 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::time::Duration;
 
-/// xorshift64*: deterministic, dependency-free, good enough for test data.
-pub struct Rng(u64);
+/// A seeded generator (proptest's ChaCha): the same seed gives the same
+/// spools on every run and machine.
+pub struct Rng(proptest::test_runner::TestRng);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&seed.to_le_bytes());
+        Rng(proptest::test_runner::TestRng::from_seed(
+            proptest::test_runner::RngAlgorithm::ChaCha,
+            &bytes,
+        ))
     }
 
     pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        use proptest::prelude::Rng as _;
+        self.0.next_u64()
     }
 
     /// Uniform in `lo..hi` (`lo` when the range is empty).
