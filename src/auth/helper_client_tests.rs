@@ -4,6 +4,7 @@ use super::*;
 use crate::mailbox::mbox::{MboxOpener, MboxSettings};
 use crate::mailbox::MaildropOpener;
 use crate::privsep::accounts::AccountBackend;
+use crate::privsep::cert_login::CertCheck;
 use crate::privsep::helper::{serve, AccountDb};
 use crate::privsep::passwd_file::PasswdFile;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -25,15 +26,23 @@ fn fixture() -> (Fixture, Arc<AccountDb>) {
         "From a@b Mon Jan  1 00:00:00 2024\n\nhi\n",
     )
     .unwrap();
-    let db = PasswdFile::new(users, format!("{}/%u", mail.display()));
-    let db = AccountDb::new(
-        AccountBackend::PasswdFile {
-            db,
-            owner: nix::unistd::getuid(),
-        },
-        None,
-    );
-    (Fixture { _dir: dir, mail }, Arc::new(db))
+    let fx = Fixture { _dir: dir, mail };
+    let db = fx.db(users, None);
+    (fx, db)
+}
+
+impl Fixture {
+    /// The passwd file `users` (spools in the fixture's mail directory,
+    /// owned by us), with `certs` for AUTH EXTERNAL.
+    fn db(&self, users: std::path::PathBuf, certs: Option<CertCheck>) -> Arc<AccountDb> {
+        Arc::new(AccountDb::new(
+            AccountBackend::PasswdFile {
+                db: PasswdFile::new(users, format!("{}/%u", self.mail.display())),
+                owner: nix::unistd::getuid(),
+            },
+            certs,
+        ))
+    }
 }
 
 /// The opener of a daemon with helpers, with session locks and journals
@@ -280,13 +289,7 @@ fn certificate_login_is_verified_by_the_helper() {
     let (fx, _) = fixture();
     let (_pki, config, alice_cert, selfsigned) = crate::privsep::cert_login::test_pki::pki("alice");
     let users = fx.mail.parent().unwrap().join("users");
-    let db = Arc::new(AccountDb::new(
-        AccountBackend::PasswdFile {
-            db: PasswdFile::new(users, format!("{}/%u", fx.mail.display())),
-            owner: nix::unistd::getuid(),
-        },
-        crate::privsep::cert_login::CertCheck::from_config(&config).unwrap(),
-    ));
+    let db = fx.db(users, CertCheck::from_config(&config).unwrap());
     let (pool, _threads) = pool(&db, 1);
     let session = HelperSession::new(pool);
     let login = accepted(session.verify_certificate(std::slice::from_ref(&alice_cert), ""));
@@ -312,13 +315,7 @@ fn scram_login_is_verified_by_the_helper() {
     let secret = crate::sasl::ScramSecret::derive(b"pencil", b"carol's salt", 4096).unwrap();
     let users = fx.mail.parent().unwrap().join("users");
     std::fs::write(&users, format!("carol:{secret}\n")).unwrap();
-    let db = Arc::new(AccountDb::new(
-        AccountBackend::PasswdFile {
-            db: PasswdFile::new(users, format!("{}/%u", fx.mail.display())),
-            owner: nix::unistd::getuid(),
-        },
-        None,
-    ));
+    let db = fx.db(users, None);
     let (pool, _threads) = pool(&db, 1);
     let session = HelperSession::new(pool);
     assert!(session.offers_scram());
@@ -369,13 +366,7 @@ fn offers_scram_is_asked_once_per_ttl() {
     let secret = crate::sasl::ScramSecret::derive(b"pencil", b"dave's salt!", 4096).unwrap();
     let users = fx.mail.parent().unwrap().join("users-ttl");
     std::fs::write(&users, format!("dave:{secret}\n")).unwrap();
-    let db = Arc::new(AccountDb::new(
-        AccountBackend::PasswdFile {
-            db: PasswdFile::new(users.clone(), format!("{}/%u", fx.mail.display())),
-            owner: nix::unistd::getuid(),
-        },
-        None,
-    ));
+    let db = fx.db(users.clone(), None);
     let (pool, _threads) = pool(&db, 1);
     let session = HelperSession::new(pool);
     assert!(session.offers_scram());
