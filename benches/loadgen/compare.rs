@@ -259,7 +259,8 @@ impl Row {
         }
         match self.goal {
             Some(Goal::TimesDovecot(k)) => {
-                let r = ours / med(&self.values[1]);
+                let dovecot = names.iter().position(|n| *n == "Dovecot");
+                let r = dovecot.map_or(f64::NAN, |i| ours / med(&self.values[i]));
                 let verdict = if !r.is_finite() {
                     "no Dovecot figure"
                 } else if r >= k {

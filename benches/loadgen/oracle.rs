@@ -155,6 +155,9 @@ fn system_accounts(pairs: usize) -> Result<(), String> {
     let hash = ironpop::privsep::crypt::hash_with_prefix(PASSWORD.as_bytes(), prefix)
         .map_err(|e| e.to_string())?;
     let account = SystemAccount::create(&format!("ipor{}", std::process::id() % 100_000), &hash)?;
+    // A shadow file changed within 2 s is re-read at every unknown login
+    // (Stamp::settled): let useradd's edit settle, as a real one has.
+    std::thread::sleep(Duration::from_millis(2100));
     let setup = Setup::new(&[], &[], 64, "");
     let conf = std::fs::read_to_string(&setup.conf).map_err(|e| e.to_string())?;
     let conf: String = conf

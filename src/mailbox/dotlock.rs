@@ -15,6 +15,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::fcntl::OFlag;
@@ -86,11 +87,21 @@ pub fn try_lock(spool: &Path) -> io::Result<Attempt> {
     }))
 }
 
+/// This host's name, asked once per process: every login's dotlock names
+/// it twice, and a `uname` each time was a syscall per use (issue 11's
+/// login profile). A rename of the host takes effect at the next start.
+fn hostname() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    })
+}
+
 fn unique_name() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let host = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().replace(['/', '.'], "_"))
-        .unwrap_or_default();
+    let host = hostname().replace(['/', '.'], "_");
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -121,10 +132,7 @@ fn link_and_check(file: &mut File, tmp: &Path, path: &Path) -> io::Result<Option
 }
 
 fn owner_tag() -> String {
-    let host = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    format!("ironpop@{host}")
+    format!("ironpop@{}", hostname())
 }
 
 /// `true` when the lock says it was made by an ironpop on this host whose
