@@ -146,28 +146,32 @@ fn identical_headers_give_identical_digests() {
     assert_eq!(popa3d_uid(&scan.messages[0].digest).len(), 16);
 }
 
-#[test]
-fn pseudo_random_spools_never_panic_and_agree_across_splits() {
-    let pieces: [&[u8]; 9] = [
-        b"From ",
-        b"\n",
-        b"\r",
-        b"Received: a",
-        b"\n\n",
-        b".",
-        b"x",
-        b"Date: ",
-        b"\x00",
-    ];
-    let mut x: u32 = 99;
-    for _ in 0..200 {
-        let mut data = Vec::new();
-        for _ in 0..(x % 24) {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            data.extend_from_slice(pieces[(x >> 16) as usize % pieces.len()]);
-        }
+/// Pieces of the spools cut at every point below.
+const SPLIT_PIECES: [&[u8]; 9] = [
+    b"From ",
+    b"\n",
+    b"\r",
+    b"Received: a",
+    b"\n\n",
+    b".",
+    b"x",
+    b"Date: ",
+    b"\x00",
+];
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config {
+        cases: 200,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    })]
+
+    #[test]
+    fn random_spools_never_panic_and_agree_across_splits(
+        picks in proptest::collection::vec(0..SPLIT_PIECES.len(), 0..24),
+    ) {
+        let data: Vec<u8> = picks.iter().flat_map(|&i| SPLIT_PIECES[i].iter().copied()).collect();
         scan_all_splits(&data);
-        x = x.wrapping_add(3);
     }
 }
 
@@ -255,53 +259,52 @@ fn reference_scan(data: &[u8]) -> Scan {
     }
 }
 
-/// xorshift: deterministic test data without a dependency.
-struct Rng(u64);
+// Pieces that hit every fast-path edge: boundaries, blank lines made of
+// "\n" and "\r\n", CRs before LFs, header names and long lines.
+const PIECES: [&[u8]; 14] = [
+    b"From ",
+    b"\n",
+    b"\n\n",
+    b"\n\nFrom x\n",
+    b"\r",
+    b"\r\n",
+    b"Received: a",
+    b"Date: d",
+    b"Message-ID: <m>",
+    b" folded",
+    b"From",
+    b"body text that is longer than a line head ",
+    b".",
+    b"\x00\xff",
+];
 
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config {
+        cases: 3000,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    })]
 
-#[test]
-fn random_spools_match_the_reference_scanner_in_random_blocks() {
-    // Pieces that hit every fast-path edge: boundaries, blank lines made of
-    // "\n" and "\r\n", CRs before LFs, header names and long lines.
-    let pieces: [&[u8]; 14] = [
-        b"From ",
-        b"\n",
-        b"\n\n",
-        b"\n\nFrom x\n",
-        b"\r",
-        b"\r\n",
-        b"Received: a",
-        b"Date: d",
-        b"Message-ID: <m>",
-        b" folded",
-        b"From",
-        b"body text that is longer than a line head ",
-        b".",
-        b"\x00\xff",
-    ];
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    for round in 0..3000 {
-        let mut data = Vec::new();
-        for _ in 0..rng.below(60) {
-            data.extend_from_slice(pieces[rng.below(pieces.len())]);
-        }
+    /// Spools spliced from [`PIECES`], fed whole and in blocks of 1 to 24
+    /// bytes, scan exactly as the reference scanner says.
+    #[test]
+    fn random_spools_match_the_reference_scanner_in_random_blocks(
+        picks in proptest::collection::vec(0..PIECES.len(), 0..60),
+        blocks in proptest::collection::vec(1usize..=24, 1..32),
+    ) {
+        let data: Vec<u8> = picks.iter().flat_map(|&i| PIECES[i].iter().copied()).collect();
         let expected = reference_scan(&data);
-        assert_eq!(scan_bytes(&data), expected, "round {round}: {data:?}");
+        proptest::prop_assert_eq!(&scan_bytes(&data), &expected);
         let mut s = Scanner::new();
         let mut rest = &data[..];
-        while !rest.is_empty() {
-            let n = (1 + rng.below(24)).min(rest.len());
+        for &n in blocks.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let n = n.min(rest.len());
             s.feed(&rest[..n]);
             rest = &rest[n..];
         }
-        assert_eq!(s.finish(), expected, "round {round} in blocks: {data:?}");
+        proptest::prop_assert_eq!(&s.finish(), &expected);
     }
 }
