@@ -8,9 +8,11 @@ use crate::harness::{self, crlf, split_mbox, ServerBuilder, TestServer, ALICE};
 use crate::safety::Process;
 
 /// A session serves exactly what the file holds: LIST sizes, and RETR of
-/// every message byte for byte.
+/// every message byte for byte; and, reading only, leaves the file byte
+/// for byte as it was (the index lives in `state_dir`, never in the mail).
 fn serves_the_file(server: &TestServer) {
-    let want = split_mbox(&server.read_spool("alice"));
+    let before = server.read_spool("alice");
+    let want = split_mbox(&before);
     let mut c = server.greeted();
     c.ok("USER alice");
     let reply = c.cmd(&format!("PASS {}", ALICE.password));
@@ -23,6 +25,11 @@ fn serves_the_file(server: &TestServer) {
         assert_eq!(list[i], format!("{} {}", i + 1, body.len()));
     }
     c.quit();
+    harness::assert_bytes_eq(
+        &server.read_spool("alice"),
+        &before,
+        "spool after a read-only session",
+    );
 }
 
 /// Files the test creates as root must be the server's (nobody's).
