@@ -219,10 +219,7 @@ fn without_a_daemon_the_commands_say_so() {
 fn a_user_outside_root_and_group_ironpop_is_refused() {
     require_root!();
     // The package's group (postinst creates it); the daemon looks it up at start.
-    let made = Command::new("groupadd")
-        .args(["-f", "-r", "ironpop"])
-        .status();
-    assert!(made.is_ok_and(|s| s.success()), "groupadd ironpop");
+    let _made = GroupForTest::ensure("ironpop");
     let group = nix::unistd::Group::from_name("ironpop").unwrap().unwrap();
     let server = ServerBuilder::new()
         .spool("alice", mbox(&messages(1)))
@@ -369,4 +366,27 @@ fn who_names_the_client_a_proxy_header_names() {
         c.line(),
         "-ERR [SYS/TEMP] session ended by the administrator"
     );
+}
+
+/// A system group this test made, removed again at its end (so the install
+/// test still sees postinst create it); one that existed is left alone.
+struct GroupForTest(Option<&'static str>);
+
+impl GroupForTest {
+    fn ensure(name: &'static str) -> GroupForTest {
+        if nix::unistd::Group::from_name(name).ok().flatten().is_some() {
+            return GroupForTest(None);
+        }
+        let made = Command::new("groupadd").args(["-r", name]).status();
+        assert!(made.is_ok_and(|s| s.success()), "groupadd {name}");
+        GroupForTest(Some(name))
+    }
+}
+
+impl Drop for GroupForTest {
+    fn drop(&mut self) {
+        if let Some(name) = self.0 {
+            let _ = Command::new("groupdel").arg(name).status();
+        }
+    }
 }
