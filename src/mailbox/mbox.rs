@@ -16,13 +16,11 @@
 //! if the session learned anything (`mbox_index.rs`). The session lock is
 //! held from login to the end of the session, whatever ends it.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use nix::fcntl::OFlag;
 
 use super::delivery_lock::{DeliveryLocks, LockPolicy};
 use super::index_check::{self, Contents};
@@ -38,6 +36,7 @@ use super::update::{self, Identity, Span};
 use super::{CommitReport, MailboxError, Maildrop, MaildropOpener, MessageInfo, TransferError};
 use crate::account::{Login, Spool};
 use crate::config::Config;
+use crate::privsep::spool::{self, SpoolOpenError};
 
 /// RETR/TOP read size: 64 KiB preads take a quarter of the syscalls of the
 /// 16 KiB reply buffer, and each encoded chunk goes to the socket in one
@@ -132,60 +131,20 @@ impl MaildropOpener for MboxOpener {
     }
 }
 
-/// Opens a spool for reading and updating: no symlinks, regular files with
-/// one link only (a hard link to another file would let QUIT rewrite that
-/// file). `Ok(None)` when it does not exist (an empty maildrop). Used by
-/// the privileged helper and, without one, by the session directly.
+/// [`spool::open_spool`] (the checks the privileged helper makes, in
+/// `privsep/spool.rs`), its error in the mailbox's words.
 pub fn open_spool(path: &Path) -> Result<Option<File>, MailboxError> {
-    let flags = OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
-    let file = match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(flags.bits())
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
-            return Err(MailboxError::Refused {
-                path: path.to_path_buf(),
-                reason: "it is a symbolic link (refused: a link could point the session at \
-                         another user's file)"
-                    .into(),
-            })
-        }
-        Err(e) if e.raw_os_error() == Some(nix::libc::EISDIR) => {
-            return Err(MailboxError::Refused {
-                path: path.to_path_buf(),
-                reason: "it is a directory".into(),
-            })
-        }
-        Err(source) => {
-            return Err(MailboxError::Io {
-                path: path.to_path_buf(),
-                action: "opening",
-                source,
-            })
-        }
-    };
-    let meta = file.metadata().map_err(|source| MailboxError::Io {
-        path: path.to_path_buf(),
-        action: "checking",
-        source,
-    })?;
-    if !meta.file_type().is_file() {
-        return Err(MailboxError::Refused {
+    spool::open_spool(path).map_err(|e| match e {
+        SpoolOpenError::Refused(reason) => MailboxError::Refused {
             path: path.to_path_buf(),
-            reason: "it is not a regular file".into(),
-        });
-    }
-    if meta.nlink() != 1 {
-        return Err(MailboxError::Refused {
+            reason,
+        },
+        SpoolOpenError::Io { action, source } => MailboxError::Io {
             path: path.to_path_buf(),
-            reason: format!("it has {} hard links", meta.nlink()),
-        });
-    }
-    Ok(Some(file))
+            action,
+            source,
+        },
+    })
 }
 
 /// An open spool and what the scan recorded about it.

@@ -5,6 +5,7 @@ use crate::account::{Login, Principal};
 use crate::config::LockMethod;
 use crate::limits;
 use crate::mailbox::transfer::encode_all;
+use std::fs::OpenOptions;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 const SPOOL: &[u8] = b"From a@x Mon Jan  1 00:00:00 2024\nMessage-ID: <1@x>\nSubject: one\n\n\

@@ -18,8 +18,6 @@
 use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use nix::errno::Errno;
 use nix::sys::resource::{setrlimit, Resource};
@@ -27,18 +25,18 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::socket::{
     recv, sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
 };
-use nix::unistd::{self, ForkResult, Pid, Uid};
+use nix::unistd::{self, ForkResult, Pid};
 
 use rustls::pki_types::CertificateDer;
 use zeroize::Zeroize;
 
 pub use super::accounts::AccountDb;
 use super::checked::Checked;
-use super::helper_wire::{Request, Response, SpoolAnswer};
+use super::helper_wire::{Request, Response};
+use super::spool::open_checked;
 use crate::account::AuthOutcome;
 use crate::exhaustion::is_exhaustion_errno;
 use crate::limits::MAX_HELPER_FRAME;
-use crate::mailbox::{mbox::open_spool, MailboxError};
 use crate::sasl::SecretLookup;
 
 /// How long a helper waits before retrying after the kernel ran short of
@@ -238,44 +236,6 @@ fn login_response(
     }
 }
 
-/// Opens a spool for its account: `open_spool`'s checks (no symlink, a
-/// regular file with one link), owned by `owner`, never created.
-pub fn open_checked(path: &Path, owner: Option<Uid>) -> (SpoolAnswer, Option<File>) {
-    let file = match open_spool(path) {
-        Ok(Some(f)) => f,
-        Ok(None) => return (SpoolAnswer::Missing, None),
-        Err(MailboxError::Refused { reason, .. }) => return (SpoolAnswer::Refused(reason), None),
-        Err(MailboxError::Io { source, .. }) => {
-            return (
-                SpoolAnswer::Failed(source.raw_os_error().unwrap_or(nix::libc::EIO)),
-                None,
-            )
-        }
-        Err(other) => return (SpoolAnswer::Refused(other.to_string()), None),
-    };
-    let meta = match file.metadata() {
-        Ok(m) => m,
-        Err(e) => {
-            return (
-                SpoolAnswer::Failed(e.raw_os_error().unwrap_or(nix::libc::EIO)),
-                None,
-            )
-        }
-    };
-    if let Some(owner) = owner {
-        if meta.uid() != owner.as_raw() {
-            return (
-                SpoolAnswer::Refused(format!(
-                    "it belongs to uid {}, not to the account's uid {owner}",
-                    meta.uid()
-                )),
-                None,
-            );
-        }
-    }
-    (SpoolAnswer::Open, Some(file))
-}
-
 /// Sends the answer. When the spool's descriptor cannot be passed (out of
 /// buffers or descriptors on either side), the login is answered
 /// `Unavailable` without it instead; only a channel that cannot carry even
@@ -361,51 +321,6 @@ mod fault {
         #[cfg(debug_assertions)]
         if armed(REQUEST_PANIC) {
             panic!("injected fault");
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::symlink;
-
-    #[test]
-    fn open_checked_refuses_what_it_must() {
-        let dir = tempfile::tempdir().unwrap();
-        let me = unistd::getuid();
-        let spool = dir.path().join("alice");
-        assert_eq!(open_checked(&spool, Some(me)).0, SpoolAnswer::Missing);
-        assert!(!spool.exists(), "never created");
-
-        std::fs::write(&spool, "From a\n\nhi\n").unwrap();
-        let (state, file) = open_checked(&spool, Some(me));
-        assert_eq!(state, SpoolAnswer::Open);
-        assert!(file.is_some());
-
-        let other = Uid::from_raw(me.as_raw().wrapping_add(1));
-        match open_checked(&spool, Some(other)).0 {
-            SpoolAnswer::Refused(why) => assert!(why.contains("belongs to uid"), "{why}"),
-            s => panic!("{s:?}"),
-        }
-
-        let link = dir.path().join("bob");
-        symlink(&spool, &link).unwrap();
-        match open_checked(&link, Some(me)).0 {
-            SpoolAnswer::Refused(why) => assert!(why.contains("symbolic link"), "{why}"),
-            s => panic!("{s:?}"),
-        }
-
-        let hard = dir.path().join("carol");
-        std::fs::hard_link(&spool, &hard).unwrap();
-        match open_checked(&hard, Some(me)).0 {
-            SpoolAnswer::Refused(why) => assert!(why.contains("2 hard links"), "{why}"),
-            s => panic!("{s:?}"),
-        }
-
-        match open_checked(dir.path(), None).0 {
-            SpoolAnswer::Refused(why) => assert!(why.contains("directory"), "{why}"),
-            s => panic!("{s:?}"),
         }
     }
 }

@@ -16,6 +16,8 @@
 //!   socketpair; checks a credential and, on success, opens the account's
 //!   spool as root and passes its descriptor back. It holds no network
 //!   socket.
+//! * `spool.rs` — opens the account's spool for the helper: no symbolic
+//!   link, a regular file with one link, owned by the account.
 //! * `helper_wire.rs` — the helper's bounded frame format, decoded without
 //!   I/O: the helper's only input from the less trusted side.
 //! * `accounts.rs` — the account database the helper consults: every way to
@@ -55,5 +57,6 @@ pub mod passwd_file;
 pub mod passwd_ids;
 pub mod pid_file_keeper;
 pub mod privileges;
+pub mod spool;
 pub mod system;
 pub mod system_decoy;
