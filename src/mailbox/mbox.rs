@@ -472,26 +472,34 @@ impl Maildrop for MboxMaildrop {
             });
         };
         let mut locks = DeliveryLocks::acquire(&spool.file, &self.path, &settings.locks)?;
-        update::verify(
+        let updated = update::verify(
             &spool.file,
             &self.path,
             &spool.identity,
             spool.scanned_len,
             &self.spans,
             deleted,
-        )?;
-        // From here the stored index may describe a file that no longer
-        // exists; the new one is written when the maildrop is dropped.
-        self.remove_stored_index();
-        update::apply(
-            &settings.state,
-            &spool.file,
-            &self.path,
-            &self.spans,
-            deleted,
-            &mut || locks.touch_if_due(),
-        )?;
+        )
+        .and_then(|()| {
+            // From here the stored index may describe a file that no longer
+            // exists; the new one is written when the maildrop is dropped.
+            self.remove_stored_index();
+            update::apply(
+                &settings.state,
+                &spool.file,
+                &self.path,
+                &self.spans,
+                deleted,
+                &mut || locks.touch_if_due(),
+            )
+        });
         drop(locks);
+        if let Err(e) = updated {
+            // The spool changed under us, or the update was undone (or is
+            // left to recovery): what this session scanned is no index.
+            self.drop_index();
+            return Err(e);
+        }
         self.contents = maildrop_index::compacted(&self.contents, deleted);
         self.index_stale = true;
         Ok(report)

@@ -268,3 +268,19 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_refused_update_drops_the_index() {
+    let (dir, path) = setup(&spool_of(4));
+    agrees_with_fresh_scan(&path);
+    let md = session(&path);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replacen("body 0", "b0", 1)).unwrap();
+    assert!(Box::new(md).commit(&[false, true, false, false]).is_err());
+    let state = StateDir::new(dir.path().join("state"));
+    assert!(
+        !state.index(&path).exists(),
+        "no index of a spool that changed"
+    );
+    assert_eq!(agrees_with_fresh_scan(&path), ScanKind::Full);
+}
