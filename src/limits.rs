@@ -68,10 +68,28 @@ pub fn accept_queue_len(max_sessions: usize) -> usize {
     max_sessions.clamp(1, 256)
 }
 
+/// When accept(2) fails for want of file descriptors the pending
+/// connection stays in the kernel's queue and, with edge-triggered polling,
+/// no new event comes for it: the acceptor retries on this timer instead of
+/// spinning.
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// How often queued connections are checked against [`MAX_QUEUE_WAIT`].
+pub const QUEUE_CHECK: Duration = Duration::from_secs(1);
+
+/// How long a privileged helper waits before retrying a send or receive
+/// the kernel refused for want of buffers or memory: long enough for the
+/// daemon to drain its side, short against a login's time.
+pub const HELPER_EXHAUSTION_PAUSE: Duration = Duration::from_millis(20);
+
+/// Sends a helper tries per frame while socket buffers are short, before
+/// the spool's descriptor is given up (the login gets `[SYS/TEMP]`).
+pub const HELPER_SEND_ATTEMPTS: u32 = 5;
+
 /// Longest a connection waits in the queue for a worker before it is told
 /// `-ERR [SYS/TEMP] server busy, try again`: well inside the 30–60 s a
 /// POP3 client waits for a greeting, so it sees a reason, not a timeout.
-pub const MAX_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const MAX_QUEUE_WAIT: Duration = Duration::from_secs(10);
 
 /// AUTHORIZATION idle limit: a client that has not logged in within a minute
 /// is not going to.

@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -33,15 +33,6 @@ const SIGNALS: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 /// The control socket's listener; its conversations take the tokens after.
 const CONTROL: usize = 1 << 20;
-
-/// When accept(2) fails for want of file descriptors the pending
-/// connection stays queued and, with edge-triggered polling, no new event
-/// comes for it: retry on a timer instead of spinning.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-
-/// How often queued connections are checked against
-/// [`limits::MAX_QUEUE_WAIT`].
-const QUEUE_CHECK: Duration = Duration::from_secs(1);
 
 /// An admitted connection on its way to a worker.
 pub struct Job {
@@ -193,8 +184,8 @@ impl Acceptor {
                 .and_then(ControlServer::next_deadline)
                 .map(|due| due.saturating_duration_since(Instant::now()));
             let own = match (retry_accept, pool.queued() > 0) {
-                (true, _) => Some(ACCEPT_RETRY),
-                (false, true) => Some(QUEUE_CHECK),
+                (true, _) => Some(limits::ACCEPT_RETRY),
+                (false, true) => Some(limits::QUEUE_CHECK),
                 (false, false) => None,
             };
             let timeout = match (own, control_due) {
@@ -278,7 +269,7 @@ impl Acceptor {
                             log::error!(
                                 "cannot accept connections on {}: {e}; retrying every {} ms",
                                 listener.local,
-                                ACCEPT_RETRY.as_millis()
+                                limits::ACCEPT_RETRY.as_millis()
                             );
                         }
                         return true;
@@ -352,6 +343,7 @@ mod tests {
     use crate::daemon::sessions::SessionTable;
     use std::io::{BufRead, BufReader, Read, Write};
     use std::thread;
+    use std::time::Duration;
 
     /// A running acceptor whose "sessions" greet and wait for end of file.
     struct Harness {

@@ -36,15 +36,8 @@ use super::helper_wire::{Request, Response};
 use super::spool::open_checked;
 use crate::account::AuthOutcome;
 use crate::exhaustion::is_exhaustion_errno;
-use crate::limits::MAX_HELPER_FRAME;
+use crate::limits::{HELPER_EXHAUSTION_PAUSE, HELPER_SEND_ATTEMPTS, MAX_HELPER_FRAME};
 use crate::sasl::SecretLookup;
-
-/// How long a helper waits before retrying after the kernel ran short of
-/// buffers or memory.
-const EXHAUSTION_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// Sends tried per frame while socket buffers are short.
-const SEND_ATTEMPTS: u32 = 5;
 
 /// A running helper as the network process sees it.
 #[derive(Debug)]
@@ -136,7 +129,7 @@ pub(crate) fn serve(channel: &OwnedFd, db: &AccountDb) -> i32 {
             Err(Errno::EINTR) => continue,
             Err(e) if is_exhaustion_errno(e as i32) => {
                 log::warn!("privileged helper: cannot read a request for now: {e}");
-                std::thread::sleep(EXHAUSTION_PAUSE);
+                std::thread::sleep(HELPER_EXHAUSTION_PAUSE);
                 continue;
             }
             Err(e) => {
@@ -279,9 +272,9 @@ fn send_frame(channel: &OwnedFd, frame: &[u8], fds: &[RawFd]) -> io::Result<()> 
             None,
         ) {
             Err(Errno::EINTR) => continue,
-            Err(e) if is_exhaustion_errno(e as i32) && attempts < SEND_ATTEMPTS => {
+            Err(e) if is_exhaustion_errno(e as i32) && attempts < HELPER_SEND_ATTEMPTS => {
                 attempts += 1;
-                std::thread::sleep(EXHAUSTION_PAUSE);
+                std::thread::sleep(HELPER_EXHAUSTION_PAUSE);
             }
             Err(e) => return Err(e.into()),
             Ok(_) => return Ok(()),
