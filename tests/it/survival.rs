@@ -259,7 +259,17 @@ fn out_of_file_descriptors_one_login_fails_temporarily_and_the_rest_go_on() {
         "login past the descriptor limit: {reply:?}\n{}",
         s.log()
     );
+    // Its worker notices the end of file and gives its descriptors back.
+    let before = open_fds(s.pid());
     drop(extra);
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while open_fds(s.pid()) >= before {
+        assert!(
+            Instant::now() < deadline,
+            "the refused connection's descriptors stay open"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // The held sessions go on, deletions included; the daemon stays up.
     for (i, mut c) in held.into_iter().enumerate() {
         let body = c.ok_body("RETR 2");
