@@ -108,6 +108,12 @@ pub const DEFAULT_AUTH_FAIL_DELAY: Duration = Duration::from_secs(2);
 /// How long to keep retrying a delivery lock held by the MDA.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Bytes one round of an update moves (R): the journal of an update needs
+/// R bytes of `state_dir` plus 32 per deleted message and per round,
+/// whatever the spool's size; each round costs a few fsyncs, so a 1 GiB
+/// update makes ~1000 of them.
+pub const JOURNAL_ROUND: usize = 1024 * 1024;
+
 /// liblockfile's convention: a dotlock unchanged for 5 minutes is stale.
 pub const DOTLOCK_STALE_AFTER: Duration = Duration::from_secs(300);
 

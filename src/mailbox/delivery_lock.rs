@@ -82,13 +82,6 @@ impl DeliveryLocks {
             delay = (delay * 2).min(MAX_RETRY);
         }
     }
-
-    /// Keeps a dotlock fresh during long work; call once per block.
-    pub fn touch_if_due(&mut self) {
-        if let Some(d) = self.dotlock.as_mut() {
-            d.touch_if_due();
-        }
-    }
 }
 
 fn attempt(file: &File, spool: &Path, methods: &[LockMethod]) -> io::Result<Step> {

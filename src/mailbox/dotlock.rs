@@ -4,19 +4,30 @@
 //! directory, link(2) it to `<spool>.lock`, and decide by the temporary
 //! file's link count, not by link()'s return value (over NFS the reply to
 //! a link that succeeded can be lost and the retransmission fail with
-//! EEXIST). A lock unchanged for [`limits::DOTLOCK_STALE_AFTER`] is stale
-//! and removed; "now" is the temporary file's mtime, i.e. the file
-//! server's clock, so client clock skew does not matter. A held lock is
-//! touched (server time again) so that long scans and updates never look
-//! stale; on release it is removed only if it is still ours.
+//! EEXIST).
+//!
+//! Another party's lock is broken only when it is provably stale: it names
+//! this host and an ironpop process that no longer exists, or it has been
+//! unchanged for [`limits::DOTLOCK_STALE_AFTER`] (no shorter than the
+//! common MDAs' own rules; "now" is the temporary file's mtime, i.e. the
+//! file server's clock, so client clock skew does not matter). A pid
+//! without a host proves nothing (it may be another host's or another
+//! pid namespace's), so such locks, and every lock of another host, wait
+//! for the age rule. Only the lock file that was judged is removed: it is
+//! renamed away, compared (inode and mtime), and put back if it was a new
+//! one. A held lock is touched by a small thread every [`TOUCH_EVERY`]
+//! for as long as it is held, also through a long fsync; on release it is
+//! removed only if it is still ours.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::futimens;
@@ -24,8 +35,13 @@ use nix::sys::time::TimeSpec;
 
 use crate::limits;
 
-/// How often a held lock is touched: well inside the staleness window.
-pub const TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// How often a held lock is touched: well inside the staleness window
+/// (tests: often enough to see it happen).
+pub const TOUCH_EVERY: Duration = if cfg!(test) {
+    Duration::from_millis(100)
+} else {
+    Duration::from_secs(60)
+};
 
 /// `<spool>.lock`.
 pub fn lock_path(spool: &Path) -> PathBuf {
@@ -38,11 +54,10 @@ pub fn lock_path(spool: &Path) -> PathBuf {
 #[derive(Debug)]
 pub struct Dotlock {
     path: PathBuf,
-    /// Our inode of the lock file (the temporary file's, linked in).
-    file: File,
     dev: u64,
     ino: u64,
-    touched: Instant,
+    /// The thread that keeps the lock fresh; dropping the sender stops it.
+    keeper: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
 }
 
 /// Result of one attempt.
@@ -78,12 +93,12 @@ pub fn try_lock(spool: &Path) -> io::Result<Attempt> {
             return busy_or_stale(&path, server_now);
         }
     };
+    let keeper = keep_fresh(&file, &path);
     Ok(Attempt::Held(Dotlock {
         path,
-        file,
         dev,
         ino,
-        touched: Instant::now(),
+        keeper,
     }))
 }
 
@@ -97,6 +112,27 @@ fn hostname() -> &'static str {
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default()
     })
+}
+
+/// Starts the thread that touches the lock (server time) every
+/// [`TOUCH_EVERY`] until the returned sender is dropped. Without it (no
+/// thread could be started) the lock is still valid, only not refreshed.
+fn keep_fresh(file: &File, path: &Path) -> Option<(mpsc::Sender<()>, JoinHandle<()>)> {
+    let file = file.try_clone().ok()?;
+    let path = path.to_path_buf();
+    let (stop, stopped) = mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("dotlock".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(TOUCH_EVERY) {
+                if let Err(e) = futimens(&file, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW) {
+                    log::warn!("cannot touch dotlock {}: {e}", path.display());
+                }
+            }
+        })
+        .ok()?;
+    Some((stop, thread))
 }
 
 fn unique_name() -> String {
@@ -174,46 +210,56 @@ fn busy_or_stale(path: &Path, server_now: SystemTime) -> io::Result<Attempt> {
         .duration_since(meta.modified()?)
         .unwrap_or_default();
     let dead_owner = left_by_dead_ironpop(path);
-    if age >= limits::DOTLOCK_STALE_AFTER || dead_owner {
-        log::warn!(
-            "removing stale dotlock {} ({})",
-            path.display(),
-            if dead_owner {
-                "left by an ironpop process that no longer exists".to_string()
-            } else {
-                format!("unchanged for {} s", age.as_secs())
-            }
-        );
-        match fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+    if age < limits::DOTLOCK_STALE_AFTER && !dead_owner {
         return Ok(Attempt::Busy(format!(
-            "{} was stale and has been removed",
-            path.display()
+            "dotlock {} is held (last changed {} s ago)",
+            path.display(),
+            age.as_secs()
         )));
     }
+    let why = if dead_owner {
+        "left by an ironpop process of this host that no longer exists".to_string()
+    } else {
+        format!("unchanged for {} s", age.as_secs())
+    };
+    if remove_if_same(path, &meta)? {
+        log::warn!("removed stale dotlock {} ({why})", path.display());
+    }
     Ok(Attempt::Busy(format!(
-        "dotlock {} is held (last changed {} s ago)",
-        path.display(),
-        age.as_secs()
+        "{} was stale and has been removed",
+        path.display()
     )))
 }
 
-impl Dotlock {
-    /// Refreshes the lock's mtime if [`TOUCH_EVERY`] has passed; cheap to
-    /// call once per block of a long scan or update.
-    pub fn touch_if_due(&mut self) {
-        if self.touched.elapsed() < TOUCH_EVERY {
-            return;
-        }
-        self.touched = Instant::now();
-        if let Err(e) = futimens(&self.file, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW) {
-            log::warn!("cannot touch dotlock {}: {e}", self.path.display());
-        }
+/// Removes the lock file at `path` only if it is still the one described
+/// by `judged` (same inode, same mtime): it is renamed to a name of our
+/// own first, and linked back if it turns out to be a newer lock.
+/// `Ok(true)` when the judged file was removed.
+pub fn remove_if_same(path: &Path, judged: &fs::Metadata) -> io::Result<bool> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let taken = dir.join(unique_name());
+    match fs::rename(path, &taken) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
     }
+    let now = fs::symlink_metadata(&taken)?;
+    let same = now.ino() == judged.ino()
+        && now.dev() == judged.dev()
+        && now.modified().ok() == judged.modified().ok();
+    if !same {
+        // A new lock got in between: give it back, unless yet another one
+        // exists by now (link never replaces), in which case that one wins.
+        let _ = fs::hard_link(&taken, path);
+    }
+    fs::remove_file(&taken)?;
+    Ok(same)
+}
 
+impl Dotlock {
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -221,6 +267,10 @@ impl Dotlock {
 
 impl Drop for Dotlock {
     fn drop(&mut self) {
+        if let Some((stop, thread)) = self.keeper.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
         match fs::symlink_metadata(&self.path) {
             Ok(m) if m.dev() == self.dev && m.ino() == self.ino => {
                 if let Err(e) = fs::remove_file(&self.path) {
@@ -291,16 +341,39 @@ mod tests {
         }
         assert!(!path.exists());
         let lock = held(try_lock(&spool).unwrap());
-        // Ours, even if old-looking, is refreshed by touching.
-        lock.file.set_modified(old).unwrap();
-        let mut lock = lock;
-        lock.touched = Instant::now() - TOUCH_EVERY;
-        lock.touch_if_due();
+        // Ours, even if old-looking, is refreshed by its keeper thread,
+        // whatever the holder is doing (here: sleeping, as in a long fsync).
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        std::thread::sleep(TOUCH_EVERY * 3);
         let age = SystemTime::now()
             .duration_since(fs::metadata(&path).unwrap().modified().unwrap())
             .unwrap_or_default();
         assert!(age < Duration::from_secs(60), "{age:?}");
         assert!(matches!(try_lock(&spool).unwrap(), Attempt::Busy(_)));
+        drop(lock);
+    }
+
+    #[test]
+    fn only_the_lock_judged_stale_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = lock_path(&dir.path().join("bob"));
+        fs::write(&path, b"12345\n").unwrap();
+        let judged = fs::symlink_metadata(&path).unwrap();
+        // Between the judgement and the removal, its owner released it and
+        // an MDA took a fresh lock.
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, b"777\n").unwrap();
+        assert!(!remove_if_same(&path, &judged).unwrap());
+        assert_eq!(fs::read(&path).unwrap(), b"777\n");
+        let judged = fs::symlink_metadata(&path).unwrap();
+        assert!(remove_if_same(&path, &judged).unwrap());
+        assert!(!path.exists());
+        assert!(leftovers(dir.path()).is_empty());
     }
 
     #[test]

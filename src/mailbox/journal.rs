@@ -1,122 +1,223 @@
-//! The undo journal of an update: the original bytes that compaction overwrites, and recovery from it.
+//! The journal of an update: its plan, the hash of every round's bytes, the original bytes of the round in progress, and its progress.
 //!
-//! Format (`state_dir/<spool>.journal`): a 4096-byte header, then the data.
+//! Format (`state_dir/<spool>.journal`, all integers u64 little-endian):
 //!
 //! | offset | field |
 //! |---|---|
-//! | 0 | magic `ironpop-journal1` (16 bytes) |
-//! | 16 | phase: 0 = UNDO, 1 = COMPACTED (one byte, so its write is atomic) |
-//! | 24 | spool dev, ino, start S, original length N, new length W, marker length m (u64 LE) |
+//! | 0 | magic `ironpop-journal2` (16 bytes) |
+//! | 16 | spool inode, S, N, R, deleted ranges, rounds, marker length m |
 //! | 72 | marker (16 bytes, the first m used) |
-//! | 88 | spool path length, then the path (for the administrator) |
-//! | 4096 | the original bytes `[S, W + m)` of the spool |
+//! | 88 | spool path length, then the path |
+//! | 4096, 4608 | two progress records (see [`Progress`]) |
+//! | 8192 | the deleted ranges (from, to), then XXH3-128 of each round's bytes |
+//! | then, 4096-aligned | the original bytes of the round in progress (≤ R) |
 //!
-//! Compaction writes only inside `[S, W + m)`: kept bytes are copied down
-//! into `[S, W)` and the marker into `[W, W + m)`; it never changes the
-//! length before phase COMPACTED is durable. See `update.rs` for the
-//! write/fsync order and the argument that every crash point recovers.
+//! The file is allocated at its full size when it is created, so an
+//! update that starts never runs out of `state_dir` space halfway: the
+//! space is R + 32 bytes per deleted message and per round + 12 KiB,
+//! whatever the spool's size. No device number is stored: on a cluster
+//! the same spool has a different `st_dev` on every node.
+//!
+//! Progress is written alternately to the two record slots with a rising
+//! sequence number and a checksum; the valid record with the highest
+//! number is the state. A torn record write leaves the previous one, which
+//! is still true (see `update.rs`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
+use xxhash_rust::xxh3::xxh3_64;
 
 use super::fault::fault_point;
+use super::plan::Plan;
 use super::state::StateDir;
-use super::MailboxError;
-use crate::exhaustion::is_exhaustion;
-use crate::limits;
 
-const MAGIC: &[u8; 16] = b"ironpop-journal1";
-pub const HEADER_LEN: u64 = 4096;
-const PHASE_AT: u64 = 16;
+const MAGIC: &[u8; 16] = b"ironpop-journal2";
+const HEADER_LEN: usize = 4096;
+const RECORD_AT: [u64; 2] = [4096, 4608];
+const RECORD_LEN: usize = 32;
+const PLAN_AT: u64 = 8192;
 pub const MAX_MARKER: usize = 16;
+/// Most deleted ranges or rounds one journal may describe (a sanity bound
+/// for reading a journal: 2^24 × 16 bytes = 256 MiB).
+const MAX_ENTRIES: u64 = 1 << 24;
 
+/// Where an update stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// The spool may be partly compacted; its length is still ≥ N.
-    Undo = 0,
-    /// `[0, W)` is final and durable and `[W, W + m)` holds the marker;
-    /// the truncate to W may or may not have happened.
-    Compacted = 1,
+pub enum Progress {
+    /// Rounds before `round` are on disk; round `round` has not written
+    /// the spool.
+    Between { round: u64 },
+    /// Round `round` may have written part of its destination; its
+    /// original bytes are in the journal.
+    InRound { round: u64 },
+    /// Every round is on disk and the marker is at W; the truncate to W
+    /// may or may not have happened.
+    Truncating,
 }
 
 /// What a journal says about one update.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    pub phase: Phase,
-    pub dev: u64,
     pub ino: u64,
-    pub start: u64,
-    pub orig_len: u64,
-    pub new_len: u64,
+    pub plan: Plan,
+    /// Written at W before the truncate: present there means the truncate
+    /// has not happened (an MDA appending after a truncate writes an mbox
+    /// message, never a NUL followed by these bytes).
     pub marker: Vec<u8>,
     pub spool: PathBuf,
+    /// XXH3-128 of the bytes each round writes.
+    pub round_hashes: Vec<u128>,
 }
 
 impl Header {
-    /// Length of the saved region `[S, W + m)`.
-    pub fn data_len(&self) -> u64 {
-        self.new_len + self.marker.len() as u64 - self.start
-    }
-
     fn encode(&self) -> Vec<u8> {
-        let mut h = vec![0u8; HEADER_LEN as usize];
+        let mut h = vec![0u8; HEADER_LEN];
         h[..16].copy_from_slice(MAGIC);
-        h[16] = self.phase as u8;
+        let p = &self.plan;
         let fields = [
-            self.dev,
             self.ino,
-            self.start,
-            self.orig_len,
-            self.new_len,
+            p.start,
+            p.orig_len,
+            p.round,
+            p.deleted.len() as u64,
+            self.round_hashes.len() as u64,
             self.marker.len() as u64,
         ];
         for (i, v) in fields.iter().enumerate() {
-            h[24 + 8 * i..32 + 8 * i].copy_from_slice(&v.to_le_bytes());
+            h[16 + 8 * i..24 + 8 * i].copy_from_slice(&v.to_le_bytes());
         }
         h[72..72 + self.marker.len()].copy_from_slice(&self.marker);
         let path = self.spool.as_os_str().as_bytes();
-        let path = &path[..path.len().min(HEADER_LEN as usize - 96)];
+        let path = &path[..path.len().min(HEADER_LEN - 96)];
         h[88..96].copy_from_slice(&(path.len() as u64).to_le_bytes());
         h[96..96 + path.len()].copy_from_slice(path);
         h
     }
 
-    fn decode(h: &[u8]) -> Option<Header> {
-        if h.len() != HEADER_LEN as usize || h.get(..16)? != MAGIC {
-            return None;
+    fn encode_plan(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &(a, b) in &self.plan.deleted {
+            out.extend_from_slice(&a.to_le_bytes());
+            out.extend_from_slice(&b.to_le_bytes());
         }
-        let phase = match h[16] {
-            0 => Phase::Undo,
-            1 => Phase::Compacted,
-            _ => return None,
-        };
-        let u = |i: usize| -> Option<u64> {
-            Some(u64::from_le_bytes(
-                h.get(24 + 8 * i..32 + 8 * i)?.try_into().ok()?,
-            ))
-        };
-        let m = usize::try_from(u(5)?).ok()?;
-        let path_len = usize::try_from(u64::from_le_bytes(h.get(88..96)?.try_into().ok()?)).ok()?;
-        let header = Header {
-            phase,
-            dev: u(0)?,
-            ino: u(1)?,
-            start: u(2)?,
-            orig_len: u(3)?,
-            new_len: u(4)?,
-            marker: h.get(72..72 + m.min(MAX_MARKER + 1))?.to_vec(),
-            spool: PathBuf::from(std::ffi::OsStr::from_bytes(h.get(96..96 + path_len)?)),
-        };
-        let sane = m <= MAX_MARKER
-            && header.start <= header.new_len
-            && header.new_len + m as u64 <= header.orig_len;
-        sane.then_some(header)
+        for h in &self.round_hashes {
+            out.extend_from_slice(&h.to_le_bytes());
+        }
+        out
     }
+
+    /// Where the original bytes of the round in progress are kept.
+    fn undo_at(&self) -> u64 {
+        let plan_len = 16 * (self.plan.deleted.len() + self.round_hashes.len()) as u64;
+        (PLAN_AT + plan_len).next_multiple_of(4096)
+    }
+
+    fn file_len(&self) -> u64 {
+        self.undo_at() + self.plan.round
+    }
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Why an existing journal could not be used.
+#[derive(Debug)]
+pub enum JournalError {
+    /// Reading it failed (out of descriptors or memory, EIO): temporary;
+    /// the journal stays where it is.
+    Io(io::Error),
+    /// It is there but is no journal of this version, or is damaged: it
+    /// can never be applied.
+    Unusable(String),
+}
+
+fn read_at(file: &File, buf: &mut [u8], at: u64) -> Result<(), JournalError> {
+    match file.read_exact_at(buf, at) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            Err(JournalError::Unusable("it is truncated".into()))
+        }
+        Err(e) => Err(JournalError::Io(e)),
+    }
+}
+
+/// Reads and checks a header and its plan.
+fn decode(file: &File) -> Result<Header, JournalError> {
+    let mut h = vec![0u8; HEADER_LEN];
+    read_at(file, &mut h, 0)?;
+    if &h[..16] != MAGIC {
+        return Err(JournalError::Unusable(
+            "not an ironpop journal of this version".into(),
+        ));
+    }
+    let bad = || JournalError::Unusable("not a valid ironpop journal".to_string());
+    let f = |i: usize| u64_at(&h, 16 + 8 * i).ok_or_else(bad);
+    let (ino, start, orig_len, round) = (f(0)?, f(1)?, f(2)?, f(3)?);
+    let (n_deleted, n_rounds, m) = (f(4)?, f(5)?, f(6)?);
+    if n_deleted > MAX_ENTRIES || n_rounds > MAX_ENTRIES || m as usize > MAX_MARKER {
+        return Err(bad());
+    }
+    let path_len = u64_at(&h, 88).ok_or_else(bad)? as usize;
+    let spool = PathBuf::from(std::ffi::OsStr::from_bytes(
+        h.get(96..96 + path_len).ok_or_else(bad)?,
+    ));
+    let mut raw = vec![0u8; 16 * (n_deleted + n_rounds) as usize];
+    read_at(file, &mut raw, PLAN_AT)?;
+    let deleted = (0..n_deleted as usize)
+        .map(|i| Some((u64_at(&raw, 16 * i)?, u64_at(&raw, 16 * i + 8)?)))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(bad)?;
+    let hashes_at = 16 * n_deleted as usize;
+    let round_hashes = raw[hashes_at..]
+        .chunks_exact(16)
+        .map(|c| u128::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect();
+    let plan = Plan::new(orig_len, deleted, round).ok_or_else(bad)?;
+    if plan.start != start || plan.rounds() != n_rounds {
+        return Err(bad());
+    }
+    Ok(Header {
+        ino,
+        plan,
+        marker: h[72..72 + m as usize].to_vec(),
+        spool,
+        round_hashes,
+    })
+}
+
+fn encode_record(seq: u64, p: Progress) -> [u8; RECORD_LEN] {
+    let (kind, round) = match p {
+        Progress::Between { round } => (1u64, round),
+        Progress::InRound { round } => (2, round),
+        Progress::Truncating => (3, 0),
+    };
+    let mut r = [0u8; RECORD_LEN];
+    r[..8].copy_from_slice(&seq.to_le_bytes());
+    r[8..16].copy_from_slice(&kind.to_le_bytes());
+    r[16..24].copy_from_slice(&round.to_le_bytes());
+    let sum = xxh3_64(&r[..24]);
+    r[24..].copy_from_slice(&sum.to_le_bytes());
+    r
+}
+
+fn decode_record(r: &[u8]) -> Option<(u64, Progress)> {
+    if u64_at(r, 24)? != xxh3_64(r.get(..24)?) {
+        return None;
+    }
+    let round = u64_at(r, 16)?;
+    let p = match u64_at(r, 8)? {
+        1 => Progress::Between { round },
+        2 => Progress::InRound { round },
+        3 => Progress::Truncating,
+        _ => return None,
+    };
+    Some((u64_at(r, 0)?, p))
 }
 
 /// A complete, durable journal.
@@ -125,23 +226,21 @@ pub struct Journal {
     file: File,
     path: PathBuf,
     pub header: Header,
+    seq: u64,
+    pub progress: Progress,
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 impl Journal {
-    /// Writes the journal of an update of `spool` described by `header`,
-    /// saving the spool's current bytes `[S, W + m)`. When this returns,
-    /// the journal is complete and durable under its final name; the spool
-    /// has not been written. On error nothing is left behind.
-    pub fn create(
-        state: &StateDir,
-        spool: &File,
-        header: Header,
-        tick: &mut dyn FnMut(),
-    ) -> io::Result<Journal> {
+    /// Writes the journal of an update described by `header`, at progress
+    /// "before round 0", allocated at its full size. When this returns it
+    /// is complete and durable under its final name, replacing any
+    /// journal of the same spool; the spool has not been written. On error
+    /// nothing new is left behind.
+    pub fn create(state: &StateDir, header: Header) -> io::Result<Journal> {
         state.ensure()?;
         let tmp = state.journal_tmp(&header.spool);
         let path = state.journal(&header.spool);
@@ -154,18 +253,15 @@ impl Journal {
                 .mode(0o600)
                 .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
                 .open(&tmp)?;
+            // Every block now, so that no later write can meet ENOSPC.
+            nix::fcntl::posix_fallocate(&file, 0, header.file_len() as i64)?;
+            fault_point()?;
             file.write_all_at(&header.encode(), 0)?;
-            let mut buf = vec![0u8; limits::SCAN_BLOCK];
-            let (mut done, total) = (0u64, header.data_len());
-            while done < total {
-                let n = usize::try_from(total - done).map_or(buf.len(), |n| n.min(buf.len()));
-                spool.read_exact_at(&mut buf[..n], header.start + done)?;
-                file.write_all_at(&buf[..n], HEADER_LEN + done)?;
-                done += n as u64;
-                tick();
-                fault_point()?;
-            }
-            // (1) journal data durable before its name appears ...
+            let first = Progress::Between { round: 0 };
+            file.write_all_at(&encode_record(1, first), RECORD_AT[1])?;
+            file.write_all_at(&header.encode_plan(), PLAN_AT)?;
+            fault_point()?;
+            // (1) data durable before its name appears ...
             file.sync_all()?;
             fault_point()?;
             fs::rename(&tmp, &path)?;
@@ -176,80 +272,94 @@ impl Journal {
             Ok(file)
         })();
         match result {
-            Ok(file) => Ok(Journal { file, path, header }),
+            Ok(file) => Ok(Journal {
+                file,
+                path,
+                header,
+                seq: 1,
+                progress: Progress::Between { round: 0 },
+            }),
             Err(e) => {
-                // The spool has not been written yet, so a journal under its
-                // final name (the directory sync after the rename failed)
-                // would only let a later login "undo" an update that never
-                // happened over whatever the spool holds by then.
                 let _ = fs::remove_file(&tmp);
-                let _ = fs::remove_file(&path);
                 Err(e)
             }
         }
     }
 
-    /// Opens an existing journal; `Ok(None)` when there is none.
-    pub fn open(state: &StateDir, spool: &Path) -> Result<Option<Journal>, JournalError> {
-        let path = state.journal(spool);
+    /// Opens the journal at `path`: `Ok(None)` when there is none.
+    pub fn open(path: &Path) -> Result<Option<Journal>, JournalError> {
         let file = match OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
-            .open(&path)
+            .open(path)
         {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) if is_exhaustion(&e) => return Err(JournalError::Exhausted(e)),
-            Err(e) => {
-                return Err(JournalError::Unusable(format!(
-                    "cannot open journal {}: {e}",
-                    path.display()
-                )))
-            }
+            Err(e) => return Err(JournalError::Io(e)),
         };
-        let bad =
-            |what: &str| JournalError::Unusable(format!("journal {} is {what}", path.display()));
-        let mut h = vec![0u8; HEADER_LEN as usize];
-        file.read_exact_at(&mut h, 0)
-            .map_err(|e| bad(&format!("unreadable ({e})")))?;
-        let header = Header::decode(&h).ok_or_else(|| bad("not a valid ironpop journal"))?;
-        let len = file.metadata().map_err(|e| bad(&e.to_string()))?.len();
-        if len != HEADER_LEN + header.data_len() {
-            return Err(bad("truncated"));
+        let header = decode(&file)?;
+        let len = file.metadata().map_err(JournalError::Io)?.len();
+        if len < header.file_len() {
+            return Err(JournalError::Unusable("it is truncated".into()));
         }
-        Ok(Some(Journal { file, path, header }))
+        let mut best: Option<(u64, Progress)> = None;
+        for at in RECORD_AT {
+            let mut r = [0u8; RECORD_LEN];
+            if file.read_exact_at(&mut r, at).is_ok() {
+                if let Some((seq, p)) = decode_record(&r) {
+                    if best.map_or(true, |(s, _)| seq > s) {
+                        best = Some((seq, p));
+                    }
+                }
+            }
+        }
+        let (seq, progress) = best.ok_or_else(|| {
+            JournalError::Unusable("it has no valid progress record".into())
+        })?;
+        Ok(Some(Journal {
+            file,
+            path: path.to_path_buf(),
+            header,
+            seq,
+            progress,
+        }))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Durably records the phase.
-    pub fn set_phase(&mut self, phase: Phase) -> io::Result<()> {
-        self.file.write_all_at(&[phase as u8], PHASE_AT)?;
+    /// Durably records new progress (in the slot the current record is
+    /// not in, so a torn write leaves the current one).
+    pub fn record(&mut self, progress: Progress) -> io::Result<()> {
+        let seq = self.seq + 1;
+        let slot = RECORD_AT[(seq % 2) as usize];
+        self.file
+            .write_all_at(&encode_record(seq, progress), slot)?;
         fault_point()?;
         self.file.sync_data()?;
         fault_point()?;
-        self.header.phase = phase;
+        self.seq = seq;
+        self.progress = progress;
         Ok(())
     }
 
-    /// Writes the saved bytes back to `[S, W + m)` of the spool and fsyncs
-    /// it. Only valid in phase UNDO (spool length ≥ N). Idempotent.
-    pub fn undo(&self, spool: &File, tick: &mut dyn FnMut()) -> io::Result<()> {
-        let mut buf = vec![0u8; limits::SCAN_BLOCK];
-        let (mut done, total) = (0u64, self.header.data_len());
-        while done < total {
-            let n = usize::try_from(total - done).map_or(buf.len(), |n| n.min(buf.len()));
-            self.file.read_exact_at(&mut buf[..n], HEADER_LEN + done)?;
-            spool.write_all_at(&buf[..n], self.header.start + done)?;
-            fault_point()?;
-            done += n as u64;
-            tick();
-        }
-        spool.sync_all()?;
-        fault_point()
+    /// Keeps the original bytes of round `round` and then records that the
+    /// round is in progress, both durably.
+    pub fn begin_round(&mut self, round: u64, original: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(original, self.header.undo_at())?;
+        fault_point()?;
+        self.file.sync_data()?;
+        fault_point()?;
+        self.record(Progress::InRound { round })
+    }
+
+    /// The original bytes of the round in progress.
+    pub fn original(&self, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, self.header.undo_at())?;
+        Ok(buf)
     }
 
     /// Removes the journal durably: the update is over.
@@ -263,135 +373,23 @@ impl Journal {
     }
 }
 
-/// Why an existing journal could not be read.
-#[derive(Debug)]
-pub enum JournalError {
-    /// A resource ran out (descriptors, memory): temporary.
-    Exhausted(io::Error),
-    /// The journal is there but unusable: the administrator must look.
-    Unusable(String),
-}
-
-/// What recovery did, for the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recovered {
-    /// The interrupted update was undone: the deleted messages are back.
-    Undone,
-    /// The interrupted update had compacted everything; it was completed.
-    Finished,
-}
-
-/// Recovers an interrupted update of `spool` (open as `file`, delivery
-/// locks held) from its journal, if there is one. Must run before anything
-/// reads the spool.
-pub fn recover(
-    state: &StateDir,
-    spool: &Path,
-    file: Option<&File>,
-    tick: &mut dyn FnMut(),
-) -> Result<Option<Recovered>, MailboxError> {
-    let refuse = |reason: String| MailboxError::Refused {
-        path: spool.to_path_buf(),
-        reason,
-    };
-    // A journal that never got its final name: the update never touched
-    // the spool.
-    match fs::remove_file(state.journal_tmp(spool)) {
-        Ok(()) => log::warn!(
-            "mailbox {}: removed an incomplete update journal (the update had not started)",
-            spool.display()
-        ),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => log::warn!("cannot remove {}: {e}", state.journal_tmp(spool).display()),
+/// Moves a journal that must not be applied out of the way, keeping it
+/// for the administrator: `<name>.set-aside-<unix time>.<ns>`. Returns the
+/// new name.
+pub fn set_aside(path: &Path) -> io::Result<PathBuf> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut name = path.as_os_str().to_os_string();
+    name.push(format!(
+        ".set-aside-{}.{:09}",
+        now.as_secs(),
+        now.subsec_nanos()
+    ));
+    let aside = PathBuf::from(name);
+    fs::rename(path, &aside)?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
     }
-    let mut journal = match Journal::open(state, spool) {
-        Ok(Some(j)) => j,
-        Ok(None) => return Ok(None),
-        // Out of descriptors or memory: this login fails, the next may not.
-        Err(JournalError::Exhausted(source)) => {
-            return Err(MailboxError::Io {
-                path: spool.to_path_buf(),
-                action: "opening the update journal of",
-                source,
-            })
-        }
-        Err(JournalError::Unusable(reason)) => return Err(refuse(format!("{reason}; an update was interrupted and cannot be undone automatically: check the spool, then move the journal away"))),
-    };
-    let jpath = journal.path().display().to_string();
-    let Some(file) = file else {
-        return Err(refuse(format!(
-            "the spool is missing but the unfinished update journal {jpath} exists; restore the spool or move the journal away"
-        )));
-    };
-    let io_err = |source: io::Error| MailboxError::Io {
-        path: spool.to_path_buf(),
-        action: "recovering an interrupted update of",
-        source,
-    };
-    let meta = file.metadata().map_err(io_err)?;
-    let h = journal.header.clone();
-    // dev numbers may change across reboots; the inode may not.
-    if meta.ino() != h.ino {
-        return Err(refuse(format!(
-            "the unfinished update journal {jpath} belongs to another file (inode {}, spool is inode {}); check the spool, then move the journal away",
-            h.ino,
-            meta.ino()
-        )));
-    }
-    let len = meta.len();
-    let outcome = match h.phase {
-        Phase::Undo => {
-            if len < h.orig_len {
-                return Err(refuse(format!(
-                    "the spool is shorter ({len}) than when the update journal {jpath} was written ({}); another program truncated it",
-                    h.orig_len
-                )));
-            }
-            journal.undo(file, tick).map_err(io_err)?;
-            Recovered::Undone
-        }
-        Phase::Compacted => {
-            let m = h.marker.len() as u64;
-            let mut at_w = vec![0u8; h.marker.len()];
-            let marker_present = len >= h.new_len + m
-                && file.read_exact_at(&mut at_w, h.new_len).is_ok()
-                && at_w == h.marker;
-            if marker_present && len < h.orig_len {
-                return Err(refuse(format!(
-                    "the spool is shorter ({len}) than when the update journal {jpath} was written ({}); another program truncated it",
-                    h.orig_len
-                )));
-            }
-            if !marker_present {
-                // The truncate to W happened: the spool is final, and
-                // whatever lies after W was appended later.
-                if len < h.new_len {
-                    return Err(refuse(format!(
-                        "the spool is shorter ({len}) than the update journal {jpath} left it ({}); another program truncated it",
-                        h.new_len
-                    )));
-                }
-                Recovered::Finished
-            } else if len == h.orig_len {
-                // Nothing appended since: finish with the truncate.
-                file.set_len(h.new_len)
-                    .and_then(|()| fault_point())
-                    .map_err(io_err)?;
-                file.sync_all()
-                    .and_then(|()| fault_point())
-                    .map_err(io_err)?;
-                Recovered::Finished
-            } else {
-                // Mail was appended at N after the crash: undo instead, which
-                // leaves it in place. Back to phase UNDO first, so that a crash
-                // during the undo is again undone (the marker is overwritten).
-                journal.set_phase(Phase::Undo).map_err(io_err)?;
-                journal.undo(file, tick).map_err(io_err)?;
-                Recovered::Undone
-            }
-        }
-    };
-    journal.remove().map_err(io_err)?;
-    crate::counters::bump(crate::counters::Counter::JournalsRecovered);
-    Ok(Some(outcome))
+    Ok(aside)
 }

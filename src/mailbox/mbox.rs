@@ -25,7 +25,7 @@ use std::sync::Arc;
 use super::delivery_lock::{DeliveryLocks, LockPolicy};
 use super::index_check::{self, Contents};
 use super::indexed_scan::{self, ScanKind};
-use super::journal::{self, Recovered};
+use super::recovery;
 use super::policy::{self, MailPolicy};
 use super::scan::Scanner;
 use super::session_lock::SessionLock;
@@ -225,26 +225,15 @@ impl MboxMaildrop {
             }
         }
         let file = open()?;
-        let mut locks = match &file {
+        let locks = match &file {
             Some(f) => Some(DeliveryLocks::acquire(f, path, &settings.locks)?),
             None => None,
         };
-        let mut tick = || {
-            if let Some(l) = locks.as_mut() {
-                l.touch_if_due();
-            }
-        };
-        let recovered = journal::recover(&settings.state, path, file.as_ref(), &mut tick)?;
-        match recovered {
-            Some(Recovered::Undone) => log::warn!(
-                "mailbox {}: an interrupted update was undone from its journal; its deleted messages are back",
-                path.display()
-            ),
-            Some(Recovered::Finished) => log::warn!(
-                "mailbox {}: an interrupted update was completed from its journal",
-                path.display()
-            ),
-            None => {}
+        // The dotlock's own thread keeps it fresh (`dotlock.rs`).
+        let mut tick = || {};
+        let recovered = recovery::recover(&settings.state, path, file.as_ref())?;
+        if let Some(done) = &recovered {
+            log::warn!("{}", done.describe(path));
         }
         let found = match &file {
             Some(f) => Some(
@@ -471,7 +460,7 @@ impl Maildrop for MboxMaildrop {
                 reason: "it was opened for inspection only".into(),
             });
         };
-        let mut locks = DeliveryLocks::acquire(&spool.file, &self.path, &settings.locks)?;
+        let locks = DeliveryLocks::acquire(&spool.file, &self.path, &settings.locks)?;
         let updated = update::verify(
             &spool.file,
             &self.path,
@@ -490,7 +479,6 @@ impl Maildrop for MboxMaildrop {
                 &self.path,
                 &self.spans,
                 deleted,
-                &mut || locks.touch_if_due(),
             )
         });
         drop(locks);

@@ -1,4 +1,4 @@
-//! UPDATE: verify the scanned prefix of the spool, then remove the deleted messages in place, crash-safely.
+//! UPDATE: verify what the session saw, then remove the deleted messages in place, crash-safely, in journaled rounds of bounded size.
 //!
 //! Writing in place (not a new file renamed over the spool) keeps the
 //! spool's inode, owner, group and mode, and the MDA's descriptors valid.
@@ -6,63 +6,58 @@
 //!
 //! # Write/fsync order
 //!
-//! Let N be the spool length (under the delivery locks, so nothing is
-//! appended meanwhile), S the offset of the first deleted message, D the
-//! deleted bytes and W = N − D the new length. Compaction copies the kept
-//! bytes after S down, front to back, into `[S, W)`; nothing below S and
-//! nothing at or above W is written by the copy.
+//! N is the spool length under the delivery locks, S the offset of the
+//! first deleted message, W the length after the update; the kept bytes
+//! after S move down into `[S, W)` in rounds of at most R bytes
+//! (`plan.rs`). Recovery always rolls *forward*: once the journal exists,
+//! the update is finished, by this process or by recovery.
 //!
-//! * **W = S** (delete-all, or only trailing messages deleted, nothing
-//!   appended): `ftruncate(S)`, fsync. No journal: a crash leaves either
-//!   the old file or the truncated one, both complete.
-//! * Otherwise, with m = min(16, D) and a marker of m bytes (a NUL, then
-//!   random bytes):
-//!   1. write the journal `state_dir/<spool>.journal.new`: header (phase
-//!      UNDO, inode, S, N, W, marker) + the original bytes `[S, W + m)`;
-//!      fsync it; rename it to `<spool>.journal`; fsync `state_dir`.
-//!      *Crash before the rename:* no journal under the final name, the
-//!      spool is untouched. *After:* the journal is complete and durable.
-//!   2. copy the kept bytes down into `[S, W)`.
-//!      *Crash:* phase UNDO, length ≥ N (we never shrink before step 5);
-//!      recovery writes `[S, W + m)` back from the journal: the original
-//!      spool, plus anything appended at N since the crash.
-//!   3. write the marker at `[W, W + m)` (inside the deleted tail, which
-//!      D ≥ m bytes wide); fsync the spool. *Crash:* as in 2.
-//!   4. set the journal's phase byte to COMPACTED; fdatasync the journal.
-//!      From now on `[0, W)` is final and durable. *Crash before the byte
-//!      is durable:* as in 2 (undo is still valid: length ≥ N).
-//!   5. `ftruncate(W)`; fsync the spool. *Crash:* phase COMPACTED; the
-//!      marker tells whether the truncate happened. Present at W: it did
-//!      not (an MDA appending after a truncate writes an mbox message,
-//!      never a NUL followed by our random bytes); with nothing appended
-//!      (length N) recovery finishes with the truncate, otherwise it sets
-//!      phase UNDO durably and undoes (length ≥ N holds), which keeps the
-//!      mail appended at N. Absent: the truncate happened, the spool is
-//!      final, anything after W was appended later and is kept.
-//!   6. unlink the journal; fsync `state_dir`. *Crash before the unlink
-//!      is durable:* recovery finds phase COMPACTED without the marker:
-//!      nothing to do but remove the journal.
+//! * Nothing kept after S (delete-all, or only trailing messages with
+//!   nothing appended): `ftruncate(S)`, fsync. No journal: a crash leaves
+//!   the old file or the truncated one.
+//! * Otherwise, in steps:
+//! * step 0: fsync the spool: N, and the mail the MDA appended before we took
+//!   the locks, are durable before anything relies on them.
+//! * step 1: hash the bytes every round will write (one read of the kept
+//!   bytes); write the journal `<spool>.journal.new` (plan, hashes,
+//!   marker, progress "before round 0"), allocated at full size;
+//!   fsync; rename to `<spool>.journal`; fsync `state_dir`. *Crash
+//!   before the rename:* no journal, the spool untouched.
+//! * step 2: for each round k: (a) copy the round's destination bytes as they
+//!   are now into the journal, fdatasync; (b) record "in round k",
+//!   fdatasync; (c) write the round's bytes, fsync the spool; (d)
+//!   record "before round k+1", fdatasync. *Crash in (a)–(b):* the
+//!   record still says "before round k" (its slot is not the one being
+//!   written) and the spool's round k is untouched. *Crash in (c)–(d):*
+//!   "in round k": each destination byte is either its original (kept
+//!   in the journal) or its new value, and the sources of round k and
+//!   later are intact (a kept byte never moves up; round k's own
+//!   sources that overlap its destination are in the journal).
+//! * step 3: write the marker (a NUL and 15 random bytes) at W, fsync; record
+//!   "truncating", fdatasync; `ftruncate(W)`, fsync. *Crash:* marker
+//!   present at W means the truncate did not happen (an MDA appends
+//!   `From ` lines, never our marker); absent, it did and whatever
+//!   follows W was appended later.
+//! * step 4: unlink the journal, fsync `state_dir`.
 //!
-//! Every recovery action is idempotent (writing saved bytes back,
-//! truncating to W) and happens before the spool is read, with the
-//! session and delivery locks held; a crash during recovery is recovered
-//! the same way. An error (ENOSPC, EDQUOT, EFBIG, EIO) in step 1 leaves
-//! the spool untouched; in steps 2–5 the update is undone at once from
-//! the journal, and if even that fails the journal stays for recovery at
-//! the next login. The journal holds the kept bytes after the first
-//! deleted message: deleting the first message of a 1 GiB spool writes
-//! ~1 GiB to `state_dir` first; deleting only trailing messages writes
-//! nothing.
+//! Recovery (`recovery.rs`) proves the file is what this sequence left
+//! before it writes anything, redoes the round in progress, runs the rest
+//! and, when mail was appended at N after the crash, moves that mail down
+//! too (a second journal that deletes `[W, N)`). An I/O error before the
+//! spool is first written removes the journal and leaves the spool as it
+//! was; after that the journal stays and the next login (or the next
+//! daemon start) completes the update.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
 use super::fault::fault_point;
-use super::journal::{self, Header, Journal, Phase};
+use super::journal::{self, Header, Journal, Progress};
+use super::plan::Plan;
 use super::scan::ScannedMessage;
 use super::state::StateDir;
 use super::MailboxError;
@@ -224,245 +219,211 @@ fn hash_range(
     Ok(hasher.digest128())
 }
 
-/// Removes the raw ranges of the deleted messages from the spool of
-/// length `end` (N) and keeps every other byte, crash-safely (see the
-/// module documentation). Returns the new length. Nothing is written when
-/// nothing is deleted.
+/// Round size: [`limits::JOURNAL_ROUND`]; small in unit tests, so that
+/// their spools take several rounds.
+const ROUND: u64 = if cfg!(test) {
+    64 * 1024
+} else {
+    limits::JOURNAL_ROUND as u64
+};
+
+/// Removes the raw ranges of the deleted messages from the spool and
+/// keeps every other byte, crash-safely (see the module documentation).
+/// Returns the new length. Nothing is written when nothing is deleted.
 pub fn apply(
     state: &StateDir,
     file: &File,
     path: &Path,
     spans: &[Span],
     deleted: &[bool],
-    tick: &mut dyn FnMut(),
 ) -> Result<u64, MailboxError> {
     let meta = file.metadata().map_err(io_error(path, "checking"))?;
     let end = meta.size();
-    let is_deleted = |i: usize| deleted.get(i).copied().unwrap_or(false);
-    let Some(first) = (0..spans.len()).find(|&i| is_deleted(i)) else {
+    let ranges: Vec<(u64, u64)> = spans
+        .iter()
+        .zip(deleted)
+        .filter(|(_, &d)| d)
+        .map(|(s, _)| (s.from_offset, s.end))
+        .collect();
+    if ranges.is_empty() {
         return Ok(end);
-    };
-    let start = spans[first].from_offset;
-    let deleted_bytes: u64 = (0..spans.len())
-        .filter(|&i| is_deleted(i))
-        .map(|i| spans[i].end.saturating_sub(spans[i].from_offset))
-        .sum();
-    let Some(new_len) = end.checked_sub(deleted_bytes).filter(|&w| w >= start) else {
-        return Err(MailboxError::Changed {
-            path: path.to_path_buf(),
-        });
-    };
-    if new_len == start {
-        file.set_len(start)
+    }
+    let plan = Plan::new(end, ranges, ROUND).ok_or_else(|| MailboxError::Changed {
+        path: path.to_path_buf(),
+    })?;
+    if plan.rounds() == 0 {
+        file.set_len(plan.start)
             .and_then(|()| fault_point())
             .map_err(io_error(path, "truncating"))?;
         file.sync_all()
             .and_then(|()| fault_point())
             .map_err(io_error(path, "syncing"))?;
-        return Ok(start);
+        return Ok(plan.start);
     }
-    let marker = make_marker(
-        deleted_bytes.min(journal::MAX_MARKER as u64) as usize,
-        &meta,
-    );
-    let header = Header {
-        phase: Phase::Undo,
-        dev: meta.dev(),
-        ino: meta.ino(),
-        start,
-        orig_len: end,
-        new_len,
-        marker: marker.clone(),
-        spool: path.to_path_buf(),
-    };
+    // Step 0.
+    file.sync_all()
+        .and_then(|()| fault_point())
+        .map_err(io_error(path, "syncing"))?;
     // Step 1.
-    let mut journal = Journal::create(state, file, header, tick)
-        .map_err(io_error(path, "writing the update journal for"))?;
-    let steps = (|| {
-        // Step 2.
-        let copied = compact(file, path, spans, deleted, end, tick)?;
-        if copied != new_len {
-            return Err(MailboxError::Changed {
-                path: path.to_path_buf(),
-            });
+    let header = Header {
+        ino: meta.ino(),
+        marker: make_marker(
+            plan.deleted_bytes().min(journal::MAX_MARKER as u64) as usize,
+            &meta,
+        ),
+        spool: path.to_path_buf(),
+        round_hashes: round_hashes(file, &plan).map_err(io_error(path, "reading"))?,
+        plan,
+    };
+    let journal =
+        Journal::create(state, header).map_err(io_error(path, "writing the update journal for"))?;
+    run(journal, file, path, None)
+}
+
+/// Steps 2–4 from where `journal` stands; `original` is the journal's
+/// copy of the round in progress (recovery), if any. Returns W (or what
+/// the appended-mail pass left).
+pub fn run(
+    mut journal: Journal,
+    file: &File,
+    path: &Path,
+    mut original: Option<Vec<u8>>,
+) -> Result<u64, MailboxError> {
+    let result = (|| -> io::Result<u64> {
+        let plan = journal.header.plan.clone();
+        let first = match journal.progress {
+            Progress::Between { round } | Progress::InRound { round } => round,
+            Progress::Truncating => plan.rounds(),
+        };
+        for k in first..plan.rounds() {
+            let (from, to) = plan.destination(k);
+            let new = round_bytes(file, &plan, k, original.as_deref())?;
+            if original.take().is_none() {
+                let mut now = vec![0u8; (to - from) as usize];
+                file.read_exact_at(&mut now, from)?;
+                journal.begin_round(k, &now)?;
+            }
+            file.write_all_at(&new, from)?;
+            fault_point()?;
+            file.sync_all()?;
+            fault_point()?;
+            journal.record(Progress::Between { round: k + 1 })?;
         }
-        // Step 3.
-        file.write_all_at(&marker, new_len)
-            .and_then(|()| fault_point())
-            .map_err(io_error(path, "updating"))?;
-        file.sync_all()
-            .and_then(|()| fault_point())
-            .map_err(io_error(path, "syncing"))?;
-        // Only a writer ignoring our locks could have appended; the
-        // truncate would destroy what it wrote.
-        if file.metadata().map_err(io_error(path, "checking"))?.size() != end {
-            return Err(MailboxError::Changed {
-                path: path.to_path_buf(),
-            });
-        }
-        // Step 4.
-        journal
-            .set_phase(Phase::Compacted)
-            .and_then(|()| fault_point())
-            .map_err(io_error(path, "writing the update journal for"))?;
-        Ok(())
+        finish(journal, file)
     })();
-    if let Err(e) = steps {
-        undo_now(journal, file, path, tick);
-        return Err(e);
+    result.map_err(|e| {
+        log::error!(
+            "mailbox {}: the update failed ({e}); its journal is kept and the next login or daemon start completes it",
+            path.display()
+        );
+        io_error(path, "updating (the update will be completed at the next login)")(e)
+    })
+}
+
+/// Steps 3–4; when mail was appended after N (a crash, then an MDA),
+/// first moves it down over `[W, N)` under a new journal.
+fn finish(mut journal: Journal, file: &File) -> io::Result<u64> {
+    let h = journal.header.clone();
+    let (w, n) = (h.plan.new_len(), h.plan.orig_len);
+    let len = file.metadata()?.len();
+    if len > n {
+        let plan = Plan::new(len, vec![(w, n)], h.plan.round).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "appended mail left no plan")
+        })?;
+        let next = Header {
+            round_hashes: round_hashes(file, &plan)?,
+            plan,
+            ..h.clone()
+        };
+        let state = StateDir::new(journal.path().parent().unwrap_or(Path::new(".")));
+        // Replaces the old journal in one rename.
+        let next = Journal::create(&state, next)?;
+        return run_inner(next, file);
     }
-    // Step 5.
-    if let Err(e) = file.set_len(new_len).and_then(|()| fault_point()) {
-        // Undoing needs the length N.
-        if file.metadata().is_ok_and(|m| m.size() == end) {
-            undo_now(journal, file, path, tick);
-        } else {
-            keep_for_recovery(&journal, path, &e);
-        }
-        return Err(io_error(path, "truncating")(e));
+    if journal.progress != Progress::Truncating {
+        file.write_all_at(&h.marker, w)?;
+        fault_point()?;
+        file.sync_all()?;
+        fault_point()?;
+        journal.record(Progress::Truncating)?;
     }
-    if let Err(e) = file.sync_all().and_then(|()| fault_point()) {
-        // The truncate may or may not be durable: the next login recovers
-        // (phase COMPACTED, the marker decides).
-        keep_for_recovery(&journal, path, &e);
-        return Err(io_error(path, "syncing")(e));
-    }
-    // Step 6. The update is complete even if this fails: recovery would
-    // only remove the journal.
+    file.set_len(w)?;
+    fault_point()?;
+    file.sync_all()?;
+    fault_point()?;
+    // The update is complete even if this fails: recovery would find the
+    // marker gone and only remove the journal.
     let jpath = journal.path().to_path_buf();
     if let Err(e) = journal.remove() {
         log::warn!("cannot remove update journal {}: {e}", jpath.display());
     }
-    Ok(new_len)
+    Ok(w)
 }
 
-fn keep_for_recovery(journal: &Journal, path: &Path, e: &io::Error) {
-    log::error!(
-        "mailbox {}: finishing the update failed ({e}); journal {} kept, the next login completes or undoes the update",
-        path.display(),
-        journal.path().display()
-    );
+fn run_inner(journal: Journal, file: &File) -> io::Result<u64> {
+    let path = journal.header.spool.clone();
+    run(journal, file, &path, None).map_err(|e| match e {
+        MailboxError::Io { source, .. } => source,
+        other => io::Error::other(other.to_string()),
+    })
 }
 
-/// After an error in steps 2–5, with the spool length ≥ N: the journal goes
-/// (back) to phase UNDO durably first — the phase byte may already say
-/// COMPACTED on disk even if its sync failed, and recovery must never
-/// finish a truncate over a half-undone spool — then writing the saved
-/// bytes back restores the spool. If the phase cannot be recorded, nothing
-/// is touched and the journal is kept: recovery sees a consistent state.
-fn undo_now(mut journal: Journal, file: &File, path: &Path, tick: &mut dyn FnMut()) {
-    if let Err(e) = journal.set_phase(Phase::Undo) {
-        keep_for_recovery(&journal, path, &e);
-        return;
-    }
-    match journal.undo(file, tick) {
-        Ok(()) => {
-            let jpath = journal.path().to_path_buf();
-            if let Err(e) = journal.remove() {
-                log::warn!("cannot remove update journal {}: {e}", jpath.display());
+/// XXH3-128 of the bytes each round of `plan` writes, read from the file
+/// as it is now.
+pub fn round_hashes(file: &File, plan: &Plan) -> io::Result<Vec<u128>> {
+    (0..plan.rounds())
+        .map(|k| round_bytes(file, plan, k, None).map(|b| xxh3_128(&b)))
+        .collect()
+}
+
+/// The bytes round `k` writes, read from their sources; `original`: the
+/// round's destination as it was before the round (sources that overlap
+/// the destination are read from it).
+pub fn round_bytes(
+    file: &File,
+    plan: &Plan,
+    k: u64,
+    original: Option<&[u8]>,
+) -> io::Result<Vec<u8>> {
+    let (from, to) = plan.destination(k);
+    let mut out = Vec::with_capacity((to - from) as usize);
+    for (src, len) in plan.sources(k) {
+        let at = out.len();
+        out.resize(at + len as usize, 0);
+        file.read_exact_at(&mut out[at..], src)?;
+        if let Some(orig) = original {
+            // The part of this source inside the destination.
+            let a = src.max(from);
+            let b = (src + len).min(to);
+            if a < b {
+                let dst = &mut out[at + (a - src) as usize..at + (b - src) as usize];
+                dst.copy_from_slice(&orig[(a - from) as usize..(b - from) as usize]);
             }
         }
-        Err(e) => log::error!(
-            "mailbox {}: undoing a failed update failed too ({e}); journal {} kept, the next login restores the spool",
-            path.display(),
-            journal.path().display()
-        ),
     }
+    Ok(out)
 }
 
 /// NUL, then bytes no MDA will reproduce: an mbox append starts with
 /// `From ` (or a newline), and the rest differs per update.
 fn make_marker(len: usize, meta: &std::fs::Metadata) -> Vec<u8> {
-    use md5::{Digest, Md5};
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = Md5::new();
-    h.update(std::process::id().to_le_bytes());
-    h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    h.update(now.as_nanos().to_le_bytes());
-    h.update(meta.ino().to_le_bytes());
-    h.update(meta.size().to_le_bytes());
-    let digest = h.finalize();
+    let mut seed = Vec::new();
+    seed.extend_from_slice(&std::process::id().to_le_bytes());
+    seed.extend_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    seed.extend_from_slice(&now.as_nanos().to_le_bytes());
+    seed.extend_from_slice(&meta.ino().to_le_bytes());
+    seed.extend_from_slice(&meta.size().to_le_bytes());
+    let digest = xxh3_128(&seed).to_le_bytes();
     let mut marker = vec![0u8; len];
     for (dst, src) in marker.iter_mut().skip(1).zip(digest.iter()) {
         *dst = *src;
     }
     marker
-}
-
-/// Copies the kept bytes after the first deleted message down, front to
-/// back (each source byte is read before anything overwrites it), within
-/// `[0, end)`. Returns where the copy ended (W); truncating is the
-/// caller's job.
-pub fn compact(
-    file: &File,
-    path: &Path,
-    spans: &[Span],
-    deleted: &[bool],
-    end: u64,
-    tick: &mut dyn FnMut(),
-) -> Result<u64, MailboxError> {
-    let is_deleted = |i: usize| deleted.get(i).copied().unwrap_or(false);
-    let Some(first) = (0..spans.len()).find(|&i| is_deleted(i)) else {
-        return Ok(end);
-    };
-    let mut buf = vec![0u8; limits::SCAN_BLOCK];
-    let mut write_at = spans[first].from_offset;
-    let mut read_at = write_at;
-    for (i, span) in spans.iter().enumerate().skip(first) {
-        if is_deleted(i) {
-            copy_down(
-                file,
-                path,
-                &mut buf,
-                read_at,
-                span.from_offset,
-                &mut write_at,
-                tick,
-            )?;
-            read_at = span.end;
-        }
-    }
-    // The rest of the scanned part and all mail appended since.
-    copy_down(file, path, &mut buf, read_at, end, &mut write_at, tick)?;
-    Ok(write_at)
-}
-
-/// Copies `from..to` down to `*write_at`, which is ≤ `from`.
-fn copy_down(
-    file: &File,
-    path: &Path,
-    buf: &mut [u8],
-    mut from: u64,
-    to: u64,
-    write_at: &mut u64,
-    tick: &mut dyn FnMut(),
-) -> Result<(), MailboxError> {
-    while from < to {
-        let want = usize::try_from(to - from).map_or(buf.len(), |n| n.min(buf.len()));
-        let n = match file.read_at(&mut buf[..want], from) {
-            Ok(0) => {
-                return Err(MailboxError::Changed {
-                    path: path.to_path_buf(),
-                })
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_error(path, "reading")(e)),
-        };
-        if *write_at != from {
-            file.write_all_at(&buf[..n], *write_at)
-                .and_then(|()| fault_point())
-                .map_err(io_error(path, "updating"))?;
-        }
-        from += n as u64;
-        *write_at += n as u64;
-        tick();
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use super::fault::{Fault, FAULT_AFTER};
-use super::journal;
+use super::recovery;
 use super::scan::scan_bytes;
 use super::state::StateDir;
 use super::update::{apply, Span};
@@ -114,7 +114,7 @@ fn recover_through_crashes(state: &StateDir, path: &Path) -> Vec<u8> {
     for j in 0.. {
         let file = File::options().read(true).write(true).open(path).unwrap();
         let (done, _) = with_fault(j, Fault::Crash, || {
-            journal::recover(state, path, Some(&file), &mut || {}).unwrap()
+            recovery::recover(state, path, Some(&file)).unwrap()
         });
         if done.is_ok() {
             break;
@@ -122,10 +122,7 @@ fn recover_through_crashes(state: &StateDir, path: &Path) -> Vec<u8> {
     }
     // Whatever happened, a final recovery finds nothing left to do.
     let file = File::open(path).unwrap();
-    assert_eq!(
-        journal::recover(state, path, Some(&file), &mut || {}).unwrap(),
-        None
-    );
+    assert_eq!(recovery::recover(state, path, Some(&file)).unwrap(), None);
     std::fs::read(path).unwrap()
 }
 
@@ -152,7 +149,7 @@ fn a_crash_at_any_point_loses_nothing() {
                     let file = File::options().read(true).write(true).open(&path).unwrap();
                     let ino = file.metadata().unwrap().ino();
                     let (r, _) = with_fault(k, Fault::Crash, || {
-                        apply(&state, &file, &path, &spans, &case.deleted, &mut || {})
+                        apply(&state, &file, &path, &spans, &case.deleted)
                     });
                     drop(file);
                     let what = format!(
@@ -211,7 +208,7 @@ fn a_failed_system_call_leaves_the_spool_as_before() {
                 let state = StateDir::new(dir.path().join("state"));
                 let file = File::options().read(true).write(true).open(&path).unwrap();
                 let (r, fired) = with_fault(k, Fault::Fail(errno), || {
-                    apply(&state, &file, &path, &spans, &case.deleted, &mut || {})
+                    apply(&state, &file, &path, &spans, &case.deleted)
                 });
                 let r = r.expect("no crash injected");
                 let what = format!("errno {errno} case {ci} fault after {k}");

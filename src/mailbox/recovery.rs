@@ -1,0 +1,223 @@
+//! Recovery of an interrupted update: prove that the spool is exactly what the update left, then finish it; otherwise leave the spool alone and set the journal aside.
+//!
+//! Why recovery can tell its own half-done update from someone else's
+//! edit: the journal holds a hash of the bytes every round writes, and the
+//! original bytes of the round in progress. The file is ours only if it is
+//! the same inode, at least as long as the update began with (until the
+//! truncate), every finished round's destination hashes to what the round
+//! wrote, every byte of the round in progress is either its original or
+//! its new value (and the new value is what the hash says), and the
+//! sources of every round still to run hash to what they must. Anything
+//! after N is mail appended since and is kept. A program that rewrote,
+//! shortened, re-created or replaced the spool fails one of these checks
+//! (short of an XXH3-128 collision): the spool is served as it now is, and
+//! the journal is moved aside for the administrator. A mailbox is never
+//! refused because of a journal.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::journal::{self, Journal, JournalError, Progress};
+use super::state::StateDir;
+use super::update;
+use super::MailboxError;
+
+/// What recovery did, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovered {
+    /// The interrupted update was completed (found at `phase`).
+    Completed { phase: Progress },
+    /// The spool is not what the update left; it was not touched, and the
+    /// journal was moved to `aside`.
+    SetAside { aside: PathBuf, reason: String },
+}
+
+impl Recovered {
+    /// The log line for a spool.
+    pub fn describe(&self, spool: &Path) -> String {
+        match self {
+            Recovered::Completed { phase } => format!(
+                "mailbox {}: an interrupted update (found at {}) was completed from its journal; the deleted messages are gone",
+                spool.display(),
+                phase_name(*phase)
+            ),
+            Recovered::SetAside { aside, reason } => format!(
+                "mailbox {}: an interrupted update was NOT completed: {reason}; the spool was left as it is and the journal moved to {}",
+                spool.display(),
+                aside.display()
+            ),
+        }
+    }
+}
+
+fn phase_name(p: Progress) -> String {
+    match p {
+        Progress::Between { round } => format!("before round {round}"),
+        Progress::InRound { round } => format!("round {round}"),
+        Progress::Truncating => "truncate".into(),
+    }
+}
+
+enum Verdict {
+    /// The update is over (the truncate happened): only the journal goes.
+    Done,
+    /// Ours: finish, with the original bytes of the round in progress.
+    Continue(Option<Vec<u8>>),
+    /// Someone else's file now.
+    Foreign(String),
+}
+
+/// Recovers an interrupted update of `spool` (open as `file`, `None` if it
+/// does not exist), with the session and delivery locks held, before
+/// anything reads it.
+pub fn recover(
+    state: &StateDir,
+    spool: &Path,
+    file: Option<&File>,
+) -> Result<Option<Recovered>, MailboxError> {
+    // A journal that never got its final name: the update never touched
+    // the spool.
+    match fs::remove_file(state.journal_tmp(spool)) {
+        Ok(()) => log::warn!(
+            "mailbox {}: removed an incomplete update journal (the update had not started)",
+            spool.display()
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => log::warn!("cannot remove {}: {e}", state.journal_tmp(spool).display()),
+    }
+    let jpath = state.journal(spool);
+    let io_err = |source: io::Error| MailboxError::Io {
+        path: spool.to_path_buf(),
+        action: "recovering an interrupted update of",
+        source,
+    };
+    let aside = |reason: String| -> Result<Option<Recovered>, MailboxError> {
+        let aside = journal::set_aside(&jpath).map_err(io_err)?;
+        Ok(Some(Recovered::SetAside { aside, reason }))
+    };
+    let journal = match Journal::open(&jpath) {
+        Ok(None) => return Ok(None),
+        Ok(Some(j)) => j,
+        // Out of descriptors or memory, or EIO: this login fails, the
+        // journal stays for the next.
+        Err(JournalError::Io(source)) => {
+            return Err(MailboxError::Io {
+                path: spool.to_path_buf(),
+                action: "opening the update journal of",
+                source,
+            })
+        }
+        Err(JournalError::Unusable(reason)) => {
+            return aside(format!("the journal is unusable: {reason}"))
+        }
+    };
+    let Some(file) = file else {
+        return aside("the spool no longer exists".into());
+    };
+    let phase = journal.progress;
+    match prove(&journal, file).map_err(io_err)? {
+        Verdict::Foreign(reason) => aside(reason),
+        Verdict::Done => {
+            journal.remove().map_err(io_err)?;
+            crate::counters::bump(crate::counters::Counter::JournalsRecovered);
+            Ok(Some(Recovered::Completed { phase }))
+        }
+        Verdict::Continue(original) => {
+            update::run(journal, file, spool, original)?;
+            crate::counters::bump(crate::counters::Counter::JournalsRecovered);
+            Ok(Some(Recovered::Completed { phase }))
+        }
+    }
+}
+
+/// Decides, reading only, whether `file` is what the journal's update
+/// left (see the module documentation).
+fn prove(j: &Journal, file: &File) -> io::Result<Verdict> {
+    let h = &j.header;
+    let plan = &h.plan;
+    let meta = file.metadata()?;
+    if meta.ino() != h.ino {
+        return Ok(Verdict::Foreign(format!(
+            "the spool is another file now (inode {}, the journal's was {}): it was re-created or replaced",
+            meta.ino(),
+            h.ino
+        )));
+    }
+    let (len, w, n) = (meta.len(), plan.new_len(), plan.orig_len);
+    let (finished, in_round) = match j.progress {
+        Progress::Between { round } => (round, None),
+        Progress::InRound { round } => (round, Some(round)),
+        Progress::Truncating => {
+            let mut at_w = vec![0u8; h.marker.len()];
+            let present = len >= w + at_w.len() as u64
+                && file.read_exact_at(&mut at_w, w).is_ok()
+                && at_w == h.marker;
+            if !present {
+                // Truncated to W; anything after it was appended since.
+                return Ok(if len < w {
+                    Verdict::Foreign(format!(
+                        "the spool is shorter ({len} bytes) than the update left it ({w})"
+                    ))
+                } else {
+                    Verdict::Done
+                });
+            }
+            (plan.rounds(), None)
+        }
+    };
+    if len < n {
+        return Ok(Verdict::Foreign(format!(
+            "the spool is shorter ({len} bytes) than when the update began ({n}): another program rewrote it"
+        )));
+    }
+    let changed = |what: &str, k: u64| {
+        Verdict::Foreign(format!(
+            "{what} (round {k} of {}): another program changed the spool",
+            plan.rounds()
+        ))
+    };
+    for k in 0..finished {
+        let (from, to) = plan.destination(k);
+        let mut now = vec![0u8; (to - from) as usize];
+        file.read_exact_at(&mut now, from)?;
+        if xxh3_128(&now) != h.round_hashes[k as usize] {
+            return Ok(changed("bytes the update had written differ", k));
+        }
+    }
+    let mut original = None;
+    let mut next = finished;
+    if let Some(k) = in_round {
+        let (from, to) = plan.destination(k);
+        let orig = j.original((to - from) as usize)?;
+        let new = update::round_bytes(file, plan, k, Some(&orig))?;
+        if xxh3_128(&new) != h.round_hashes[k as usize] {
+            return Ok(changed("the bytes the update was moving differ", k));
+        }
+        let mut now = vec![0u8; (to - from) as usize];
+        file.read_exact_at(&mut now, from)?;
+        let ours = now
+            .iter()
+            .zip(&orig)
+            .zip(&new)
+            .all(|((b, o), n)| b == o || b == n);
+        if !ours {
+            return Ok(changed(
+                "the round in progress holds bytes that are neither the original nor the update's",
+                k,
+            ));
+        }
+        original = Some(orig);
+        next = k + 1;
+    }
+    for k in next..plan.rounds() {
+        let new = update::round_bytes(file, plan, k, None)?;
+        if xxh3_128(&new) != h.round_hashes[k as usize] {
+            return Ok(changed("mail the update was to move differs", k));
+        }
+    }
+    Ok(Verdict::Continue(original))
+}
