@@ -117,6 +117,22 @@ fn check_config(path: &Path) -> ExitCode {
     for warning in config.warnings() {
         eprintln!("ironpop: warning: {warning}");
     }
+    match ironpop::mailbox::startup::waiting(&config.state_dir) {
+        Ok(spools) if spools.is_empty() => {}
+        Ok(spools) => {
+            eprintln!(
+                "ironpop: {} interrupted update(s) wait for recovery (done at the next start, or at the owner's next login):",
+                spools.len()
+            );
+            for spool in spools {
+                eprintln!("ironpop:   {spool}");
+            }
+        }
+        Err(e) => eprintln!(
+            "ironpop: warning: cannot read state_dir {}: {e}",
+            config.state_dir.display()
+        ),
+    }
     if findings.iter().any(preflight::Finding::is_error) {
         eprintln!("ironpop: {}: the daemon would not start", path.display());
         return ExitCode::from(USAGE_ERROR);

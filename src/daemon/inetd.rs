@@ -47,6 +47,8 @@ pub fn run(config: &Config, tls: bool) -> Result<(), DaemonError> {
     close.extend(tcp.as_ref().map(|t| t.as_raw_fd()));
     // One session, one helper: nothing else would use a second.
     let accounts = privsep::setup(config, 1, &close)?;
+    // A cheap directory read when there is nothing to recover.
+    crate::mailbox::startup::recover_for(config);
     // The handshake parses what the client sends: after the drop.
     let conn = match (tcp, &service) {
         (Some(tcp), Some(service)) if tls => {

@@ -129,6 +129,9 @@ pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), Dae
     };
     // No thread may exist before this point (forks above; signal mask below).
     let signals = signals::Signals::block()?;
+    // Before the first connection: no spool stays damaged by a crash, no
+    // MDA waits for a dead ironpop's dotlock.
+    crate::mailbox::startup::recover_for(config);
     let throttle = Arc::new(Throttle::new(Policy::new(config.auth_fail_delay)));
     let helpers = accounts.helper_pids().to_vec();
     let table = Arc::new(sessions::SessionTable::new(config.max_sessions_per_ip));

@@ -176,7 +176,7 @@ fn owner_tag() -> String {
 /// other content (MDAs write only a pid, or nothing) waits for the
 /// 5-minute rule, since a pid from another host or pid namespace proves
 /// nothing.
-fn left_by_dead_ironpop(path: &Path) -> bool {
+pub fn left_by_dead_ironpop(path: &Path) -> bool {
     let Ok(text) = fs::read(path) else {
         return false;
     };

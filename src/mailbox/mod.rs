@@ -24,6 +24,7 @@ pub mod policy;
 pub mod recovery;
 pub mod scan;
 pub mod session_lock;
+pub mod startup;
 pub mod state;
 pub mod transfer;
 pub mod uidl;

@@ -146,6 +146,26 @@ pub fn key(spool: &Path) -> String {
     hashed
 }
 
+/// The spool a key names (the inverse of [`key`]); `None` for a hashed
+/// key or anything that is not one.
+pub fn spool_of_key(key: &str) -> Option<PathBuf> {
+    let bytes = key.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let path = PathBuf::from(std::ffi::OsStr::from_bytes(&out));
+    path.is_absolute().then_some(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +187,9 @@ mod tests {
         let k = key(Path::new(&long));
         assert!(k.starts_with("md5-") && k.len() == 36, "{k}");
         assert!(key(Path::new("..")).starts_with("md5-"));
+        let odd = Path::new("/home/b ob/m%x.box");
+        assert_eq!(spool_of_key(&key(odd)).as_deref(), Some(odd));
+        assert_eq!(spool_of_key(&k), None);
         for k in [key(Path::new("/home/b ob/mbox")), key(Path::new("ü"))] {
             assert!(!k.contains('/') && !k.contains(' '), "{k}");
         }

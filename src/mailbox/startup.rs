@@ -1,0 +1,199 @@
+//! Before the first connection: recover every unfinished update journal in `state_dir`, and remove the dotlocks a dead ironpop of this host left.
+//!
+//! Runs in the daemon (and in each inetd process) after the privilege
+//! drop, before anything is served: a crash never leaves a damaged spool
+//! waiting for its owner's next login. The spools are opened as the
+//! daemon's user, which can open every spool it serves from a mail spool
+//! directory (group `mail`); a spool it cannot open (in a home directory)
+//! keeps its journal until its owner's next login, when the privileged
+//! helper opens it and the same recovery runs. Not as root, on purpose:
+//! `state_dir` belongs to the daemon's user, and root must not write the
+//! files a journal names.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::delivery_lock::DeliveryLocks;
+use super::dotlock;
+use super::journal::{self, Journal};
+use super::mbox::{open_spool, MboxSettings};
+use super::recovery;
+use super::session_lock::SessionLock;
+use super::state;
+use crate::config::Config;
+
+/// [`recover_all`] for a configuration: its `state_dir`, lock settings and
+/// spool directory.
+pub fn recover_for(config: &Config) {
+    let dirs: Vec<PathBuf> = spool_dir(&config.mailbox).into_iter().collect();
+    recover_all(&MboxSettings::from_config(config), &dirs);
+}
+
+/// Recovers every journal in `state_dir`, then removes the dotlocks of
+/// dead ironpop processes of this host next to the spools `state_dir`
+/// knows and in `spool_dirs`. Everything is logged; nothing fails.
+pub fn recover_all(settings: &MboxSettings, spool_dirs: &[PathBuf]) {
+    let names = match entries(settings.state.path()) {
+        Ok(names) => names,
+        Err(e) => {
+            log::error!(
+                "startup recovery: cannot read {}: {e}",
+                settings.state.path().display()
+            );
+            return;
+        }
+    };
+    let mut spools = Vec::new();
+    for name in &names {
+        let path = settings.state.path().join(name);
+        if name.ends_with(".journal") {
+            recover_one(settings, &path);
+        } else if name.ends_with(".journal.new") {
+            // Never renamed into place: its update never touched the spool.
+            match fs::remove_file(&path) {
+                Ok(()) => log::warn!(
+                    "startup recovery: removed the incomplete journal {} (its update had not started)",
+                    path.display()
+                ),
+                Err(e) => log::warn!("cannot remove {}: {e}", path.display()),
+            }
+        }
+        let key = name
+            .strip_suffix(".journal")
+            .or_else(|| name.strip_suffix(".session"));
+        spools.extend(key.and_then(state::spool_of_key));
+    }
+    for dir in spool_dirs {
+        if let Ok(names) = entries(dir) {
+            spools.extend(
+                names
+                    .iter()
+                    .filter_map(|n| n.strip_suffix(".lock"))
+                    .map(|n| dir.join(n)),
+            );
+        }
+    }
+    spools.sort();
+    spools.dedup();
+    for spool in spools {
+        remove_dead_dotlock(&dotlock::lock_path(&spool));
+    }
+}
+
+/// The names in `dir`; none when it does not exist.
+fn entries(dir: &Path) -> io::Result<Vec<String>> {
+    let list = match fs::read_dir(dir) {
+        Ok(list) => list,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for entry in list {
+        names.push(entry?.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn recover_one(settings: &MboxSettings, jpath: &Path) {
+    let state = &settings.state;
+    let spool = match Journal::open(jpath) {
+        Ok(Some(j)) => j.header.spool.clone(),
+        Ok(None) => return,
+        Err(reason) => {
+            set_aside(jpath, &format!("the journal is unusable: {reason}"));
+            return;
+        }
+    };
+    if state.journal(&spool) != jpath {
+        set_aside(
+            jpath,
+            &format!(
+                "it names the spool {}, whose journal has another name",
+                spool.display()
+            ),
+        );
+        return;
+    }
+    let skip = |why: &dyn std::fmt::Display| {
+        log::warn!(
+            "startup recovery: spool={} outcome=left-for-next-login ({why})",
+            spool.display()
+        )
+    };
+    let _session = match SessionLock::acquire(state, &spool) {
+        Ok(lock) => lock,
+        Err(e) => return skip(&e),
+    };
+    let file = match open_spool(&spool) {
+        Ok(file) => file,
+        Err(e) => return skip(&e),
+    };
+    let _locks = match &file {
+        Some(f) => match DeliveryLocks::acquire(f, &spool, &settings.locks) {
+            Ok(locks) => Some(locks),
+            Err(e) => return skip(&e),
+        },
+        None => None,
+    };
+    match recovery::recover(state, &spool, file.as_ref()) {
+        Ok(Some(done)) => log::warn!("startup recovery: {}", done.describe(&spool)),
+        Ok(None) => {}
+        Err(e) => skip(&e),
+    }
+}
+
+fn set_aside(jpath: &Path, reason: &str) {
+    match journal::set_aside(jpath) {
+        Ok(aside) => log::error!(
+            "startup recovery: journal {} set aside as {}: {reason}",
+            jpath.display(),
+            aside.display()
+        ),
+        Err(e) => log::error!(
+            "startup recovery: journal {} ({reason}) cannot be set aside: {e}",
+            jpath.display()
+        ),
+    }
+}
+
+/// Removes `lock` if a dead ironpop of this host left it.
+fn remove_dead_dotlock(lock: &Path) {
+    let Ok(meta) = fs::symlink_metadata(lock) else {
+        return;
+    };
+    if !dotlock::left_by_dead_ironpop(lock) {
+        return;
+    }
+    match dotlock::remove_if_same(lock, &meta) {
+        Ok(true) => log::warn!(
+            "startup recovery: removed dotlock {} left by an ironpop process of this host that no longer exists",
+            lock.display()
+        ),
+        Ok(false) => {}
+        Err(e) => log::warn!("cannot remove dotlock {}: {e}", lock.display()),
+    }
+}
+
+/// The spools whose update journals wait for recovery (for `ironpop -t`).
+pub fn waiting(state_dir: &Path) -> io::Result<Vec<String>> {
+    Ok(entries(state_dir)?
+        .into_iter()
+        .filter(|n| n.ends_with(".journal"))
+        .map(|n| {
+            let path = state_dir.join(&n);
+            match Journal::open(&path) {
+                Ok(Some(j)) => format!("{} (journal {})", j.header.spool.display(), path.display()),
+                _ => format!("{} (unusable; it will be set aside)", path.display()),
+            }
+        })
+        .collect())
+}
+
+/// The directory of the spools when the `mailbox` template puts them all
+/// in one (`/var/mail/%u`); none for per-home spools.
+pub fn spool_dir(template: &str) -> Option<PathBuf> {
+    let dir = Path::new(template).parent()?;
+    (!dir.as_os_str().is_empty() && !dir.to_string_lossy().contains('%')).then(|| dir.to_path_buf())
+}
