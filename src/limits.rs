@@ -114,8 +114,11 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 /// update makes ~1000 of them.
 pub const JOURNAL_ROUND: usize = 1024 * 1024;
 
-/// liblockfile's convention: a dotlock unchanged for 5 minutes is stale.
-pub const DOTLOCK_STALE_AFTER: Duration = Duration::from_secs(300);
+/// Another party's dotlock unchanged this long is stale: no shorter than
+/// the common MDAs' own rules (Postfix 500 s, procmail 1024 s, Exim's
+/// `lockfile_timeout` 30 min), so a live MDA writing a big message never
+/// loses its lock to us. Our own locks are touched every minute.
+pub const DOTLOCK_STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 
 /// Failed commands in AUTHORIZATION before the connection is dropped: a
 /// client that keeps failing is a scanner, not a user.

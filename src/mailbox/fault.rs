@@ -46,3 +46,35 @@ pub(crate) fn fault_point() -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook for simulated power loss: each file's content (by inode)
+    /// as of its last fsync, when a test asked for it (`Some`).
+    pub static DURABLE: std::cell::RefCell<Option<std::collections::HashMap<u64, Vec<u8>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Called right after `file` was made durable (fsync, fdatasync). Tests
+/// that simulate power loss record what the disk would hold; in normal
+/// builds it is nothing.
+#[inline]
+pub(crate) fn made_durable(file: &std::fs::File) {
+    #[cfg(test)]
+    DURABLE.with(|d| {
+        if let Some(map) = d.borrow_mut().as_mut() {
+            use std::io::Read;
+            use std::os::unix::fs::MetadataExt;
+            let mut content = Vec::new();
+            let mut f = file.try_clone().expect("clone");
+            let ino = f.metadata().expect("stat").ino();
+            let pos = std::io::Seek::stream_position(&mut f).expect("pos");
+            std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0)).expect("seek");
+            f.read_to_end(&mut content).expect("read");
+            std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(pos)).expect("seek");
+            map.insert(ino, content);
+        }
+    });
+    #[cfg(not(test))]
+    let _ = file;
+}

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::OFlag;
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::fault::fault_point;
+use super::fault::{fault_point, made_durable};
 use super::plan::Plan;
 use super::state::StateDir;
 
@@ -263,6 +263,7 @@ impl Journal {
             fault_point()?;
             // (1) data durable before its name appears ...
             file.sync_all()?;
+            made_durable(&file);
             fault_point()?;
             fs::rename(&tmp, &path)?;
             fault_point()?;
@@ -339,6 +340,7 @@ impl Journal {
             .write_all_at(&encode_record(seq, progress), slot)?;
         fault_point()?;
         self.file.sync_data()?;
+        made_durable(&self.file);
         fault_point()?;
         self.seq = seq;
         self.progress = progress;
@@ -351,6 +353,7 @@ impl Journal {
         self.file.write_all_at(original, self.header.undo_at())?;
         fault_point()?;
         self.file.sync_data()?;
+        made_durable(&self.file);
         fault_point()?;
         self.record(Progress::InRound { round })
     }

@@ -22,6 +22,8 @@ pub mod ofd;
 pub mod plan;
 pub mod policy;
 pub mod recovery;
+#[cfg(test)]
+mod recovery_tests;
 pub mod scan;
 pub mod session_lock;
 pub mod startup;

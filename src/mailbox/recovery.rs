@@ -41,7 +41,7 @@ impl Recovered {
     pub fn describe(&self, spool: &Path) -> String {
         match self {
             Recovered::Completed { phase } => format!(
-                "mailbox {}: an interrupted update (found at {}) was completed from its journal; the deleted messages are gone",
+                "mailbox {}: an interrupted update was completed from its journal (found at {}); the deleted messages are gone",
                 spool.display(),
                 phase_name(*phase)
             ),

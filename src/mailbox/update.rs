@@ -55,7 +55,7 @@ use std::path::Path;
 
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
-use super::fault::fault_point;
+use super::fault::{fault_point, made_durable};
 use super::journal::{self, Header, Journal, Progress};
 use super::plan::Plan;
 use super::scan::ScannedMessage;
@@ -255,15 +255,15 @@ pub fn apply(
         file.set_len(plan.start)
             .and_then(|()| fault_point())
             .map_err(io_error(path, "truncating"))?;
-        file.sync_all()
-            .and_then(|()| fault_point())
-            .map_err(io_error(path, "syncing"))?;
+        file.sync_all().map_err(io_error(path, "syncing"))?;
+        made_durable(file);
+        fault_point().map_err(io_error(path, "syncing"))?;
         return Ok(plan.start);
     }
     // Step 0.
-    file.sync_all()
-        .and_then(|()| fault_point())
-        .map_err(io_error(path, "syncing"))?;
+    file.sync_all().map_err(io_error(path, "syncing"))?;
+    made_durable(file);
+    fault_point().map_err(io_error(path, "syncing"))?;
     // Step 1.
     let header = Header {
         ino: meta.ino(),
@@ -306,6 +306,7 @@ pub fn run(
             file.write_all_at(&new, from)?;
             fault_point()?;
             file.sync_all()?;
+            made_durable(file);
             fault_point()?;
             journal.record(Progress::Between { round: k + 1 })?;
         }
@@ -344,12 +345,14 @@ fn finish(mut journal: Journal, file: &File) -> io::Result<u64> {
         file.write_all_at(&h.marker, w)?;
         fault_point()?;
         file.sync_all()?;
+        made_durable(file);
         fault_point()?;
         journal.record(Progress::Truncating)?;
     }
     file.set_len(w)?;
     fault_point()?;
     file.sync_all()?;
+    made_durable(file);
     fault_point()?;
     // The update is complete even if this fails: recovery would find the
     // marker gone and only remove the journal.

@@ -21,19 +21,19 @@ use super::state::StateDir;
 use super::update::{apply, Span};
 
 /// fsync costs nothing on tmpfs, and these tests fsync a lot.
-fn scratch() -> tempfile::TempDir {
+pub(super) fn scratch() -> tempfile::TempDir {
     match tempfile::tempdir_in("/dev/shm") {
         Ok(d) => d,
         Err(_) => tempfile::tempdir().unwrap(),
     }
 }
 
-fn spans_of(data: &[u8]) -> Vec<Span> {
+pub(super) fn spans_of(data: &[u8]) -> Vec<Span> {
     scan_bytes(data).messages.iter().map(Span::from).collect()
 }
 
 /// Five messages, the third one spanning several copy blocks.
-fn spool_bytes() -> Vec<u8> {
+pub(super) fn spool_bytes() -> Vec<u8> {
     let mut data = Vec::new();
     for i in 0..5 {
         data.extend_from_slice(
@@ -55,7 +55,7 @@ const APPENDED: &[u8] =
 const AFTER_CRASH: &[u8] =
     b"From mda@x Tue Jan  2 00:00:09 2024\nSubject: mda\n\ndelivered after the crash\n\n";
 
-fn expected(data: &[u8], spans: &[Span], deleted: &[bool]) -> Vec<u8> {
+pub(super) fn expected(data: &[u8], spans: &[Span], deleted: &[bool]) -> Vec<u8> {
     let mut out = data[..spans[0].from_offset as usize].to_vec();
     for (s, &d) in spans.iter().zip(deleted) {
         if !d {
@@ -65,7 +65,7 @@ fn expected(data: &[u8], spans: &[Span], deleted: &[bool]) -> Vec<u8> {
     out
 }
 
-fn append(path: &Path, bytes: &[u8]) {
+pub(super) fn append(path: &Path, bytes: &[u8]) {
     let mut f = File::options().append(true).open(path).unwrap();
     f.write_all(bytes).unwrap();
 }
@@ -83,7 +83,11 @@ fn assert_same(got: &[u8], want: &[u8], what: &str) {
 }
 
 /// Runs `f` with a fault at point `after`; also says whether it fired.
-fn with_fault<T>(after: u32, fault: Fault, f: impl FnOnce() -> T) -> (Result<T, ()>, bool) {
+pub(super) fn with_fault<T>(
+    after: u32,
+    fault: Fault,
+    f: impl FnOnce() -> T,
+) -> (Result<T, ()>, bool) {
     FAULT_AFTER.with(|c| c.set(Some((after, fault))));
     let r = catch_unwind(AssertUnwindSafe(f)).map_err(drop);
     let fired = FAULT_AFTER.with(|c| c.take()).is_none();

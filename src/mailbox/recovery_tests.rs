@@ -1,0 +1,187 @@
+//! Recovery against what others do to a spool after a crash (findings 2, 6, 7, 8 of issue 9): foreign rewrites, re-created, replaced and removed spools, power loss.
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::fault::{Fault, DURABLE};
+use super::recovery::{recover, Recovered};
+use super::state::StateDir;
+use super::update::apply;
+use super::update_crash_tests::{append, expected, scratch, spans_of, spool_bytes, with_fault};
+
+/// A spool whose update (delete messages 1 and 4) was killed in the middle
+/// of a round that had already written the spool: (dir, spool, state,
+/// before, after).
+fn crashed_mid_round() -> (tempfile::TempDir, PathBuf, StateDir, Vec<u8>, Vec<u8>) {
+    let before = spool_bytes();
+    let spans = spans_of(&before);
+    let deleted = [true, false, false, true, false];
+    let after = expected(&before, &spans, &deleted);
+    for k in 0.. {
+        let dir = scratch();
+        let path = dir.path().join("spool");
+        std::fs::write(&path, &before).unwrap();
+        let state = StateDir::new(dir.path().join("state"));
+        let file = File::options().read(true).write(true).open(&path).unwrap();
+        let (r, _) = with_fault(k, Fault::Crash, || {
+            apply(&state, &file, &path, &spans, &deleted)
+        });
+        assert!(r.is_err(), "no crash point inside a round");
+        let now = std::fs::read(&path).unwrap();
+        if state.journal(&path).exists() && now != before && now.len() == before.len() {
+            return (dir, path, state, before, after);
+        }
+    }
+    unreachable!()
+}
+
+fn recover_now(state: &StateDir, path: &Path) -> Option<Recovered> {
+    let file = match File::options().read(true).write(true).open(path) {
+        Ok(f) => Some(f),
+        Err(_) => None,
+    };
+    recover(state, path, file.as_ref()).expect("recovery never refuses")
+}
+
+fn assert_set_aside(r: Option<Recovered>, state: &StateDir, path: &Path, what: &str) {
+    match r {
+        Some(Recovered::SetAside { aside, reason }) => {
+            assert!(aside.exists(), "{what}: {reason}");
+            assert!(!state.journal(path).exists(), "{what}");
+            assert!(Recovered::SetAside { aside, reason }
+                .describe(path)
+                .contains("NOT completed"));
+        }
+        other => panic!("{what}: expected the journal set aside, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_foreign_rewrite_after_a_crash_is_left_as_it_is() {
+    let shorter = |b: &[u8]| b[..b.len() / 2].to_vec();
+    let longer = |_: &[u8]| {
+        // One 400 KB message written over the whole file, in place.
+        let mut m = b"From big@x Mon Jan  1 00:00:00 2024\nSubject: big\n\n".to_vec();
+        m.resize(400_000, b'x');
+        m
+    };
+    let same_length = |b: &[u8]| {
+        let mut m = b.to_vec();
+        let mid = m.len() / 2;
+        m[mid..mid + 6].copy_from_slice(b"EDITED");
+        m
+    };
+    let rewrites: [(&str, &dyn Fn(&[u8]) -> Vec<u8>); 3] = [
+        ("shorter", &shorter),
+        ("longer", &longer),
+        ("same length", &same_length),
+    ];
+    for (what, rewrite) in rewrites {
+        let (_dir, path, state, _, _) = crashed_mid_round();
+        let ino = std::fs::metadata(&path).unwrap().ino();
+        let theirs = rewrite(&std::fs::read(&path).unwrap());
+        // In place, as `cat > spool` or a local reader's rewrite does.
+        let f = File::options()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &theirs, 0).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino);
+        assert_set_aside(recover_now(&state, &path), &state, &path, what);
+        assert_eq!(std::fs::read(&path).unwrap(), theirs, "{what}: their bytes");
+        assert_eq!(recover_now(&state, &path), None, "{what}: nothing left");
+    }
+    // Mail appended by an MDA is no foreign rewrite: the update completes
+    // and the new mail is kept.
+    let (_dir, path, state, _, after) = crashed_mid_round();
+    let mail = b"From mda@x Tue Jan  2 00:00:09 2024\nSubject: mda\n\nnew\n\n";
+    append(&path, mail);
+    assert!(matches!(
+        recover_now(&state, &path),
+        Some(Recovered::Completed { .. })
+    ));
+    assert_eq!(std::fs::read(&path).unwrap(), [&after[..], mail].concat());
+}
+
+#[test]
+fn a_spool_recreated_replaced_or_removed_after_a_crash_is_never_written() {
+    let new_mail = b"From new@x Tue Jan  2 00:00:09 2024\nSubject: new\n\nnew\n\n".to_vec();
+    for what in ["re-created", "replaced by rename", "removed"] {
+        let (dir, path, state, _, _) = crashed_mid_round();
+        match what {
+            "re-created" => {
+                // A reader removes the "empty" mailbox, an MDA creates it
+                // anew (tmpfs and ext4 reuse the freed inode number).
+                std::fs::remove_file(&path).unwrap();
+                std::fs::write(&path, &new_mail).unwrap();
+            }
+            "replaced by rename" => {
+                let tmp = dir.path().join("restored");
+                std::fs::write(&tmp, &new_mail).unwrap();
+                std::fs::rename(&tmp, &path).unwrap();
+            }
+            _ => std::fs::remove_file(&path).unwrap(),
+        }
+        assert_set_aside(recover_now(&state, &path), &state, &path, what);
+        if what == "removed" {
+            assert!(!path.exists(), "{what}: created by recovery");
+        } else {
+            assert_eq!(std::fs::read(&path).unwrap(), new_mail, "{what}");
+        }
+    }
+}
+
+/// Finding 6: power lost at any step of the update — every write that was
+/// not yet made durable is lost (the spool back to its last fsync, the
+/// journal too, or gone if it never was) — then recovery: the spool is as
+/// before or as after, never refused, never anything else.
+#[test]
+fn power_loss_at_every_step_leaves_the_spool_before_or_after() {
+    let before = spool_bytes();
+    let spans = spans_of(&before);
+    let deleted = [false, true, false, true, false];
+    let after = expected(&before, &spans, &deleted);
+    let (mut outcomes_before, mut outcomes_after) = (0, 0);
+    for k in 0.. {
+        let dir = scratch();
+        let path = dir.path().join("spool");
+        std::fs::write(&path, &before).unwrap();
+        let state = StateDir::new(dir.path().join("state"));
+        let file = File::options().read(true).write(true).open(&path).unwrap();
+        DURABLE.with(|d| *d.borrow_mut() = Some(Default::default()));
+        let (r, fired) = with_fault(k, Fault::Crash, || {
+            apply(&state, &file, &path, &spans, &deleted)
+        });
+        let durable = DURABLE.with(|d| d.borrow_mut().take()).unwrap();
+        if !fired {
+            r.unwrap().unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), after);
+            break;
+        }
+        // The power cut: only what was synced survives.
+        let spool_ino = file.metadata().unwrap().ino();
+        std::fs::write(&path, durable.get(&spool_ino).unwrap_or(&before)).unwrap();
+        let _ = std::fs::remove_file(state.journal_tmp(&path));
+        if let Ok(meta) = std::fs::metadata(state.journal(&path)) {
+            match durable.get(&meta.ino()) {
+                Some(synced) => std::fs::write(state.journal(&path), synced).unwrap(),
+                None => std::fs::remove_file(state.journal(&path)).unwrap(),
+            }
+        }
+        let r = recover_now(&state, &path);
+        assert!(
+            !matches!(r, Some(Recovered::SetAside { .. })),
+            "crash {k}: {r:?}"
+        );
+        let now = std::fs::read(&path).unwrap();
+        if now == before {
+            outcomes_before += 1;
+        } else {
+            assert!(now == after, "crash {k}: neither before nor after ({r:?})");
+            outcomes_after += 1;
+        }
+    }
+    assert!(outcomes_before > 0 && outcomes_after > 0);
+}
