@@ -37,10 +37,7 @@ fn crashed_mid_round() -> (tempfile::TempDir, PathBuf, StateDir, Vec<u8>, Vec<u8
 }
 
 fn recover_now(state: &StateDir, path: &Path) -> Option<Recovered> {
-    let file = match File::options().read(true).write(true).open(path) {
-        Ok(f) => Some(f),
-        Err(_) => None,
-    };
+    let file = File::options().read(true).write(true).open(path).ok();
     recover(state, path, file.as_ref()).expect("recovery never refuses")
 }
 
@@ -72,7 +69,8 @@ fn a_foreign_rewrite_after_a_crash_is_left_as_it_is() {
         m[mid..mid + 6].copy_from_slice(b"EDITED");
         m
     };
-    let rewrites: [(&str, &dyn Fn(&[u8]) -> Vec<u8>); 3] = [
+    type Rewrite<'a> = &'a dyn Fn(&[u8]) -> Vec<u8>;
+    let rewrites: [(&str, Rewrite); 3] = [
         ("shorter", &shorter),
         ("longer", &longer),
         ("same length", &same_length),
