@@ -15,6 +15,7 @@ mod check_config;
 mod clients;
 mod cluster;
 mod cluster_kill;
+mod crash;
 mod daemon;
 mod demo;
 mod docs;
