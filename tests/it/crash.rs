@@ -298,7 +298,7 @@ fn quit_never_removes_a_message_the_session_did_not_see() {
         let mut c = server.login(BOB);
         c.ok("DELE 2");
         // The local reader's expunge of message 2, then the delivery.
-        let kept = harness::mbox(&[keep.clone()]);
+        let kept = harness::mbox(std::slice::from_ref(&keep));
         std::fs::OpenOptions::new()
             .write(true)
             .open(&spool)
