@@ -13,7 +13,7 @@ use super::update_crash_tests::{append, expected, scratch, spans_of, spool_bytes
 /// A spool whose update (delete messages 1 and 4) was killed in the middle
 /// of a round that had already written the spool: (dir, spool, state,
 /// before, after).
-fn crashed_mid_round() -> (tempfile::TempDir, PathBuf, StateDir, Vec<u8>, Vec<u8>) {
+pub(super) fn crashed_mid_round() -> (tempfile::TempDir, PathBuf, StateDir, Vec<u8>, Vec<u8>) {
     let before = spool_bytes();
     let spans = spans_of(&before);
     let deleted = [true, false, false, true, false];
