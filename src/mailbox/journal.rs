@@ -14,7 +14,7 @@
 //!
 //! The file is allocated at its full size when it is created, so an
 //! update that starts never runs out of `state_dir` space halfway: the
-//! space is R + 32 bytes per deleted message and per round + 12 KiB,
+//! space is R + 16 bytes per deleted message and per round + 12 KiB,
 //! whatever the spool's size. No device number is stored: on a cluster
 //! the same spool has a different `st_dev` on every node.
 //!
@@ -237,10 +237,13 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 impl Journal {
     /// Writes the journal of an update described by `header`, at progress
     /// "before round 0", allocated at its full size. When this returns it
-    /// is complete and durable under its final name, replacing any
-    /// journal of the same spool; the spool has not been written. On error
-    /// nothing new is left behind.
-    pub fn create(state: &StateDir, header: Header) -> io::Result<Journal> {
+    /// is complete and durable under its final name; the spool has not
+    /// been written. `replacing`: it takes the place of the spool's
+    /// current journal (recovery's second pass, which must never be left
+    /// without one). On error a first journal leaves nothing behind (its
+    /// update never happened), a replacing one leaves whichever is in
+    /// place, both being valid.
+    pub fn create(state: &StateDir, header: Header, replacing: bool) -> io::Result<Journal> {
         state.ensure()?;
         let tmp = state.journal_tmp(&header.spool);
         let path = state.journal(&header.spool);
@@ -282,6 +285,11 @@ impl Journal {
             }),
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
+                if !replacing {
+                    // Renamed but not durably: the spool is untouched, so
+                    // no later recovery may complete this update.
+                    let _ = fs::remove_file(&path);
+                }
                 Err(e)
             }
         }

@@ -138,6 +138,10 @@ impl From<io::Error> for TransferError {
     }
 }
 
+/// The `action` of an update that failed halfway (see
+/// [`MailboxError::update_pending`]).
+pub const UPDATE_PENDING: &str = "updating (the update will be completed at the next login)";
+
 /// Why a mailbox could not be opened, read or updated, in the words an
 /// administrator reads in the log and a user reads after `-ERR`.
 #[derive(Debug)]
@@ -172,6 +176,13 @@ impl MailboxError {
     /// `true` when the login came too soon after the previous one.
     pub fn is_login_delay(&self) -> bool {
         matches!(self, MailboxError::LoginDelay { .. })
+    }
+
+    /// `true` when an update failed after it had started writing the
+    /// spool: its journal completes it at the next login or start, so the
+    /// deletions are not lost.
+    pub fn update_pending(&self) -> bool {
+        matches!(self, MailboxError::Io { action, .. } if *action == UPDATE_PENDING)
     }
 
     /// `true` for conditions that will not go away by retrying (`[SYS/PERM]`).

@@ -275,8 +275,8 @@ pub fn apply(
         round_hashes: round_hashes(file, &plan).map_err(io_error(path, "reading"))?,
         plan,
     };
-    let journal =
-        Journal::create(state, header).map_err(io_error(path, "writing the update journal for"))?;
+    let journal = Journal::create(state, header, false)
+        .map_err(io_error(path, "writing the update journal for"))?;
     run(journal, file, path, None)
 }
 
@@ -317,7 +317,7 @@ pub fn run(
             "mailbox {}: the update failed ({e}); its journal is kept and the next login or daemon start completes it",
             path.display()
         );
-        io_error(path, "updating (the update will be completed at the next login)")(e)
+        io_error(path, super::UPDATE_PENDING)(e)
     })
 }
 
@@ -338,7 +338,7 @@ fn finish(mut journal: Journal, file: &File) -> io::Result<u64> {
         };
         let state = StateDir::new(journal.path().parent().unwrap_or(Path::new(".")));
         // Replaces the old journal in one rename.
-        let next = Journal::create(&state, next)?;
+        let next = Journal::create(&state, next, true)?;
         return run_inner(next, file);
     }
     if journal.progress != Progress::Truncating {

@@ -224,6 +224,13 @@ fn a_failed_system_call_leaves_the_spool_as_before() {
                     Err(e) => {
                         assert!(!e.is_permanent() && !e.is_in_use(), "{what}: {e}");
                         assert!(e.to_string().contains("spool"), "{what}: {e}");
+                        // The session's reply says whether the next login
+                        // completes the deletions: exactly when a journal stays.
+                        assert_eq!(
+                            e.update_pending(),
+                            state.journal(&path).exists(),
+                            "{what}: {e}"
+                        );
                         if state.journal(&path).exists() {
                             // Only when the final sync failed: the outcome is
                             // unknown until the next login recovers.

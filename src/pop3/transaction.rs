@@ -204,11 +204,12 @@ impl Transaction {
                 counters::bump(Counter::UpdatesFailed);
                 log::warn!("update failed: user={user} rip={peer}: {e}");
                 stats(marked, everything, "update-failed");
-                reply::err_code(
-                    out,
-                    RespCode::SysTemp,
-                    "could not update the mailbox; no messages were deleted",
-                )
+                let text = if e.update_pending() {
+                    "could not finish updating the mailbox; the deletions are completed at the next login"
+                } else {
+                    "could not update the mailbox; no messages were deleted"
+                };
+                reply::err_code(out, RespCode::SysTemp, text)
             }
         }
     }
