@@ -8,7 +8,9 @@ use super::fault::{Fault, DURABLE};
 use super::recovery::{recover, Recovered};
 use super::state::StateDir;
 use super::update::apply;
-use super::update_crash_tests::{append, expected, scratch, spans_of, spool_bytes, with_fault};
+use super::update_crash_tests::{
+    append, expected, spans_of, spool_bytes, spool_in_scratch, with_fault,
+};
 
 /// A spool whose update (delete messages 1 and 4) was killed in the middle
 /// of a round that had already written the spool: (dir, spool, state,
@@ -19,11 +21,7 @@ pub(super) fn crashed_mid_round() -> (tempfile::TempDir, PathBuf, StateDir, Vec<
     let deleted = [true, false, false, true, false];
     let after = expected(&before, &spans, &deleted);
     for k in 0.. {
-        let dir = scratch();
-        let path = dir.path().join("spool");
-        std::fs::write(&path, &before).unwrap();
-        let state = StateDir::new(dir.path().join("state"));
-        let file = File::options().read(true).write(true).open(&path).unwrap();
+        let (dir, path, state, file) = spool_in_scratch(&before);
         let (r, _) = with_fault(k, Fault::Crash, || {
             apply(&state, &file, &path, &spans, &deleted)
         });
@@ -143,11 +141,7 @@ fn power_loss_at_every_step_leaves_the_spool_before_or_after() {
     let after = expected(&before, &spans, &deleted);
     let (mut outcomes_before, mut outcomes_after) = (0, 0);
     for k in 0.. {
-        let dir = scratch();
-        let path = dir.path().join("spool");
-        std::fs::write(&path, &before).unwrap();
-        let state = StateDir::new(dir.path().join("state"));
-        let file = File::options().read(true).write(true).open(&path).unwrap();
+        let (_dir, path, state, file) = spool_in_scratch(&before);
         DURABLE.with(|d| *d.borrow_mut() = Some(Default::default()));
         let (r, fired) = with_fault(k, Fault::Crash, || {
             apply(&state, &file, &path, &spans, &deleted)

@@ -34,17 +34,27 @@ impl StateDir {
         &self.dir
     }
 
-    /// Creates the directory (mode 0700) if it does not exist yet.
+    /// Creates the directory (mode 0700) if it does not exist yet, durably:
+    /// a journal in a directory whose own entry a power loss could take
+    /// back would be no journal.
     pub fn ensure(&self) -> io::Result<()> {
+        if self.dir.is_dir() {
+            return Ok(());
+        }
         match fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)
         {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(e),
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) => return Err(e),
         }
+        // Best effort: a parent we may not read (mode 0711) still works.
+        if let Some(parent) = self.dir.parent() {
+            let _ = fs::File::open(parent).and_then(|d| d.sync_all());
+        }
+        Ok(())
     }
 
     /// The session lock file of a spool.

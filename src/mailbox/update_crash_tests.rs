@@ -20,6 +20,19 @@ use super::scan::scan_bytes;
 use super::state::StateDir;
 use super::update::{apply, Span};
 
+/// A spool holding `data` in a fresh scratch directory, its state
+/// directory, and the spool open for an update.
+pub(super) fn spool_in_scratch(
+    data: &[u8],
+) -> (tempfile::TempDir, std::path::PathBuf, StateDir, File) {
+    let dir = scratch();
+    let path = dir.path().join("spool");
+    std::fs::write(&path, data).unwrap();
+    let state = StateDir::new(dir.path().join("state"));
+    let file = File::options().read(true).write(true).open(&path).unwrap();
+    (dir, path, state, file)
+}
+
 /// fsync costs nothing on tmpfs, and these tests fsync a lot.
 pub(super) fn scratch() -> tempfile::TempDir {
     match tempfile::tempdir_in("/dev/shm") {
@@ -146,11 +159,7 @@ fn a_crash_at_any_point_loses_nothing() {
                 }
                 let mut crashes = 0;
                 for k in 0.. {
-                    let dir = scratch();
-                    let path = dir.path().join("spool");
-                    std::fs::write(&path, &before).unwrap();
-                    let state = StateDir::new(dir.path().join("state"));
-                    let file = File::options().read(true).write(true).open(&path).unwrap();
+                    let (_dir, path, state, file) = spool_in_scratch(&before);
                     let ino = file.metadata().unwrap().ino();
                     let (r, _) = with_fault(k, Fault::Crash, || {
                         apply(&state, &file, &path, &spans, &case.deleted)
@@ -206,11 +215,7 @@ fn a_failed_system_call_leaves_the_spool_as_before() {
             let mut after = expected(&data, &spans, &case.deleted);
             after.extend_from_slice(APPENDED);
             for k in 0.. {
-                let dir = scratch();
-                let path = dir.path().join("spool");
-                std::fs::write(&path, &before).unwrap();
-                let state = StateDir::new(dir.path().join("state"));
-                let file = File::options().read(true).write(true).open(&path).unwrap();
+                let (_dir, path, state, file) = spool_in_scratch(&before);
                 let (r, fired) = with_fault(k, Fault::Fail(errno), || {
                     apply(&state, &file, &path, &spans, &case.deleted)
                 });
