@@ -317,7 +317,9 @@ fn socket_activation_through_listen_fds_from_a_harness() {
     } else {
         format!("export LISTEN_PID=$$ LISTEN_FDS=1; exec 3<&{fd} {fd}<&-; exec \"$0\" \"$@\"")
     };
-    let mut cmd = Command::new("sh");
+    // bash, not sh: dash refuses descriptors above 9 ("Bad fd number"),
+    // and a test binary running many tests at once holds more than that.
+    let mut cmd = Command::new("bash");
     cmd.arg("-c")
         .arg(script)
         .arg(BIN)
