@@ -323,9 +323,8 @@ impl Journal {
                 }
             }
         }
-        let (seq, progress) = best.ok_or_else(|| {
-            JournalError::Unusable("it has no valid progress record".into())
-        })?;
+        let (seq, progress) =
+            best.ok_or_else(|| JournalError::Unusable("it has no valid progress record".into()))?;
         Ok(Some(Journal {
             file,
             path: path.to_path_buf(),

@@ -177,3 +177,25 @@ fn power_loss_at_every_step_leaves_the_spool_before_or_after() {
     }
     assert!(outcomes_before > 0 && outcomes_after > 0);
 }
+
+/// A journal that cannot be read now (EMFILE, EIO; here: EISDIR) is not
+/// set aside: it may be a valid journal whose update must still finish.
+/// The login fails temporarily and the journal stays.
+#[test]
+fn a_journal_that_cannot_be_read_now_stays() {
+    let (_dir, path, state, _, _) = crashed_mid_round();
+    let journal = state.journal(&path);
+    let real = journal.with_extension("real");
+    std::fs::rename(&journal, &real).unwrap();
+    std::fs::create_dir(&journal).unwrap();
+    let file = File::options().read(true).write(true).open(&path).unwrap();
+    let e = recover(&state, &path, Some(&file)).unwrap_err();
+    assert!(!e.is_permanent(), "{e}");
+    assert!(journal.is_dir(), "set aside: {e}");
+    std::fs::remove_dir(&journal).unwrap();
+    std::fs::rename(&real, &journal).unwrap();
+    assert!(matches!(
+        recover(&state, &path, Some(&file)).unwrap(),
+        Some(Recovered::Completed { .. })
+    ));
+}

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use super::delivery_lock::DeliveryLocks;
 use super::dotlock;
-use super::journal::{self, Journal};
+use super::journal::{self, Journal, JournalError};
 use super::mbox::{open_spool, MboxSettings};
 use super::recovery;
 use super::session_lock::SessionLock;
@@ -101,7 +101,14 @@ fn recover_one(settings: &MboxSettings, jpath: &Path) {
     let spool = match Journal::open(jpath) {
         Ok(Some(j)) => j.header.spool.clone(),
         Ok(None) => return,
-        Err(reason) => {
+        Err(JournalError::Io(e)) => {
+            log::warn!(
+                "startup recovery: journal {} outcome=left-for-next-login (cannot read it: {e})",
+                jpath.display()
+            );
+            return;
+        }
+        Err(JournalError::Unusable(reason)) => {
             set_aside(jpath, &format!("the journal is unusable: {reason}"));
             return;
         }
