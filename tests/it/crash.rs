@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{self, Client, ServerBuilder, BOB};
 use crate::harness::Rng;
+use crate::harness::{self, Client, ServerBuilder, BOB};
 use crate::safety::{config_in, Process};
 
 /// One raw mbox message (From_ line to the blank line after it).
