@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::harness::{self, Client, Rng, ServerBuilder, BOB, IO_TIMEOUT};
+use crate::harness::{self, Client, ServerBuilder, BOB, IO_TIMEOUT};
 use ironpop::mailbox::{Maildrop, MboxMaildrop};
 
 /// A second daemon on a test server's configuration (another process on
