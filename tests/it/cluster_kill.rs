@@ -50,6 +50,21 @@ fn age_leftover_dotlock(spool: &Path, dead: &str) {
     f.set_modified(old).unwrap();
 }
 
+/// 120 messages of 16 KiB: a 2 MiB spool whose journaled update takes
+/// long enough to be killed in.
+fn big_messages() -> Vec<Vec<u8>> {
+    (0..120)
+        .map(|i| {
+            let mut m = message(i);
+            for _ in 0..200 {
+                m.extend_from_slice(&[b'x'; 79]);
+                m.push(b'\n');
+            }
+            m
+        })
+        .collect()
+}
+
 /// Whether `path` exists within `limit` (polled: the journal of a QUIT
 /// update lives for milliseconds).
 fn appears(path: &Path, limit: Duration) -> bool {
@@ -126,16 +141,7 @@ fn node_killed_during_quit_update_is_recovered_by_a_survivor() {
     // first time one is left, a login is refused until it is aged.
     let mut cluster = start("lock_timeout = 1", false);
     let spool = cluster.spool_path(USER);
-    let msgs: Vec<Vec<u8>> = (0..120)
-        .map(|i| {
-            let mut m = message(i);
-            for _ in 0..200 {
-                m.extend_from_slice(&[b'x'; 79]);
-                m.push(b'\n');
-            }
-            m
-        })
-        .collect();
+    let msgs = big_messages();
     let original = mbox(&msgs);
     // The kill moments' seed is printed; IRONPOP_TEST_SEED replays them.
     let mut rng = Rng::seeded();
@@ -286,4 +292,61 @@ fn node_killed_holding_an_idle_session_frees_the_mailbox_at_once() {
         "served {served_in:?} after the kill"
     );
     assert!(idle.expect_closed(IO_TIMEOUT).is_empty());
+}
+
+#[test]
+fn a_node_recovers_a_dead_nodes_update_when_it_starts() {
+    if !cluster_can_run() {
+        return;
+    }
+    let mut cluster = start("lock_timeout = 1", false);
+    let spool = cluster.spool_path(USER);
+    let journal = state_file(&cluster, "journal");
+    let msgs = big_messages();
+    let original = mbox(&msgs);
+    let expected = mbox_without(&msgs, &[1, 3]);
+    // A node killed as soon as its update's journal exists (a few tries:
+    // the kill can still come after the update).
+    let mut victim = None;
+    for attempt in 0..10 {
+        cluster.write_spool(USER, &original);
+        let marks = cluster.marks();
+        let mut c = login(cluster.front, Ipv4Addr::new(127, 0, 9, 1));
+        let node = wait_serving(&cluster, &marks);
+        c.ok("DELE 1");
+        c.ok("DELE 3");
+        c.send("QUIT");
+        appears(&journal, IO_TIMEOUT);
+        cluster.nodes[node].kill();
+        if journal.exists() {
+            victim = Some(node);
+            break;
+        }
+        eprintln!("attempt {attempt}: the update finished before the kill");
+        cluster.restart(node);
+    }
+    let victim = victim.expect("a kill during the update within 10 tries");
+    age_leftover_dotlock(&spool, &cluster.nodes[victim].name.clone());
+    // Another node restarts, as after a reboot, and recovers the update
+    // before it serves anyone: nobody logs in meanwhile.
+    let other = (victim + 1) % cluster.nodes.len();
+    cluster.nodes[other].stop();
+    let marks = cluster.marks();
+    let before = cluster.nodes[other]
+        .log()
+        .matches("startup recovery: ")
+        .count();
+    cluster.restart(other);
+    assert!(
+        cluster.nodes[other].wait_log("startup recovery: ", before + 1, IO_TIMEOUT),
+        "{}",
+        cluster.all_logs()
+    );
+    assert!(!journal.exists(), "{}", cluster.all_logs());
+    let now = std::fs::read(&spool).unwrap();
+    assert!(
+        now == original || now == expected,
+        "the spool is as before or as after the update"
+    );
+    assert!(serving(&cluster, &marks).is_empty());
 }
