@@ -17,8 +17,9 @@ pub enum DaemonError {
     AlreadyRunning { pid_file: PathBuf, pid: i32 },
     /// The pid file could not be checked or written.
     PidFile { path: PathBuf, source: io::Error },
-    /// The account database could not be set up.
-    Auth(String),
+    /// Privilege separation could not be set up: the account database,
+    /// the helpers, or the privilege drop.
+    Privsep(crate::privsep::error::PrivsepError),
     /// The TLS certificate, key or client CA cannot be used.
     Tls(crate::net::tls::TlsError),
     /// A system call the daemon depends on failed; `what` says which step.
@@ -28,8 +29,6 @@ pub enum DaemonError {
     },
     /// The demo directory could not be prepared.
     Demo { path: PathBuf, source: io::Error },
-    /// The privilege drop is impossible or did not take.
-    Privileges(String),
     /// systemd's socket-activation variables or sockets are unusable.
     Activation(String),
     /// A privileged helper process ended while the daemon ran.
@@ -78,13 +77,12 @@ impl fmt::Display for DaemonError {
             DaemonError::PidFile { path, source } => {
                 write!(f, "cannot write pid file {}: {source}", path.display())
             }
-            DaemonError::Auth(detail) => write!(f, "cannot set up authentication: {detail}"),
+            DaemonError::Privsep(e) => write!(f, "{e}"),
             DaemonError::Tls(e) => write!(f, "cannot set up TLS: {e}"),
             DaemonError::System { what, source } => write!(f, "cannot {what}: {source}"),
             DaemonError::Demo { path, source } => {
                 write!(f, "cannot prepare demo in {}: {source}", path.display())
             }
-            DaemonError::Privileges(detail) => write!(f, "cannot drop privileges: {detail}"),
             DaemonError::Activation(detail) => write!(f, "socket activation: {detail}"),
             DaemonError::HelperDied(detail) => write!(
                 f,
@@ -108,7 +106,14 @@ impl std::error::Error for DaemonError {
             | DaemonError::System { source, .. }
             | DaemonError::Demo { source, .. } => Some(source),
             DaemonError::Tls(e) => Some(e),
+            DaemonError::Privsep(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+impl From<crate::privsep::error::PrivsepError> for DaemonError {
+    fn from(e: crate::privsep::error::PrivsepError) -> DaemonError {
+        DaemonError::Privsep(e)
     }
 }

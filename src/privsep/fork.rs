@@ -6,12 +6,12 @@ use std::sync::Arc;
 use nix::unistd::Pid;
 
 use super::accounts::build_authenticator;
+use super::error::PrivsepError;
 use super::helper::{self, AccountDb};
 use super::privileges;
 use crate::auth::helper_client::{HelperPool, HelperSession};
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::daemon::error::DaemonError;
 use crate::limits::MAX_HELPERS;
 use crate::mailbox::mbox::MboxSettings;
 use crate::mailbox::{MaildropOpener, MboxOpener};
@@ -58,12 +58,12 @@ impl Accounts {
 
 /// No separation: the process checks passwords and opens spools with its
 /// own rights (`why` says why, for the log).
-pub fn direct(config: &Config, why: &str) -> Result<Accounts, DaemonError> {
+pub fn direct(config: &Config, why: &str) -> Result<Accounts, PrivsepError> {
     log::info!(
         "running as uid {} ({why}): no privileged helper, no privilege change",
         nix::unistd::geteuid()
     );
-    let auth = build_authenticator(config).map_err(DaemonError::Auth)?;
+    let auth = build_authenticator(config).map_err(PrivsepError::Auth)?;
     let maildrops: Arc<dyn MaildropOpener> = Arc::new(MboxOpener::new(config));
     Ok(Accounts::Direct { auth, maildrops })
 }
@@ -82,12 +82,12 @@ pub fn setup(
     config: &Config,
     helpers: usize,
     close_in_child: &[RawFd],
-) -> Result<Accounts, DaemonError> {
+) -> Result<Accounts, PrivsepError> {
     if !nix::unistd::geteuid().is_root() {
         return direct(config, "not started as root");
     }
     let identity = privileges::resolve(&config.user, &config.group)?;
-    let db = AccountDb::for_config(config, identity.uid).map_err(DaemonError::Auth)?;
+    let db = AccountDb::for_config(config, identity.uid).map_err(PrivsepError::Auth)?;
     let mut channels = Vec::with_capacity(helpers);
     let mut pids = Vec::with_capacity(helpers);
     for _ in 0..helpers.max(1) {
@@ -100,14 +100,14 @@ pub fn setup(
                 .map(|(fd, _): &(std::os::fd::OwnedFd, i32)| fd.as_raw_fd()),
         );
         let h = helper::spawn(&db, &close)
-            .map_err(|e| DaemonError::system("start the privileged helper", e))?;
+            .map_err(|e| PrivsepError::system("start the privileged helper", e))?;
         pids.push(h.pid);
         channels.push((h.channel, h.pid.as_raw()));
     }
     // The network process keeps no copy of the account database.
     drop(db);
     let pool = HelperPool::new(channels)
-        .map_err(|e| DaemonError::system("set up the helper channels", e))?;
+        .map_err(|e| PrivsepError::system("set up the helper channels", e))?;
     privileges::drop_to(&identity)?;
     log::info!(
         "privileges dropped to user={}({}) group={}({}) groups={}; {} privileged helper process(es): pid {}",

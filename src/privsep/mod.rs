@@ -47,6 +47,7 @@ pub mod checked;
 pub mod control_socket;
 pub mod crypt;
 pub mod decoy;
+pub mod error;
 pub mod file_stamp;
 pub mod fork;
 pub mod helper;

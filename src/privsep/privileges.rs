@@ -5,7 +5,7 @@ use std::ffi::CString;
 use nix::sys::resource::{setrlimit, Resource};
 use nix::unistd::{self, Gid, Group, Uid, User};
 
-use crate::daemon::error::DaemonError;
+use super::error::PrivsepError;
 
 /// Who the daemon runs as once root is dropped: user, group and the
 /// user's supplementary groups.
@@ -21,13 +21,13 @@ pub struct RunAs {
     pub groups: Vec<Gid>,
 }
 
-fn refuse(detail: String) -> DaemonError {
-    DaemonError::Privileges(detail)
+fn refuse(detail: String) -> PrivsepError {
+    PrivsepError::Privileges(detail)
 }
 
 /// Looks up `user` and `group`; refuses root, which would serve sessions
 /// with every privilege.
-pub fn resolve(user: &str, group: &str) -> Result<RunAs, DaemonError> {
+pub fn resolve(user: &str, group: &str) -> Result<RunAs, PrivsepError> {
     let u = User::from_name(user)
         .map_err(|e| refuse(format!("cannot look up user {user:?}: {e}")))?
         .ok_or_else(|| {
@@ -71,8 +71,8 @@ pub fn resolve(user: &str, group: &str) -> Result<RunAs, DaemonError> {
 /// Becomes `id` for good. Must run while the process is single-threaded
 /// (glibc changes the ids of every thread, but only this is simple to
 /// reason about) and after everything that needs root is done.
-pub fn drop_to(id: &RunAs) -> Result<(), DaemonError> {
-    let sys = |what: &'static str| move |e: nix::errno::Errno| DaemonError::system(what, e);
+pub fn drop_to(id: &RunAs) -> Result<(), PrivsepError> {
+    let sys = |what: &'static str| move |e: nix::errno::Errno| PrivsepError::system(what, e);
     // Supplementary groups first: they go with root's right to set them.
     unistd::setgroups(&id.groups).map_err(sys("set the supplementary groups"))?;
     unistd::setresgid(id.gid, id.gid, id.gid).map_err(sys("change group (setresgid)"))?;
@@ -87,10 +87,10 @@ pub fn drop_to(id: &RunAs) -> Result<(), DaemonError> {
 
 /// Checks the drop took: every id is the target's, the group list is
 /// exactly the resolved one, and asking for root back fails.
-pub fn verify(id: &RunAs) -> Result<(), DaemonError> {
-    let uids = unistd::getresuid().map_err(|e| DaemonError::system("read the user ids", e))?;
-    let gids = unistd::getresgid().map_err(|e| DaemonError::system("read the group ids", e))?;
-    let groups = unistd::getgroups().map_err(|e| DaemonError::system("read the groups", e))?;
+pub fn verify(id: &RunAs) -> Result<(), PrivsepError> {
+    let uids = unistd::getresuid().map_err(|e| PrivsepError::system("read the user ids", e))?;
+    let gids = unistd::getresgid().map_err(|e| PrivsepError::system("read the group ids", e))?;
+    let groups = unistd::getgroups().map_err(|e| PrivsepError::system("read the groups", e))?;
     if [uids.real, uids.effective, uids.saved] != [id.uid; 3]
         || [gids.real, gids.effective, gids.saved] != [id.gid; 3]
         || groups.iter().any(|g| !id.groups.contains(g))
