@@ -107,7 +107,7 @@ pub fn who_table(held: &[Held]) -> String {
 mod tests {
     use super::*;
     use crate::mailbox::session_lock::SessionLock;
-    use crate::mailbox::state::StateDir;
+    use crate::mailbox::state::{SpoolKey, StateDir};
 
     #[test]
     fn users_from_the_template() {
@@ -131,8 +131,11 @@ mod tests {
         let mail = dir.path().join("mail");
         fs::create_dir(&mail).unwrap();
         let template = format!("{}/%u", mail.canonicalize().unwrap().display());
-        let alice = SessionLock::acquire(&state, &mail.join("alice")).unwrap();
-        drop(SessionLock::acquire(&state, &mail.join("bob")).unwrap());
+        let acquire = |spool: &std::path::Path| {
+            SessionLock::acquire(&state, spool, &SpoolKey::of(spool)).unwrap()
+        };
+        let alice = acquire(&mail.join("alice"));
+        drop(acquire(&mail.join("bob")));
         let held = held(state.path(), &template).unwrap();
         assert_eq!(held.len(), 1, "{held:?}");
         assert_eq!(held[0].user, "alice");

@@ -10,15 +10,14 @@
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 
 use super::index::Index;
-use super::state::{self, StateDir};
+use super::state::{self, SpoolKey, StateDir};
 use crate::limits;
 
 /// The stored index of `spool`: `Ok(None)` when there is none, `Err` with
 /// the reason when it cannot be used (logged by the caller, then replaced).
-pub fn load(state: &StateDir, spool: &Path) -> Result<Option<Index>, String> {
+pub fn load(state: &StateDir, spool: &SpoolKey) -> Result<Option<Index>, String> {
     let path = state.index(spool);
     let file = match OpenOptions::new()
         .read(true)
@@ -46,7 +45,7 @@ pub fn load(state: &StateDir, spool: &Path) -> Result<Option<Index>, String> {
 }
 
 /// Replaces the stored index of `spool` by `index`.
-pub fn store(state: &StateDir, spool: &Path, index: &Index) -> io::Result<()> {
+pub fn store(state: &StateDir, spool: &SpoolKey, index: &Index) -> io::Result<()> {
     let data = index.encode();
     if data.len() as u64 > limits::MAX_INDEX_BYTES {
         // Not worth caching: the next login scans, as it would anyway.
@@ -56,7 +55,7 @@ pub fn store(state: &StateDir, spool: &Path, index: &Index) -> io::Result<()> {
 }
 
 /// Drops the stored index of `spool` (none is fine).
-pub fn remove(state: &StateDir, spool: &Path) -> io::Result<()> {
+pub fn remove(state: &StateDir, spool: &SpoolKey) -> io::Result<()> {
     match fs::remove_file(state.index(spool)) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),

@@ -8,7 +8,7 @@ use std::path::Path;
 use super::index_check::{self, Contents};
 use super::index_store;
 use super::scan::Scanner;
-use super::state::{self, StateDir};
+use super::state::{SpoolKey, StateDir};
 
 /// How the messages were found, for the log and the tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,17 +22,18 @@ pub enum ScanKind {
 }
 
 /// The canonical path of a spool as the index records it.
-pub fn index_path(spool: &Path) -> Vec<u8> {
-    state::canonical(spool).as_os_str().as_bytes().to_vec()
+pub fn index_path(key: &SpoolKey) -> Vec<u8> {
+    key.canonical().as_os_str().as_bytes().to_vec()
 }
 
-/// The contents of the spool `file` at `spool`. `use_index`: false after
-/// journal recovery changed the file (the old index describes what was
-/// there before). Never fails because of the index: a missing, damaged or
+/// The contents of the spool `file` at `spool` (resolved as `key`).
+/// `use_index`: false after journal recovery changed the file (the old
+/// index describes what was there before). Never fails because of the index: a missing, damaged or
 /// stale one only means a full scan.
 pub fn scan(
     state: &StateDir,
     spool: &Path,
+    key: &SpoolKey,
     file: &File,
     use_index: bool,
     now: i64,
@@ -40,14 +41,14 @@ pub fn scan(
 ) -> io::Result<(Contents, ScanKind)> {
     let meta = file.metadata()?;
     let stored = if use_index {
-        index_store::load(state, spool).unwrap_or_else(|why| {
+        index_store::load(state, key).unwrap_or_else(|why| {
             log::warn!("spool index not used: {why}");
             None
         })
     } else {
         None
     };
-    let path = index_path(spool);
+    let path = index_path(key);
     let old = match stored {
         Some(mut index) => match index_check::reuse(&mut index, &path, file, &meta, now, tick)? {
             Ok(contents) => {

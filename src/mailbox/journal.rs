@@ -34,7 +34,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::fault::{fault_point, made_durable};
 use super::plan::Plan;
-use super::state::StateDir;
+use super::state::{SpoolKey, StateDir};
 
 const MAGIC: &[u8; 16] = b"ironpop-journal2";
 const HEADER_LEN: usize = 4096;
@@ -245,8 +245,8 @@ impl Journal {
     /// place, both being valid.
     pub fn create(state: &StateDir, header: Header, replacing: bool) -> io::Result<Journal> {
         state.ensure()?;
-        let tmp = state.journal_tmp(&header.spool);
-        let path = state.journal(&header.spool);
+        let key = SpoolKey::of(&header.spool);
+        let (tmp, path) = (state.journal_tmp(&key), state.journal(&key));
         let result = (|| {
             let file = OpenOptions::new()
                 .read(true)

@@ -11,11 +11,12 @@ use std::os::unix::fs::MetadataExt;
 
 use super::recovery::{recover, Recovered};
 use super::recovery_tests::crashed_mid_round;
+use super::state::SpoolKey;
 
 #[test]
 fn same_spool_under_another_st_dev_is_recovered() {
     let (_dir, path, state, _, after) = crashed_mid_round();
-    let journal = std::fs::read(state.journal(&path)).unwrap();
+    let journal = std::fs::read(state.journal(&SpoolKey::of(&path))).unwrap();
     let dev = std::fs::metadata(&path).unwrap().dev().to_le_bytes();
     assert!(
         !journal[..4096].windows(8).any(|w| w == dev),
@@ -23,13 +24,13 @@ fn same_spool_under_another_st_dev_is_recovered() {
     );
     // Recovery reads no st_dev, so another node's mount recovers the same.
     let spool = File::options().read(true).write(true).open(&path).unwrap();
-    let outcome = recover(&state, &path, Some(&spool)).unwrap();
+    let outcome = recover(&state, &path, &SpoolKey::of(&path), Some(&spool)).unwrap();
     assert!(
         matches!(outcome, Some(Recovered::Completed { .. })),
         "{outcome:?}"
     );
     assert_eq!(std::fs::read(&path).unwrap(), after);
-    assert!(!state.journal(&path).exists());
+    assert!(!state.journal(&SpoolKey::of(&path)).exists());
 }
 
 #[test]
@@ -40,11 +41,11 @@ fn replaced_spool_is_left_alone_and_the_journal_set_aside() {
     std::fs::rename(&path, dir.path().join("spool.old")).unwrap();
     std::fs::write(&path, &before).unwrap();
     let new = File::options().read(true).write(true).open(&path).unwrap();
-    let outcome = recover(&state, &path, Some(&new)).unwrap();
+    let outcome = recover(&state, &path, &SpoolKey::of(&path), Some(&new)).unwrap();
     assert!(
         matches!(outcome, Some(Recovered::SetAside { .. })),
         "{outcome:?}"
     );
     assert_eq!(std::fs::read(&path).unwrap(), before);
-    assert!(!state.journal(&path).exists());
+    assert!(!state.journal(&SpoolKey::of(&path)).exists());
 }

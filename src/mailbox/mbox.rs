@@ -29,7 +29,7 @@ use super::policy::{self, MailPolicy};
 use super::recovery;
 use super::scan::Scanner;
 use super::session_lock::SessionLock;
-use super::state::StateDir;
+use super::state::{SpoolKey, StateDir};
 use super::transfer::Encoder;
 use super::uidl::assign_uids;
 use super::update::{self, Identity, Span};
@@ -175,6 +175,9 @@ pub struct MboxMaildrop {
     index_doubted: bool,
     /// `None`: opened for inspection only (no locks), cannot commit.
     settings: Option<Arc<MboxSettings>>,
+    /// The spool resolved once at login, naming its index (`None`: opened
+    /// for inspection only).
+    key: Option<SpoolKey>,
     /// Dropped last (fields drop in order): the mailbox stays ours until
     /// the spool is closed.
     _session: Option<SessionLock>,
@@ -205,10 +208,12 @@ impl MboxMaildrop {
         settings: Arc<MboxSettings>,
         open: impl FnOnce() -> Result<Option<File>, MailboxError>,
     ) -> Result<MboxMaildrop, MailboxError> {
-        let session = SessionLock::acquire(&settings.state, path)?;
+        // Resolved once: every state file of this session is named from it.
+        let key = SpoolKey::of(path);
+        let session = SessionLock::acquire(&settings.state, path, &key)?;
         let now = policy::now();
         let delay = settings.policy.login_delay;
-        match policy::check_login_delay(&settings.state, path, delay, now) {
+        match policy::check_login_delay(&settings.state, &key, delay, now) {
             Ok(Ok(())) => {}
             Ok(Err(wait)) => {
                 return Err(MailboxError::LoginDelay {
@@ -218,7 +223,7 @@ impl MboxMaildrop {
             }
             Err(source) => {
                 return Err(MailboxError::Io {
-                    path: settings.state.last_login(path),
+                    path: settings.state.last_login(&key),
                     action: "recording the login time of",
                     source,
                 })
@@ -231,7 +236,7 @@ impl MboxMaildrop {
         };
         // The dotlock's own thread keeps it fresh (`dotlock.rs`).
         let mut tick = || {};
-        let recovered = recovery::recover(&settings.state, path, file.as_ref())?;
+        let recovered = recovery::recover(&settings.state, path, &key, file.as_ref())?;
         if let Some(done) = &recovered {
             log::warn!("{}", done.describe(path));
         }
@@ -240,6 +245,7 @@ impl MboxMaildrop {
                 indexed_scan::scan(
                     &settings.state,
                     path,
+                    &key,
                     f,
                     recovered.is_none(),
                     now,
@@ -256,6 +262,7 @@ impl MboxMaildrop {
         let mut md = MboxMaildrop::from_contents(path.to_path_buf(), file, found)?;
         drop(locks);
         md.settings = Some(settings);
+        md.key = Some(key);
         md._session = Some(session);
         Ok(md)
     }
@@ -310,6 +317,7 @@ impl MboxMaildrop {
                 index_stale: false,
                 index_doubted: false,
                 settings: None,
+                key: None,
                 _session: None,
             });
         };
@@ -345,6 +353,7 @@ impl MboxMaildrop {
             scan_kind: Some(kind),
             contents,
             settings: None,
+            key: None,
             _session: None,
         })
     }

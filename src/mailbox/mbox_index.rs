@@ -49,8 +49,8 @@ impl MboxMaildrop {
 
     /// Removes the index file (the maildrop may write a new one later).
     pub(super) fn remove_stored_index(&self) {
-        if let Some(settings) = &self.settings {
-            if let Err(e) = index_store::remove(&settings.state, &self.path) {
+        if let (Some(settings), Some(key)) = (&self.settings, &self.key) {
+            if let Err(e) = index_store::remove(&settings.state, key) {
                 log::warn!(
                     "mailbox {}: cannot remove its index: {e}",
                     self.path.display()
@@ -63,7 +63,8 @@ impl MboxMaildrop {
     /// full scan, retrievals, an update). Only sessions write it, and only
     /// under their session lock.
     pub(super) fn save_index(&mut self) {
-        let (Some(settings), Some(spool)) = (&self.settings, &self.spool) else {
+        let (Some(settings), Some(key), Some(spool)) = (&self.settings, &self.key, &self.spool)
+        else {
             return;
         };
         if !self.index_stale || self.index_doubted {
@@ -71,9 +72,9 @@ impl MboxMaildrop {
         }
         self.index_stale = false;
         let saved = spool.file.metadata().and_then(|meta| {
-            let path = indexed_scan::index_path(&self.path);
+            let path = indexed_scan::index_path(key);
             let index = index_check::build(&path, &meta, &self.contents, policy::now());
-            index_store::store(&settings.state, &self.path, &index)
+            index_store::store(&settings.state, key, &index)
         });
         if let Err(e) = saved {
             log::warn!(

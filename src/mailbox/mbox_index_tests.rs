@@ -10,7 +10,7 @@ use crate::config::LockMethod;
 use crate::mailbox::delivery_lock::LockPolicy;
 use crate::mailbox::indexed_scan::ScanKind;
 use crate::mailbox::mbox::{MboxMaildrop, MboxSettings};
-use crate::mailbox::state::StateDir;
+use crate::mailbox::state::{SpoolKey, StateDir};
 use crate::mailbox::{Expire, MailPolicy, Maildrop};
 
 fn message(n: usize, body: &str) -> String {
@@ -135,7 +135,7 @@ fn damaged_or_foreign_indexes_are_not_used() {
     let (dir, path) = setup(&spool_of(4));
     agrees_with_fresh_scan(&path);
     let state = StateDir::new(dir.path().join("state"));
-    let index = state.index(&path);
+    let index = state.index(&SpoolKey::of(&path));
     let good = std::fs::read(&index).unwrap();
     for at in [0, 20, good.len() / 2, good.len() - 1] {
         let mut bad = good.clone();
@@ -151,7 +151,7 @@ fn damaged_or_foreign_indexes_are_not_used() {
     let alice = dir.path().join("alice");
     std::fs::write(&alice, spool_of(4)).unwrap();
     agrees_with_fresh_scan(&alice);
-    std::fs::copy(state.index(&alice), &index).unwrap();
+    std::fs::copy(state.index(&SpoolKey::of(&alice)), &index).unwrap();
     assert_eq!(agrees_with_fresh_scan(&path), ScanKind::Full);
 }
 
@@ -168,7 +168,10 @@ fn retr_refuses_a_message_that_moved_and_drops_the_index() {
     assert!(md.check_message(2).is_err(), "message 3 moved");
     drop(md);
     let state = StateDir::new(dir.path().join("state"));
-    assert!(!state.index(&path).exists(), "the doubted index is gone");
+    assert!(
+        !state.index(&SpoolKey::of(&path)).exists(),
+        "the doubted index is gone"
+    );
     assert_eq!(agrees_with_fresh_scan(&path), ScanKind::Full);
 }
 
@@ -261,7 +264,7 @@ proptest::proptest! {
                 _ => {
                     let state = StateDir::new(dir.path().join("state"));
                     state.ensure().unwrap();
-                    std::fs::write(state.index_tmp(&path), b"IRONPOPX\x02").unwrap();
+                    std::fs::write(state.index_tmp(&SpoolKey::of(&path)), b"IRONPOPX\x02").unwrap();
                 }
             }
             agrees_with_fresh_scan(&path);
@@ -279,7 +282,7 @@ fn a_refused_update_drops_the_index() {
     assert!(Box::new(md).commit(&[false, true, false, false]).is_err());
     let state = StateDir::new(dir.path().join("state"));
     assert!(
-        !state.index(&path).exists(),
+        !state.index(&SpoolKey::of(&path)).exists(),
         "no index of a spool that changed"
     );
     assert_eq!(agrees_with_fresh_scan(&path), ScanKind::Full);

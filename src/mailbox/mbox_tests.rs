@@ -263,7 +263,7 @@ fn an_interrupted_update_is_completed_before_the_scan() {
     }));
     FAULT_AFTER.with(|c| c.set(None));
     assert!(crashed.is_err(), "the update should have crashed");
-    let journal = StateDir::new(dir.path().join("state")).journal(&path);
+    let journal = StateDir::new(dir.path().join("state")).journal(&SpoolKey::of(&path));
     assert!(journal.exists());
     assert_ne!(std::fs::read(&path).unwrap(), SPOOL, "partly compacted");
     let md = open(&path).unwrap();
@@ -290,15 +290,15 @@ fn a_journal_that_does_not_fit_is_set_aside_and_the_spool_served() {
             })
             .count()
     };
-    std::fs::write(state.journal(&path), b"whatever").unwrap();
+    std::fs::write(state.journal(&SpoolKey::of(&path)), b"whatever").unwrap();
     assert_eq!(open(&path).unwrap().messages().len(), 3);
-    assert!(!state.journal(&path).exists());
+    assert!(!state.journal(&SpoolKey::of(&path)).exists());
     assert_eq!(set_aside(), 1);
     assert_eq!(std::fs::read(&path).unwrap(), SPOOL);
-    std::fs::write(state.journal(&path), b"whatever").unwrap();
+    std::fs::write(state.journal(&SpoolKey::of(&path)), b"whatever").unwrap();
     std::fs::remove_file(&path).unwrap();
     assert_eq!(open(&path).unwrap().messages().len(), 0);
-    assert!(!state.journal(&path).exists());
+    assert!(!state.journal(&SpoolKey::of(&path)).exists());
     assert_eq!(set_aside(), 2);
 }
 

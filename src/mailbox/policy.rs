@@ -8,10 +8,9 @@
 
 use std::fs;
 use std::io;
-use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::state::{self, StateDir};
+use super::state::{self, SpoolKey, StateDir};
 
 /// `expire_days`: how long retrieved messages stay on the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -90,7 +89,7 @@ fn test_clock() -> Option<i64> {
 /// checked one at a time, also across nodes sharing `state_dir`.
 pub fn check_login_delay(
     state: &StateDir,
-    spool: &Path,
+    spool: &SpoolKey,
     delay: u64,
     now: i64,
 ) -> io::Result<Result<(), u64>> {
@@ -143,7 +142,7 @@ mod tests {
     fn login_delay_refuses_early_logins_without_recording_them() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path());
-        let spool = dir.path().join("bob");
+        let spool = SpoolKey::of(&dir.path().join("bob"));
         assert_eq!(check_login_delay(&state, &spool, 0, 100).unwrap(), Ok(()));
         assert!(!state.last_login(&spool).exists(), "no delay, no file");
         assert_eq!(check_login_delay(&state, &spool, 60, 1000).unwrap(), Ok(()));

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::journal::{self, Journal, JournalError, Progress};
-use super::state::StateDir;
+use super::state::{SpoolKey, StateDir};
 use super::update;
 use super::MailboxError;
 
@@ -71,25 +71,27 @@ enum Verdict {
     Foreign(String),
 }
 
-/// Recovers an interrupted update of `spool` (open as `file`, `None` if it
-/// does not exist), with the session and delivery locks held, before
-/// anything reads it.
+/// Recovers an interrupted update of `spool` (resolved as `key`, open as
+/// `file`, `None` if it does not exist), with the session and delivery
+/// locks held, before anything reads it.
 pub fn recover(
     state: &StateDir,
     spool: &Path,
+    key: &SpoolKey,
     file: Option<&File>,
 ) -> Result<Option<Recovered>, MailboxError> {
     // A journal that never got its final name: the update never touched
     // the spool.
-    match fs::remove_file(state.journal_tmp(spool)) {
+    let tmp = state.journal_tmp(key);
+    match fs::remove_file(&tmp) {
         Ok(()) => log::warn!(
             "mailbox {}: removed an incomplete update journal (the update had not started)",
             spool.display()
         ),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => log::warn!("cannot remove {}: {e}", state.journal_tmp(spool).display()),
+        Err(e) => log::warn!("cannot remove {}: {e}", tmp.display()),
     }
-    let jpath = state.journal(spool);
+    let jpath = state.journal(key);
     let io_err = |source: io::Error| MailboxError::Io {
         path: spool.to_path_buf(),
         action: "recovering an interrupted update of",

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::fault::{Fault, DURABLE};
 use super::recovery::{recover, Recovered};
-use super::state::StateDir;
+use super::state::{SpoolKey, StateDir};
 use super::update::apply;
 use super::update_crash_tests::{
     append, expected, spans_of, spool_bytes, spool_in_scratch, with_fault,
@@ -27,7 +27,10 @@ pub(super) fn crashed_mid_round() -> (tempfile::TempDir, PathBuf, StateDir, Vec<
         });
         assert!(r.is_err(), "no crash point inside a round");
         let now = std::fs::read(&path).unwrap();
-        if state.journal(&path).exists() && now != before && now.len() == before.len() {
+        if state.journal(&SpoolKey::of(&path)).exists()
+            && now != before
+            && now.len() == before.len()
+        {
             return (dir, path, state, before, after);
         }
     }
@@ -36,14 +39,14 @@ pub(super) fn crashed_mid_round() -> (tempfile::TempDir, PathBuf, StateDir, Vec<
 
 fn recover_now(state: &StateDir, path: &Path) -> Option<Recovered> {
     let file = File::options().read(true).write(true).open(path).ok();
-    recover(state, path, file.as_ref()).expect("recovery never refuses")
+    recover(state, path, &SpoolKey::of(path), file.as_ref()).expect("recovery never refuses")
 }
 
 fn assert_set_aside(r: Option<Recovered>, state: &StateDir, path: &Path, what: &str) {
     match r {
         Some(Recovered::SetAside { aside, reason }) => {
             assert!(aside.exists(), "{what}: {reason}");
-            assert!(!state.journal(path).exists(), "{what}");
+            assert!(!state.journal(&SpoolKey::of(path)).exists(), "{what}");
             assert!(Recovered::SetAside { aside, reason }
                 .describe(path)
                 .contains("NOT completed"));
@@ -155,11 +158,13 @@ fn power_loss_at_every_step_leaves_the_spool_before_or_after() {
         // The power cut: only what was synced survives.
         let spool_ino = file.metadata().unwrap().ino();
         std::fs::write(&path, durable.get(&spool_ino).unwrap_or(&before)).unwrap();
-        let _ = std::fs::remove_file(state.journal_tmp(&path));
-        if let Ok(meta) = std::fs::metadata(state.journal(&path)) {
+        let _ = std::fs::remove_file(state.journal_tmp(&SpoolKey::of(&path)));
+        if let Ok(meta) = std::fs::metadata(state.journal(&SpoolKey::of(&path))) {
             match durable.get(&meta.ino()) {
-                Some(synced) => std::fs::write(state.journal(&path), synced).unwrap(),
-                None => std::fs::remove_file(state.journal(&path)).unwrap(),
+                Some(synced) => {
+                    std::fs::write(state.journal(&SpoolKey::of(&path)), synced).unwrap()
+                }
+                None => std::fs::remove_file(state.journal(&SpoolKey::of(&path))).unwrap(),
             }
         }
         let r = recover_now(&state, &path);
@@ -184,18 +189,18 @@ fn power_loss_at_every_step_leaves_the_spool_before_or_after() {
 #[test]
 fn a_journal_that_cannot_be_read_now_stays() {
     let (_dir, path, state, _, _) = crashed_mid_round();
-    let journal = state.journal(&path);
+    let journal = state.journal(&SpoolKey::of(&path));
     let real = journal.with_extension("real");
     std::fs::rename(&journal, &real).unwrap();
     std::fs::create_dir(&journal).unwrap();
     let file = File::options().read(true).write(true).open(&path).unwrap();
-    let e = recover(&state, &path, Some(&file)).unwrap_err();
+    let e = recover(&state, &path, &SpoolKey::of(&path), Some(&file)).unwrap_err();
     assert!(!e.is_permanent(), "{e}");
     assert!(journal.is_dir(), "set aside: {e}");
     std::fs::remove_dir(&journal).unwrap();
     std::fs::rename(&real, &journal).unwrap();
     assert!(matches!(
-        recover(&state, &path, Some(&file)).unwrap(),
+        recover(&state, &path, &SpoolKey::of(&path), Some(&file)).unwrap(),
         Some(Recovered::Completed { .. })
     ));
 }

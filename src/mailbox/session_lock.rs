@@ -18,7 +18,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use nix::fcntl::OFlag;
 
 use super::ofd;
-use super::state::StateDir;
+use super::state::{SpoolKey, StateDir};
 use super::MailboxError;
 
 fn registry() -> MutexGuard<'static, HashSet<PathBuf>> {
@@ -38,15 +38,19 @@ pub struct SessionLock {
 }
 
 impl SessionLock {
-    /// Takes the session lock of `spool` or fails at once with
-    /// [`MailboxError::InUse`].
-    pub fn acquire(state: &StateDir, spool: &Path) -> Result<SessionLock, MailboxError> {
+    /// Takes the session lock of `spool` (resolved as `key`) or fails at
+    /// once with [`MailboxError::InUse`].
+    pub fn acquire(
+        state: &StateDir,
+        spool: &Path,
+        key: &SpoolKey,
+    ) -> Result<SessionLock, MailboxError> {
         let in_use = || MailboxError::InUse {
             path: spool.to_path_buf(),
         };
         // Every spelling of the spool's path is one entry, as in the lock
         // file's name.
-        let canonical = super::state::canonical(spool);
+        let canonical = key.canonical().to_path_buf();
         if !registry().insert(canonical.clone()) {
             return Err(in_use());
         }
@@ -54,7 +58,7 @@ impl SessionLock {
         let unregister = || {
             registry().remove(&canonical);
         };
-        let lock_path = state.session_lock(spool);
+        let lock_path = state.session_lock(key);
         let io_err = |action, source: io::Error| MailboxError::Io {
             path: spool.to_path_buf(),
             action,
@@ -141,6 +145,11 @@ impl Drop for SessionLock {
 mod tests {
     use super::*;
 
+    /// The session lock as a session takes it: resolved, then locked.
+    fn acquire(state: &StateDir, spool: &Path) -> Result<SessionLock, MailboxError> {
+        SessionLock::acquire(state, spool, &SpoolKey::of(spool))
+    }
+
     #[test]
     fn another_spelling_of_the_same_spool_is_in_use() {
         let dir = tempfile::tempdir().unwrap();
@@ -148,8 +157,8 @@ mod tests {
         let mail = dir.path().join("mail");
         std::fs::create_dir(&mail).unwrap();
         std::os::unix::fs::symlink(&mail, dir.path().join("spool")).unwrap();
-        let _first = SessionLock::acquire(&state, &mail.join("bob")).unwrap();
-        let e = SessionLock::acquire(&state, &dir.path().join("spool/bob")).unwrap_err();
+        let _first = acquire(&state, &mail.join("bob")).unwrap();
+        let e = acquire(&state, &dir.path().join("spool/bob")).unwrap_err();
         assert!(e.is_in_use(), "{e}");
     }
 
@@ -158,16 +167,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path().join("state"));
         let spool = dir.path().join("bob");
-        let first = SessionLock::acquire(&state, &spool).unwrap();
-        let e = SessionLock::acquire(&state, &spool).unwrap_err();
+        let first = acquire(&state, &spool).unwrap();
+        let e = acquire(&state, &spool).unwrap_err();
         assert!(e.is_in_use(), "{e}");
         assert!(e.to_string().contains("another POP3 session"), "{e}");
         // Another mailbox is independent.
-        let other = SessionLock::acquire(&state, &dir.path().join("alice")).unwrap();
+        let other = acquire(&state, &dir.path().join("alice")).unwrap();
         drop(first);
-        let again = SessionLock::acquire(&state, &spool).unwrap();
+        let again = acquire(&state, &spool).unwrap();
         drop((again, other));
-        assert!(state.session_lock(&spool).exists(), "lock files stay");
+        assert!(
+            state.session_lock(&SpoolKey::of(&spool)).exists(),
+            "lock files stay"
+        );
     }
 
     #[test]
@@ -177,17 +189,17 @@ mod tests {
         let spool = dir.path().join("carol");
         // An OFD lock on another description stands in for another process:
         // OFD locks conflict between descriptions, not between processes.
-        std::fs::write(state.session_lock(&spool), b"").unwrap();
+        std::fs::write(state.session_lock(&SpoolKey::of(&spool)), b"").unwrap();
         let foreign = File::options()
             .write(true)
-            .open(state.session_lock(&spool))
+            .open(state.session_lock(&SpoolKey::of(&spool)))
             .unwrap();
         assert!(ofd::try_lock(&foreign).unwrap());
-        let e = SessionLock::acquire(&state, &spool).unwrap_err();
+        let e = acquire(&state, &spool).unwrap_err();
         assert!(e.is_in_use(), "{e}");
         // The failed attempt did not leave the spool registered.
         drop(foreign);
-        SessionLock::acquire(&state, &spool).unwrap();
+        acquire(&state, &spool).unwrap();
     }
 
     #[test]
@@ -197,10 +209,10 @@ mod tests {
         std::fs::write(&blocker, b"").unwrap();
         let state = StateDir::new(blocker.join("sub"));
         let spool = dir.path().join("dave");
-        let e = SessionLock::acquire(&state, &spool).unwrap_err();
+        let e = acquire(&state, &spool).unwrap_err();
         assert!(matches!(e, MailboxError::Io { .. }), "{e}");
         assert!(e.to_string().contains("session lock"), "{e}");
-        let e = SessionLock::acquire(&state, &spool).unwrap_err();
+        let e = acquire(&state, &spool).unwrap_err();
         assert!(!e.is_in_use(), "registry must be clean after a failure");
     }
 }

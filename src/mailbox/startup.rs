@@ -20,7 +20,7 @@ use super::journal::{self, Journal, JournalError};
 use super::mbox::{open_spool, MboxSettings};
 use super::recovery;
 use super::session_lock::SessionLock;
-use super::state;
+use super::state::{self, SpoolKey};
 use crate::config::Config;
 
 /// [`recover_all`] for a configuration: its `state_dir`, lock settings and
@@ -113,7 +113,8 @@ fn recover_one(settings: &MboxSettings, jpath: &Path) {
             return;
         }
     };
-    if state.journal(&spool) != jpath {
+    let key = SpoolKey::of(&spool);
+    if state.journal(&key) != jpath {
         set_aside(
             jpath,
             &format!(
@@ -129,7 +130,7 @@ fn recover_one(settings: &MboxSettings, jpath: &Path) {
             spool.display()
         )
     };
-    let _session = match SessionLock::acquire(state, &spool) {
+    let _session = match SessionLock::acquire(state, &spool, &key) {
         Ok(lock) => lock,
         Err(e) => return skip(&e),
     };
@@ -144,7 +145,7 @@ fn recover_one(settings: &MboxSettings, jpath: &Path) {
         },
         None => None,
     };
-    match recovery::recover(state, &spool, file.as_ref()) {
+    match recovery::recover(state, &spool, &key, file.as_ref()) {
         Ok(Some(done)) => log::warn!("startup recovery: {}", done.describe(&spool)),
         Ok(None) => {}
         Err(e) => skip(&e),

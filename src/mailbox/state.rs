@@ -58,40 +58,40 @@ impl StateDir {
     }
 
     /// The session lock file of a spool.
-    pub fn session_lock(&self, spool: &Path) -> PathBuf {
-        self.dir.join(format!("{}.session", key(spool)))
+    pub fn session_lock(&self, spool: &SpoolKey) -> PathBuf {
+        self.dir.join(format!("{}.session", spool.name))
     }
 
     /// The update journal of a spool (present only while an update runs or
     /// after one was interrupted).
-    pub fn journal(&self, spool: &Path) -> PathBuf {
-        self.dir.join(format!("{}.journal", key(spool)))
+    pub fn journal(&self, spool: &SpoolKey) -> PathBuf {
+        self.dir.join(format!("{}.journal", spool.name))
     }
 
     /// Where a journal is written before it is complete and renamed into place.
-    pub fn journal_tmp(&self, spool: &Path) -> PathBuf {
-        self.dir.join(format!("{}.journal.new", key(spool)))
+    pub fn journal_tmp(&self, spool: &SpoolKey) -> PathBuf {
+        self.dir.join(format!("{}.journal.new", spool.name))
     }
 
     /// The spool index (`index`): what the last session learned about
     /// the spool.
-    pub fn index(&self, spool: &Path) -> PathBuf {
-        self.dir.join(format!("{}.index", key(spool)))
+    pub fn index(&self, spool: &SpoolKey) -> PathBuf {
+        self.dir.join(format!("{}.index", spool.name))
     }
 
     /// Where an index is written before it is renamed into place.
-    pub fn index_tmp(&self, spool: &Path) -> PathBuf {
-        self.dir.join(format!("{}.index.new", key(spool)))
+    pub fn index_tmp(&self, spool: &SpoolKey) -> PathBuf {
+        self.dir.join(format!("{}.index.new", spool.name))
     }
 
     /// The time of the last login to the spool (for `login_delay`).
-    pub fn last_login(&self, spool: &Path) -> PathBuf {
-        self.dir.join(format!("{}.login", key(spool)))
+    pub fn last_login(&self, spool: &SpoolKey) -> PathBuf {
+        self.dir.join(format!("{}.login", spool.name))
     }
 
     /// Where the last-login time is written before it is renamed into place.
-    pub fn last_login_tmp(&self, spool: &Path) -> PathBuf {
-        self.dir.join(format!("{}.login.new", key(spool)))
+    pub fn last_login_tmp(&self, spool: &SpoolKey) -> PathBuf {
+        self.dir.join(format!("{}.login.new", spool.name))
     }
 }
 
@@ -131,12 +131,41 @@ pub fn canonical(spool: &Path) -> PathBuf {
     }
 }
 
-/// A file-name-safe, injective name for a spool, the same for every
-/// spelling of its path: two logins that reach one spool share its session
-/// lock and its journal.
-pub fn key(spool: &Path) -> String {
-    let spool = canonical(spool);
-    let bytes = spool.as_os_str().as_bytes();
+/// A spool as its state files know it: its one spelling (`canonical`) and
+/// the file-name key made of it. Resolving costs a `readlink` per path
+/// component, so a session resolves its spool once and hands this value to
+/// the session lock, the journal, the index and `login_delay`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolKey {
+    canonical: PathBuf,
+    name: String,
+}
+
+impl SpoolKey {
+    /// Resolves `spool` (see [`canonical`]).
+    pub fn of(spool: &Path) -> SpoolKey {
+        let canonical = canonical(spool);
+        let name = key(&canonical);
+        SpoolKey { canonical, name }
+    }
+
+    /// The spool's one spelling, as the session registry and the index
+    /// record it.
+    pub fn canonical(&self) -> &Path {
+        &self.canonical
+    }
+
+    /// The file-name key, `<key>.session`, `<key>.journal`, … in `state_dir`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A file-name-safe, injective name for the canonical path of a spool, so
+/// the same for every spelling of its path: two logins that reach one
+/// spool share its session lock and its journal.
+fn key(canonical: &Path) -> String {
+    let bytes = canonical.as_os_str().as_bytes();
     let mut out = String::with_capacity(bytes.len() + 16);
     for &b in bytes {
         if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
@@ -180,6 +209,10 @@ pub fn spool_of_key(key: &str) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    fn key(spool: &Path) -> String {
+        SpoolKey::of(spool).name
+    }
+
     #[test]
     fn keys_are_readable_distinct_and_safe() {
         assert_eq!(key(Path::new("/var/mail/bob")), "%2Fvar%2Fmail%2Fbob");
@@ -208,7 +241,7 @@ mod tests {
     #[test]
     fn names_live_in_the_state_dir() {
         let s = StateDir::new("/var/lib/ironpop");
-        let spool = Path::new("/var/mail/bob");
+        let spool = &SpoolKey::of(Path::new("/var/mail/bob"));
         assert_eq!(
             s.session_lock(spool),
             Path::new("/var/lib/ironpop/%2Fvar%2Fmail%2Fbob.session")

@@ -17,7 +17,7 @@ use std::path::Path;
 use super::fault::{Fault, FAULT_AFTER};
 use super::recovery;
 use super::scan::scan_bytes;
-use super::state::StateDir;
+use super::state::{SpoolKey, StateDir};
 use super::update::{apply, Span};
 
 /// A spool holding `data` in a fresh scratch directory, its state
@@ -131,7 +131,7 @@ fn recover_through_crashes(state: &StateDir, path: &Path) -> Vec<u8> {
     for j in 0.. {
         let file = File::options().read(true).write(true).open(path).unwrap();
         let (done, _) = with_fault(j, Fault::Crash, || {
-            recovery::recover(state, path, Some(&file)).unwrap()
+            recovery::recover(state, path, &SpoolKey::of(path), Some(&file)).unwrap()
         });
         if done.is_ok() {
             break;
@@ -139,7 +139,10 @@ fn recover_through_crashes(state: &StateDir, path: &Path) -> Vec<u8> {
     }
     // Whatever happened, a final recovery finds nothing left to do.
     let file = File::open(path).unwrap();
-    assert_eq!(recovery::recover(state, path, Some(&file)).unwrap(), None);
+    assert_eq!(
+        recovery::recover(state, path, &SpoolKey::of(path), Some(&file)).unwrap(),
+        None
+    );
     std::fs::read(path).unwrap()
 }
 
@@ -171,7 +174,7 @@ fn a_crash_at_any_point_loses_nothing() {
                     if let Ok(r) = r {
                         assert_eq!(r.unwrap(), after.len() as u64, "{what}");
                         assert_same(&std::fs::read(&path).unwrap(), &after, &what);
-                        assert!(!state.journal(&path).exists(), "{what}");
+                        assert!(!state.journal(&SpoolKey::of(&path)).exists(), "{what}");
                         break;
                     }
                     crashes += 1;
@@ -190,8 +193,8 @@ fn a_crash_at_any_point_loses_nothing() {
                         done.len()
                     );
                     assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino, "{what}");
-                    assert!(!state.journal(&path).exists(), "{what}");
-                    assert!(!state.journal_tmp(&path).exists(), "{what}");
+                    assert!(!state.journal(&SpoolKey::of(&path)).exists(), "{what}");
+                    assert!(!state.journal_tmp(&SpoolKey::of(&path)).exists(), "{what}");
                 }
                 assert!(crashes > 0, "case {ci}: no fault point was reached");
             }
@@ -233,10 +236,10 @@ fn a_failed_system_call_leaves_the_spool_as_before() {
                         // completes the deletions: exactly when a journal stays.
                         assert_eq!(
                             e.update_pending(),
-                            state.journal(&path).exists(),
+                            state.journal(&SpoolKey::of(&path)).exists(),
                             "{what}: {e}"
                         );
-                        if state.journal(&path).exists() {
+                        if state.journal(&SpoolKey::of(&path)).exists() {
                             // Only when the final sync failed: the outcome is
                             // unknown until the next login recovers.
                             let got = recover_through_crashes(&state, &path);
@@ -247,7 +250,7 @@ fn a_failed_system_call_leaves_the_spool_as_before() {
                         }
                     }
                 }
-                assert!(!state.journal_tmp(&path).exists(), "{what}");
+                assert!(!state.journal_tmp(&SpoolKey::of(&path)).exists(), "{what}");
                 if !fired {
                     assert!(k > 0, "{what}: no fault point was reached");
                     break;

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::mailbox::scan::scan_bytes;
+use crate::mailbox::state::SpoolKey;
 use std::io::Write;
 
 const SPOOL: &[u8] = b"leading text\n\nFrom a\nA: 1\n\none\n\nFrom b\nB: 2\n\n\
@@ -43,7 +44,7 @@ fn every_subset_of_deletions_keeps_exactly_the_rest() {
         let state = tempfile::tempdir().unwrap();
         let state = StateDir::new(state.path());
         let len = apply(&state, &f, t.path(), &spans, &deleted).unwrap();
-        assert!(!state.journal(t.path()).exists());
+        assert!(!state.journal(&SpoolKey::of(t.path())).exists());
         let got = std::fs::read(t.path()).unwrap();
         assert_eq!(got, expected, "mask {mask:05b}");
         assert_eq!(len, expected.len() as u64);

@@ -335,10 +335,10 @@ fn an_unusable_journal_is_set_aside_at_startup() {
     let conf = config_in(server.config_path(), dir.path());
     let spool = dir.path().join("mail/bob");
     std::fs::write(&spool, server.read_spool("bob")).unwrap();
-    let journal = dir
-        .path()
-        .join("state")
-        .join(format!("{}.journal", ironpop::mailbox::state::key(&spool)));
+    let journal = dir.path().join("state").join(format!(
+        "{}.journal",
+        ironpop::mailbox::state::SpoolKey::of(&spool).name()
+    ));
     std::fs::write(&journal, b"not a journal").unwrap();
     harness::give_to_nobody(dir.path());
     if nix::unistd::getuid().is_root() {
