@@ -37,3 +37,5 @@ pub mod net;
 pub mod pop3;
 pub mod privsep;
 pub mod sasl;
+#[cfg(test)]
+mod test_support;

@@ -236,10 +236,7 @@ impl Authenticator for ThrottledAuth {
 mod tests {
     use super::*;
     use crate::account::Principal;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
+    use crate::test_support::ip;
 
     #[test]
     fn delay_doubles_up_to_the_cap() {

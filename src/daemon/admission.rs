@@ -164,11 +164,8 @@ pub fn log_refusal(client: IpAddr, refusal: Refusal) {
 mod tests {
     use super::*;
     use crate::auth::throttle::Policy;
+    use crate::test_support::ip;
     use std::net::TcpListener;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
 
     #[test]
     fn refusal_replies_are_byte_exact() {

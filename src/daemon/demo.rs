@@ -249,12 +249,12 @@ pub fn instructions(config: &Config, plain: SocketAddr, tls: Option<SocketAddr>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::scratch_path;
 
     #[test]
     fn a_demo_dir_others_can_write_is_refused() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let demo = dir.path().join("demo");
+        let (_tmp, demo) = scratch_path("demo");
         prepare(&demo).unwrap();
         let conf = demo.join("ironpop.conf");
         fs::set_permissions(&conf, fs::Permissions::from_mode(0o666)).unwrap();
@@ -285,8 +285,7 @@ mod tests {
 
     #[test]
     fn prepare_creates_then_reuses() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("demo");
+        let (_tmp, dir) = scratch_path("demo");
         let conf = prepare(&dir).unwrap();
         let dir = dir.canonicalize().unwrap();
         assert_eq!(conf, dir.join("ironpop.conf"));

@@ -161,11 +161,11 @@ fn fork() -> Result<ForkResult, DaemonError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::scratch_path;
 
     #[test]
     fn pid_file_lifecycle() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ironpop.pid");
+        let (_dir, path) = scratch_path("ironpop.pid");
         check_pid_file(&path).unwrap();
         let me = std::process::id() as i32;
         let file = write_pid_file(&path, me).unwrap();
@@ -180,8 +180,7 @@ mod tests {
 
     #[test]
     fn live_pid_refuses_stale_pid_is_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ironpop.pid");
+        let (_dir, path) = scratch_path("ironpop.pid");
         // pid 1 always exists.
         fs::write(&path, "1\n").unwrap();
         let err = check_pid_file(&path).unwrap_err();
@@ -203,8 +202,7 @@ mod tests {
 
     #[test]
     fn pid_file_of_someone_else_is_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ironpop.pid");
+        let (_dir, path) = scratch_path("ironpop.pid");
         let file = write_pid_file(&path, std::process::id() as i32).unwrap();
         fs::write(&path, "1\n").unwrap();
         drop(file);

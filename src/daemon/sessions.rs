@@ -279,13 +279,10 @@ impl Drop for Ticket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::ip;
     use std::io::Read;
     use std::net::TcpListener;
     use std::thread;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
 
     #[test]
     fn per_address_limit_and_release() {

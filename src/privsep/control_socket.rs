@@ -103,12 +103,12 @@ fn share_with_group(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::scratch_path;
     use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn made_private_replacing_only_a_stale_socket() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("run/control");
+        let (dir, path) = scratch_path("run/control");
         let first = bind(&path).unwrap();
         let mode = fs::metadata(&path).unwrap().mode() & 0o777;
         if !geteuid().is_root() {

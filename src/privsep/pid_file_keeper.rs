@@ -77,11 +77,11 @@ pub fn remove_if_ours(path: &Path, pid: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::scratch_path;
 
     #[test]
     fn only_a_file_naming_the_pid_is_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ironpop.pid");
+        let (_dir, path) = scratch_path("ironpop.pid");
         std::fs::write(&path, "1234\n").unwrap();
         remove_if_ours(&path, 4321);
         assert!(path.exists(), "another instance's file stays");
