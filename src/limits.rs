@@ -35,19 +35,20 @@ pub const WORKER_STACK: usize = 128 * 1024;
 /// 40 MiB; a flood of idle unauthenticated connections no longer fills them
 /// (a newcomer evicts the idlest), so the bound is for logged-in sessions
 /// and logins in progress. Its descriptor budget (see [`FDS_PER_SESSION`])
-/// is 6 720, inside the packaged unit's `LimitNOFILE=8192` and the 524 288
+/// is 5 440, inside the packaged unit's `LimitNOFILE=8192` and the 524 288
 /// hard limit systemd gives a Debian service.
 pub const DEFAULT_MAX_SESSIONS: usize = 1024;
 
-/// Descriptors one session holds at most: its socket and the second handle
-/// that lets shutdown and eviction wake its worker (all an unauthenticated
-/// session has), the spool and the session lock (held while logged in),
-/// and during the update at QUIT the journal and its directory, opened to
-/// fsync it. Delivery dot-locks are created and closed before the journal.
-pub const FDS_PER_SESSION: u64 = 6;
+/// Descriptors one session holds at most: its socket (all an
+/// unauthenticated session has; shutdown, eviction and `--kick` wake its
+/// worker through a weak reference to it, not a second descriptor), the
+/// spool and the session lock (held while logged in: 3 when idle), and
+/// during the update at QUIT the journal and its directory, opened to fsync
+/// it. Delivery dot-locks are created and closed before the journal.
+pub const FDS_PER_SESSION: u64 = 5;
 
-/// Descriptors a connection waiting in the queue holds: socket and handle.
-pub const FDS_PER_QUEUED: u64 = 2;
+/// Descriptors a connection waiting in the queue holds: its socket.
+pub const FDS_PER_QUEUED: u64 = 1;
 
 /// Descriptors the daemon holds besides its sessions: stdio, listeners,
 /// epoll, signalfd, waker, up to 8 helper channels, syslog and notify

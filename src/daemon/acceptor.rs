@@ -28,6 +28,7 @@ use crate::daemon::pool::Pool;
 use crate::daemon::sessions::Ticket;
 use crate::daemon::signals::{SignalEvent, Signals};
 use crate::limits;
+use crate::net::socket::Socket;
 
 const SIGNALS: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -36,7 +37,7 @@ const CONTROL: usize = 1 << 20;
 
 /// An admitted connection on its way to a worker.
 pub struct Job {
-    pub stream: TcpStream,
+    pub stream: Socket,
     pub peer: SocketAddr,
     /// Accepted on an implicit-TLS listener: handshake before the greeting.
     pub tls: bool,
@@ -280,6 +281,7 @@ impl Acceptor {
     }
 
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, tls: bool, pool: &Pool<Job>) {
+        let stream = Socket::new(stream);
         let admitted = match self.admission.admit(&stream, peer) {
             Ok(admitted) => admitted,
             Err(refusal) => return self.refuse(&stream, peer, tls, refusal),

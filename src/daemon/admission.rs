@@ -9,6 +9,7 @@ use crate::auth::throttle::Throttle;
 use crate::counters::Counter;
 use crate::daemon::sessions::{Evicted, SessionTable, Ticket};
 use crate::net::activity::BUSY_REPLY;
+use crate::net::socket::Socket;
 
 /// Why a connection is turned away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,21 +96,20 @@ impl Admission {
     /// uncounted (its clients are admitted once their header names them);
     /// anyone else is checked against the failed-login block and the
     /// per-address limit.
-    pub fn admit(&self, stream: &TcpStream, peer: SocketAddr) -> Result<Admitted, Refusal> {
-        // A second handle lets shutdown and eviction wake the worker;
-        // without one (out of descriptors) the session still runs, it
-        // just cannot be woken.
-        let handle = || stream.try_clone().ok();
+    pub fn admit(&self, stream: &Socket, peer: SocketAddr) -> Result<Admitted, Refusal> {
+        // Lets shutdown, eviction and `--kick` wake the worker, without
+        // a descriptor of its own.
+        let waker = || Some(stream.waker());
         if self.proxies.contains(&peer.ip().to_canonical()) {
             return Ok(Admitted {
-                ticket: self.table.admit_proxied(handle()),
+                ticket: self.table.admit_proxied(waker()),
                 proxied: true,
             });
         }
         self.check_blocked(peer.ip())?;
         let ticket = self
             .table
-            .admit(peer.ip(), handle())
+            .admit(peer.ip(), waker())
             .map_err(|e| Refusal::PerAddress(e.open))?;
         Ok(Admitted {
             ticket,
@@ -187,7 +187,7 @@ mod tests {
     fn direct_and_proxied_clients_meet_the_same_rules() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (stream, _) = listener.accept().unwrap();
+        let stream = Socket::new(listener.accept().unwrap().0);
         let throttle = Arc::new(Throttle::new(Policy::new(Duration::from_secs(2))));
         let admission = Admission::new(
             Arc::new(SessionTable::new(1)),

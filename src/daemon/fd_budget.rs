@@ -146,7 +146,9 @@ mod tests {
             FDS_FIXED + 1000 * FDS_PER_SESSION + 256 * FDS_PER_QUEUED
         );
         assert_eq!(most_sessions(10), 0);
-        assert!(matches!(fit(10, 144, 144), Fit::Fits { .. }));
-        assert!(matches!(fit(10, 143, 143), Fit::TooFew { .. }));
+        let exact = needed(10);
+        assert_eq!(exact, 124, "64 fixed, 5 per session, 1 per queued");
+        assert!(matches!(fit(10, exact, exact), Fit::Fits { .. }));
+        assert!(matches!(fit(10, exact - 1, exact - 1), Fit::TooFew { .. }));
     }
 }

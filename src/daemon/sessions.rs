@@ -1,13 +1,14 @@
 //! The table of open sessions: per-address admission at accept, eviction of the idlest unauthenticated one when the pool is full, `--who` and `--kick`, and a way to close them all at shutdown.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Shutdown, TcpStream};
+use std::net::{IpAddr, Shutdown};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::control::protocol::{Target, WhoRow};
 use crate::net::activity::Activity;
 use crate::net::live::LiveSession;
+use crate::net::socket::Waker;
 
 #[derive(Default)]
 struct Inner {
@@ -18,10 +19,9 @@ struct Inner {
 
 /// One open session.
 struct Slot {
-    /// A second handle on the session's socket, so shutdown, eviction and
-    /// `--kick` can wake a worker blocked in read(2) without touching its
-    /// own handle.
-    handle: Option<TcpStream>,
+    /// Wakes a worker blocked in read(2) on the session's socket, for
+    /// shutdown, eviction and `--kick`; it holds no descriptor of its own.
+    waker: Option<Waker>,
     /// What `--who` shows, once the worker has started the session.
     live: Option<Arc<LiveSession>>,
     /// What eviction picks by.
@@ -79,11 +79,11 @@ impl SessionTable {
     }
 
     /// Admits a session from `ip` unless that address already has
-    /// `per_ip_limit` sessions. `handle` is kept for [`Self::close_all`].
+    /// `per_ip_limit` sessions. `waker` is kept for [`Self::close_all`].
     pub fn admit(
         self: &Arc<Self>,
         ip: IpAddr,
-        handle: Option<TcpStream>,
+        waker: Option<Waker>,
     ) -> Result<Ticket, TooManyFromAddress> {
         // `::ffff:192.0.2.1` and `192.0.2.1` are the same client.
         let ip = ip.to_canonical();
@@ -93,20 +93,20 @@ impl SessionTable {
             return Err(TooManyFromAddress { open: count });
         }
         inner.per_ip.insert(ip, count + 1);
-        Ok(self.enter(&mut inner, Some(ip), handle))
+        Ok(self.enter(&mut inner, Some(ip), waker))
     }
 
     fn enter(
         self: &Arc<Self>,
         inner: &mut Inner,
         ip: Option<IpAddr>,
-        handle: Option<TcpStream>,
+        waker: Option<Waker>,
     ) -> Ticket {
         let id = inner.next_id;
         inner.next_id = inner.next_id.wrapping_add(1);
         let activity = Arc::new(Activity::default());
         let slot = Slot {
-            handle,
+            waker,
             live: None,
             activity: Arc::clone(&activity),
             ip,
@@ -123,10 +123,10 @@ impl SessionTable {
     /// Admits a connection from a trusted proxy without counting it for
     /// the proxy's address, which carries many clients: the worker counts
     /// it for the client with [`Ticket::count_for`] once the PROXY header
-    /// has named one. Shutdown still reaches it through `handle`.
-    pub fn admit_proxied(self: &Arc<Self>, handle: Option<TcpStream>) -> Ticket {
+    /// has named one. Shutdown still reaches it through `waker`.
+    pub fn admit_proxied(self: &Arc<Self>, waker: Option<Waker>) -> Ticket {
         let mut inner = self.lock();
-        self.enter(&mut inner, None, handle)
+        self.enter(&mut inner, None, waker)
     }
 
     /// Makes room: the session that holds a worker, has not logged in and
@@ -138,14 +138,14 @@ impl SessionTable {
         let (since, slot) = inner
             .open
             .values()
-            .filter(|s| s.handle.is_some())
+            .filter(|s| s.waker.is_some())
             .filter_map(|s| Some((s.activity.evictable_since()?, s)))
             .min_by_key(|(since, _)| *since)?;
         if !slot.activity.evict() {
             return None;
         }
-        if let Some(handle) = &slot.handle {
-            let _ = handle.shutdown(Shutdown::Read);
+        if let Some(waker) = &slot.waker {
+            waker.shutdown(Shutdown::Read);
         }
         Some(Evicted {
             ip: slot.ip,
@@ -171,8 +171,8 @@ impl SessionTable {
     /// sessions at once (their read sees end of file) and lets a reply in
     /// progress finish; `Both` also ends sessions stuck writing.
     pub fn close_all(&self, how: Shutdown) {
-        for stream in self.lock().open.values().filter_map(|s| s.handle.as_ref()) {
-            let _ = stream.shutdown(how);
+        for waker in self.lock().open.values().filter_map(|s| s.waker.as_ref()) {
+            waker.shutdown(how);
         }
     }
 
@@ -196,8 +196,8 @@ impl SessionTable {
                 continue;
             };
             live.kick();
-            if let Some(stream) = &slot.handle {
-                let _ = stream.shutdown(Shutdown::Read);
+            if let Some(waker) = &slot.waker {
+                waker.shutdown(Shutdown::Read);
             }
             kicked += 1;
         }
@@ -279,9 +279,10 @@ impl Drop for Ticket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::socket::Socket;
     use crate::test_support::ip;
     use std::io::Read;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
     use std::thread;
 
     #[test]
@@ -327,9 +328,9 @@ mod tests {
     }
 
     /// A connected pair: the server's end and the client's.
-    fn connection(listener: &TcpListener) -> (TcpStream, TcpStream) {
+    fn connection(listener: &TcpListener) -> (Socket, TcpStream) {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        (listener.accept().unwrap().0, client)
+        (Socket::new(listener.accept().unwrap().0), client)
     }
 
     #[test]
@@ -339,15 +340,9 @@ mod tests {
         let (s1, _c1) = connection(&listener);
         let (s2, _c2) = connection(&listener);
         let (s3, _c3) = connection(&listener);
-        let older = table
-            .admit(ip("192.0.2.1"), Some(s1.try_clone().unwrap()))
-            .unwrap();
-        let logged_in = table
-            .admit(ip("192.0.2.2"), Some(s2.try_clone().unwrap()))
-            .unwrap();
-        let queued = table
-            .admit(ip("192.0.2.3"), Some(s3.try_clone().unwrap()))
-            .unwrap();
+        let older = table.admit(ip("192.0.2.1"), Some(s1.waker())).unwrap();
+        let logged_in = table.admit(ip("192.0.2.2"), Some(s2.waker())).unwrap();
+        let queued = table.admit(ip("192.0.2.3"), Some(s3.waker())).unwrap();
         logged_in.activity.serving();
         thread::sleep(Duration::from_millis(5));
         older.activity.serving();
@@ -357,7 +352,7 @@ mod tests {
         assert!(older.activity.is_evicted());
         let mut buf = [0u8; 1];
         assert_eq!(
-            (&s1).read(&mut buf).unwrap(),
+            (&*s1).read(&mut buf).unwrap(),
             0,
             "its worker sees end of file"
         );
@@ -385,10 +380,9 @@ mod tests {
         let table = Arc::new(SessionTable::new(16));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (mut server, peer) = listener.accept().unwrap();
-        let ticket = table
-            .admit(peer.ip(), Some(server.try_clone().unwrap()))
-            .unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        let mut server = Socket::new(server);
+        let ticket = table.admit(peer.ip(), Some(server.waker())).unwrap();
         let reader = thread::spawn(move || {
             let mut buf = [0u8; 16];
             let n = server.read(&mut buf).unwrap();

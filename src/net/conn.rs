@@ -1,9 +1,10 @@
 //! `Conn`: one client connection, whatever carries it (plain TCP, TLS over TCP, or inetd's stdin/stdout).
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::time::Duration;
 
+use crate::net::socket::Socket;
 use crate::net::stdio::Stdio;
 use crate::net::tls_conn::TlsConn;
 
@@ -13,7 +14,7 @@ use crate::net::tls_conn::TlsConn;
 #[derive(Debug)]
 pub enum Conn {
     /// Plain POP3 over TCP.
-    Tcp(TcpStream),
+    Tcp(Socket),
     /// POP3 over TLS (implicit, or after STLS).
     Tls(Box<TlsConn>),
     /// inetd mode: the client on stdin/stdout.
@@ -24,7 +25,8 @@ impl Conn {
     /// Wraps an accepted TCP connection. Replies are assembled into whole
     /// writes by the driver, so Nagle's algorithm only adds delayed-ACK
     /// stalls (DESIGN.md "Performance budget"): it is switched off.
-    pub fn tcp(stream: TcpStream) -> io::Result<Conn> {
+    pub fn tcp(stream: impl Into<Socket>) -> io::Result<Conn> {
+        let stream = stream.into();
         stream.set_nodelay(true)?;
         Ok(Conn::Tcp(stream))
     }
@@ -179,7 +181,7 @@ impl Write for Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
 
     #[test]
     fn loopback_detection_covers_mapped_addresses() {

@@ -10,6 +10,7 @@ pub mod live;
 pub mod output;
 pub mod proxy;
 pub mod proxy_read;
+pub mod socket;
 pub mod stdio;
 #[cfg(test)]
 pub(crate) mod test_pki;

@@ -3,7 +3,6 @@
 use crate::counters::{self, Counter};
 use std::fmt;
 use std::io;
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,12 +11,13 @@ use rustls::{ServerConnection, StreamOwned};
 use crate::config::CertUserField;
 use crate::limits::{MAX_HANDSHAKE_TIME, TLS_SEND_BUFFER};
 use crate::net::client_cert;
+use crate::net::socket::Socket;
 use crate::net::tls::TlsReloader;
 
 /// A session's TLS stream and what the handshake established.
 #[derive(Debug)]
 pub struct TlsConn {
-    pub stream: StreamOwned<ServerConnection, TcpStream>,
+    pub stream: StreamOwned<ServerConnection, Socket>,
     /// The account a verified client certificate names (AUTH EXTERNAL).
     pub cert_identity: Option<String>,
     /// That certificate's chain, for the passdb to verify at login.
@@ -91,15 +91,15 @@ impl TlsService {
 
     /// Runs the server handshake on `tcp` with the configuration in force
     /// now. `peer` is for log lines. The socket's timeouts are left unset.
-    pub fn accept(&self, tcp: TcpStream, peer: &str) -> Result<TlsConn, HandshakeError> {
-        let result = self.handshake(tcp, peer);
+    pub fn accept(&self, tcp: impl Into<Socket>, peer: &str) -> Result<TlsConn, HandshakeError> {
+        let result = self.handshake(tcp.into(), peer);
         if result.is_err() {
             counters::bump(Counter::TlsHandshakesFailed);
         }
         result
     }
 
-    fn handshake(&self, mut tcp: TcpStream, peer: &str) -> Result<TlsConn, HandshakeError> {
+    fn handshake(&self, mut tcp: Socket, peer: &str) -> Result<TlsConn, HandshakeError> {
         // Every TLS path (worker, STLS, `-i --tls` on a TCP stdin) comes
         // through here: replies are assembled, so never wait on Nagle.
         tcp.set_nodelay(true).map_err(HandshakeError::Io)?;
