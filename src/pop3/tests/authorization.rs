@@ -1,7 +1,7 @@
 //! AUTHORIZATION state, the wrong-state matrix, bad-command handling.
 
 use super::fakes::{capture_logs, logs, session_with, settings};
-use super::{logged_in, say, talk};
+use super::{converse, logged_in, say, talk};
 use crate::limits;
 use crate::pop3::{Control, State};
 
@@ -66,10 +66,12 @@ fn authorization_commands_in_transaction_name_the_state() {
 #[test]
 fn authorization_commands_in_authorization() {
     let (mut s, _) = session_with(settings(true, false));
-    assert_eq!(say(&mut s, "APOP a b"), "-ERR APOP is not supported\r\n");
-    assert_eq!(
-        say(&mut s, "AUTH"),
-        "+OK SASL mechanisms follow\r\nPLAIN\r\n.\r\n"
+    converse(
+        &mut s,
+        &[
+            ("APOP a b", "-ERR APOP is not supported\r\n"),
+            ("AUTH", "+OK SASL mechanisms follow\r\nPLAIN\r\n.\r\n"),
+        ],
     );
     assert_eq!(
         talk(&mut s, "AUTH PLAIN dGVzdAB0ZXN0AHRlc3Q="),
@@ -78,14 +80,16 @@ fn authorization_commands_in_authorization() {
             Control::AuthFailed { then_close: false }
         )
     );
-    assert_eq!(
-        say(&mut s, "STLS"),
-        "-ERR TLS is not available on this connection\r\n"
-    );
-    assert_eq!(say(&mut s, "user alice"), "+OK send PASS\r\n");
-    assert_eq!(
-        say(&mut s, "pass wonder land"),
-        "+OK maildrop has 3 messages (115 octets)\r\n"
+    converse(
+        &mut s,
+        &[
+            ("STLS", "-ERR TLS is not available on this connection\r\n"),
+            ("user alice", "+OK send PASS\r\n"),
+            (
+                "pass wonder land",
+                "+OK maildrop has 3 messages (115 octets)\r\n",
+            ),
+        ],
     );
     assert_eq!(s.state(), State::Transaction);
 }
@@ -142,8 +146,10 @@ fn plaintext_refused_when_not_allowed() {
     let (mut s, _) = session_with(settings(false, true));
     let with_hint =
         "-ERR [AUTH] plaintext authentication is not allowed on this connection; use STLS\r\n";
-    assert_eq!(say(&mut s, "USER alice"), with_hint);
-    assert_eq!(say(&mut s, "PASS wonder land"), with_hint);
+    converse(
+        &mut s,
+        &[("USER alice", with_hint), ("PASS wonder land", with_hint)],
+    );
     let capa = say(&mut s, "CAPA");
     assert!(
         capa.contains("\r\nSTLS\r\n") && !capa.contains("USER"),
@@ -269,16 +275,18 @@ fn backend_and_maildrop_failures() {
 #[test]
 fn line_errors_and_too_long_lines() {
     let (mut s, _) = session_with(settings(true, false));
-    assert_eq!(say(&mut s, ""), "-ERR empty command line\r\n");
-    assert_eq!(say(&mut s, "US\0ER a"), "-ERR NUL byte in command line\r\n");
-    assert_eq!(
-        say(&mut s, " USER a"),
-        "-ERR command keyword must be ASCII letters\r\n"
+    converse(
+        &mut s,
+        &[
+            ("", "-ERR empty command line\r\n"),
+            ("US\0ER a", "-ERR NUL byte in command line\r\n"),
+            (" USER a", "-ERR command keyword must be ASCII letters\r\n"),
+            ("HELO x", "-ERR unknown command\r\n"),
+            ("USER", "-ERR USER needs a user name\r\n"),
+            ("USER a b", "-ERR USER takes one argument\r\n"),
+            ("QUIT now", "-ERR QUIT takes no arguments\r\n"),
+        ],
     );
-    assert_eq!(say(&mut s, "HELO x"), "-ERR unknown command\r\n");
-    assert_eq!(say(&mut s, "USER"), "-ERR USER needs a user name\r\n");
-    assert_eq!(say(&mut s, "USER a b"), "-ERR USER takes one argument\r\n");
-    assert_eq!(say(&mut s, "QUIT now"), "-ERR QUIT takes no arguments\r\n");
     let mut out = Vec::new();
     assert_eq!(s.handle_too_long(&mut out).unwrap(), Control::Continue);
     assert_eq!(

@@ -27,6 +27,13 @@ fn say(s: &mut Session, line: &str) -> String {
     reply
 }
 
+/// Sends each line in turn; each reply must be exactly the one given.
+fn converse(s: &mut Session, exchange: &[(&str, &str)]) {
+    for (line, want) in exchange {
+        assert_eq!(say(s, line), *want, "reply to {line:?}");
+    }
+}
+
 /// A session logged in as alice (three messages, 115 octets).
 fn logged_in() -> (Session, fakes::Commits) {
     let (mut s, commits) = fakes::session_with(fakes::settings(true, false));

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use ring::{digest, hmac, pbkdf2};
 
 use super::fakes::{capture_logs, logs, settings, FakeAuth, FakeOpener};
-use super::{say, talk};
+use super::{converse, say, talk};
 use rustls::pki_types::CertificateDer;
 
 use crate::account::{AuthOutcome, Login, Principal};
@@ -140,11 +140,16 @@ fn stls_then_fresh_authorization() {
     assert!(caps.contains(&"USER".into()), "{caps:?}");
     assert!(caps.contains(&"SASL PLAIN".into()), "{caps:?}");
     // The USER before STLS is forgotten.
-    assert_eq!(
-        say(&mut s, "PASS wonder land"),
-        "-ERR PASS must follow a successful USER\r\n"
+    converse(
+        &mut s,
+        &[
+            (
+                "PASS wonder land",
+                "-ERR PASS must follow a successful USER\r\n",
+            ),
+            ("STLS", "-ERR TLS is already active\r\n"),
+        ],
     );
-    assert_eq!(say(&mut s, "STLS"), "-ERR TLS is already active\r\n");
     say(&mut s, "USER alice");
     assert_eq!(say(&mut s, "PASS wonder land"), ALICE_OK);
 }
@@ -173,9 +178,14 @@ fn plaintext_policy_hides_and_refuses_plain_mechanisms() {
     );
     assert_eq!(say(&mut s, "AUTH"), "+OK SASL mechanisms follow\r\n.\r\n");
     let ir = b64(b"\0alice\0wonder land");
-    assert_eq!(say(&mut s, &format!("AUTH PLAIN {ir}")), NOT_ALLOWED_STLS);
-    assert_eq!(say(&mut s, "AUTH plain"), NOT_ALLOWED_STLS);
-    assert_eq!(say(&mut s, "USER alice"), NOT_ALLOWED_STLS);
+    converse(
+        &mut s,
+        &[
+            (&format!("AUTH PLAIN {ir}"), NOT_ALLOWED_STLS),
+            ("AUTH plain", NOT_ALLOWED_STLS),
+            ("USER alice", NOT_ALLOWED_STLS),
+        ],
+    );
     assert_eq!(s.state(), State::Authorization);
     // SCRAM never sends the password: offered whatever the policy.
     let mut s = session(settings(false, false), true);
@@ -224,35 +234,42 @@ fn auth_plain_failures() {
             Control::AuthFailed { then_close: false }
         )
     );
-    assert_eq!(
-        say(&mut s, &format!("AUTH PLAIN {}", b64(b"\0broken\0x"))),
-        "-ERR [SYS/TEMP] authentication is temporarily unavailable; try again later\r\n"
+    converse(
+        &mut s,
+        &[
+            (
+                &format!("AUTH PLAIN {}", b64(b"\0broken\0x")),
+                "-ERR [SYS/TEMP] authentication is temporarily unavailable; try again later\r\n",
+            ),
+            ("AUTH PLAIN", "+ \r\n"),
+            ("*", "-ERR authentication cancelled\r\n"),
+            ("AUTH PLAIN", "+ \r\n"),
+            ("not base64!", "-ERR invalid base64 in SASL response\r\n"),
+            ("AUTH PLAIN", "+ \r\n"),
+        ],
     );
-    assert_eq!(say(&mut s, "AUTH PLAIN"), "+ \r\n");
-    assert_eq!(say(&mut s, "*"), "-ERR authentication cancelled\r\n");
-    assert_eq!(say(&mut s, "AUTH PLAIN"), "+ \r\n");
-    assert_eq!(
-        say(&mut s, "not base64!"),
-        "-ERR invalid base64 in SASL response\r\n"
-    );
-    assert_eq!(say(&mut s, "AUTH PLAIN"), "+ \r\n");
     let mut out = Vec::new();
     assert_eq!(s.handle_too_long(&mut out).unwrap(), Control::Continue);
     assert_eq!(
         String::from_utf8(out).unwrap(),
         "-ERR SASL response too long (at most 8192 octets)\r\n"
     );
-    assert_eq!(
-        say(&mut s, "AUTH PLAIN ="),
-        "-ERR malformed SASL response: PLAIN needs authzid NUL authcid NUL password\r\n"
-    );
-    assert_eq!(
-        say(&mut s, "AUTH LOGIN"),
-        "-ERR unsupported SASL mechanism (AUTH without arguments lists them)\r\n"
-    );
-    assert_eq!(
-        say(&mut s, "AUTH SCRAM-SHA-256"),
-        "-ERR [AUTH] SCRAM-SHA-256 is not available: no account has a secret for it\r\n"
+    converse(
+        &mut s,
+        &[
+            (
+                "AUTH PLAIN =",
+                "-ERR malformed SASL response: PLAIN needs authzid NUL authcid NUL password\r\n",
+            ),
+            (
+                "AUTH LOGIN",
+                "-ERR unsupported SASL mechanism (AUTH without arguments lists them)\r\n",
+            ),
+            (
+                "AUTH SCRAM-SHA-256",
+                "-ERR [AUTH] SCRAM-SHA-256 is not available: no account has a secret for it\r\n",
+            ),
+        ],
     );
     // After all that, the session still logs in.
     assert_eq!(
@@ -285,8 +302,7 @@ fn external_uses_the_certificate_identity() {
 
     // Without an initial response: an empty challenge, an empty answer.
     let mut s = session(tls_settings(Some("alice")), false);
-    assert_eq!(say(&mut s, "AUTH EXTERNAL"), "+ \r\n");
-    assert_eq!(say(&mut s, ""), ALICE_OK);
+    converse(&mut s, &[("AUTH EXTERNAL", "+ \r\n"), ("", ALICE_OK)]);
 
     let mut s = session(tls_settings(Some("alice")), false);
     assert_eq!(

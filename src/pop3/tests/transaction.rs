@@ -1,7 +1,7 @@
 //! TRANSACTION state: every command, message-number errors, UPDATE, abort.
 
 use super::fakes::{capture_logs, logs, messages, session_with, settings};
-use super::{logged_in, say, talk};
+use super::{converse, logged_in, say, talk};
 use crate::pop3::{Control, State};
 
 fn body(i: usize) -> String {
@@ -11,62 +11,64 @@ fn body(i: usize) -> String {
 #[test]
 fn stat_list_uidl() {
     let (mut s, _) = logged_in();
-    assert_eq!(say(&mut s, "STAT"), "+OK 3 115\r\n");
-    assert_eq!(
-        say(&mut s, "LIST"),
-        "+OK 3 messages (115 octets)\r\n1 28\r\n2 62\r\n3 25\r\n.\r\n"
+    converse(
+        &mut s,
+        &[
+            ("STAT", "+OK 3 115\r\n"),
+            (
+                "LIST",
+                "+OK 3 messages (115 octets)\r\n1 28\r\n2 62\r\n3 25\r\n.\r\n",
+            ),
+            ("LIST 2", "+OK 2 62\r\n"),
+            (
+                "UIDL",
+                "+OK unique-id listing follows\r\n1 uid-1\r\n2 uid-2\r\n3 uid-3\r\n.\r\n",
+            ),
+            ("uidl 3", "+OK 3 uid-3\r\n"),
+        ],
     );
-    assert_eq!(say(&mut s, "LIST 2"), "+OK 2 62\r\n");
-    assert_eq!(
-        say(&mut s, "UIDL"),
-        "+OK unique-id listing follows\r\n1 uid-1\r\n2 uid-2\r\n3 uid-3\r\n.\r\n"
-    );
-    assert_eq!(say(&mut s, "uidl 3"), "+OK 3 uid-3\r\n");
 }
 
 #[test]
 fn retr_and_top_stream_the_maildrops_bytes() {
     let (mut s, _) = logged_in();
-    assert_eq!(
-        say(&mut s, "RETR 2"),
-        format!("+OK 62 octets\r\n{}.\r\n", body(1))
-    );
-    assert_eq!(
-        say(&mut s, "TOP 2 1"),
-        "+OK top of message follows\r\nSubject: two\r\nFrom: x@example.org\r\n\r\nline 1\r\n.\r\n"
-    );
-    assert_eq!(
-        say(&mut s, "TOP 1 0"),
-        "+OK top of message follows\r\nSubject: one\r\n\r\n.\r\n"
-    );
-    assert_eq!(
-        say(&mut s, "TOP 3 18446744073709551615"),
-        format!("+OK top of message follows\r\n{}.\r\n", body(2))
-    );
+    converse(&mut s, &[
+        ("RETR 2", &format!("+OK 62 octets\r\n{}.\r\n", body(1))),
+        ("TOP 2 1", "+OK top of message follows\r\nSubject: two\r\nFrom: x@example.org\r\n\r\nline 1\r\n.\r\n"),
+        ("TOP 1 0", "+OK top of message follows\r\nSubject: one\r\n\r\n.\r\n"),
+        ("TOP 3 18446744073709551615", &format!("+OK top of message follows\r\n{}.\r\n", body(2))),
+    ]);
 }
 
 #[test]
 fn deleted_messages_are_invisible() {
     let (mut s, _) = logged_in();
-    assert_eq!(say(&mut s, "DELE 2"), "+OK message 2 deleted\r\n");
-    assert_eq!(say(&mut s, "STAT"), "+OK 2 53\r\n");
-    assert_eq!(
-        say(&mut s, "LIST"),
-        "+OK 2 messages (53 octets)\r\n1 28\r\n3 25\r\n.\r\n"
-    );
-    assert_eq!(
-        say(&mut s, "UIDL"),
-        "+OK unique-id listing follows\r\n1 uid-1\r\n3 uid-3\r\n.\r\n"
+    converse(
+        &mut s,
+        &[
+            ("DELE 2", "+OK message 2 deleted\r\n"),
+            ("STAT", "+OK 2 53\r\n"),
+            (
+                "LIST",
+                "+OK 2 messages (53 octets)\r\n1 28\r\n3 25\r\n.\r\n",
+            ),
+            (
+                "UIDL",
+                "+OK unique-id listing follows\r\n1 uid-1\r\n3 uid-3\r\n.\r\n",
+            ),
+        ],
     );
     for line in ["LIST 2", "UIDL 2", "RETR 2", "TOP 2 0", "DELE 2"] {
         assert_eq!(say(&mut s, line), "-ERR message 2 is deleted\r\n", "{line}");
     }
-    assert_eq!(
-        say(&mut s, "RSET"),
-        "+OK maildrop has 3 messages (115 octets)\r\n"
+    converse(
+        &mut s,
+        &[
+            ("RSET", "+OK maildrop has 3 messages (115 octets)\r\n"),
+            ("LIST 2", "+OK 2 62\r\n"),
+            ("NOOP", "+OK\r\n"),
+        ],
     );
-    assert_eq!(say(&mut s, "LIST 2"), "+OK 2 62\r\n");
-    assert_eq!(say(&mut s, "NOOP"), "+OK\r\n");
 }
 
 #[test]
@@ -99,19 +101,15 @@ fn message_number_errors() {
 fn empty_maildrop() {
     let (mut s, _) = session_with(settings(true, false));
     say(&mut s, "USER bob");
-    assert_eq!(
-        say(&mut s, "PASS builder"),
-        "+OK maildrop has 0 messages (0 octets)\r\n"
-    );
-    assert_eq!(say(&mut s, "STAT"), "+OK 0 0\r\n");
-    assert_eq!(say(&mut s, "LIST"), "+OK 0 messages (0 octets)\r\n.\r\n");
-    assert_eq!(
-        say(&mut s, "UIDL"),
-        "+OK unique-id listing follows\r\n.\r\n"
-    );
-    assert_eq!(
-        say(&mut s, "RETR 1"),
-        "-ERR no message 1, maildrop has 0 messages\r\n"
+    converse(
+        &mut s,
+        &[
+            ("PASS builder", "+OK maildrop has 0 messages (0 octets)\r\n"),
+            ("STAT", "+OK 0 0\r\n"),
+            ("LIST", "+OK 0 messages (0 octets)\r\n.\r\n"),
+            ("UIDL", "+OK unique-id listing follows\r\n.\r\n"),
+            ("RETR 1", "-ERR no message 1, maildrop has 0 messages\r\n"),
+        ],
     );
 }
 
