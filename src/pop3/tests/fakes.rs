@@ -217,3 +217,8 @@ pub fn capture_logs() {
 pub fn logs() -> Vec<String> {
     LOG_LINES.with(|l| l.borrow().clone())
 }
+
+/// The captured log lines that contain `part`.
+pub fn logs_containing(part: &str) -> Vec<String> {
+    logs().into_iter().filter(|l| l.contains(part)).collect()
+}

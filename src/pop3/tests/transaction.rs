@@ -1,11 +1,22 @@
 //! TRANSACTION state: every command, message-number errors, UPDATE, abort.
 
-use super::fakes::{capture_logs, logs, messages, session_with, settings};
+use super::fakes::{
+    capture_logs, logs, logs_containing, messages, session_with, settings, Commits,
+};
 use super::{converse, logged_in, say, talk};
-use crate::pop3::{Control, State};
+use crate::pop3::{Control, Session, State};
 
 fn body(i: usize) -> String {
     String::from_utf8(messages()[i].0.clone()).unwrap()
+}
+
+/// A session logged in as one of the fakes' users whose maildrop fails on
+/// purpose (`badcommit`: at QUIT, `failing`: in the middle of a RETR).
+fn logged_in_as(user: &str) -> (Session, Commits) {
+    let (mut s, commits) = session_with(settings(true, false));
+    say(&mut s, &format!("USER {user}"));
+    say(&mut s, "PASS x");
+    (s, commits)
 }
 
 #[test]
@@ -133,10 +144,7 @@ fn quit_commits_the_deleted_flags_and_logs_the_session() {
     assert_eq!(s.state(), State::Authorization);
     assert_eq!(talk(&mut s, "STAT"), (String::new(), Control::Close));
     s.abort("eof");
-    let logout: Vec<_> = logs()
-        .into_iter()
-        .filter(|l| l.contains("logout:"))
-        .collect();
+    let logout = logs_containing("logout:");
     assert_eq!(
         logout,
         ["INFO logout: user=alice rip=192.0.2.7 retr=2/90 top=1 dele=2/53 kept=1/62 reason=quit"]
@@ -146,9 +154,7 @@ fn quit_commits_the_deleted_flags_and_logs_the_session() {
 #[test]
 fn failed_update_answers_sys_temp() {
     capture_logs();
-    let (mut s, commits) = session_with(settings(true, false));
-    say(&mut s, "USER badcommit");
-    say(&mut s, "PASS x");
+    let (mut s, commits) = logged_in_as("badcommit");
     say(&mut s, "DELE 1");
     assert_eq!(
         talk(&mut s, "QUIT"),
@@ -172,10 +178,7 @@ fn abort_changes_nothing_and_logs_once() {
     s.abort("eof");
     assert!(commits.lock().unwrap().is_empty());
     assert_eq!(talk(&mut s, "QUIT"), (String::new(), Control::Close));
-    let logout: Vec<_> = logs()
-        .into_iter()
-        .filter(|l| l.contains("logout:"))
-        .collect();
+    let logout = logs_containing("logout:");
     assert_eq!(
         logout,
         ["INFO logout: user=alice rip=192.0.2.7 retr=0/0 top=0 dele=1/28 kept=3/115 reason=timeout"]
@@ -185,9 +188,7 @@ fn abort_changes_nothing_and_logs_once() {
 #[test]
 fn transfer_error_after_ok_closes_without_update() {
     capture_logs();
-    let (mut s, commits) = session_with(settings(true, false));
-    say(&mut s, "USER failing");
-    say(&mut s, "PASS x");
+    let (mut s, commits) = logged_in_as("failing");
     say(&mut s, "DELE 2");
     assert_eq!(
         talk(&mut s, "RETR 1"),
