@@ -8,10 +8,11 @@
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use super::recovery::{recover, Recovered};
 use super::recovery_tests::crashed_mid_round;
-use super::state::SpoolKey;
+use super::state::{SpoolKey, StateDir};
 
 #[test]
 fn same_spool_under_another_st_dev_is_recovered() {
@@ -23,14 +24,11 @@ fn same_spool_under_another_st_dev_is_recovered() {
         "the journal header holds the spool's st_dev"
     );
     // Recovery reads no st_dev, so another node's mount recovers the same.
-    let spool = File::options().read(true).write(true).open(&path).unwrap();
-    let outcome = recover(&state, &path, &SpoolKey::of(&path), Some(&spool)).unwrap();
+    let outcome = recover_leaving(&state, &path, &after);
     assert!(
         matches!(outcome, Some(Recovered::Completed { .. })),
         "{outcome:?}"
     );
-    assert_eq!(std::fs::read(&path).unwrap(), after);
-    assert!(!state.journal(&SpoolKey::of(&path)).exists());
 }
 
 #[test]
@@ -40,12 +38,19 @@ fn replaced_spool_is_left_alone_and_the_journal_set_aside() {
     // the new one cannot reuse its inode).
     std::fs::rename(&path, dir.path().join("spool.old")).unwrap();
     std::fs::write(&path, &before).unwrap();
-    let new = File::options().read(true).write(true).open(&path).unwrap();
-    let outcome = recover(&state, &path, &SpoolKey::of(&path), Some(&new)).unwrap();
+    let outcome = recover_leaving(&state, &path, &before);
     assert!(
         matches!(outcome, Some(Recovered::SetAside { .. })),
         "{outcome:?}"
     );
-    assert_eq!(std::fs::read(&path).unwrap(), before);
-    assert!(!state.journal(&SpoolKey::of(&path)).exists());
+}
+
+/// Runs recovery on the spool at `path` (opened as a session opens it);
+/// the spool must then hold `want` and no journal be left for it.
+fn recover_leaving(state: &StateDir, path: &Path, want: &[u8]) -> Option<Recovered> {
+    let spool = File::options().read(true).write(true).open(path).unwrap();
+    let outcome = recover(state, path, &SpoolKey::of(path), Some(&spool)).unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), want);
+    assert!(!state.journal(&SpoolKey::of(path)).exists());
+    outcome
 }

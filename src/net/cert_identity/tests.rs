@@ -51,31 +51,21 @@ fn each_field() {
 
 #[test]
 fn string_types() {
-    let printable = cert(|p| {
-        p.distinguished_name.push(
-            DnType::CommonName,
+    let readable: [(DnValue, &str); 3] = [
+        (
             DnValue::PrintableString("Alice Smith".try_into().unwrap()),
-        )
-    });
-    assert_eq!(
-        cert_identity(&printable, CertUserField::Cn),
-        Ok("Alice Smith".into())
-    );
-    let bmp = cert(|p| {
-        p.distinguished_name.push(
-            DnType::CommonName,
+            "Alice Smith",
+        ),
+        (
             DnValue::BmpString("j\u{f6}rg".try_into().unwrap()),
-        )
-    });
-    assert_eq!(
-        cert_identity(&bmp, CertUserField::Cn),
-        Ok("j\u{f6}rg".into())
-    );
-    let utf8 = cert(|p| p.distinguished_name.push(DnType::CommonName, "m\u{fc}ller"));
-    assert_eq!(
-        cert_identity(&utf8, CertUserField::Cn),
-        Ok("m\u{fc}ller".into())
-    );
+            "j\u{f6}rg",
+        ),
+        (DnValue::Utf8String("m\u{fc}ller".into()), "m\u{fc}ller"),
+    ];
+    for (value, want) in readable {
+        let c = cert(|p| p.distinguished_name.push(DnType::CommonName, value));
+        assert_eq!(cert_identity(&c, CertUserField::Cn), Ok(want.into()));
+    }
     let teletex = cert(|p| {
         p.distinguished_name.push(
             DnType::CommonName,
