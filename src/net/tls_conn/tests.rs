@@ -122,7 +122,18 @@ fn client_certificates_name_accounts_only_when_valid() {
     );
 }
 
-/// A plain session with STLS offered, served on a thread.
+/// A plain session with STLS offered, served on a thread; returns the
+/// client's socket, a reader over it past the greeting, and the server.
+fn greeted_by_stls_server(
+    pki: &Pki,
+) -> (TcpStream, BufReader<TcpStream>, thread::JoinHandle<Ended>) {
+    let (client, server) = pair();
+    let handle = stls_server(pki, server);
+    let mut clear = BufReader::new(client.try_clone().unwrap());
+    assert_eq!(read_line(&mut clear), "+OK ironpop ready\r\n");
+    (client, clear, handle)
+}
+
 fn stls_server(pki: &Pki, server: TcpStream) -> thread::JoinHandle<Ended> {
     let service = service(pki, Duration::from_secs(10));
     thread::spawn(move || {
@@ -156,10 +167,7 @@ fn read_line(r: &mut impl BufRead) -> String {
 #[test]
 fn commands_pipelined_after_stls_are_never_executed() {
     let pki = Pki::new();
-    let (client, server) = pair();
-    let handle = stls_server(&pki, server);
-    let mut clear = BufReader::new(client.try_clone().unwrap());
-    assert_eq!(read_line(&mut clear), "+OK ironpop ready\r\n");
+    let (client, mut clear, handle) = greeted_by_stls_server(&pki);
     // The injection: CAPA rides in the same segment as STLS.
     (&client).write_all(b"STLS\r\nCAPA\r\n").unwrap();
     assert_eq!(read_line(&mut clear), "+OK Begin TLS negotiation\r\n");
@@ -199,10 +207,7 @@ fn commands_pipelined_after_stls_are_never_executed() {
 #[test]
 fn failed_stls_handshake_closes_the_connection() {
     let pki = Pki::new();
-    let (client, server) = pair();
-    let handle = stls_server(&pki, server);
-    let mut clear = BufReader::new(client.try_clone().unwrap());
-    read_line(&mut clear);
+    let (client, mut clear, handle) = greeted_by_stls_server(&pki);
     (&client).write_all(b"STLS\r\n").unwrap();
     assert_eq!(read_line(&mut clear), "+OK Begin TLS negotiation\r\n");
     (&client).write_all(b"USER alice\r\n").unwrap();
