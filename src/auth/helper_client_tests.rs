@@ -309,12 +309,19 @@ fn certificate_login_is_verified_by_the_helper() {
     }
 }
 
+/// A users file (named `name`, next to the fixture's mail) holding one
+/// user with a SCRAM secret for the password "pencil" and `salt`.
+fn scram_users_file(fx: &Fixture, name: &str, user: &str, salt: &[u8]) -> std::path::PathBuf {
+    let secret = crate::sasl::ScramSecret::derive(b"pencil", salt, 4096).unwrap();
+    let users = fx.mail.parent().unwrap().join(name);
+    std::fs::write(&users, format!("{user}:{secret}\n")).unwrap();
+    users
+}
+
 #[test]
 fn scram_login_is_verified_by_the_helper() {
     let (fx, _) = fixture();
-    let secret = crate::sasl::ScramSecret::derive(b"pencil", b"carol's salt", 4096).unwrap();
-    let users = fx.mail.parent().unwrap().join("users");
-    std::fs::write(&users, format!("carol:{secret}\n")).unwrap();
+    let users = scram_users_file(&fx, "users", "carol", b"carol's salt");
     let db = fx.db(users, None);
     let (pool, _threads) = pool(&db, 1);
     let session = HelperSession::new(pool);
@@ -363,9 +370,7 @@ fn the_password_less_lookup_request_is_gone() {
 #[test]
 fn offers_scram_is_asked_once_per_ttl() {
     let (fx, _) = fixture();
-    let secret = crate::sasl::ScramSecret::derive(b"pencil", b"dave's salt!", 4096).unwrap();
-    let users = fx.mail.parent().unwrap().join("users-ttl");
-    std::fs::write(&users, format!("dave:{secret}\n")).unwrap();
+    let users = scram_users_file(&fx, "users-ttl", "dave", b"dave's salt!");
     let db = fx.db(users.clone(), None);
     let (pool, _threads) = pool(&db, 1);
     let session = HelperSession::new(pool);
