@@ -15,3 +15,13 @@ pub(crate) fn scratch_path(name: &str) -> (tempfile::TempDir, PathBuf) {
     let path = dir.path().join(name);
     (dir, path)
 }
+
+/// proptest's settings for our properties: `cases` runs, and no failure
+/// files written into the source tree (a failing seed is in the output).
+pub(crate) fn proptest_cases(cases: u32) -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}

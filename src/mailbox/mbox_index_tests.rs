@@ -220,11 +220,7 @@ fn expire_zero_deletes_what_was_retrieved_in_the_session() {
 }
 
 proptest::proptest! {
-    #![proptest_config(proptest::test_runner::Config {
-        cases: 24,
-        failure_persistence: None,
-        ..proptest::test_runner::Config::default()
-    })]
+    #![proptest_config(crate::test_support::proptest_cases(24))]
 
     /// Random histories: deliveries, sessions that delete and QUIT or just
     /// end, a byte inserted anywhere by another program, truncation, a

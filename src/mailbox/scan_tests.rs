@@ -160,11 +160,7 @@ const SPLIT_PIECES: [&[u8]; 9] = [
 ];
 
 proptest::proptest! {
-    #![proptest_config(proptest::test_runner::Config {
-        cases: 200,
-        failure_persistence: None,
-        ..proptest::test_runner::Config::default()
-    })]
+    #![proptest_config(crate::test_support::proptest_cases(200))]
 
     #[test]
     fn random_spools_never_panic_and_agree_across_splits(
@@ -279,11 +275,7 @@ const PIECES: [&[u8]; 14] = [
 ];
 
 proptest::proptest! {
-    #![proptest_config(proptest::test_runner::Config {
-        cases: 3000,
-        failure_persistence: None,
-        ..proptest::test_runner::Config::default()
-    })]
+    #![proptest_config(crate::test_support::proptest_cases(3000))]
 
     /// Spools spliced from [`PIECES`], fed whole and in blocks of 1 to 24
     /// bytes, scan exactly as the reference scanner says.
