@@ -67,18 +67,22 @@ impl SessionLock {
                 format!("session lock {}: {source}", lock_path.display()),
             ),
         };
-        if let Err(e) = state.ensure() {
-            unregister();
-            return Err(io_err("locking", e));
-        }
-        let file = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
-            .open(&lock_path)
-        {
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .mode(0o600)
+                .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+                .open(&lock_path)
+        };
+        // The state directory is made when it is missing, not checked at
+        // every login.
+        let opened = match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => state.ensure().and_then(|()| open()),
+            opened => opened,
+        };
+        let file = match opened {
             Ok(f) => f,
             Err(e) => {
                 unregister();

@@ -9,7 +9,7 @@ use crate::config::{Config, PlaintextAuth};
 use crate::counters::{self, Counter};
 use crate::limits::{self, GOODBYE_WRITE_TIMEOUT, READ_TIMEOUT_SLACK};
 use crate::net::activity::{Activity, BUSY_REPLY};
-use crate::net::conn::Conn;
+use crate::net::conn::{is_loopback_ip, Conn};
 use crate::net::line_buffer::{LineBuffer, LineEvent};
 use crate::net::live::LiveSession;
 use crate::net::output::Output;
@@ -78,25 +78,28 @@ pub fn plaintext_allowed(policy: PlaintextAuth, tls_active: bool, loopback: bool
 /// connection and the configured policy.
 pub fn session_settings(conn: &Conn, policy: PlaintextAuth) -> SessionSettings {
     let tls_active = conn.is_tls();
+    // Asked once: the loopback check and the log name both need it.
+    let peer = conn.peer_addr();
     SessionSettings {
-        plaintext_allowed: plaintext_allowed(policy, tls_active, conn.is_loopback()),
+        plaintext_allowed: plaintext_allowed(
+            policy,
+            tls_active,
+            peer.is_some_and(|a| is_loopback_ip(a.ip())),
+        ),
         // The caller sets it when it passes a `TlsService` to `serve_with_tls`.
         stls_offered: false,
         tls_active,
         // Addresses without ports, as fail2ban and log readers expect.
-        peer: peer_name(conn),
-        local: conn.local_addr().map_or_else(
-            || "unknown".to_string(),
-            |a| a.ip().to_canonical().to_string(),
-        ),
+        peer: address_name(peer),
+        local: address_name(conn.local_addr()),
         tls_protocol: tls_protocol(conn),
         cert_identity: conn.cert_identity().map(str::to_owned),
         client_chain: conn.client_chain().cloned(),
     }
 }
 
-fn peer_name(conn: &Conn) -> String {
-    conn.peer_addr().map_or_else(
+fn address_name(addr: Option<std::net::SocketAddr>) -> String {
+    addr.map_or_else(
         || "unknown".to_string(),
         |a| a.ip().to_canonical().to_string(),
     )

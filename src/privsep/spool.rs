@@ -3,7 +3,7 @@
 //! The same checks serve a daemon without root (`mailbox::mbox` opens by
 //! path through [`open_spool`]); only the owner check is the helper's.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
@@ -30,6 +30,12 @@ pub enum SpoolOpenError {
 /// file). `Ok(None)` when it does not exist (an empty maildrop). Used by
 /// the privileged helper and, without one, by the session directly.
 pub fn open_spool(path: &Path) -> Result<Option<File>, SpoolOpenError> {
+    Ok(open_with_metadata(path)?.map(|(file, _)| file))
+}
+
+/// [`open_spool`] with the metadata its checks read, so a caller checking
+/// more (the owner) does not stat the file again.
+fn open_with_metadata(path: &Path) -> Result<Option<(File, Metadata)>, SpoolOpenError> {
     let flags = OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
     let file = match OpenOptions::new()
         .read(true)
@@ -69,28 +75,19 @@ pub fn open_spool(path: &Path) -> Result<Option<File>, SpoolOpenError> {
             meta.nlink()
         )));
     }
-    Ok(Some(file))
+    Ok(Some((file, meta)))
 }
 
 /// Opens a spool for its account: `open_spool`'s checks (no symlink, a
 /// regular file with one link), owned by `owner`, never created.
 pub fn open_checked(path: &Path, owner: Option<Uid>) -> (SpoolAnswer, Option<File>) {
-    let file = match open_spool(path) {
-        Ok(Some(f)) => f,
+    let (file, meta) = match open_with_metadata(path) {
+        Ok(Some(opened)) => opened,
         Ok(None) => return (SpoolAnswer::Missing, None),
         Err(SpoolOpenError::Refused(reason)) => return (SpoolAnswer::Refused(reason), None),
         Err(SpoolOpenError::Io { source, .. }) => {
             return (
                 SpoolAnswer::Failed(source.raw_os_error().unwrap_or(nix::libc::EIO)),
-                None,
-            )
-        }
-    };
-    let meta = match file.metadata() {
-        Ok(m) => m,
-        Err(e) => {
-            return (
-                SpoolAnswer::Failed(e.raw_os_error().unwrap_or(nix::libc::EIO)),
                 None,
             )
         }
