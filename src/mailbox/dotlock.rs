@@ -15,18 +15,19 @@
 //! pid namespace's), so such locks, and every lock of another host, wait
 //! for the age rule. Only the lock file that was judged is removed: it is
 //! renamed away, compared (inode and mtime), and put back if it was a new
-//! one. A held lock is touched by a small thread every [`TOUCH_EVERY`]
-//! for as long as it is held, also through a long fsync; on release it is
-//! removed only if it is still ours.
+//! one. A held lock is touched every [`TOUCH_EVERY`] for as long as it is
+//! held, also through a long fsync, by one thread per process that serves
+//! every held lock (a thread per lock was a thread start and join, some
+//! twenty system calls, at every login); on release it is removed only if
+//! it is still ours.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::sync::OnceLock;
-use std::thread::JoinHandle;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use nix::fcntl::OFlag;
@@ -56,8 +57,9 @@ pub struct Dotlock {
     path: PathBuf,
     dev: u64,
     ino: u64,
-    /// The thread that keeps the lock fresh; dropping the sender stops it.
-    keeper: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+    /// Its entry in the keeper's list (`None`: no keeper thread could be
+    /// started; the lock is still valid, only not refreshed).
+    kept: Option<u64>,
 }
 
 /// Result of one attempt.
@@ -93,12 +95,12 @@ pub fn try_lock(spool: &Path) -> io::Result<Attempt> {
             return busy_or_stale(&path, server_now);
         }
     };
-    let keeper = keep_fresh(&file, &path);
+    let kept = keep_fresh(file, &path);
     Ok(Attempt::Held(Dotlock {
         path,
         dev,
         ino,
-        keeper,
+        kept,
     }))
 }
 
@@ -114,25 +116,67 @@ fn hostname() -> &'static str {
     })
 }
 
-/// Starts the thread that touches the lock (server time) every
-/// [`TOUCH_EVERY`] until the returned sender is dropped. Without it (no
-/// thread could be started) the lock is still valid, only not refreshed.
-fn keep_fresh(file: &File, path: &Path) -> Option<(mpsc::Sender<()>, JoinHandle<()>)> {
-    let file = file.try_clone().ok()?;
-    let path = path.to_path_buf();
-    let (stop, stopped) = mpsc::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name("dotlock".into())
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(TOUCH_EVERY) {
-                if let Err(e) = futimens(&file, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW) {
-                    log::warn!("cannot touch dotlock {}: {e}", path.display());
-                }
+/// The held dotlocks of this process and their keeper thread.
+struct Keeper {
+    /// The process that started the thread: a forked child has no thread
+    /// and starts its own.
+    pid: u32,
+    /// Open lock files (entry number → file, path for the log).
+    held: HashMap<u64, (File, PathBuf)>,
+}
+
+fn keeper() -> MutexGuard<'static, Option<Keeper>> {
+    static KEEPER: Mutex<Option<Keeper>> = Mutex::new(None);
+    // A panic elsewhere while holding the mutex leaves a consistent list.
+    KEEPER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Hands the lock `file` to the keeper thread (started on first use),
+/// which touches it (server time) every [`TOUCH_EVERY`] until [`forget`].
+/// `None` when no thread could be started.
+fn keep_fresh(file: File, path: &Path) -> Option<u64> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    let mut keeper = keeper();
+    if keeper.as_ref().map(|k| k.pid) != Some(pid) {
+        std::thread::Builder::new()
+            .name("dotlock".into())
+            .stack_size(64 * 1024)
+            .spawn(touch_held_locks)
+            .ok()?;
+        *keeper = Some(Keeper {
+            pid,
+            held: HashMap::new(),
+        });
+    }
+    let entry = NEXT.fetch_add(1, Ordering::Relaxed);
+    keeper
+        .as_mut()?
+        .held
+        .insert(entry, (file, path.to_path_buf()));
+    Some(entry)
+}
+
+/// Takes a lock off the keeper's list; once this returns it is not
+/// touched any more (the keeper touches under the same mutex).
+fn forget(entry: u64) {
+    if let Some(k) = keeper().as_mut() {
+        k.held.remove(&entry);
+    }
+}
+
+/// The keeper thread: lives as long as the process.
+fn touch_held_locks() {
+    loop {
+        std::thread::sleep(TOUCH_EVERY);
+        for (file, path) in keeper().iter().flat_map(|k| k.held.values()) {
+            if let Err(e) = futimens(file, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW) {
+                log::warn!("cannot touch dotlock {}: {e}", path.display());
             }
-        })
-        .ok()?;
-    Some((stop, thread))
+        }
+    }
 }
 
 fn unique_name() -> String {
@@ -267,9 +311,8 @@ impl Dotlock {
 
 impl Drop for Dotlock {
     fn drop(&mut self) {
-        if let Some((stop, thread)) = self.keeper.take() {
-            drop(stop);
-            let _ = thread.join();
+        if let Some(entry) = self.kept.take() {
+            forget(entry);
         }
         match fs::symlink_metadata(&self.path) {
             Ok(m) if m.dev() == self.dev && m.ino() == self.ino => {
