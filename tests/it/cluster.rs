@@ -319,8 +319,14 @@ fn tls_is_passed_through_to_the_nodes() {
     assert!(c.cmd("QUIT").starts_with("+OK"));
     let line = format!("login: user={USER} method=USER rip=127.0.7.1 ");
     assert!(
-        cluster.nodes_logging(&marks, &line).len() == 1
-            && cluster.nodes_logging(&marks, "tls=TLSv1.3").len() == 1,
+        cluster
+            .wait_nodes_logging(&marks, &line, Duration::from_secs(10))
+            .len()
+            == 1
+            && cluster
+                .wait_nodes_logging(&marks, "tls=TLSv1.3", Duration::from_secs(10))
+                .len()
+                == 1,
         "{}",
         cluster.all_logs()
     );

@@ -418,6 +418,24 @@ impl Cluster {
             .collect()
     }
 
+    /// [`Cluster::nodes_logging`], waiting up to `timeout` for at least one
+    /// node: a node writes its log line after the client saw the reply.
+    pub fn wait_nodes_logging(
+        &self,
+        marks: &[usize],
+        needle: &str,
+        timeout: Duration,
+    ) -> Vec<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self.nodes_logging(marks, needle);
+            if !found.is_empty() || Instant::now() >= deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Every node's log length now, for [`Cluster::nodes_logging`].
     pub fn marks(&self) -> Vec<usize> {
         self.nodes.iter().map(|n| n.log().len()).collect()
