@@ -300,3 +300,28 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// After the grace period every connection is cut; sessions still busy
 /// with the mailbox (an update in progress) get this long to finish it.
 pub const SHUTDOWN_FINISH: Duration = Duration::from_secs(20);
+
+// Control socket (ironpop --who/--kick/--stats and the daemon side).
+
+/// The daemon answers from its poll loop at once; this only guards
+/// against a daemon that is stuck.
+pub const CONTROL_REPLY_TIME: Duration = Duration::from_secs(10);
+
+/// Conversations at once: an administrator and a metrics timer need a few.
+pub const CONTROL_MAX_CLIENTS: usize = 4;
+
+/// A whole conversation, from accept to the last octet of the reply.
+pub const CONTROL_CLIENT_TIME: Duration = Duration::from_secs(5);
+
+/// A lock file's line is short; more is not a lock file of ours.
+pub const LOCK_FILE_MAX_LINE: u64 = 4096;
+
+/// The longest request line, LF included: a command and a user name.
+pub const CONTROL_MAX_REQUEST: usize = 256;
+
+/// The longest reply a client accepts: a `WHO` line is under 200 octets,
+/// so this holds tens of thousands of sessions and still bounds memory.
+pub const CONTROL_MAX_REPLY: usize = 8 * 1024 * 1024;
+
+/// The longest `KICK` target: user names and addresses are far shorter.
+pub const CONTROL_MAX_TARGET: usize = 200;

@@ -299,13 +299,14 @@ pub fn proxy(data: &[u8]) {
 /// is read back as a refusal; no body line holds a line end.
 pub fn control(data: &[u8]) {
     use ironpop::control::protocol::{
-        decode_stat, err_reply, parse_reply, parse_request, ReplyError, WhoRow, MAX_REQUEST,
+        decode_stat, err_reply, parse_reply, parse_request, ReplyError, WhoRow,
     };
+    use ironpop::limits::CONTROL_MAX_REQUEST;
     let (sel, _, payload) = header(data, 0);
     if sel % 2 == 0 {
         match parse_request(payload) {
             Ok(request) => {
-                assert!(payload.len() <= MAX_REQUEST);
+                assert!(payload.len() <= CONTROL_MAX_REQUEST);
                 let line = format!("{request}\n");
                 assert_eq!(parse_request(line.as_bytes()), Ok(request), "{line:?}");
             }

@@ -4,14 +4,10 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use super::protocol::{parse_reply, ReplyError, Request, MAX_REPLY};
+use super::protocol::{parse_reply, ReplyError, Request};
+use crate::limits::{CONTROL_MAX_REPLY, CONTROL_REPLY_TIME};
 use crate::privsep::control_socket::CONTROL_GROUP;
-
-/// The daemon answers from its poll loop at once; this only guards
-/// against a daemon that is stuck.
-const REPLY_TIME: Duration = Duration::from_secs(10);
 
 /// Why the daemon could not be asked.
 #[derive(Debug)]
@@ -69,14 +65,17 @@ pub fn ask(path: &Path, request: &Request) -> Result<Vec<String>, ControlError> 
         _ => io_err(e),
     })?;
     stream
-        .set_read_timeout(Some(REPLY_TIME))
-        .and_then(|()| stream.set_write_timeout(Some(REPLY_TIME)))
+        .set_read_timeout(Some(CONTROL_REPLY_TIME))
+        .and_then(|()| stream.set_write_timeout(Some(CONTROL_REPLY_TIME)))
         .map_err(io_err)?;
     stream
         .write_all(format!("{request}\n").as_bytes())
         .map_err(io_err)?;
     let mut reply = Vec::new();
-    match (&stream).take(MAX_REPLY as u64 + 1).read_to_end(&mut reply) {
+    match (&stream)
+        .take(CONTROL_MAX_REPLY as u64 + 1)
+        .read_to_end(&mut reply)
+    {
         // The daemon closes as soon as the reply is out; the framing
         // tells a whole reply from a cut one either way.
         Ok(_) => {}

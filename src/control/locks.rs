@@ -13,10 +13,8 @@ use std::path::Path;
 use nix::fcntl::OFlag;
 
 use super::render::{aligned, utc};
+use crate::limits::LOCK_FILE_MAX_LINE;
 use crate::mailbox::{ofd, session_lock};
-
-/// A lock file's line is short; more is not a lock file of ours.
-const MAX_HOLDER_LINE: u64 = 4096;
 
 /// One locked mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +51,7 @@ pub fn held(state_dir: &Path, template: &str) -> io::Result<Vec<Held>> {
 
 fn describe(file: File, template: &str) -> Held {
     let mut text = String::new();
-    let _ = file.take(MAX_HOLDER_LINE).read_to_string(&mut text);
+    let _ = file.take(LOCK_FILE_MAX_LINE).read_to_string(&mut text);
     match session_lock::read_holder(&text) {
         Some((since, spool)) => Held {
             user: user_of(template, spool).unwrap_or_else(|| "?".into()),

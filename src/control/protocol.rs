@@ -16,15 +16,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-/// The longest request line, LF included: a command and a user name.
-pub const MAX_REQUEST: usize = 256;
-
-/// The longest reply a client accepts: a `WHO` line is under 200 octets,
-/// so this holds tens of thousands of sessions and still bounds memory.
-pub const MAX_REPLY: usize = 8 * 1024 * 1024;
-
-/// The longest `KICK` target: user names and addresses are far shorter.
-pub const MAX_TARGET: usize = 200;
+use crate::limits::{CONTROL_MAX_REPLY, CONTROL_MAX_REQUEST, CONTROL_MAX_TARGET};
 
 /// What a control client asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +41,7 @@ impl Target {
         if text.is_empty() {
             return Err(RequestError::MissingTarget);
         }
-        if text.len() > MAX_TARGET || !text.chars().all(is_field_char) {
+        if text.len() > CONTROL_MAX_TARGET || !text.chars().all(is_field_char) {
             return Err(RequestError::BadTarget);
         }
         Ok(match text.parse::<IpAddr>() {
@@ -110,7 +102,7 @@ fn is_field_char(c: char) -> bool {
 
 /// Parses one request line (with or without its LF, CR LF accepted).
 pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
-    if line.len() > MAX_REQUEST {
+    if line.len() > CONTROL_MAX_REQUEST {
         return Err(RequestError::TooLong);
     }
     let line = line.strip_suffix(b"\n").unwrap_or(line);
@@ -166,7 +158,7 @@ impl fmt::Display for ReplyError {
 
 /// The body lines of a whole reply.
 pub fn parse_reply(reply: &[u8]) -> Result<Vec<&str>, ReplyError> {
-    if reply.len() > MAX_REPLY {
+    if reply.len() > CONTROL_MAX_REPLY {
         return Err(ReplyError::Malformed("too long"));
     }
     let text = std::str::from_utf8(reply).map_err(|_| ReplyError::Malformed("not UTF-8"))?;

@@ -1,24 +1,19 @@
 //! The daemon's side of the control socket: a few bounded, non-blocking conversations driven by the acceptor's poll loop.
 //!
 //! Each connection sends one request line and gets one reply, then is
-//! closed. Everything is bounded: [`MAX_CLIENTS`] conversations at once
-//! (more are told the daemon is busy), [`MAX_REQUEST`] octets of request,
-//! [`CLIENT_TIME`] for the whole conversation. Nothing here blocks: a slow
+//! closed. Everything is bounded: [`CONTROL_MAX_CLIENTS`] conversations at once
+//! (more are told the daemon is busy), [`CONTROL_MAX_REQUEST`] octets of request,
+//! [`CONTROL_CLIENT_TIME`] for the whole conversation. Nothing here blocks: a slow
 //! reader only holds its own slot until its time is up.
 
 use std::io::{self, Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
-use super::protocol::{err_reply, parse_request, Request, MAX_REQUEST};
-
-/// Conversations at once: an administrator and a metrics timer need a few.
-pub const MAX_CLIENTS: usize = 4;
-
-/// A whole conversation, from accept to the last octet of the reply.
-pub const CLIENT_TIME: Duration = Duration::from_secs(5);
+use super::protocol::{err_reply, parse_request, Request};
+use crate::limits::{CONTROL_CLIENT_TIME, CONTROL_MAX_CLIENTS, CONTROL_MAX_REQUEST};
 
 /// What a request is answered with: the whole reply, framed.
 pub type Answer = Box<dyn FnMut(&Request) -> Vec<u8> + Send>;
@@ -52,14 +47,14 @@ impl ControlServer {
     pub fn new(listener: std::os::unix::net::UnixListener, answer: Answer) -> ControlServer {
         ControlServer {
             listener: UnixListener::from_std(listener),
-            clients: (0..MAX_CLIENTS).map(|_| None).collect(),
+            clients: (0..CONTROL_MAX_CLIENTS).map(|_| None).collect(),
             answer,
             first: 0,
         }
     }
 
     /// Registers the listener as token `first`; conversations take the
-    /// [`MAX_CLIENTS`] tokens after it.
+    /// [`CONTROL_MAX_CLIENTS`] tokens after it.
     pub fn register(&mut self, registry: &Registry, first: usize) -> io::Result<()> {
         self.first = first;
         registry.register(&mut self.listener, Token(first), Interest::READABLE)
@@ -67,7 +62,7 @@ impl ControlServer {
 
     /// Whether `token` is this server's.
     pub fn owns(&self, token: Token) -> bool {
-        (self.first..=self.first + MAX_CLIENTS).contains(&token.0)
+        (self.first..=self.first + CONTROL_MAX_CLIENTS).contains(&token.0)
     }
 
     /// The earliest moment a conversation runs out of time.
@@ -96,7 +91,9 @@ impl ControlServer {
         for slot in 0..self.clients.len() {
             let late = matches!(&self.clients[slot], Some(c) if c.deadline <= now);
             if late {
-                log::info!("control socket: a client took longer than {CLIENT_TIME:?}; closed");
+                log::info!(
+                    "control socket: a client took longer than {CONTROL_CLIENT_TIME:?}; closed"
+                );
                 self.close(slot, registry);
             }
         }
@@ -132,7 +129,7 @@ impl ControlServer {
                 input: Vec::new(),
                 reply: None,
                 written: 0,
-                deadline: Instant::now() + CLIENT_TIME,
+                deadline: Instant::now() + CONTROL_CLIENT_TIME,
             };
             // The request may already be there (edge-triggered: no second event).
             match advance(&mut client, &mut self.answer) {
@@ -197,16 +194,16 @@ fn advance(client: &mut Client, answer: &mut Answer) -> Step {
 /// The request line once complete (up to LF, end of file, or one octet
 /// more than a request may have); `Ok(None)`: more is to come.
 fn read_request(client: &mut Client) -> io::Result<Option<Vec<u8>>> {
-    let mut chunk = [0u8; MAX_REQUEST + 1];
+    let mut chunk = [0u8; CONTROL_MAX_REQUEST + 1];
     loop {
         if let Some(end) = client.input.iter().position(|&b| b == b'\n') {
             client.input.truncate(end + 1);
             return Ok(Some(std::mem::take(&mut client.input)));
         }
-        if client.input.len() > MAX_REQUEST {
+        if client.input.len() > CONTROL_MAX_REQUEST {
             return Ok(Some(std::mem::take(&mut client.input)));
         }
-        let room = MAX_REQUEST + 1 - client.input.len();
+        let room = CONTROL_MAX_REQUEST + 1 - client.input.len();
         match client.stream.read(&mut chunk[..room]) {
             Ok(0) => return Ok(Some(std::mem::take(&mut client.input))),
             Ok(n) => client.input.extend_from_slice(&chunk[..n]),

@@ -26,7 +26,7 @@ fn requests_parse_with_any_line_end_and_case() {
 
 #[test]
 fn bad_requests_say_why() {
-    let long = [b'A'; MAX_REQUEST + 1];
+    let long = [b'A'; CONTROL_MAX_REQUEST + 1];
     assert_eq!(parse_request(&long), Err(RequestError::TooLong));
     assert_eq!(parse_request(b"WHO \xff\n"), Err(RequestError::NotText));
     assert_eq!(parse_request(b"LIST\n"), Err(RequestError::UnknownCommand));
