@@ -35,6 +35,16 @@ impl Stamp {
     }
 }
 
+/// How loudly to log a re-read file's summary: a file re-read unchanged
+/// (see [`Stamp::settled`]) is not news, so only a change is logged at info.
+pub fn reread_log_level(news: bool) -> log::Level {
+    if news {
+        log::Level::Info
+    } else {
+        log::Level::Debug
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use super::checked::Checked;
 use super::crypt;
 use super::decoy::{Decoy, Tally};
-use super::file_stamp::Stamp;
+use super::file_stamp::{reread_log_level, Stamp};
 use super::passwd_ids::parse_ids;
 pub use super::passwd_ids::EntryIds;
 use crate::account::{constant_time_eq, AuthOutcome, Principal};
@@ -135,11 +135,7 @@ impl PasswdFile {
             old.accounts.len() != accounts.len() || old.decoy.class() != decoy.class()
         });
         log::log!(
-            if news {
-                log::Level::Info
-            } else {
-                log::Level::Debug
-            },
+            reread_log_level(news),
             "passwd file {}: {} accounts; unknown users cost a {} check",
             self.path.display(),
             accounts.len(),

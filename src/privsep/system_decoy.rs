@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::crypt;
 use super::decoy::{Decoy, Tally};
-use super::file_stamp::Stamp;
+use super::file_stamp::{reread_log_level, Stamp};
 use crate::limits::MAX_SYSTEM_FILE;
 
 /// Where shadow(5) says new passwords' hash method is configured.
@@ -60,11 +60,7 @@ impl ShadowDecoy {
             .as_ref()
             .map_or(true, |c| c.decoy.class() != decoy.class());
         log::log!(
-            if news {
-                log::Level::Info
-            } else {
-                log::Level::Debug
-            },
+            reread_log_level(news),
             "{}: unknown users cost a {} check",
             self.shadow.display(),
             decoy.class()
