@@ -21,6 +21,11 @@ fn ctx_with_all() -> Context {
     }
 }
 
+/// A fresh PLAIN exchange (offered in every context).
+fn plain() -> Exchange {
+    Exchange::start(Mechanism::Plain, &Context::default()).unwrap()
+}
+
 fn b64(s: &[u8]) -> Vec<u8> {
     BASE64.encode(s).into_bytes()
 }
@@ -65,7 +70,7 @@ fn offered_follows_context_and_policy() {
 
 #[test]
 fn plain_initial_response() {
-    let mut ex = Exchange::start(Mechanism::Plain, &Context::default()).unwrap();
+    let mut ex = plain();
     match ex.initial_response(Some(&b64(b"\0bob\0secret"))) {
         Step::Done(Outcome::Password { user, password }) => {
             assert_eq!(user, "bob");
@@ -83,7 +88,7 @@ fn plain_initial_response() {
 
 #[test]
 fn plain_without_initial_response_gets_empty_challenge() {
-    let mut ex = Exchange::start(Mechanism::Plain, &Context::default()).unwrap();
+    let mut ex = plain();
     match ex.initial_response(None) {
         Step::Challenge(c) => assert_eq!(challenge_line(&c), ""),
         other => panic!("{other:?}"),
@@ -103,18 +108,16 @@ fn equals_sign_is_empty_initial_response() {
         other => panic!("{other:?}"),
     }
     // An empty PLAIN message is malformed, proving "=" reached the mechanism.
-    let mut ex = Exchange::start(Mechanism::Plain, &Context::default()).unwrap();
     assert!(matches!(
-        ex.initial_response(Some(b"=")),
+        plain().initial_response(Some(b"=")),
         Step::Failed(Failure::Malformed(_))
     ));
 }
 
 #[test]
 fn empty_initial_response_argument_is_malformed() {
-    let mut ex = Exchange::start(Mechanism::Plain, &Context::default()).unwrap();
     assert!(matches!(
-        ex.initial_response(Some(b"")),
+        plain().initial_response(Some(b"")),
         Step::Failed(Failure::Malformed(_))
     ));
 }
@@ -131,16 +134,15 @@ fn external_continuation_with_empty_line() {
 
 #[test]
 fn star_cancels() {
-    let mut ex = Exchange::start(Mechanism::Plain, &Context::default()).unwrap();
+    let mut ex = plain();
     assert!(matches!(ex.initial_response(None), Step::Challenge(_)));
     assert!(matches!(
         ex.continuation(b"*"),
         Step::Failed(Failure::Cancelled)
     ));
     assert!(ex.is_finished());
-    let mut ex = Exchange::start(Mechanism::Plain, &Context::default()).unwrap();
     assert!(matches!(
-        ex.initial_response(Some(b"*")),
+        plain().initial_response(Some(b"*")),
         Step::Failed(Failure::Cancelled)
     ));
 }
@@ -155,7 +157,7 @@ fn bad_base64_refused() {
         b" QQ==",
         b"QR==",
     ] {
-        let mut ex = Exchange::start(Mechanism::Plain, &Context::default()).unwrap();
+        let mut ex = plain();
         assert!(
             matches!(ex.continuation(bad), Step::Failed(Failure::BadBase64)),
             "{bad:?}"
@@ -166,7 +168,7 @@ fn bad_base64_refused() {
 
 #[test]
 fn overlong_line_refused_before_decoding() {
-    let mut ex = Exchange::start(Mechanism::Plain, &Context::default()).unwrap();
+    let mut ex = plain();
     let line = vec![b'A'; limits::MAX_SASL_LINE + 4];
     assert!(matches!(
         ex.continuation(&line),
