@@ -19,6 +19,11 @@ fn logged_in_as(user: &str) -> (Session, Commits) {
     (s, commits)
 }
 
+/// The session logged exactly one logout line, and it is `line`.
+fn assert_logged_out(line: &str) {
+    assert_eq!(logs_containing("logout:"), [line]);
+}
+
 #[test]
 fn stat_list_uidl() {
     let (mut s, _) = logged_in();
@@ -144,10 +149,8 @@ fn quit_commits_the_deleted_flags_and_logs_the_session() {
     assert_eq!(s.state(), State::Authorization);
     assert_eq!(talk(&mut s, "STAT"), (String::new(), Control::Close));
     s.abort("eof");
-    let logout = logs_containing("logout:");
-    assert_eq!(
-        logout,
-        ["INFO logout: user=alice rip=192.0.2.7 retr=2/90 top=1 dele=2/53 kept=1/62 reason=quit"]
+    assert_logged_out(
+        "INFO logout: user=alice rip=192.0.2.7 retr=2/90 top=1 dele=2/53 kept=1/62 reason=quit",
     );
 }
 
@@ -178,10 +181,8 @@ fn abort_changes_nothing_and_logs_once() {
     s.abort("eof");
     assert!(commits.lock().unwrap().is_empty());
     assert_eq!(talk(&mut s, "QUIT"), (String::new(), Control::Close));
-    let logout = logs_containing("logout:");
-    assert_eq!(
-        logout,
-        ["INFO logout: user=alice rip=192.0.2.7 retr=0/0 top=0 dele=1/28 kept=3/115 reason=timeout"]
+    assert_logged_out(
+        "INFO logout: user=alice rip=192.0.2.7 retr=0/0 top=0 dele=1/28 kept=3/115 reason=timeout",
     );
 }
 
