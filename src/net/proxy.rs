@@ -252,30 +252,17 @@ fn v2_addresses(fam: u8, payload: &[u8]) -> Result<Header, ProxyError> {
         need,
     };
     let a = payload.get(..need).ok_or(short)?;
-    let be16 = |i: usize| {
-        u16::from_be_bytes([
-            a.get(i).copied().unwrap_or(0),
-            a.get(i + 1).copied().unwrap_or(0),
-        ])
-    };
+    let be16 = |i: usize| u16::from_be_bytes(octets(a, i));
     let (source, destination) = match need {
         12 => {
-            let ip = |i: usize| -> IpAddr {
-                let mut o = [0u8; 4];
-                o.copy_from_slice(a.get(i..i + 4).unwrap_or(&[0; 4]));
-                Ipv4Addr::from(o).into()
-            };
+            let ip = |i: usize| IpAddr::from(Ipv4Addr::from(octets::<4>(a, i)));
             (
                 SocketAddr::new(ip(0), be16(8)),
                 SocketAddr::new(ip(4), be16(10)),
             )
         }
         36 => {
-            let ip = |i: usize| -> IpAddr {
-                let mut o = [0u8; 16];
-                o.copy_from_slice(a.get(i..i + 16).unwrap_or(&[0; 16]));
-                Ipv6Addr::from(o).into()
-            };
+            let ip = |i: usize| IpAddr::from(Ipv6Addr::from(octets::<16>(a, i)));
             (
                 SocketAddr::new(ip(0), be16(32)),
                 SocketAddr::new(ip(16), be16(34)),
@@ -288,6 +275,14 @@ fn v2_addresses(fam: u8, payload: &[u8]) -> Result<Header, ProxyError> {
         source,
         destination,
     })
+}
+
+/// The `N` bytes of `a` at `i` (an address or port field). The caller has
+/// checked `a`'s length; zeros stand in rather than a panic if it had not.
+fn octets<const N: usize>(a: &[u8], i: usize) -> [u8; N] {
+    let mut o = [0u8; N];
+    o.copy_from_slice(a.get(i..i + N).unwrap_or(&[0; N]));
+    o
 }
 
 #[cfg(test)]
