@@ -65,6 +65,12 @@ impl Finding {
         }
     }
 
+    /// An error finding for a file or directory that could not be used:
+    /// `what` names it, the system's reason follows.
+    fn io_error(key: &'static str, what: String, e: &std::io::Error) -> Finding {
+        Finding::error(key, format!("{what}: {}", crate::config::io_reason(e)))
+    }
+
     pub fn is_error(&self) -> bool {
         matches!(self.verdict, Verdict::Error(_))
     }
@@ -245,13 +251,10 @@ fn passdb(cx: &Context<'_>) -> Vec<Finding> {
         Passdb::PasswdFile(path) if !check_command => {
             return match std::fs::File::open(path) {
                 Ok(_) => Vec::new(),
-                Err(e) => vec![Finding::error(
+                Err(e) => vec![Finding::io_error(
                     "passdb",
-                    format!(
-                        "cannot read passwd file {}: {}",
-                        path.display(),
-                        crate::config::io_reason(&e)
-                    ),
+                    format!("cannot read passwd file {}", path.display()),
+                    &e,
                 )],
             };
         }
@@ -302,9 +305,10 @@ fn state_dir(cx: &Context<'_>) -> Vec<Finding> {
     let meta = match std::fs::metadata(dir) {
         Ok(m) => m,
         Err(e) => {
-            return vec![Finding::error(
+            return vec![Finding::io_error(
                 "state_dir",
-                format!("{}: {}", dir.display(), crate::config::io_reason(&e)),
+                dir.display().to_string(),
+                &e,
             )]
         }
     };
@@ -375,13 +379,10 @@ fn mailbox_dir(cx: &Context<'_>) -> Vec<Finding> {
             "mailbox",
             format!("{} (from {template}) is not a directory", dir.display()),
         )],
-        Err(e) => vec![Finding::error(
+        Err(e) => vec![Finding::io_error(
             "mailbox",
-            format!(
-                "{} (from {template}): {}",
-                dir.display(),
-                crate::config::io_reason(&e)
-            ),
+            format!("{} (from {template})", dir.display()),
+            &e,
         )],
     }
 }
