@@ -310,7 +310,11 @@ fn root_and_malformed_uids_skip_the_entry() {
     let a = parse(text.as_bytes(), Path::new("/p"));
     assert_eq!(a.keys().collect::<Vec<_>>(), vec!["ok"]);
     let refused = parse_ids("0", "").unwrap_err();
-    assert!(refused.contains("uid 0 (root)"), "{refused}");
+    assert_eq!(
+        refused,
+        "uid 0 (root) cannot own a virtual user's spool; name the mail owner's uid, \
+         or leave the field empty for the daemon's user"
+    );
     let unknown = parse_ids("no-such-user-ironpop", "").unwrap_err();
     assert!(unknown.contains("names no system user"), "{unknown}");
     let mixed = parse_ids("12ab", "").unwrap_err();

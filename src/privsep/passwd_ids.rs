@@ -30,8 +30,11 @@ pub(crate) fn parse_ids(uid: &str, gid: &str) -> Result<EntryIds, String> {
     if uid.is_some_and(|u| u.is_root()) {
         // The helper opens spools as root: a root-owned file at a virtual
         // user's path is never that user's mail (it could be any file).
-        return Err("uid 0 (root) cannot own a virtual user's spool;                     name the mail owner's uid, or leave the field empty for the daemon's user"
-            .into());
+        return Err(concat!(
+            "uid 0 (root) cannot own a virtual user's spool; ",
+            "name the mail owner's uid, or leave the field empty for the daemon's user"
+        )
+        .into());
     }
     let gid = match id_field(gid, "gid")? {
         None => None,
