@@ -112,8 +112,9 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes one round of an update moves (R): the journal of an update needs
 /// R bytes of `state_dir` plus 16 per deleted message and per round,
 /// whatever the spool's size; each round costs a few fsyncs, so a 1 GiB
-/// update makes ~1000 of them.
-pub const JOURNAL_ROUND: usize = 1024 * 1024;
+/// update makes ~1000 of them. Unit tests use 64 KiB so that their small
+/// spools take several rounds.
+pub const JOURNAL_ROUND: u64 = if cfg!(test) { 64 * 1024 } else { 1024 * 1024 };
 
 /// Another party's dotlock unchanged this long is stale: no shorter than
 /// the common MDAs' own rules (Postfix 500 s, procmail 1024 s, Exim's
@@ -169,6 +170,12 @@ pub const MAX_HANDSHAKE_TIME: Duration = Duration::from_secs(30);
 /// Records the server buffers beyond what it has sent: RETR streams through
 /// a bounded output buffer, so a few records' worth is plenty.
 pub const TLS_SEND_BUFFER: usize = 64 * 1024;
+
+/// Most PROXY v2 address + TLV bytes accepted after the fixed part. The
+/// spec allows 65535; addresses need at most 216 (AF_UNIX), so 512 leaves
+/// room for the usual TLVs while bounding what one connection makes us
+/// buffer.
+pub const PROXY_V2_MAX_PAYLOAD: usize = 512;
 
 /// Longest wait for the header: a proxy sends it at once, so a slow one is
 /// a stuck connection holding a worker (`auth_timeout` caps it further).
@@ -325,3 +332,52 @@ pub const CONTROL_MAX_REPLY: usize = 8 * 1024 * 1024;
 
 /// The longest `KICK` target: user names and addresses are far shorter.
 pub const CONTROL_MAX_TARGET: usize = 200;
+
+// Mailbox.
+
+/// First pause before retrying a delivery lock someone else holds: an MDA
+/// holds it for milliseconds per message, so the first retry comes soon.
+pub const DELIVERY_LOCK_FIRST_RETRY: Duration = Duration::from_millis(5);
+
+/// The retry pause doubles up to this: a long delivery is polled a few
+/// times a second, not spun on, until [`DEFAULT_LOCK_TIMEOUT`] (`lock_timeout`).
+pub const DELIVERY_LOCK_MAX_RETRY: Duration = Duration::from_millis(200);
+
+/// How often a dotlock we hold is touched: well inside
+/// [`DOTLOCK_STALE_AFTER`], so no MDA takes it as stale (unit tests: often
+/// enough to see it happen).
+pub const DOTLOCK_TOUCH_EVERY: Duration = if cfg!(test) {
+    Duration::from_millis(100)
+} else {
+    Duration::from_secs(60)
+};
+
+/// Random messages re-scanned at login when the stat hint says nothing was
+/// written since the index was saved: a cheap spot check.
+pub const INDEX_SAMPLES_QUIET: usize = 16;
+
+/// Random messages re-scanned at login when the spool was written since
+/// (new mail, or anything else): more, because something did change.
+pub const INDEX_SAMPLES_CHANGED: usize = 64;
+
+/// A sampled message longer than this has only its boundaries checked, so
+/// the login-time check costs at most a few MiB of reading.
+pub const INDEX_SAMPLE_MAX_BYTES: u64 = 64 * 1024;
+
+/// RETR and TOP rescan a message up to this long before answering `+OK`
+/// (at scan speed, a fraction of sending it); longer ones have their
+/// boundaries checked only.
+pub const RETR_CHECK_MAX_BYTES: u64 = 1024 * 1024;
+
+/// RETR/TOP read size: 64 KiB preads take a quarter of the syscalls of the
+/// 16 KiB reply buffer, and each encoded chunk goes to the socket in one
+/// write (`Output` passes a write larger than its buffer straight through).
+pub const RETR_READ_BLOCK: usize = 64 * 1024;
+
+/// Most deleted ranges or rounds one journal may describe (a sanity bound
+/// for reading a journal: 2^24 × 16 bytes = 256 MiB).
+pub const MAX_JOURNAL_ENTRIES: u64 = 1 << 24;
+
+/// Longest spool key kept readable in `state_dir` file names (NAME_MAX is
+/// 255; room for the suffixes); longer ones are hashed.
+pub const MAX_READABLE_STATE_KEY: usize = 200;

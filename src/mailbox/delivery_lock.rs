@@ -21,9 +21,7 @@ use super::dotlock::{self, Dotlock};
 use super::ofd;
 use super::MailboxError;
 use crate::config::LockMethod;
-
-const FIRST_RETRY: Duration = Duration::from_millis(5);
-const MAX_RETRY: Duration = Duration::from_millis(200);
+use crate::limits;
 
 /// The configured methods and how long to wait for them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +56,7 @@ impl DeliveryLocks {
         policy: &LockPolicy,
     ) -> Result<DeliveryLocks, MailboxError> {
         let start = Instant::now();
-        let mut delay = FIRST_RETRY;
+        let mut delay = limits::DELIVERY_LOCK_FIRST_RETRY;
         loop {
             let why = match attempt(file, spool, &policy.methods) {
                 Ok(Step::Held(locks)) => return Ok(locks),
@@ -79,7 +77,7 @@ impl DeliveryLocks {
                 });
             }
             std::thread::sleep(delay.min(policy.timeout - waited));
-            delay = (delay * 2).min(MAX_RETRY);
+            delay = (delay * 2).min(limits::DELIVERY_LOCK_MAX_RETRY);
         }
     }
 }

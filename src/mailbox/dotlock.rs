@@ -15,7 +15,7 @@
 //! pid namespace's), so such locks, and every lock of another host, wait
 //! for the age rule. Only the lock file that was judged is removed: it is
 //! renamed away, compared (inode and mtime), and put back if it was a new
-//! one. A held lock is touched every [`TOUCH_EVERY`] for as long as it is
+//! one. A held lock is touched every [`limits::DOTLOCK_TOUCH_EVERY`] for as long as it is
 //! held, also through a long fsync, by one thread per process that serves
 //! every held lock (a thread per lock was a thread start and join, some
 //! twenty system calls, at every login); on release it is removed only if
@@ -28,21 +28,13 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::futimens;
 use nix::sys::time::TimeSpec;
 
 use crate::limits;
-
-/// How often a held lock is touched: well inside the staleness window
-/// (tests: often enough to see it happen).
-pub const TOUCH_EVERY: Duration = if cfg!(test) {
-    Duration::from_millis(100)
-} else {
-    Duration::from_secs(60)
-};
 
 /// `<spool>.lock`.
 pub fn lock_path(spool: &Path) -> PathBuf {
@@ -134,7 +126,7 @@ fn keeper() -> MutexGuard<'static, Option<Keeper>> {
 }
 
 /// Hands the lock `file` to the keeper thread (started on first use),
-/// which touches it (server time) every [`TOUCH_EVERY`] until [`forget`].
+/// which touches it (server time) every [`limits::DOTLOCK_TOUCH_EVERY`] until [`forget`].
 /// `None` when no thread could be started.
 fn keep_fresh(file: File, path: &Path) -> Option<u64> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -170,7 +162,7 @@ fn forget(entry: u64) {
 /// The keeper thread: lives as long as the process.
 fn touch_held_locks() {
     loop {
-        std::thread::sleep(TOUCH_EVERY);
+        std::thread::sleep(limits::DOTLOCK_TOUCH_EVERY);
         for (file, path) in keeper().iter().flat_map(|k| k.held.values()) {
             if let Err(e) = futimens(file, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW) {
                 log::warn!("cannot touch dotlock {}: {e}", path.display());
@@ -331,6 +323,7 @@ impl Drop for Dotlock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn held(a: Attempt) -> Dotlock {
         match a {
@@ -392,7 +385,7 @@ mod tests {
             .unwrap()
             .set_modified(old)
             .unwrap();
-        std::thread::sleep(TOUCH_EVERY * 3);
+        std::thread::sleep(limits::DOTLOCK_TOUCH_EVERY * 3);
         let age = SystemTime::now()
             .duration_since(fs::metadata(&path).unwrap().modified().unwrap())
             .unwrap_or_default();

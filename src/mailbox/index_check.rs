@@ -10,7 +10,7 @@
 //!    (`limits::INDEX_FULL_SCAN_AFTER`): whatever the checks below miss
 //!    lives at most that long;
 //! 4. sampled messages — the first, the one before the last and
-//!    [`SAMPLES_QUIET`] or [`SAMPLES_CHANGED`] random others — are
+//!    [`limits::INDEX_SAMPLES_QUIET`] or [`limits::INDEX_SAMPLES_CHANGED`] random others — are
 //!    re-read and re-scanned: each must start with `From ` after a blank
 //!    line, end where the next `From ` starts, and scan to the same
 //!    content range, POP3 size and UID digest. More samples when the
@@ -38,14 +38,6 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use super::index::{Entry, Index, StatHint};
 use super::scan::{Scan, ScannedMessage, Scanner};
 use crate::limits;
-
-/// Random messages re-scanned when the stat hint says nothing was written.
-pub const SAMPLES_QUIET: usize = 16;
-/// Random messages re-scanned when the spool was written since (new mail,
-/// or anything else).
-pub const SAMPLES_CHANGED: usize = 64;
-/// A sampled message longer than this has only its boundaries checked.
-const SAMPLE_MAX: u64 = 64 * 1024;
 
 /// The messages of a spool and their retrieval times.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,12 +108,17 @@ pub fn reuse(
     }
     let quiet = hint_of(meta) == index.hint && index.hint.ctime.0 < index.written_at - 1;
     let samples = if quiet {
-        SAMPLES_QUIET
+        limits::INDEX_SAMPLES_QUIET
     } else {
-        SAMPLES_CHANGED
+        limits::INDEX_SAMPLES_CHANGED
     };
     for i in sample_indices(index.entries.len(), samples) {
-        if !message_matches(file, &index.entries[i].message, false, SAMPLE_MAX)? {
+        if !message_matches(
+            file,
+            &index.entries[i].message,
+            false,
+            limits::INDEX_SAMPLE_MAX_BYTES,
+        )? {
             return Ok(Err("a sampled message is not where the index has it"));
         }
     }

@@ -35,6 +35,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::fault::{fault_point, made_durable};
 use super::plan::Plan;
 use super::state::{SpoolKey, StateDir};
+use crate::limits;
 
 const MAGIC: &[u8; 16] = b"ironpop-journal2";
 const HEADER_LEN: usize = 4096;
@@ -42,9 +43,6 @@ const RECORD_AT: [u64; 2] = [4096, 4608];
 const RECORD_LEN: usize = 32;
 const PLAN_AT: u64 = 8192;
 pub const MAX_MARKER: usize = 16;
-/// Most deleted ranges or rounds one journal may describe (a sanity bound
-/// for reading a journal: 2^24 × 16 bytes = 256 MiB).
-const MAX_ENTRIES: u64 = 1 << 24;
 
 /// Where an update stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +158,10 @@ fn decode(file: &File) -> Result<Header, JournalError> {
     let f = |i: usize| u64_at(&h, 16 + 8 * i).ok_or_else(bad);
     let (ino, start, orig_len, round) = (f(0)?, f(1)?, f(2)?, f(3)?);
     let (n_deleted, n_rounds, m) = (f(4)?, f(5)?, f(6)?);
-    if n_deleted > MAX_ENTRIES || n_rounds > MAX_ENTRIES || m as usize > MAX_MARKER {
+    if n_deleted > limits::MAX_JOURNAL_ENTRIES
+        || n_rounds > limits::MAX_JOURNAL_ENTRIES
+        || m as usize > MAX_MARKER
+    {
         return Err(bad());
     }
     let path_len = u64_at(&h, 88).ok_or_else(bad)? as usize;

@@ -36,12 +36,8 @@ use super::update::{self, Identity, Span};
 use super::{CommitReport, MailboxError, Maildrop, MaildropOpener, MessageInfo, TransferError};
 use crate::account::{Login, Spool};
 use crate::config::Config;
+use crate::limits;
 use crate::privsep::spool::{self, SpoolOpenError};
-
-/// RETR/TOP read size: 64 KiB preads take a quarter of the syscalls of the
-/// 16 KiB reply buffer, and each encoded chunk goes to the socket in one
-/// write (`Output` passes a write larger than its buffer straight through).
-const RETR_READ: usize = 64 * 1024;
 
 /// Where session locks, journals and indexes live, how to take delivery
 /// locks, and the retention policies.
@@ -418,7 +414,9 @@ impl Maildrop for MboxMaildrop {
         }
         // Buffers per call, sized to the message: a session idle after a
         // RETR keeps nothing, and a small message allocates little.
-        let chunk = usize::try_from(span.content_len).map_or(RETR_READ, |n| n.clamp(1, RETR_READ));
+        let chunk = usize::try_from(span.content_len).map_or(limits::RETR_READ_BLOCK, |n| {
+            n.clamp(1, limits::RETR_READ_BLOCK)
+        });
         let mut buf = vec![0u8; chunk];
         let mut encoded = Vec::with_capacity(Encoder::max_output(chunk) + 2);
         let mut encoder = Encoder::new(body_lines);

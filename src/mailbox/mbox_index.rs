@@ -1,14 +1,10 @@
 //! The mbox maildrop's side of the spool index: RETR/TOP boundary checks, retrieval times, EXPIRE, saving.
 
 use super::{MboxMaildrop, ScanKind};
+use crate::limits;
 use crate::mailbox::index_check::{self, Contents};
 use crate::mailbox::indexed_scan;
 use crate::mailbox::{index_store, policy, MailboxError};
-
-/// RETR and TOP rescan a message up to this long before answering `+OK`
-/// (at scan speed, a fraction of sending it); longer ones have their
-/// boundaries checked only.
-const RETR_CHECK_MAX: u64 = 1024 * 1024;
 
 impl MboxMaildrop {
     /// How the messages were found at login (`None`: no spool file).
@@ -18,7 +14,7 @@ impl MboxMaildrop {
 
     /// Message `index` still scans as it did at login: its `From ` line
     /// after a blank line, the next `From ` line where it ends, and, up to
-    /// [`RETR_CHECK_MAX`] long, the same content range, size and UID
+    /// [`limits::RETR_CHECK_MAX_BYTES`] long, the same content range, size and UID
     /// digest (a message shifted into another's place has another digest).
     pub(super) fn message_in_place(&self, index: usize) -> Result<(), MailboxError> {
         let changed = || MailboxError::Changed {
@@ -29,7 +25,7 @@ impl MboxMaildrop {
             return Err(changed());
         };
         let last = m.end >= spool.scanned_len;
-        match index_check::message_matches(&spool.file, m, last, RETR_CHECK_MAX) {
+        match index_check::message_matches(&spool.file, m, last, limits::RETR_CHECK_MAX_BYTES) {
             Ok(true) => Ok(()),
             Ok(false) => Err(changed()),
             Err(source) => Err(MailboxError::Io {

@@ -16,8 +16,7 @@ use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 
-/// Longest key kept readable (NAME_MAX is 255; room for the suffixes).
-const MAX_READABLE_KEY: usize = 200;
+use crate::limits;
 
 /// The state directory and the file names in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,7 +173,7 @@ fn key(canonical: &Path) -> String {
             let _ = write!(out, "%{b:02X}");
         }
     }
-    if out.len() <= MAX_READABLE_KEY && !out.starts_with('.') {
+    if out.len() <= limits::MAX_READABLE_STATE_KEY && !out.starts_with('.') {
         return out;
     }
     let digest = Md5::digest(bytes);

@@ -219,14 +219,6 @@ fn hash_range(
     Ok(hasher.digest128())
 }
 
-/// Round size: [`limits::JOURNAL_ROUND`]; small in unit tests, so that
-/// their spools take several rounds.
-const ROUND: u64 = if cfg!(test) {
-    64 * 1024
-} else {
-    limits::JOURNAL_ROUND as u64
-};
-
 /// Removes the raw ranges of the deleted messages from the spool and
 /// keeps every other byte, crash-safely (see the module documentation).
 /// Returns the new length. Nothing is written when nothing is deleted.
@@ -248,9 +240,10 @@ pub fn apply(
     if ranges.is_empty() {
         return Ok(end);
     }
-    let plan = Plan::new(end, ranges, ROUND).ok_or_else(|| MailboxError::Changed {
-        path: path.to_path_buf(),
-    })?;
+    let plan =
+        Plan::new(end, ranges, limits::JOURNAL_ROUND).ok_or_else(|| MailboxError::Changed {
+            path: path.to_path_buf(),
+        })?;
     if plan.rounds() == 0 {
         file.set_len(plan.start)
             .and_then(|()| fault_point())

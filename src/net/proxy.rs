@@ -8,6 +8,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use crate::limits;
+
 /// The v2 signature: `\r\n\r\n\0\r\nQUIT\n`.
 pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 /// The v1 prefix.
@@ -16,12 +18,8 @@ const V1_PREFIX: &[u8] = b"PROXY ";
 pub const V1_MAX: usize = 107;
 /// The fixed part of a v2 header.
 const V2_FIXED: usize = 16;
-/// Most address + TLV bytes accepted after the fixed part. The spec allows
-/// 65535; addresses need at most 216 (AF_UNIX), so 512 leaves room for the
-/// usual TLVs while bounding what one connection makes us buffer.
-pub const V2_MAX_PAYLOAD: usize = 512;
 /// The longest header [`parse`] can accept: the size of a reader's buffer.
-pub const MAX_HEADER: usize = V2_FIXED + V2_MAX_PAYLOAD;
+pub const MAX_HEADER: usize = V2_FIXED + limits::PROXY_V2_MAX_PAYLOAD;
 /// The shortest possible header (`PROXY UNKNOWN\r\n`): this many bytes can
 /// always be read before looking.
 pub const MIN_HEADER: usize = 15;
@@ -68,7 +66,7 @@ pub enum ProxyError {
     V2Command(u8),
     /// A v2 address family / transport byte we cannot use.
     V2Family(u8),
-    /// A v2 length beyond [`V2_MAX_PAYLOAD`].
+    /// A v2 length beyond [`limits::PROXY_V2_MAX_PAYLOAD`].
     V2TooLong(usize),
     /// A v2 length too short for the addresses of its family.
     V2Short { len: usize, need: usize },
@@ -81,7 +79,10 @@ impl fmt::Display for ProxyError {
                 f.write_str("the connection did not start with a PROXY protocol header")
             }
             ProxyError::V1TooLong => {
-                write!(f, "PROXY v1 header without CRLF in its first {V1_MAX} bytes")
+                write!(
+                    f,
+                    "PROXY v1 header without CRLF in its first {V1_MAX} bytes"
+                )
             }
             ProxyError::V1Malformed(what) => write!(f, "malformed PROXY v1 header: {what}"),
             ProxyError::V2Version(v) => write!(f, "PROXY v2 header with unknown version {v}"),
@@ -94,7 +95,8 @@ impl fmt::Display for ProxyError {
             }
             ProxyError::V2TooLong(n) => write!(
                 f,
-                "PROXY v2 header announces {n} bytes of addresses and TLVs (at most {V2_MAX_PAYLOAD} accepted)"
+                "PROXY v2 header announces {n} bytes of addresses and TLVs (at most {} accepted)",
+                limits::PROXY_V2_MAX_PAYLOAD
             ),
             ProxyError::V2Short { len, need } => write!(
                 f,
@@ -216,7 +218,7 @@ fn parse_v2(buf: &[u8]) -> Result<Parsed, ProxyError> {
         return Err(ProxyError::V2Version(ver_cmd >> 4));
     }
     let len = usize::from(u16::from_be_bytes([byte(14), byte(15)]));
-    if len > V2_MAX_PAYLOAD {
+    if len > limits::PROXY_V2_MAX_PAYLOAD {
         return Err(ProxyError::V2TooLong(len));
     }
     let local = match ver_cmd & 0x0f {
