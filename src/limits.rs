@@ -136,8 +136,8 @@ pub const MAX_BAD_COMMANDS: u32 = 20;
 /// the price of one full scan a day.
 pub const INDEX_FULL_SCAN_AFTER: Duration = Duration::from_secs(24 * 3600);
 
-/// The largest spool index read or written (56 bytes a message: about
-/// 4.8 million messages). The index is read whole into memory at login;
+/// The largest spool index read or written (72 bytes a message: about
+/// 3.7 million messages). The index is read whole into memory at login;
 /// a spool beyond this is simply scanned every time.
 pub const MAX_INDEX_BYTES: u64 = 256 * 1024 * 1024;
 

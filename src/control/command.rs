@@ -31,7 +31,9 @@ pub fn who(config: &Config) -> Result<Printed, ControlError> {
                 .map_err(ControlError::Reply)?;
             Ok(printed(render::who_table(&mut rows)))
         }
-        Err(ControlError::NoSocket(socket)) => {
+        // No socket, or one an earlier daemon left behind with nobody
+        // listening (it cannot remove it after the privilege drop).
+        Err(ControlError::NoSocket(socket) | ControlError::NotRunning(socket)) => {
             let held = super::locks::held(&config.state_dir, &config.mailbox)
                 .map_err(|e| ControlError::Locks(config.state_dir.clone(), e))?;
             eprintln!(

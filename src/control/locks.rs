@@ -12,6 +12,7 @@ use std::path::Path;
 
 use nix::fcntl::OFlag;
 
+use super::protocol::field;
 use super::render::{aligned, utc};
 use crate::limits::LOCK_FILE_MAX_LINE;
 use crate::mailbox::{ofd, session_lock};
@@ -53,10 +54,13 @@ fn describe(file: File, template: &str) -> Held {
     let mut text = String::new();
     let _ = file.take(LOCK_FILE_MAX_LINE).read_to_string(&mut text);
     match session_lock::read_holder(&text) {
+        // The lock file is written by the unprivileged session process:
+        // its text reaches an administrator's terminal only as plain
+        // characters (no escape sequences).
         Some((since, spool)) => Held {
-            user: user_of(template, spool).unwrap_or_else(|| "?".into()),
+            user: user_of(template, spool).map_or_else(|| "?".into(), |u| field(&u)),
             since: Some(since),
-            spool: spool.to_owned(),
+            spool: field(spool),
         },
         // Locked by a version that did not note its holder.
         None => Held {
@@ -106,6 +110,17 @@ mod tests {
     use super::*;
     use crate::mailbox::session_lock::SessionLock;
     use crate::mailbox::state::{SpoolKey, StateDir};
+
+    #[test]
+    fn a_lock_file_cannot_send_escape_sequences_to_the_terminal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.session");
+        fs::write(&path, "1700000000 42 /var/mail/\u{1b}[2J\u{7}eve\n").unwrap();
+        let held = describe(File::open(&path).unwrap(), "/var/mail/%u");
+        assert_eq!(held.spool, "/var/mail/?[2J?eve");
+        assert_eq!(held.user, "?[2J?eve");
+        assert!(!who_table(&[held]).contains('\u{1b}'));
+    }
 
     #[test]
     fn users_from_the_template() {
