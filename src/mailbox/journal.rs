@@ -158,9 +158,12 @@ fn decode(file: &File) -> Result<Header, JournalError> {
     let f = |i: usize| u64_at(&h, 16 + 8 * i).ok_or_else(bad);
     let (ino, start, orig_len, round) = (f(0)?, f(1)?, f(2)?, f(3)?);
     let (n_deleted, n_rounds, m) = (f(4)?, f(5)?, f(6)?);
+    // The round size is bounded too, so that offsets of the form
+    // S + k * round cannot overflow whatever the header says.
     if n_deleted > limits::MAX_JOURNAL_ENTRIES
         || n_rounds > limits::MAX_JOURNAL_ENTRIES
         || m as usize > MAX_MARKER
+        || round > limits::JOURNAL_ROUND
     {
         return Err(bad());
     }
@@ -288,8 +291,13 @@ impl Journal {
                 let _ = fs::remove_file(&tmp);
                 if !replacing {
                     // Renamed but not durably: the spool is untouched, so
-                    // no later recovery may complete this update.
+                    // no later recovery may complete this update. The
+                    // removal is made durable too (best effort: this is
+                    // already an error path).
                     let _ = fs::remove_file(&path);
+                    if let Some(dir) = path.parent() {
+                        let _ = File::open(dir).and_then(|d| d.sync_all());
+                    }
                 }
                 Err(e)
             }
@@ -316,16 +324,35 @@ impl Journal {
         let mut best: Option<(u64, Progress)> = None;
         for at in RECORD_AT {
             let mut r = [0u8; RECORD_LEN];
-            if file.read_exact_at(&mut r, at).is_ok() {
-                if let Some((seq, p)) = decode_record(&r) {
-                    if best.map_or(true, |(s, _)| seq > s) {
-                        best = Some((seq, p));
-                    }
+            // Only a short file makes a record invalid; any other read
+            // error (EIO) is temporary and must not get a journal set aside
+            // while its spool is half updated.
+            match file.read_exact_at(&mut r, at) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => continue,
+                Err(e) => return Err(JournalError::Io(e)),
+            }
+            if let Some((seq, p)) = decode_record(&r) {
+                if best.map_or(true, |(s, _)| seq > s) {
+                    best = Some((seq, p));
                 }
             }
         }
         let (seq, progress) =
             best.ok_or_else(|| JournalError::Unusable("it has no valid progress record".into()))?;
+        // A record whose checksum holds but whose round the plan does not
+        // have (a bug, or a hand-made file) is damage, not a reason to panic.
+        let rounds = header.plan.rounds();
+        let in_plan = match progress {
+            Progress::Between { round } => round <= rounds,
+            Progress::InRound { round } => round < rounds,
+            Progress::Truncating => true,
+        };
+        if !in_plan {
+            return Err(JournalError::Unusable(
+                "its progress record names a round the update does not have".into(),
+            ));
+        }
         Ok(Some(Journal {
             file,
             path: path.to_path_buf(),

@@ -54,3 +54,27 @@ fn recover_leaving(state: &StateDir, path: &Path, want: &[u8]) -> Option<Recover
     assert!(!state.journal(&SpoolKey::of(path)).exists());
     outcome
 }
+
+/// A progress record whose checksum holds but whose round the plan does
+/// not have (a bug, or a hand-made file) sets the journal aside and leaves
+/// the spool as it is; it never panics the recovering process.
+#[test]
+fn a_progress_record_outside_the_plan_is_set_aside_not_a_panic() {
+    use super::journal::{Journal, Progress};
+    let (_dir, path, state, _, _) = crashed_mid_round();
+    let journal_path = state.journal(&SpoolKey::of(&path));
+    let mut journal = Journal::open(&journal_path).unwrap().unwrap();
+    journal
+        .record(Progress::InRound { round: 1 << 40 })
+        .unwrap();
+    drop(journal);
+    let on_disk = std::fs::read(&path).unwrap();
+    let spool = File::options().read(true).write(true).open(&path).unwrap();
+    let outcome = recover(&state, &path, &SpoolKey::of(&path), Some(&spool)).unwrap();
+    assert!(
+        matches!(outcome, Some(Recovered::SetAside { .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), on_disk);
+    assert!(!journal_path.exists());
+}

@@ -155,9 +155,12 @@ fn prove(j: &Journal, file: &File) -> io::Result<Verdict> {
         Progress::InRound { round } => (round, Some(round)),
         Progress::Truncating => {
             let mut at_w = vec![0u8; h.marker.len()];
-            let present = len >= w + at_w.len() as u64
-                && file.read_exact_at(&mut at_w, w).is_ok()
-                && at_w == h.marker;
+            // A read error is not "marker absent": deciding so would leave
+            // [W, N) in the mailbox for good. It fails this attempt instead.
+            let present = len >= w + at_w.len() as u64 && {
+                file.read_exact_at(&mut at_w, w)?;
+                at_w == h.marker
+            };
             if !present {
                 // Truncated to W; anything after it was appended since.
                 return Ok(if len < w {
