@@ -43,10 +43,11 @@
 //! Recovery (`recovery.rs`) proves the file is what this sequence left
 //! before it writes anything, redoes the round in progress, runs the rest
 //! and, when mail was appended at N after the crash, moves that mail down
-//! too (a second journal that deletes `[W, N)`). An I/O error before the
-//! spool is first written removes the journal and leaves the spool as it
-//! was; after that the journal stays and the next login (or the next
-//! daemon start) completes the update.
+//! too (a second journal that deletes `[W, N)`). An I/O error while the
+//! journal is being created leaves no journal and the spool as it was;
+//! once the journal is in place, an I/O error keeps it, and the next
+//! login (or the next daemon start) completes the update, as QUIT's
+//! reply says.
 
 use std::fs::File;
 use std::io;
