@@ -219,20 +219,11 @@ impl Client {
     }
 
     pub fn line(&mut self) -> io::Result<String> {
-        let mut l = String::new();
-        if self.r.read_line(&mut l)? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        Ok(l)
+        reply_line(&mut self.r)
     }
 
     fn expect_ok(&mut self, what: &str) -> io::Result<String> {
-        let l = self.line()?;
-        if l.starts_with("+OK") {
-            Ok(l)
-        } else {
-            Err(io::Error::other(format!("{what}: {}", l.trim_end())))
-        }
+        positive(self.line()?, what)
     }
 
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -420,5 +411,25 @@ pub fn give_to_nobody(root: &std::path::Path) {
                 stack.push(e.path());
             }
         }
+    }
+}
+
+/// One reply line from the server (end of file is an error: the bench
+/// never expects the server to hang up mid-conversation). Shared by the
+/// plain and the TLS client.
+pub(crate) fn reply_line(r: &mut impl BufRead) -> io::Result<String> {
+    let mut l = String::new();
+    if r.read_line(&mut l)? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(l)
+}
+
+/// `line` when it is a positive reply, else an error naming `what`.
+pub(crate) fn positive(line: String, what: &str) -> io::Result<String> {
+    if line.starts_with("+OK") {
+        Ok(line)
+    } else {
+        Err(io::Error::other(format!("{what}: {}", line.trim_end())))
     }
 }

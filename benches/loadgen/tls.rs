@@ -1,6 +1,6 @@
 //! TLS for the load bench: a throwaway CA and server certificate (rcgen) written for ironpop and Dovecot, and a POP3 client over plain TCP, implicit TLS or STLS.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -117,20 +117,11 @@ impl Conn {
     }
 
     pub fn line(&mut self) -> io::Result<String> {
-        let mut l = String::new();
-        if self.io.read_line(&mut l)? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        Ok(l)
+        super::reply_line(&mut self.io)
     }
 
     fn ok(&mut self, what: &str) -> io::Result<String> {
-        let l = self.line()?;
-        if l.starts_with("+OK") {
-            Ok(l)
-        } else {
-            Err(io::Error::other(format!("{what}: {}", l.trim_end())))
-        }
+        super::positive(self.line()?, what)
     }
 
     pub fn send(&mut self, line: &str) -> io::Result<()> {
