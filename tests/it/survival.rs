@@ -226,7 +226,8 @@ fn out_of_file_descriptors_one_login_fails_temporarily_and_the_rest_go_on() {
     // Exhausted: the next connection gets its socket and little more. The
     // spare descriptors are those an update at QUIT needs once that
     // connection is gone (journal and its directory, a dot-lock).
-    let limit = open_fds(s.pid()) + 3;
+    let settled = open_fds(s.pid());
+    let limit = settled + 3;
     // As root the server runs as nobody, and this root may lack
     // CAP_SYS_RESOURCE (containers): prlimit then acts as that same user.
     let mut prlimit = if crate::system::is_root() {
@@ -259,11 +260,11 @@ fn out_of_file_descriptors_one_login_fails_temporarily_and_the_rest_go_on() {
         "login past the descriptor limit: {reply:?}\n{}",
         s.log()
     );
-    // Its worker notices the end of file and gives its descriptors back.
-    let before = open_fds(s.pid());
+    // Its worker notices the end of file and gives all its descriptors
+    // back (not just the socket: the updates below need every spare one).
     drop(extra);
     let deadline = Instant::now() + IO_TIMEOUT;
-    while open_fds(s.pid()) >= before {
+    while open_fds(s.pid()) > settled {
         assert!(
             Instant::now() < deadline,
             "the refused connection's descriptors stay open"
