@@ -20,7 +20,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
 use nix::sys::stat::{umask, Mode};
-use nix::unistd::{chown, geteuid, Gid, Group, Uid};
+use nix::unistd::{chown, geteuid, mkdtemp, Gid, Group, Uid};
 
 /// The group whose members may use the control socket, besides root.
 pub const CONTROL_GROUP: &str = "ironpop";
@@ -67,23 +67,43 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlSocketError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(fail("inspect", e)),
     }
-    // Created 0600, so nobody else can connect before the mode below is set.
-    // Startup is single-threaded here: the umask change affects no one else.
-    let old = umask(Mode::from_bits_truncate(0o177));
-    let bound = UnixListener::bind(path);
-    umask(old);
-    let listener = bound.map_err(|e| fail("listen on", e))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| fail("set up", e))?;
-    if geteuid().is_root() {
-        share_with_group(path).map_err(|e| fail("set the owner of", e))?;
-    }
-    Ok(listener)
+    // Bound, owned and moded inside a fresh directory only root can enter,
+    // then renamed into place: the directory of `path` may belong to the
+    // daemon's user (systemd's RuntimeDirectory=), whose processes could
+    // otherwise swap the new socket for a symlink between bind and chown
+    // and have root hand them any file. rename() replaces a name and
+    // follows nothing. Created 0600, so nobody can connect before the mode
+    // is set; startup is single-threaded here, so the umask change
+    // affects no one else.
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let private = mkdtemp(&dir.join(".ironpop-control-XXXXXX"))
+        .map_err(|e| fail("create a directory beside", e.into()))?;
+    let staged = private.join("socket");
+    let made = (|| {
+        let old = umask(Mode::from_bits_truncate(0o177));
+        let bound = UnixListener::bind(&staged);
+        umask(old);
+        let listener = bound.map_err(|e| fail("listen on", e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| fail("set up", e))?;
+        if geteuid().is_root() {
+            share_with_group(&staged, path).map_err(|e| fail("set the owner of", e))?;
+        }
+        fs::rename(&staged, path).map_err(|e| fail("move the new socket to", e))?;
+        Ok(listener)
+    })();
+    let _ = fs::remove_file(&staged);
+    let _ = fs::remove_dir(&private);
+    made
 }
 
 /// root:ironpop 0660 when the group exists; root's alone otherwise.
-fn share_with_group(path: &Path) -> io::Result<()> {
+/// `staged` is the socket, `path` its final name (for the log).
+fn share_with_group(staged: &Path, path: &Path) -> io::Result<()> {
     let Ok(Some(group)) = Group::from_name(CONTROL_GROUP) else {
         log::warn!(
             "control socket {}: group {CONTROL_GROUP} does not exist, so only root can use it \
@@ -93,11 +113,11 @@ fn share_with_group(path: &Path) -> io::Result<()> {
         return Ok(());
     };
     chown(
-        path,
+        staged,
         Some(Uid::from_raw(0)),
         Some(Gid::from_raw(group.gid.as_raw())),
     )?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o660))
+    fs::set_permissions(staged, fs::Permissions::from_mode(0o660))
 }
 
 #[cfg(test)]
@@ -123,5 +143,26 @@ mod tests {
         let e = bind(&file).unwrap_err().to_string();
         assert!(e.contains("is not a socket"), "{e}");
         assert_eq!(fs::read(&file).unwrap(), b"x", "left alone");
+        let link = dir.path().join("run/link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let before = fs::metadata(&file).unwrap();
+        let e = bind(&link).unwrap_err().to_string();
+        assert!(e.contains("is not a socket"), "{e}");
+        let after = fs::metadata(&file).unwrap();
+        assert_eq!(
+            (after.mode(), after.uid(), after.gid()),
+            (before.mode(), before.uid(), before.gid()),
+            "a symlink's target is never chowned or chmodded"
+        );
+        let mut left: Vec<_> = fs::read_dir(dir.path().join("run"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["control", "link"],
+            "no staging directory is left behind"
+        );
     }
 }
