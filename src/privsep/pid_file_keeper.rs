@@ -12,6 +12,7 @@ use std::io::{self, Read};
 use std::os::fd::{OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::OFlag;
 use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::unistd::{self, ForkResult};
 
@@ -20,7 +21,10 @@ use nix::unistd::{self, ForkResult};
 /// exits. Must be called while the process is single-threaded.
 /// `close_in_child` are descriptors the keeper must not hold (listeners).
 pub fn spawn(pid_file: &Path, close_in_child: &[RawFd]) -> io::Result<OwnedFd> {
-    let (read_end, write_end) = unistd::pipe()?;
+    // Close-on-exec: a program the daemon or a helper runs (a PAM module's
+    // unix_chkpwd, a hash command) must not inherit the write end and keep
+    // a dead daemon's pid file alive for as long as it runs.
+    let (read_end, write_end) = unistd::pipe2(OFlag::O_CLOEXEC)?;
     let daemon_pid = unistd::getpid().as_raw();
     // SAFETY: the daemon calls this before it starts any thread, so the
     // child cannot inherit a lock held by another thread; the child only

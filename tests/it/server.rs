@@ -560,6 +560,19 @@ fn without_f_the_daemon_detaches_and_writes_its_pid_file() {
     c.greeting();
     c.login(ALICE);
     c.ok("STAT");
+    // Nothing it holds leaks into a program it runs (the pid file keeper's
+    // pipe included: an heir holding it would keep a dead daemon's pid file).
+    // (What this test process hands down itself, a job server's pipe say,
+    // the daemon inherits as it is; only its own descriptors count.)
+    let handed_down = descriptors_without_cloexec(std::process::id() as i32);
+    let leaking: Vec<_> = descriptors_without_cloexec(pid.as_raw())
+        .into_iter()
+        .filter(|d| !handed_down.contains(d))
+        .collect();
+    assert!(
+        leaking.is_empty(),
+        "descriptors without O_CLOEXEC: {leaking:?}"
+    );
     c.quit();
     // The daemon left the foreground process group: it is its own session.
     let sid = nix::unistd::getsid(Some(pid)).expect("getsid");
@@ -574,4 +587,32 @@ fn without_f_the_daemon_detaches_and_writes_its_pid_file() {
         assert!(Instant::now() < deadline, "detached daemon ignores SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The descriptors above stderr of process `pid` that a program it
+/// executes would inherit, with what they are.
+fn descriptors_without_cloexec(pid: i32) -> Vec<String> {
+    const O_CLOEXEC: u32 = 0o2_000_000;
+    let mut leaking = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).expect("read /proc/PID/fd") {
+        let name = entry.expect("fd entry").file_name();
+        let fd: u32 = name
+            .to_str()
+            .and_then(|n| n.parse().ok())
+            .expect("fd number");
+        // Gone in between (a descriptor closed meanwhile): nothing to check.
+        let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) else {
+            continue;
+        };
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+            .expect("flags in fdinfo");
+        if fd > 2 && flags & O_CLOEXEC == 0 {
+            let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"));
+            leaking.push(format!("{fd} -> {target:?}"));
+        }
+    }
+    leaking
 }
