@@ -27,7 +27,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::SystemTime;
 
 use nix::fcntl::OFlag;
@@ -113,8 +113,9 @@ struct Keeper {
     /// The process that started the thread: a forked child has no thread
     /// and starts its own.
     pid: u32,
-    /// Open lock files (entry number → file, path for the log).
-    held: HashMap<u64, (File, PathBuf)>,
+    /// Open lock files (entry number → file, path for the log); shared
+    /// with the thread while it touches them.
+    held: HashMap<u64, Arc<(File, PathBuf)>>,
 }
 
 fn keeper() -> MutexGuard<'static, Option<Keeper>> {
@@ -147,12 +148,14 @@ fn keep_fresh(file: File, path: &Path) -> Option<u64> {
     keeper
         .as_mut()?
         .held
-        .insert(entry, (file, path.to_path_buf()));
+        .insert(entry, Arc::new((file, path.to_path_buf())));
     Some(entry)
 }
 
-/// Takes a lock off the keeper's list; once this returns it is not
-/// touched any more (the keeper touches under the same mutex).
+/// Takes a lock off the keeper's list. A touch already under way may
+/// still land on the file: harmless, it goes through the descriptor, so
+/// it reaches only the inode this process created, never a lock someone
+/// else makes under the same name later.
 fn forget(entry: u64) {
     if let Some(k) = keeper().as_mut() {
         k.held.remove(&entry);
@@ -163,7 +166,14 @@ fn forget(entry: u64) {
 fn touch_held_locks() {
     loop {
         std::thread::sleep(limits::DOTLOCK_TOUCH_EVERY);
-        for (file, path) in keeper().iter().flat_map(|k| k.held.values()) {
+        // Touched outside the mutex: a touch that hangs (an NFS server
+        // gone) must not stop other sessions taking or releasing locks.
+        let held: Vec<_> = keeper()
+            .iter()
+            .flat_map(|k| k.held.values().cloned())
+            .collect();
+        for lock in held {
+            let (file, path) = &*lock;
             if let Err(e) = futimens(file, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW) {
                 log::warn!("cannot touch dotlock {}: {e}", path.display());
             }
