@@ -13,8 +13,9 @@
 //!   privileged helpers, the privilege drop, and the helper, which checks
 //!   credentials against the account backends (passwd-file, system, PAM)
 //!   and opens the account's spool. `auth` is the network side: the
-//!   `Authenticator` a session asks (the helper's client, or the account
-//!   database in-process without root) and the failed-login throttle; a
+//!   helper's client, `auth::access` that gives each session its
+//!   `authenticator::Authenticator` (the helper's client, or the account
+//!   database in-process without root), and the failed-login throttle; a
 //!   login hands the session an `account::Login`, the account with its
 //!   opened spool, in one value.
 //! * `mailbox` turns that spool into a maildrop: scans it once, serves
@@ -24,6 +25,7 @@
 
 pub mod account;
 pub mod auth;
+pub mod authenticator;
 pub mod cli;
 pub mod config;
 pub mod control;

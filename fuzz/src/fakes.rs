@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use ironpop::account::{AuthOutcome, Login, Principal};
-use ironpop::auth::Authenticator;
+use ironpop::authenticator::Authenticator;
 use ironpop::mailbox::scan::scan_bytes;
 use ironpop::mailbox::transfer::Encoder;
 use ironpop::mailbox::{

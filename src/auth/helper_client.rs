@@ -22,8 +22,8 @@ use nix::sys::time::TimeVal;
 use rustls::pki_types::CertificateDer;
 use zeroize::Zeroizing;
 
-use super::{Authenticator, ScramLogin};
 use crate::account::{AuthOutcome, Login, Password, Principal, Spool};
+use crate::authenticator::{Authenticator, ScramLogin};
 use crate::exhaustion::is_exhaustion_errno;
 use crate::limits::{HELPER_REPLY_TIMEOUT, MAX_HELPER_FRAME, OFFERS_SCRAM_TTL};
 use crate::privsep::helper_wire::{Request, Response, SpoolAnswer};

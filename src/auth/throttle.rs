@@ -12,8 +12,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::{Authenticator, ScramLogin};
 use crate::account::{AuthOutcome, Login};
+use crate::authenticator::{Authenticator, ScramLogin};
 use crate::sasl::{SecretLookup, KEY_LEN};
 
 /// The knobs; [`Policy::new`] gives the defaults.

@@ -11,6 +11,7 @@ use std::sync::atomic::AtomicBool;
 
 use nix::sys::socket::{getsockopt, sockopt, SockType};
 
+use crate::auth::access::Access;
 use crate::config::Config;
 use crate::daemon::error::DaemonError;
 use crate::net::driver::{self, Timeouts};
@@ -46,7 +47,7 @@ pub fn run(config: &Config, tls: bool) -> Result<(), DaemonError> {
     let mut close = vec![input, output];
     close.extend(tcp.as_ref().map(|t| t.as_raw_fd()));
     // One session, one helper: nothing else would use a second.
-    let accounts = privsep::setup(config, 1, &close)?;
+    let access = Access::new(config, privsep::setup(config, 1, &close)?)?;
     // A cheap directory read when there is nothing to recover.
     crate::mailbox::startup::recover_for(config);
     // The handshake parses what the client sends: after the drop.
@@ -72,7 +73,7 @@ pub fn run(config: &Config, tls: bool) -> Result<(), DaemonError> {
     let mut settings = driver::session_settings(&conn, config.plaintext_auth);
     settings.stls_offered = service.is_some() && !conn.is_tls() && !matches!(conn, Conn::Stdio(_));
     log::debug!("inetd session from {}", settings.peer);
-    let (auth, maildrops) = accounts.for_session();
+    let (auth, maildrops) = access.for_session();
     let mut session = Session::new(Backend { auth, maildrops }, settings);
     let ended = driver::serve_with_tls(
         conn,

@@ -33,6 +33,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::auth::access::Access;
 use crate::auth::throttle::{Policy, Throttle};
 use crate::config::Config;
 use crate::control::server::ControlServer;
@@ -122,18 +123,19 @@ pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), Dae
         ),
         _ => None,
     };
-    let accounts = if mode == RunMode::Demo {
+    let separation = if mode == RunMode::Demo {
         privsep::direct(config, "demo")?
     } else {
         privsep::setup(config, privsep::helper_count(), &listener_fds)?
     };
+    let access = Access::new(config, separation)?;
     // No thread may exist before this point (forks above; signal mask below).
     let signals = signals::Signals::block()?;
     // Before the first connection: no spool stays damaged by a crash, no
     // MDA waits for a dead ironpop's dotlock.
     crate::mailbox::startup::recover_for(config);
     let throttle = Arc::new(Throttle::new(Policy::new(config.auth_fail_delay)));
-    let helpers = accounts.helper_pids().to_vec();
+    let helpers = access.helper_pids().to_vec();
     let table = Arc::new(sessions::SessionTable::new(config.max_sessions_per_ip));
     let admission = Arc::new(admission::Admission::new(
         Arc::clone(&table),
@@ -142,7 +144,7 @@ pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), Dae
     ));
     let server = Arc::new(worker::Server::new(
         config,
-        accounts,
+        access,
         throttle,
         Arc::clone(&admission),
         tls.clone(),

@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use crate::auth::access::Access;
 use crate::auth::throttle::{Throttle, ThrottledAuth};
 use crate::config::{Config, PlaintextAuth};
 use crate::daemon::acceptor::Job;
@@ -18,12 +19,11 @@ use crate::net::proxy_read;
 use crate::net::tls_conn::TlsService;
 use crate::net::Conn;
 use crate::pop3::{Backend, Session};
-use crate::privsep::fork::Accounts;
 
 /// Everything sessions share, built once at startup.
 pub struct Server {
     /// Account checks and maildrops: direct, or through the helpers.
-    pub accounts: Accounts,
+    pub access: Access,
     /// Failed logins per client address.
     pub throttle: Arc<Throttle>,
     /// For a proxied client, once its header names it.
@@ -48,13 +48,13 @@ struct Endpoints {
 impl Server {
     pub fn new(
         config: &Config,
-        accounts: Accounts,
+        access: Access,
         throttle: Arc<Throttle>,
         admission: Arc<Admission>,
         tls: Option<Arc<TlsService>>,
     ) -> Server {
         Server {
-            accounts,
+            access,
             throttle,
             admission,
             plaintext_auth: config.plaintext_auth,
@@ -134,7 +134,7 @@ impl Server {
                 settings.local = local.ip().to_canonical().to_string();
             }
         }
-        let (auth, maildrops) = self.accounts.for_session();
+        let (auth, maildrops) = self.access.for_session();
         let backend = Backend {
             auth: Arc::new(ThrottledAuth {
                 inner: auth,

@@ -17,7 +17,7 @@ use super::command::{self, Command, Verb};
 use super::reply::{self, RespCode};
 use super::transaction::{Handled, Transaction};
 use crate::account::{AuthOutcome, ClientChain, Login};
-use crate::auth::Authenticator;
+use crate::authenticator::Authenticator;
 use crate::limits;
 use crate::mailbox::{MailboxError, MaildropOpener};
 

@@ -18,7 +18,7 @@ use super::passwd_file::Found;
 use super::passwd_file::PasswdFile;
 use super::system::SystemDb;
 use crate::account::{AuthOutcome, Login, Principal};
-use crate::auth::{Authenticator, ScramLogin};
+use crate::authenticator::{Authenticator, ScramLogin};
 use crate::config::{Config, Passdb};
 use crate::sasl::{ScramParams, SecretLookup, KEY_LEN};
 

@@ -1,6 +1,6 @@
 //! Privilege separation at startup: as root, fork the privileged helpers and drop to `user`/`group`; otherwise serve directly and say so.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use nix::unistd::Pid;
@@ -9,63 +9,32 @@ use super::accounts::build_authenticator;
 use super::error::PrivsepError;
 use super::helper::{self, AccountDb};
 use super::privileges;
-use crate::auth::helper_client::{HelperPool, HelperSession};
-use crate::auth::Authenticator;
+use crate::authenticator::Authenticator;
 use crate::config::Config;
 use crate::limits::MAX_HELPERS;
-use crate::mailbox::mbox::MboxSettings;
-use crate::mailbox::{MaildropOpener, MboxOpener};
 
-/// Where sessions get their account checks and maildrops.
-pub enum Accounts {
-    /// Not started as root: the daemon reads the account database and
-    /// spools itself, with its own rights.
-    Direct {
-        auth: Arc<dyn Authenticator>,
-        maildrops: Arc<dyn MaildropOpener>,
-    },
-    /// Started as root: everything privileged goes through the helpers.
+/// What privilege separation left the network process.
+pub enum Separation {
+    /// Not started as root: the account database in this process, which
+    /// reads it and the spools with its own rights.
+    InProcess(Arc<dyn Authenticator>),
+    /// Started as root: the helpers run and root is dropped. `channels`:
+    /// the network side's end of each helper's channel, with its pid.
     Helpers {
-        pool: Arc<HelperPool>,
-        /// Serves only the spools the helpers opened.
-        maildrops: Arc<dyn MaildropOpener>,
+        channels: Vec<(OwnedFd, i32)>,
         pids: Vec<Pid>,
     },
 }
 
-impl Accounts {
-    /// The authenticator and opener of one new session.
-    pub fn for_session(&self) -> (Arc<dyn Authenticator>, Arc<dyn MaildropOpener>) {
-        match self {
-            Accounts::Direct { auth, maildrops } => (Arc::clone(auth), Arc::clone(maildrops)),
-            Accounts::Helpers {
-                pool, maildrops, ..
-            } => (
-                Arc::new(HelperSession::new(Arc::clone(pool))),
-                Arc::clone(maildrops),
-            ),
-        }
-    }
-
-    /// The helper processes (none when not root).
-    pub fn helper_pids(&self) -> &[Pid] {
-        match self {
-            Accounts::Direct { .. } => &[],
-            Accounts::Helpers { pids, .. } => pids,
-        }
-    }
-}
-
 /// No separation: the process checks passwords and opens spools with its
 /// own rights (`why` says why, for the log).
-pub fn direct(config: &Config, why: &str) -> Result<Accounts, PrivsepError> {
+pub fn direct(config: &Config, why: &str) -> Result<Separation, PrivsepError> {
     log::info!(
         "running as uid {} ({why}): no privileged helper, no privilege change",
         nix::unistd::geteuid()
     );
     let auth = build_authenticator(config).map_err(PrivsepError::Auth)?;
-    let maildrops: Arc<dyn MaildropOpener> = Arc::new(MboxOpener::new(config));
-    Ok(Accounts::Direct { auth, maildrops })
+    Ok(Separation::InProcess(auth))
 }
 
 /// How many helpers: one per core, within [`MAX_HELPERS`].
@@ -82,7 +51,7 @@ pub fn setup(
     config: &Config,
     helpers: usize,
     close_in_child: &[RawFd],
-) -> Result<Accounts, PrivsepError> {
+) -> Result<Separation, PrivsepError> {
     if !nix::unistd::geteuid().is_root() {
         return direct(config, "not started as root");
     }
@@ -97,7 +66,7 @@ pub fn setup(
         close.extend(
             channels
                 .iter()
-                .map(|(fd, _): &(std::os::fd::OwnedFd, i32)| fd.as_raw_fd()),
+                .map(|(fd, _): &(OwnedFd, i32)| fd.as_raw_fd()),
         );
         let h = helper::spawn(&db, &close)
             .map_err(|e| PrivsepError::system("start the privileged helper", e))?;
@@ -106,8 +75,6 @@ pub fn setup(
     }
     // The network process keeps no copy of the account database.
     drop(db);
-    let pool = HelperPool::new(channels)
-        .map_err(|e| PrivsepError::system("set up the helper channels", e))?;
     privileges::drop_to(&identity)?;
     log::info!(
         "privileges dropped to user={}({}) group={}({}) groups={}; {} privileged helper process(es): pid {}",
@@ -127,9 +94,5 @@ pub fn setup(
             .collect::<Vec<_>>()
             .join(",")
     );
-    Ok(Accounts::Helpers {
-        pool: Arc::new(pool),
-        maildrops: Arc::new(MboxOpener::helper_opened(MboxSettings::from_config(config))),
-        pids,
-    })
+    Ok(Separation::Helpers { channels, pids })
 }

@@ -5,8 +5,9 @@
 //! runs as root, and why:
 //!
 //! * `fork.rs` — at startup, forks the helpers (before any thread exists)
-//!   and hands the network process over to `privileges.rs`; without root,
-//!   sets up the in-process account database instead.
+//!   and hands the network process over to `privileges.rs`, keeping only
+//!   its ends of the helpers' channels; without root, sets up the
+//!   in-process account database instead.
 //! * `control_socket.rs` — at startup, makes the control socket's file
 //!   (directory under /run, owner root, group `ironpop`, mode 0660).
 //! * `privileges.rs` — drops root: `user`, `group` and its supplementary
@@ -38,8 +39,11 @@
 //!
 //! Without root (`ironpop` started as an ordinary user, or `-i`/demo modes
 //! that choose it) the same code runs in-process with the user's own rights.
-//! The network side of the helper (its client, the failed-login throttle)
-//! lives in `auth/`.
+//! The network side of the helper (its client, the per-session
+//! `Authenticator` built on it in `auth/access.rs`, the failed-login
+//! throttle) lives in `auth/`; nothing here imports it. The
+//! `Authenticator` trait the account database implements is in
+//! `authenticator.rs`, below both sides.
 
 pub mod accounts;
 pub mod cert_login;

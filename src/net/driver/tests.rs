@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::account::{AuthOutcome, Login};
-use crate::auth::Authenticator;
+use crate::authenticator::Authenticator;
 use crate::mailbox::{MailboxError, Maildrop, MaildropOpener};
 use crate::pop3::Backend;
 use std::io::BufRead;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{Control, Mode, Session};
 use crate::account::AuthOutcome;
-use crate::auth::Authenticator;
+use crate::authenticator::Authenticator;
 use crate::pop3::reply::{self, RespCode};
 use crate::sasl::{
     challenge_line, Context, Exchange, Failure, Mechanism, Outcome, ProofCheck, ScramLookup,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Once};
 
 use crate::account::{AuthOutcome, Login, Principal};
-use crate::auth::Authenticator;
+use crate::authenticator::Authenticator;
 use crate::mailbox::{
     CommitReport, MailboxError, Maildrop, MaildropOpener, MessageInfo, TransferError,
 };

@@ -11,7 +11,7 @@ use super::{converse, say, talk};
 use rustls::pki_types::CertificateDer;
 
 use crate::account::{AuthOutcome, Login, Principal};
-use crate::auth::{Authenticator, ScramLogin};
+use crate::authenticator::{Authenticator, ScramLogin};
 use crate::pop3::{Backend, Control, Session, SessionSettings, State};
 use crate::sasl::{ScramParams, ScramSecret, SecretLookup, KEY_LEN};
 
