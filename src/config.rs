@@ -101,6 +101,7 @@ pub struct Config {
     pub log_level: log::LevelFilter,
 }
 
+mod keyword;
 mod lex;
 mod render;
 #[cfg(test)]

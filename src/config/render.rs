@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use super::keyword::Keyword;
 use super::{CertUserField, Config, LockMethod, Passdb, PlaintextAuth};
 use crate::limits;
 use crate::mailbox::Expire;
@@ -40,18 +41,8 @@ impl Config {
         line("tls_cert", opt_path(&self.tls_cert));
         line("tls_key", opt_path(&self.tls_key));
         line("tls_client_ca", opt_path(&self.tls_client_ca));
-        let field = match self.tls_cert_user {
-            CertUserField::Cn => "cn",
-            CertUserField::Email => "email",
-            CertUserField::SanEmail => "san-email",
-        };
-        line("tls_cert_user", Some(field.into()));
-        let plain = match self.plaintext_auth {
-            PlaintextAuth::TlsOnly => "tls-only",
-            PlaintextAuth::Localhost => "localhost",
-            PlaintextAuth::Always => "always",
-        };
-        line("plaintext_auth", Some(plain.into()));
+        line("tls_cert_user", Some(self.tls_cert_user.word().into()));
+        line("plaintext_auth", Some(self.plaintext_auth.word().into()));
         line("user", Some(self.user.clone()));
         line("group", Some(self.group.clone()));
         let passdb = match &self.passdb {
@@ -87,12 +78,7 @@ impl Config {
         let methods = self
             .lock_methods
             .iter()
-            .map(|m| match m {
-                LockMethod::Fcntl => "fcntl",
-                LockMethod::Dotlock => "dotlock",
-                LockMethod::Flock => "flock",
-            })
-            .map(str::to_owned)
+            .map(|m| m.word().to_owned())
             .collect();
         line("lock_methods", list(methods));
         line(
@@ -112,10 +98,7 @@ impl Config {
             .collect();
         line("proxy_protocol_from", list(proxies));
         line("syslog_facility", Some(self.syslog_facility.clone()));
-        line(
-            "log_level",
-            Some(self.log_level.as_str().to_ascii_lowercase()),
-        );
+        line("log_level", Some(self.log_level.word().into()));
         out
     }
 

@@ -5,10 +5,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::keyword::Keyword;
 use super::lex::{shorten, Entry};
-use super::{
-    default_listen_tls, CertUserField, Config, ConfigError, LockMethod, Passdb, PlaintextAuth,
-};
+use super::{default_listen_tls, Config, ConfigError, LockMethod, Passdb};
 use crate::limits::{
     self, MAX_FAIL_DELAY_SECS, MAX_LOCK_TIMEOUT_SECS, MAX_SESSIONS_LIMIT, MAX_TIMEOUT_SECS,
 };
@@ -190,12 +189,7 @@ fn add_to_list(c: &mut Config, key: &str, word: &str) -> Result<(), String> {
             }
         }
         "lock_methods" => {
-            let m = match word {
-                "fcntl" => LockMethod::Fcntl,
-                "dotlock" => LockMethod::Dotlock,
-                "flock" => LockMethod::Flock,
-                _ => return Err(bad(key, "fcntl, dotlock or flock", word)),
-            };
+            let m: LockMethod = keyword(key, word)?;
             if c.lock_methods.contains(&m) {
                 return Err(format!("lock method '{word}' is listed twice"));
             }
@@ -217,22 +211,8 @@ fn set_scalar(c: &mut Config, key: &str, v: &str) -> Result<(), String> {
         "tls_cert" => c.tls_cert = Some(abs_path(key, v)?),
         "tls_key" => c.tls_key = Some(abs_path(key, v)?),
         "tls_client_ca" => c.tls_client_ca = Some(abs_path(key, v)?),
-        "tls_cert_user" => {
-            c.tls_cert_user = match v {
-                "cn" => CertUserField::Cn,
-                "email" => CertUserField::Email,
-                "san-email" => CertUserField::SanEmail,
-                _ => return Err(bad(key, "cn, email or san-email", v)),
-            }
-        }
-        "plaintext_auth" => {
-            c.plaintext_auth = match v {
-                "tls-only" => PlaintextAuth::TlsOnly,
-                "localhost" => PlaintextAuth::Localhost,
-                "always" => PlaintextAuth::Always,
-                _ => return Err(bad(key, "tls-only, localhost or always", v)),
-            }
-        }
+        "tls_cert_user" => c.tls_cert_user = keyword(key, v)?,
+        "plaintext_auth" => c.plaintext_auth = keyword(key, v)?,
         "user" => c.user = account_name(key, v)?,
         "group" => c.group = account_name(key, v)?,
         "passdb" => c.passdb = passdb(v)?,
@@ -259,21 +239,16 @@ fn set_scalar(c: &mut Config, key: &str, v: &str) -> Result<(), String> {
             }
             c.syslog_facility = v.to_owned();
         }
-        "log_level" => {
-            c.log_level = match v {
-                "off" => log::LevelFilter::Off,
-                "error" => log::LevelFilter::Error,
-                "warn" => log::LevelFilter::Warn,
-                "info" => log::LevelFilter::Info,
-                "debug" => log::LevelFilter::Debug,
-                "trace" => log::LevelFilter::Trace,
-                _ => return Err(bad(key, "off, error, warn, info, debug or trace", v)),
-            }
-        }
+        "log_level" => c.log_level = keyword(key, v)?,
         // `validate` only passes keys from KEYS; list keys never get here.
         _ => return Err(unknown_key(key)),
     }
     Ok(())
+}
+
+/// One word of `T`'s list.
+fn keyword<T: Keyword>(key: &str, v: &str) -> Result<T, String> {
+    T::from_word(v).ok_or_else(|| bad(key, &T::choices(), v))
 }
 
 fn bad(key: &str, wanted: &str, got: &str) -> String {
