@@ -390,6 +390,24 @@ mod tests {
         }
     }
 
+    impl Harness {
+        fn connect(&self) -> TcpStream {
+            TcpStream::connect(self.addr).unwrap()
+        }
+
+        /// A new connection, already greeted by its session.
+        fn greeted(&self) -> TcpStream {
+            let stream = self.connect();
+            assert_eq!(first_line(&stream), "+OK hi\r\n");
+            stream
+        }
+
+        fn stop(self) -> StopReason {
+            self.stopper.stop();
+            self.thread.join().unwrap()
+        }
+    }
+
     fn first_line(stream: &TcpStream) -> String {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -402,10 +420,9 @@ mod tests {
     #[test]
     fn full_pool_and_queue_refuse_with_sys_temp() {
         let h = start(1, 1, 0, false);
-        let served = TcpStream::connect(h.addr).unwrap();
-        assert_eq!(first_line(&served), "+OK hi\r\n");
-        let queued = TcpStream::connect(h.addr).unwrap();
-        let refused = TcpStream::connect(h.addr).unwrap();
+        let served = h.greeted();
+        let queued = h.connect();
+        let refused = h.connect();
         assert_eq!(
             first_line(&refused),
             "-ERR [SYS/TEMP] server busy, try again\r\n"
@@ -417,16 +434,14 @@ mod tests {
             "+OK hi\r\n",
             "queued one is served next"
         );
-        h.stopper.stop();
-        assert_eq!(h.thread.join().unwrap(), StopReason::Requested);
+        assert_eq!(h.stop(), StopReason::Requested);
     }
 
     #[test]
     fn per_address_limit_refuses_and_recovers() {
         let h = start(4, 4, 1, false);
-        let first = TcpStream::connect(h.addr).unwrap();
-        assert_eq!(first_line(&first), "+OK hi\r\n");
-        let second = TcpStream::connect(h.addr).unwrap();
+        let first = h.greeted();
+        let second = h.connect();
         assert_eq!(
             first_line(&second),
             "-ERR [SYS/TEMP] too many connections from your address\r\n"
@@ -435,7 +450,7 @@ mod tests {
         // The slot comes back once the session has ended.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let again = TcpStream::connect(h.addr).unwrap();
+            let again = h.connect();
             let line = first_line(&again);
             if line == "+OK hi\r\n" {
                 break;
@@ -443,23 +458,19 @@ mod tests {
             assert!(Instant::now() < deadline, "slot never released: {line}");
             thread::sleep(Duration::from_millis(20));
         }
-        h.stopper.stop();
-        h.thread.join().unwrap();
+        h.stop();
     }
 
     #[test]
     fn a_newcomer_evicts_the_idlest_unauthenticated_session() {
         let h = start(2, 2, 0, true);
-        let oldest = TcpStream::connect(h.addr).unwrap();
-        assert_eq!(first_line(&oldest), "+OK hi\r\n");
+        let oldest = h.greeted();
         thread::sleep(Duration::from_millis(20));
-        let younger = TcpStream::connect(h.addr).unwrap();
-        assert_eq!(first_line(&younger), "+OK hi\r\n");
-        let newcomer = TcpStream::connect(h.addr).unwrap();
+        let younger = h.greeted();
+        let newcomer = h.connect();
         assert_eq!(first_line(&newcomer), "+OK hi\r\n", "served at once");
         assert_eq!(first_line(&oldest), "", "the idlest one was closed");
         drop(younger);
-        h.stopper.stop();
-        h.thread.join().unwrap();
+        h.stop();
     }
 }
