@@ -122,15 +122,19 @@ fn client_certificates_name_accounts_only_when_valid() {
     );
 }
 
-/// A plain session with STLS offered, served on a thread; returns the
-/// client's socket, a reader over it past the greeting, and the server.
-fn greeted_by_stls_server(
+/// A plain session with STLS offered, served on a thread, to which the
+/// client sends `sent` (STLS first) in one segment; returns the client's
+/// socket, a reader over it past the server's go-ahead, and the server.
+fn after_stls(
     pki: &Pki,
+    sent: &[u8],
 ) -> (TcpStream, BufReader<TcpStream>, thread::JoinHandle<Ended>) {
     let (client, server) = pair();
     let handle = stls_server(pki, server);
     let mut clear = BufReader::new(client.try_clone().unwrap());
     assert_eq!(read_line(&mut clear), "+OK ironpop ready\r\n");
+    (&client).write_all(sent).unwrap();
+    assert_eq!(read_line(&mut clear), "+OK Begin TLS negotiation\r\n");
     (client, clear, handle)
 }
 
@@ -167,10 +171,8 @@ fn read_line(r: &mut impl BufRead) -> String {
 #[test]
 fn commands_pipelined_after_stls_are_never_executed() {
     let pki = Pki::new();
-    let (client, mut clear, handle) = greeted_by_stls_server(&pki);
     // The injection: CAPA rides in the same segment as STLS.
-    (&client).write_all(b"STLS\r\nCAPA\r\n").unwrap();
-    assert_eq!(read_line(&mut clear), "+OK Begin TLS negotiation\r\n");
+    let (client, clear, handle) = after_stls(&pki, b"STLS\r\nCAPA\r\n");
     assert!(clear.buffer().is_empty(), "nothing more in clear");
     drop(clear);
     let mut tls = BufReader::new(tls_client(client_config(&pki, None), client));
@@ -207,9 +209,7 @@ fn commands_pipelined_after_stls_are_never_executed() {
 #[test]
 fn failed_stls_handshake_closes_the_connection() {
     let pki = Pki::new();
-    let (client, mut clear, handle) = greeted_by_stls_server(&pki);
-    (&client).write_all(b"STLS\r\n").unwrap();
-    assert_eq!(read_line(&mut clear), "+OK Begin TLS negotiation\r\n");
+    let (client, mut clear, handle) = after_stls(&pki, b"STLS\r\n");
     (&client).write_all(b"USER alice\r\n").unwrap();
     assert_eq!(handle.join().unwrap(), Ended::Error);
     let mut rest = Vec::new();
