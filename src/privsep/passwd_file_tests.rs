@@ -316,7 +316,15 @@ fn root_and_malformed_uids_skip_the_entry() {
          or leave the field empty for the daemon's user"
     );
     let unknown = parse_ids("no-such-user-ironpop", "").unwrap_err();
-    assert!(unknown.contains("names no system user"), "{unknown}");
+    assert_eq!(
+        unknown,
+        "uid field \"no-such-user-ironpop\" names no system user"
+    );
+    let no_group = parse_ids("", "no-such-group-ironpop").unwrap_err();
+    assert_eq!(
+        no_group,
+        "gid field \"no-such-group-ironpop\" names no system group"
+    );
     let mixed = parse_ids("12ab", "").unwrap_err();
     assert!(mixed.contains("not a number or a name"), "{mixed}");
 }

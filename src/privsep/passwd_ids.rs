@@ -18,15 +18,9 @@ pub struct EntryIds {
 /// The uid and gid fields: empty, a number, or a name of the system's
 /// (looked up when the file is read; re-read when it changes).
 pub(crate) fn parse_ids(uid: &str, gid: &str) -> Result<EntryIds, String> {
-    let uid = match id_field(uid, "uid")? {
-        None => None,
-        Some(Id::Number(n)) => Some(Uid::from_raw(n)),
-        Some(Id::Name(name)) => match User::from_name(name) {
-            Ok(Some(u)) => Some(u.uid),
-            Ok(None) => return Err(format!("uid field {name:?} names no system user")),
-            Err(e) => return Err(format!("cannot look up the uid field's user {name:?}: {e}")),
-        },
-    };
+    let uid = resolve(uid, "uid", "user", Uid::from_raw, |name| {
+        User::from_name(name).map(|u| u.map(|u| u.uid))
+    })?;
     if uid.is_some_and(|u| u.is_root()) {
         // The helper opens spools as root: a root-owned file at a virtual
         // user's path is never that user's mail (it could be any file).
@@ -36,20 +30,34 @@ pub(crate) fn parse_ids(uid: &str, gid: &str) -> Result<EntryIds, String> {
         )
         .into());
     }
-    let gid = match id_field(gid, "gid")? {
+    let gid = resolve(gid, "gid", "group", Gid::from_raw, |name| {
+        Group::from_name(name).map(|g| g.map(|g| g.gid))
+    })?;
+    Ok(EntryIds { uid, gid })
+}
+
+/// One id field (`what`: "uid" or "gid"): empty, a number, or the name
+/// of a system `kind` ("user" or "group") that `lookup` finds.
+fn resolve<T>(
+    field: &str,
+    what: &str,
+    kind: &str,
+    from_raw: fn(u32) -> T,
+    lookup: impl FnOnce(&str) -> nix::Result<Option<T>>,
+) -> Result<Option<T>, String> {
+    Ok(match id_field(field, what)? {
         None => None,
-        Some(Id::Number(n)) => Some(Gid::from_raw(n)),
-        Some(Id::Name(name)) => match Group::from_name(name) {
-            Ok(Some(g)) => Some(g.gid),
-            Ok(None) => return Err(format!("gid field {name:?} names no system group")),
+        Some(Id::Number(n)) => Some(from_raw(n)),
+        Some(Id::Name(name)) => match lookup(name) {
+            Ok(Some(id)) => Some(id),
+            Ok(None) => return Err(format!("{what} field {name:?} names no system {kind}")),
             Err(e) => {
                 return Err(format!(
-                    "cannot look up the gid field's group {name:?}: {e}"
+                    "cannot look up the {what} field's {kind} {name:?}: {e}"
                 ))
             }
         },
-    };
-    Ok(EntryIds { uid, gid })
+    })
 }
 
 enum Id<'a> {
