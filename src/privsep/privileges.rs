@@ -25,23 +25,34 @@ fn refuse(detail: String) -> PrivsepError {
     PrivsepError::Privileges(detail)
 }
 
+/// The system's answer `found` for the `kind` ("user" or "group") `name`;
+/// `advice` says what to do when there is none.
+fn existing<T>(
+    found: nix::Result<Option<T>>,
+    kind: &str,
+    name: &str,
+    advice: &str,
+) -> Result<T, PrivsepError> {
+    found
+        .map_err(|e| refuse(format!("cannot look up {kind} {name:?}: {e}")))?
+        .ok_or_else(|| refuse(format!("{kind} {name:?} does not exist; {advice}")))
+}
+
 /// Looks up `user` and `group`; refuses root, which would serve sessions
 /// with every privilege.
 pub fn resolve(user: &str, group: &str) -> Result<RunAs, PrivsepError> {
-    let u = User::from_name(user)
-        .map_err(|e| refuse(format!("cannot look up user {user:?}: {e}")))?
-        .ok_or_else(|| {
-            refuse(format!(
-                "user {user:?} does not exist; create it (e.g. adduser --system {user}) or set `user` in the config"
-            ))
-        })?;
-    let g = Group::from_name(group)
-        .map_err(|e| refuse(format!("cannot look up group {group:?}: {e}")))?
-        .ok_or_else(|| {
-            refuse(format!(
-                "group {group:?} does not exist; set `group` in the config"
-            ))
-        })?;
+    let u = existing(
+        User::from_name(user),
+        "user",
+        user,
+        &format!("create it (e.g. adduser --system {user}) or set `user` in the config"),
+    )?;
+    let g = existing(
+        Group::from_name(group),
+        "group",
+        group,
+        "set `group` in the config",
+    )?;
     if u.uid.is_root() || g.gid.as_raw() == 0 {
         return Err(refuse(format!(
             "user = {user} / group = {group} would serve sessions as root; \
@@ -120,12 +131,18 @@ mod tests {
         let e = resolve("no-such-user-ironpop", "root")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("does not exist"), "{e}");
+        assert!(
+            e.contains(
+                "user \"no-such-user-ironpop\" does not exist; create it \
+                 (e.g. adduser --system no-such-user-ironpop) or set `user` in the config"
+            ),
+            "{e}"
+        );
         let e = resolve("nobody", "no-such-group-ironpop")
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("group \"no-such-group-ironpop\" does not exist"),
+            e.contains("group \"no-such-group-ironpop\" does not exist; set `group` in the config"),
             "{e}"
         );
     }
