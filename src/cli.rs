@@ -82,64 +82,59 @@ fn table() -> getopts::Options {
     o
 }
 
+/// Whether the flag `modifier` of the mode `mode` is given; given without
+/// its mode, it is an error that says `why`.
+fn modifier(m: &getopts::Matches, mode: &str, modifier: &str, why: &str) -> Result<bool, CliError> {
+    let given = m.opt_present(modifier);
+    if given && !m.opt_present(mode) {
+        return Err(CliError(why.into()));
+    }
+    Ok(given)
+}
+
 /// Parses the arguments (without argv\[0\]).
 pub fn parse(args: &[String]) -> Result<Options, CliError> {
     let m = table()
         .parse(args)
         .map_err(|e| CliError(getopts_message(&e)))?;
 
-    let mut modes: Vec<(&str, Mode)> = Vec::new();
-    if m.opt_present("t") {
-        modes.push(("-t", Mode::CheckConfig));
+    let tls = modifier(
+        &m,
+        "i",
+        "tls",
+        "--tls only applies to -i (the daemon takes listen_tls from the config)",
+    )?;
+    let kick = m.opt_str("kick").unwrap_or_default();
+    if m.opt_present("kick") && kick.is_empty() {
+        return Err(CliError("--kick needs a user name or an address".into()));
     }
-    if m.opt_present("i") {
-        modes.push((
-            "-i",
-            Mode::Inetd {
-                tls: m.opt_present("tls"),
-            },
-        ));
-    } else if m.opt_present("tls") {
-        return Err(CliError(
-            "--tls only applies to -i (the daemon takes listen_tls from the config)".into(),
-        ));
-    }
-    if m.opt_present("demo") {
-        modes.push(("--demo", Mode::Demo(m.opt_str("demo").map(PathBuf::from))));
-    }
-    if m.opt_present("hash-password") {
-        modes.push(("--hash-password", Mode::HashPassword));
-    }
-    if m.opt_present("who") {
-        modes.push(("--who", Mode::Who));
-    }
-    if let Some(target) = m.opt_str("kick") {
-        if target.is_empty() {
-            return Err(CliError("--kick needs a user name or an address".into()));
-        }
-        modes.push(("--kick", Mode::Kick(target)));
-    }
-    if m.opt_present("stats") {
-        modes.push((
-            "--stats",
-            Mode::Stats {
-                openmetrics: m.opt_present("openmetrics"),
-            },
-        ));
-    } else if m.opt_present("openmetrics") {
-        return Err(CliError("--openmetrics only applies to --stats".into()));
-    }
-    if m.opt_present("V") {
-        modes.push(("-V", Mode::Version));
-    }
-    if m.opt_present("h") {
-        modes.push(("-h", Mode::Help));
-    }
+    let openmetrics = modifier(
+        &m,
+        "stats",
+        "openmetrics",
+        "--openmetrics only applies to --stats",
+    )?;
+    // Each mode by its option, in the order the usage lists them.
+    let mut modes: Vec<(String, Mode)> = [
+        ("t", Mode::CheckConfig),
+        ("i", Mode::Inetd { tls }),
+        ("demo", Mode::Demo(m.opt_str("demo").map(PathBuf::from))),
+        ("hash-password", Mode::HashPassword),
+        ("who", Mode::Who),
+        ("kick", Mode::Kick(kick)),
+        ("stats", Mode::Stats { openmetrics }),
+        ("V", Mode::Version),
+        ("h", Mode::Help),
+    ]
+    .into_iter()
+    .filter(|(opt, _)| m.opt_present(opt))
+    .map(|(opt, mode)| (dashed(opt), mode))
+    .collect();
     let (name, mut mode) = match modes.len() {
-        0 => ("", Mode::Daemon),
+        0 => (String::new(), Mode::Daemon),
         1 => modes.remove(0),
         _ => {
-            let names: Vec<&str> = modes.iter().map(|(n, _)| *n).collect();
+            let names: Vec<&str> = modes.iter().map(|(n, _)| n.as_str()).collect();
             return Err(CliError(format!(
                 "{} cannot be combined",
                 names.join(" and ")
