@@ -1,7 +1,7 @@
 //! AUTHORIZATION state, the wrong-state matrix, bad-command handling.
 
-use super::fakes::{capture_logs, logs, session_with, settings};
-use super::{converse, logged_in, say, talk};
+use super::fakes::{assert_logged, capture_logs, logs, session_with, settings};
+use super::{closes_with, converse, logged_in, say, talk};
 use crate::limits;
 use crate::pop3::{Control, State};
 
@@ -106,11 +106,8 @@ fn stls_when_tls_is_already_active() {
 #[test]
 fn quit_in_authorization_closes_without_touching_a_maildrop() {
     let (mut s, commits) = session_with(settings(true, false));
-    assert_eq!(
-        talk(&mut s, "QUIT"),
-        ("+OK ironpop signing off\r\n".into(), Control::Close)
-    );
-    assert_eq!(talk(&mut s, "NOOP"), (String::new(), Control::Close));
+    closes_with(&mut s, "QUIT", "+OK ironpop signing off\r\n");
+    closes_with(&mut s, "NOOP", "");
     assert!(commits.lock().unwrap().is_empty());
 }
 
@@ -213,7 +210,7 @@ fn auth_failures_close_after_the_limit() {
         let then_close = i == limits::MAX_AUTH_FAILURES;
         assert_eq!(control, Control::AuthFailed { then_close });
     }
-    assert_eq!(talk(&mut s, "USER alice"), (String::new(), Control::Close));
+    closes_with(&mut s, "USER alice", "");
 }
 
 #[test]
@@ -264,14 +261,12 @@ fn backend_and_maildrop_failures() {
         assert_eq!(say(&mut s, "PASS x"), want, "{user}");
         assert_eq!(s.state(), State::Authorization);
     }
-    let logs = logs().join("\n");
-    assert!(logs.contains("passwd file unreadable"), "{logs}");
-    assert!(
-        logs.contains("/var/mail/busy is locked by another POP3 session"),
-        "{logs}"
-    );
-    assert!(logs.contains("/var/mail/refused cannot be served: it is a symbolic link"));
-    assert!(logs.contains("error reading mailbox /var/mail/ioerr: disk on fire"));
+    assert_logged(&[
+        "passwd file unreadable",
+        "/var/mail/busy is locked by another POP3 session",
+        "/var/mail/refused cannot be served: it is a symbolic link",
+        "error reading mailbox /var/mail/ioerr: disk on fire",
+    ]);
 }
 
 #[test]
@@ -307,11 +302,8 @@ fn too_many_bad_commands_in_a_row_close_the_connection() {
     for _ in 1..limits::MAX_BAD_COMMANDS {
         say(&mut s, "STAT");
     }
-    assert_eq!(
-        talk(&mut s, "BOGUS"),
-        ("-ERR unknown command\r\n".into(), Control::Close)
-    );
-    assert_eq!(talk(&mut s, "CAPA"), (String::new(), Control::Close));
+    closes_with(&mut s, "BOGUS", "-ERR unknown command\r\n");
+    closes_with(&mut s, "CAPA", "");
 }
 
 #[test]

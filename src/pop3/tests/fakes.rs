@@ -218,6 +218,14 @@ pub fn logs() -> Vec<String> {
     LOG_LINES.with(|l| l.borrow().clone())
 }
 
+/// Asserts that the captured log holds each of `parts`.
+pub fn assert_logged(parts: &[&str]) {
+    let logs = logs().join("\n");
+    for part in parts {
+        assert!(logs.contains(part), "{part:?} not logged: {logs}");
+    }
+}
+
 /// The captured log lines that contain `part`.
 pub fn logs_containing(part: &str) -> Vec<String> {
     logs().into_iter().filter(|l| l.contains(part)).collect()

@@ -27,6 +27,16 @@ fn say(s: &mut Session, line: &str) -> String {
     reply
 }
 
+/// Sends one line that must get exactly `reply` and close the session
+/// (`""`: a closed session answers nothing).
+fn closes_with(s: &mut Session, line: &str, reply: &str) {
+    assert_eq!(
+        talk(s, line),
+        (reply.to_owned(), Control::Close),
+        "after {line:?}"
+    );
+}
+
 /// Sends each line in turn; each reply must be exactly the one given.
 fn converse(s: &mut Session, exchange: &[(&str, &str)]) {
     for (line, want) in exchange {

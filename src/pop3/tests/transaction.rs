@@ -1,9 +1,9 @@
 //! TRANSACTION state: every command, message-number errors, UPDATE, abort.
 
 use super::fakes::{
-    capture_logs, logs, logs_containing, messages, session_with, settings, Commits,
+    assert_logged, capture_logs, logs_containing, messages, session_with, settings, Commits,
 };
-use super::{converse, logged_in, say, talk};
+use super::{closes_with, converse, logged_in, say, talk};
 use crate::pop3::{Control, Session, State};
 
 fn body(i: usize) -> String {
@@ -11,8 +11,10 @@ fn body(i: usize) -> String {
 }
 
 /// A session logged in as one of the fakes' users whose maildrop fails on
-/// purpose (`badcommit`: at QUIT, `failing`: in the middle of a RETR).
+/// purpose (`badcommit`: at QUIT, `failing`: in the middle of a RETR),
+/// capturing this thread's log lines for the failure's.
 fn logged_in_as(user: &str) -> (Session, Commits) {
+    capture_logs();
     let (mut s, commits) = session_with(settings(true, false));
     say(&mut s, &format!("USER {user}"));
     say(&mut s, "PASS x");
@@ -138,16 +140,14 @@ fn quit_commits_the_deleted_flags_and_logs_the_session() {
     say(&mut s, "TOP 3 0");
     say(&mut s, "DELE 1");
     say(&mut s, "DELE 3");
-    assert_eq!(
-        talk(&mut s, "QUIT"),
-        (
-            "+OK ironpop signing off (1 messages left)\r\n".into(),
-            Control::Close
-        )
+    closes_with(
+        &mut s,
+        "QUIT",
+        "+OK ironpop signing off (1 messages left)\r\n",
     );
     assert_eq!(*commits.lock().unwrap(), vec![vec![true, false, true]]);
     assert_eq!(s.state(), State::Authorization);
-    assert_eq!(talk(&mut s, "STAT"), (String::new(), Control::Close));
+    closes_with(&mut s, "STAT", "");
     s.abort("eof");
     assert_logged_out(
         "INFO logout: user=alice rip=192.0.2.7 retr=2/90 top=1 dele=2/53 kept=1/62 reason=quit",
@@ -156,20 +156,15 @@ fn quit_commits_the_deleted_flags_and_logs_the_session() {
 
 #[test]
 fn failed_update_answers_sys_temp() {
-    capture_logs();
     let (mut s, commits) = logged_in_as("badcommit");
     say(&mut s, "DELE 1");
-    assert_eq!(
-        talk(&mut s, "QUIT"),
-        (
-            "-ERR [SYS/TEMP] could not update the mailbox; no messages were deleted\r\n".into(),
-            Control::Close
-        )
+    closes_with(
+        &mut s,
+        "QUIT",
+        "-ERR [SYS/TEMP] could not update the mailbox; no messages were deleted\r\n",
     );
     assert_eq!(*commits.lock().unwrap(), vec![vec![true, false, false]]);
-    let logs = logs().join("\n");
-    assert!(logs.contains("no space left on device"), "{logs}");
-    assert!(logs.contains("reason=update-failed"), "{logs}");
+    assert_logged(&["no space left on device", "reason=update-failed"]);
 }
 
 #[test]
@@ -180,7 +175,7 @@ fn abort_changes_nothing_and_logs_once() {
     s.abort("timeout");
     s.abort("eof");
     assert!(commits.lock().unwrap().is_empty());
-    assert_eq!(talk(&mut s, "QUIT"), (String::new(), Control::Close));
+    closes_with(&mut s, "QUIT", "");
     assert_logged_out(
         "INFO logout: user=alice rip=192.0.2.7 retr=0/0 top=0 dele=1/28 kept=3/115 reason=timeout",
     );
@@ -188,21 +183,12 @@ fn abort_changes_nothing_and_logs_once() {
 
 #[test]
 fn transfer_error_after_ok_closes_without_update() {
-    capture_logs();
     let (mut s, commits) = logged_in_as("failing");
     say(&mut s, "DELE 2");
-    assert_eq!(
-        talk(&mut s, "RETR 1"),
-        (
-            "+OK 28 octets\r\nSubject: partial\r\n".into(),
-            Control::Close
-        )
-    );
-    assert_eq!(talk(&mut s, "QUIT"), (String::new(), Control::Close));
+    closes_with(&mut s, "RETR 1", "+OK 28 octets\r\nSubject: partial\r\n");
+    closes_with(&mut s, "QUIT", "");
     assert!(commits.lock().unwrap().is_empty());
-    let logs = logs().join("\n");
-    assert!(logs.contains("RETR 1 failed: user=failing"), "{logs}");
-    assert!(logs.contains("reason=transfer-error"), "{logs}");
+    assert_logged(&["RETR 1 failed: user=failing", "reason=transfer-error"]);
 }
 
 #[test]
