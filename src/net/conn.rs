@@ -1,7 +1,7 @@
 //! `Conn`: one client connection, whatever carries it (plain TCP, TLS over TCP, or inetd's stdin/stdout).
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use crate::net::socket::Socket;
@@ -31,48 +31,48 @@ impl Conn {
         Ok(Conn::Tcp(stream))
     }
 
+    /// The TCP socket under a plain or TLS connection; inetd's stdin and
+    /// stdout otherwise.
+    fn carrier(&self) -> Result<&TcpStream, &Stdio> {
+        match self {
+            Conn::Tcp(s) => Ok(s),
+            Conn::Tls(t) => Ok(&t.stream.sock),
+            Conn::Stdio(s) => Err(s),
+        }
+    }
+
     /// How long a read may block; `None` blocks forever. A zero duration
     /// is treated as the shortest possible wait rather than an error.
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
-        match self {
-            Conn::Tcp(s) => s.set_read_timeout(timeout),
-            Conn::Tls(t) => t.stream.sock.set_read_timeout(timeout),
-            Conn::Stdio(s) => {
-                s.set_read_timeout(timeout);
-                Ok(())
-            }
+        match self.carrier() {
+            Ok(socket) => socket.set_read_timeout(timeout),
+            Err(stdio) => stdio.set_read_timeout(timeout),
         }
     }
 
     /// How long a write may block (a client that stops reading).
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
-        match self {
-            Conn::Tcp(s) => s.set_write_timeout(timeout),
-            Conn::Tls(t) => t.stream.sock.set_write_timeout(timeout),
-            Conn::Stdio(s) => {
-                s.set_write_timeout(timeout);
-                Ok(())
-            }
+        match self.carrier() {
+            Ok(socket) => socket.set_write_timeout(timeout),
+            Err(stdio) => stdio.set_write_timeout(timeout),
         }
     }
 
     /// The client's address, if the transport has one.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        match self {
-            Conn::Tcp(s) => s.peer_addr().ok(),
-            Conn::Tls(t) => t.stream.sock.peer_addr().ok(),
-            Conn::Stdio(s) => s.peer_addr(),
+        match self.carrier() {
+            Ok(socket) => socket.peer_addr().ok(),
+            Err(stdio) => stdio.peer_addr(),
         }
     }
 
     /// Our side's address (the `lip=` of log lines), if it has one.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        match self {
-            Conn::Tcp(s) => s.local_addr().ok(),
-            Conn::Tls(t) => t.stream.sock.local_addr().ok(),
-            Conn::Stdio(s) => s.local_addr(),
+        match self.carrier() {
+            Ok(socket) => socket.local_addr().ok(),
+            Err(stdio) => stdio.local_addr(),
         }
     }
 
@@ -120,14 +120,11 @@ impl Conn {
 
     /// Best-effort orderly close of both directions.
     pub fn shutdown(&self) {
-        match self {
-            Conn::Tcp(s) => {
-                let _ = s.shutdown(Shutdown::Both);
+        match self.carrier() {
+            Ok(socket) => {
+                let _ = socket.shutdown(Shutdown::Both);
             }
-            Conn::Tls(t) => {
-                let _ = t.stream.sock.shutdown(Shutdown::Both);
-            }
-            Conn::Stdio(s) => s.shutdown(),
+            Err(stdio) => stdio.shutdown(),
         }
     }
 }

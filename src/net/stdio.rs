@@ -13,11 +13,34 @@ use nix::sys::socket::{getpeername, getsockname, shutdown, Shutdown, SockaddrSto
 /// Descriptors 0 and 1, duplicated so the session owns them.
 #[derive(Debug)]
 pub struct Stdio {
-    input: File,
-    output: File,
-    // Cells: `Conn` sets timeouts through `&self`, like a TcpStream.
-    read_timeout: Cell<Option<Duration>>,
-    write_timeout: Cell<Option<Duration>>,
+    input: Side,
+    output: Side,
+}
+
+/// One direction: its descriptor, what poll waits for on it, and how long.
+#[derive(Debug)]
+struct Side {
+    file: File,
+    ready_for: PollFlags,
+    // A Cell: `Conn` sets timeouts through `&self`, like a TcpStream.
+    timeout: Cell<Option<Duration>>,
+}
+
+impl Side {
+    fn new(file: File, ready_for: PollFlags) -> Side {
+        Side {
+            file,
+            ready_for,
+            timeout: Cell::new(None),
+        }
+    }
+
+    /// Waits until this side is ready, or fails with `TimedOut`. A timeout
+    /// longer than poll's u16 milliseconds simply waits again: the driver
+    /// loops on TimedOut until its own deadline.
+    fn wait(&self) -> io::Result<()> {
+        wait(self.file.as_fd(), self.ready_for, self.timeout.get())
+    }
 }
 
 impl Stdio {
@@ -30,39 +53,41 @@ impl Stdio {
 
     pub fn new(input: File, output: File) -> Stdio {
         Stdio {
-            input,
-            output,
-            read_timeout: Cell::new(None),
-            write_timeout: Cell::new(None),
+            input: Side::new(input, PollFlags::POLLIN),
+            output: Side::new(output, PollFlags::POLLOUT),
         }
     }
 
-    pub fn set_read_timeout(&self, t: Option<Duration>) {
-        self.read_timeout.set(t);
+    /// How long a read may wait; never fails (a `Result` like a TcpStream's).
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.input.timeout.set(t);
+        Ok(())
     }
 
-    pub fn set_write_timeout(&self, t: Option<Duration>) {
-        self.write_timeout.set(t);
+    /// How long a write may wait; never fails.
+    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.output.timeout.set(t);
+        Ok(())
     }
 
     /// The client's address when stdin is an IP socket.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        inet(getpeername::<SockaddrStorage>(self.input.as_raw_fd()).ok()?)
+        inet(getpeername::<SockaddrStorage>(self.input.file.as_raw_fd()).ok()?)
     }
 
     /// Our address when stdin is an IP socket.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        inet(getsockname::<SockaddrStorage>(self.input.as_raw_fd()).ok()?)
+        inet(getsockname::<SockaddrStorage>(self.input.file.as_raw_fd()).ok()?)
     }
 
     /// The descriptors in use (a forked helper must not keep them).
     pub fn raw_fds(&self) -> (i32, i32) {
-        (self.input.as_raw_fd(), self.output.as_raw_fd())
+        (self.input.file.as_raw_fd(), self.output.file.as_raw_fd())
     }
 
     /// Best effort: ends both directions if stdin is a socket.
     pub fn shutdown(&self) {
-        let _ = shutdown(self.input.as_raw_fd(), Shutdown::Both);
+        let _ = shutdown(self.input.file.as_raw_fd(), Shutdown::Both);
     }
 }
 
@@ -94,25 +119,15 @@ fn wait(fd: BorrowedFd<'_>, events: PollFlags, timeout: Option<Duration>) -> io:
 
 impl Read for Stdio {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // A timeout longer than poll's u16 milliseconds simply waits again:
-        // the driver loops on TimedOut until its own deadline.
-        wait(
-            self.input.as_fd(),
-            PollFlags::POLLIN,
-            self.read_timeout.get(),
-        )?;
-        self.input.read(buf)
+        self.input.wait()?;
+        self.input.file.read(buf)
     }
 }
 
 impl Write for Stdio {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        wait(
-            self.output.as_fd(),
-            PollFlags::POLLOUT,
-            self.write_timeout.get(),
-        )?;
-        self.output.write(buf)
+        self.output.wait()?;
+        self.output.file.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -136,7 +151,7 @@ mod tests {
         let mut got = [0u8; 5];
         client.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"+OK\r\n");
-        s.set_read_timeout(Some(Duration::from_millis(20)));
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         let e = s.read(&mut got).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
         client.write_all(b"QUIT\r\n").unwrap();
