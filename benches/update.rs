@@ -53,7 +53,7 @@ fn run(dir: &Path, total: u64, name: &str, pick: impl Fn(usize, usize) -> bool) 
     let deleted: Vec<bool> = (0..spans.len()).map(|i| pick(i, spans.len())).collect();
     let file = File::options().read(true).write(true).open(&path).unwrap();
     let start = Instant::now();
-    let new_len = apply(&state, &file, &path, &spans, &deleted).unwrap();
+    let new_len = apply(&state, &file, &path, None, &spans, &deleted).unwrap();
     let took = start.elapsed();
     println!(
         "{name:>13}: {:>8.3} s  (new length {} MiB)",

@@ -116,6 +116,17 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 /// spools take several rounds.
 pub const JOURNAL_ROUND: u64 = if cfg!(test) { 64 * 1024 } else { 1024 * 1024 };
 
+/// Bytes at the end of an update's range that its journal hashes and
+/// recovery checks (the spool's last bytes before N, which the update
+/// never writes): enough that a journal made without reading the spool
+/// cannot pass; little enough that QUIT and recovery read it in no time.
+pub const JOURNAL_TAIL_CHECK: u64 = 64 * 1024;
+
+/// The fewest bytes that tail check must cover before startup recovery
+/// has the privileged helper open a spool for a journal: a forger knows
+/// a few bytes of any mbox ("From " at offset 0), not 64.
+pub const JOURNAL_TAIL_CHECK_MIN: u64 = 64;
+
 /// Another party's dotlock unchanged this long is stale: no shorter than
 /// the common MDAs' own rules (Postfix 500 s, procmail 1024 s, Exim's
 /// `lockfile_timeout` 30 min), so a live MDA writing a big message never

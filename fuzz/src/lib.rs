@@ -357,10 +357,14 @@ pub fn index(data: &[u8]) {
 /// The privileged helper's wire format, both directions: a frame either
 /// decoder accepts is canonical (encoding the value gives the frame back,
 /// byte for byte, and decoding that gives the value), and stays within
-/// [`MAX_HELPER_FRAME`]. The request decoder is the one parser that runs as root
+/// [`MAX_HELPER_FRAME`]; a startup-recovery request always names an
+/// absolute path. The request decoder is the one parser that runs as root
 /// on input from the network-facing process.
 pub fn helper_wire(data: &[u8]) {
     if let Some(request) = Request::decode(data) {
+        if let Request::StartupSpool { mailbox, .. } = &request {
+            assert!(mailbox.is_absolute(), "a startup spool is an absolute path");
+        }
         let frame = request.encode().expect("a decoded request encodes");
         assert_eq!(frame, data, "request encoding is canonical");
         assert!(frame.len() <= MAX_HELPER_FRAME);

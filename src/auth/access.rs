@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use nix::unistd::Pid;
 
-use super::helper_client::{HelperPool, HelperSession};
+use super::helper_client::{HelperPool, HelperSession, StartupChannel};
 use crate::authenticator::Authenticator;
 use crate::config::Config;
 use crate::mailbox::mbox::MboxSettings;
@@ -30,21 +30,37 @@ pub enum Access {
 }
 
 impl Access {
-    /// The network side of what [`crate::privsep::fork`] set up.
-    pub fn new(config: &Config, separation: Separation) -> Result<Access, PrivsepError> {
+    /// The network side of what [`crate::privsep::fork`] set up, and, with
+    /// helpers, the startup channel for startup recovery (which closes it
+    /// by dropping it, before the first accept).
+    pub fn new(
+        config: &Config,
+        separation: Separation,
+    ) -> Result<(Access, Option<StartupChannel>), PrivsepError> {
+        let channel_error = |e| PrivsepError::system("set up the helper channels", e);
         Ok(match separation {
-            Separation::InProcess(auth) => Access::Direct {
-                auth,
-                maildrops: Arc::new(MboxOpener::new(config)),
-            },
-            Separation::Helpers { channels, pids } => Access::Helpers {
-                pool: Arc::new(
-                    HelperPool::new(channels)
-                        .map_err(|e| PrivsepError::system("set up the helper channels", e))?,
-                ),
-                maildrops: Arc::new(MboxOpener::helper_opened(MboxSettings::from_config(config))),
+            Separation::InProcess(auth) => {
+                let access = Access::Direct {
+                    auth,
+                    maildrops: Arc::new(MboxOpener::new(config)),
+                };
+                (access, None)
+            }
+            Separation::Helpers {
+                channels,
+                startup: (startup, pid),
                 pids,
-            },
+            } => {
+                let access = Access::Helpers {
+                    pool: Arc::new(HelperPool::new(channels).map_err(channel_error)?),
+                    maildrops: Arc::new(MboxOpener::helper_opened(MboxSettings::from_config(
+                        config,
+                    ))),
+                    pids,
+                };
+                let startup = StartupChannel::new(startup, pid).map_err(channel_error)?;
+                (access, Some(startup))
+            }
         })
     }
 

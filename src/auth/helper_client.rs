@@ -13,6 +13,7 @@ use crate::counters::{self, Counter};
 use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -364,6 +365,32 @@ impl Authenticator for HelperSession {
             )),
             (other, _) => ScramLogin::failed(other),
         }
+    }
+}
+
+/// The daemon's end of the first helper's startup channel
+/// (`privsep/helper.rs`): startup recovery asks it for the spools it
+/// cannot open itself. Dropping it closes the channel, and the helper
+/// never answers that request again.
+pub struct StartupChannel {
+    pool: HelperPool,
+}
+
+impl StartupChannel {
+    pub fn new(fd: OwnedFd, pid: i32) -> io::Result<StartupChannel> {
+        Ok(StartupChannel {
+            pool: HelperPool::new(vec![(fd, pid)])?,
+        })
+    }
+
+    /// `user`'s spool, if it is `spool`, opened by the helper with a
+    /// login's checks.
+    pub fn open(&self, user: &str, spool: &Path) -> AuthOutcome<Login> {
+        login(self.pool.ask(&Request::StartupSpool {
+            user: user.to_owned(),
+            mailbox: spool.to_path_buf(),
+        }))
+        .0
     }
 }
 

@@ -381,3 +381,87 @@ fn offers_scram_is_asked_once_per_ttl() {
     assert!(!db.offers_scram(), "the helper's own answer changed");
     assert!(session.offers_scram(), "answered from the cache");
 }
+
+#[test]
+fn the_startup_channel_opens_only_an_accounts_own_spool_and_only_until_it_is_closed() {
+    let (fx, db) = fixture();
+    let (a, b) = pair();
+    let (sa, sb) = pair();
+    let helper = thread::spawn(move || crate::privsep::helper::run(b, Some(sb), &db));
+    // The startup channel answers nothing but startup recovery's request.
+    let frame = Request::Verify {
+        user: "alice".into(),
+        password: Password::new(b"secret".to_vec()),
+    }
+    .encode()
+    .unwrap();
+    nix::sys::socket::send(sa.as_raw_fd(), &frame, MsgFlags::empty()).unwrap();
+    let mut buf = [0u8; 256];
+    let n = nix::sys::socket::recv(sa.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+    assert!(matches!(
+        Response::decode(&buf[..n]),
+        Some(Response::Unavailable(_))
+    ));
+    let startup = StartupChannel::new(sa, 0).unwrap();
+    let alice = fx.mail.join("alice");
+    let login = accepted(startup.open("alice", &alice));
+    assert_eq!(login.principal.mailbox, alice);
+    assert!(matches!(login.spool, Spool::Opened(Some(_))), "{login:?}");
+    // Any other path, account or unknown name: refused, nothing opened.
+    for (user, path) in [
+        ("alice", fx.mail.join("bob")),
+        ("bob", alice.clone()),
+        ("mallory", fx.mail.join("mallory")),
+        ("alice", fx.mail.join("../mail/alice")),
+    ] {
+        assert_eq!(
+            account(startup.open(user, &path)),
+            AuthOutcome::Rejected,
+            "{user} {}",
+            path.display()
+        );
+    }
+    // The daemon closes it before its first accept: from then on the
+    // helper serves the ordinary channel, where the request is refused.
+    drop(startup);
+    let pool = Arc::new(HelperPool::new(vec![(a, 0)]).unwrap());
+    let late = pool
+        .ask(&Request::StartupSpool {
+            user: "alice".into(),
+            mailbox: alice.clone(),
+        })
+        .unwrap();
+    assert_eq!(
+        late.response,
+        Response::Unavailable("startup recovery is over".into())
+    );
+    assert!(late.spool.is_none());
+    let session = HelperSession::new(Arc::clone(&pool));
+    assert!(matches!(
+        session.verify_password("alice", b"secret"),
+        AuthOutcome::Accepted(_)
+    ));
+    drop((session, pool));
+    assert_eq!(helper.join().unwrap(), 0);
+}
+
+#[test]
+fn without_a_startup_channel_the_request_is_always_refused() {
+    let (fx, db) = fixture();
+    let (a, b) = pair();
+    let helper = thread::spawn(move || crate::privsep::helper::run(b, None, &db));
+    let pool = HelperPool::new(vec![(a, 0)]).unwrap();
+    let answer = pool
+        .ask(&Request::StartupSpool {
+            user: "alice".into(),
+            mailbox: fx.mail.join("alice"),
+        })
+        .unwrap();
+    assert_eq!(
+        answer.response,
+        Response::Unavailable("startup recovery is over".into())
+    );
+    assert!(answer.spool.is_none());
+    drop(pool);
+    assert_eq!(helper.join().unwrap(), 0);
+}

@@ -47,9 +47,10 @@ pub fn run(config: &Config, tls: bool) -> Result<(), DaemonError> {
     let mut close = vec![input, output];
     close.extend(tcp.as_ref().map(|t| t.as_raw_fd()));
     // One session, one helper: nothing else would use a second.
-    let access = Access::new(config, privsep::setup(config, 1, &close)?)?;
-    // A cheap directory read when there is nothing to recover.
-    crate::mailbox::startup::recover_for(config);
+    let (access, startup) = Access::new(config, privsep::setup(config, 1, &close)?)?;
+    // A cheap directory read when there is nothing to recover; the
+    // helper's startup channel is closed before the client is read.
+    crate::daemon::recover_before_service(config, startup);
     // The handshake parses what the client sends: after the drop.
     let conn = match (tcp, &service) {
         (Some(tcp), Some(service)) if tls => {

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::access::Access;
+use crate::auth::helper_client::StartupChannel;
 use crate::auth::throttle::{Policy, Throttle};
 use crate::config::Config;
 use crate::control::server::ControlServer;
@@ -54,6 +55,20 @@ pub enum RunMode {
     /// `--demo`: in the foreground as whoever started it, even root: no
     /// helper, no privilege change.
     Demo,
+}
+
+/// Startup recovery (`mailbox/startup.rs`), with the privileged helper's
+/// startup channel when there is one. The channel is consumed: it is
+/// closed when this returns, before anything is served, and the helper
+/// then never opens a spool without a credential again.
+pub fn recover_before_service(config: &Config, startup: Option<StartupChannel>) {
+    let open = startup
+        .as_ref()
+        .map(|channel| move |user: &str, spool: &Path| channel.open(user, spool));
+    let open = open
+        .as_ref()
+        .map(|f| f as crate::mailbox::startup::OwnerOpen);
+    crate::mailbox::startup::recover_for(config, open);
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. `config_path` is re-read on
@@ -128,12 +143,12 @@ pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), Dae
     } else {
         privsep::setup(config, privsep::helper_count(), &listener_fds)?
     };
-    let access = Access::new(config, separation)?;
+    let (access, startup) = Access::new(config, separation)?;
     // No thread may exist before this point (forks above; signal mask below).
     let signals = signals::Signals::block()?;
     // Before the first connection: no spool stays damaged by a crash, no
     // MDA waits for a dead ironpop's dotlock.
-    crate::mailbox::startup::recover_for(config);
+    recover_before_service(config, startup);
     let throttle = Arc::new(Throttle::new(Policy::new(config.auth_fail_delay)));
     let helpers = access.helper_pids().to_vec();
     let table = Arc::new(sessions::SessionTable::new(config.max_sessions_per_ip));

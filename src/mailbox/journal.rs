@@ -7,7 +7,9 @@
 //! | 0 | magic `ironpop-journal2` (16 bytes) |
 //! | 16 | spool inode, S, N, R, deleted ranges, rounds, marker length m |
 //! | 72 | marker (16 bytes, the first m used) |
-//! | 88 | spool path length, then the path |
+//! | 88 | spool path length, then the path (at most 3704 bytes) |
+//! | 3800 | 1 when the tail check follows (0: an older journal), its length t, its XXH3-128 |
+//! | 3832 | account name length, then the name (at most 256 bytes; 0: none) |
 //! | 4096, 4608 | two progress records (see [`Progress`]) |
 //! | 8192 | the deleted ranges (from, to), then XXH3-128 of each round's bytes |
 //! | then, 4096-aligned | the original bytes of the round in progress (≤ R) |
@@ -43,6 +45,12 @@ const RECORD_AT: [u64; 2] = [4096, 4608];
 const RECORD_LEN: usize = 32;
 const PLAN_AT: u64 = 8192;
 pub const MAX_MARKER: usize = 16;
+const PATH_AT: usize = 96;
+const TAIL_AT: usize = 3800;
+const ACCOUNT_LEN_AT: usize = 3832;
+const ACCOUNT_AT: usize = ACCOUNT_LEN_AT + 8;
+const MAX_PATH: usize = TAIL_AT - PATH_AT;
+const MAX_ACCOUNT: usize = HEADER_LEN - ACCOUNT_AT;
 
 /// Where an update stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +66,13 @@ pub enum Progress {
     Truncating,
 }
 
+/// The hash of the spool's bytes `[N − len, N)` when the update began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TailCheck {
+    pub len: u64,
+    pub hash: u128,
+}
+
 /// What a journal says about one update.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
@@ -68,6 +83,11 @@ pub struct Header {
     /// message, never a NUL followed by these bytes).
     pub marker: Vec<u8>,
     pub spool: PathBuf,
+    /// The login name of the spool's account (`None`: an older journal,
+    /// or an update made without a login).
+    pub account: Option<String>,
+    /// `None`: an older journal, written before the check existed.
+    pub tail: Option<TailCheck>,
     /// XXH3-128 of the bytes each round writes.
     pub round_hashes: Vec<u128>,
 }
@@ -91,9 +111,20 @@ impl Header {
         }
         h[72..72 + self.marker.len()].copy_from_slice(&self.marker);
         let path = self.spool.as_os_str().as_bytes();
-        let path = &path[..path.len().min(HEADER_LEN - 96)];
-        h[88..96].copy_from_slice(&(path.len() as u64).to_le_bytes());
-        h[96..96 + path.len()].copy_from_slice(path);
+        let path = &path[..path.len().min(MAX_PATH)];
+        h[88..PATH_AT].copy_from_slice(&(path.len() as u64).to_le_bytes());
+        h[PATH_AT..PATH_AT + path.len()].copy_from_slice(path);
+        if let Some(tail) = self.tail {
+            h[TAIL_AT..TAIL_AT + 8].copy_from_slice(&1u64.to_le_bytes());
+            h[TAIL_AT + 8..TAIL_AT + 16].copy_from_slice(&tail.len.to_le_bytes());
+            h[TAIL_AT + 16..ACCOUNT_LEN_AT].copy_from_slice(&tail.hash.to_le_bytes());
+        }
+        // A name that does not fit is not recorded (recovery then works
+        // as for an older journal); a cut name would name someone else.
+        if let Some(account) = self.account.as_deref().filter(|a| a.len() <= MAX_ACCOUNT) {
+            h[ACCOUNT_LEN_AT..ACCOUNT_AT].copy_from_slice(&(account.len() as u64).to_le_bytes());
+            h[ACCOUNT_AT..ACCOUNT_AT + account.len()].copy_from_slice(account.as_bytes());
+        }
         h
     }
 
@@ -169,8 +200,14 @@ fn decode(file: &File) -> Result<Header, JournalError> {
     }
     let path_len = u64_at(&h, 88).ok_or_else(bad)? as usize;
     let spool = PathBuf::from(std::ffi::OsStr::from_bytes(
-        h.get(96..96 + path_len).ok_or_else(bad)?,
+        h.get(PATH_AT..PATH_AT.saturating_add(path_len))
+            .ok_or_else(bad)?,
     ));
+    // An older journal whose path reached this far has neither field.
+    let (tail, account) = match path_len <= MAX_PATH {
+        true => (decode_tail(&h).ok_or_else(bad)?, decode_account(&h)),
+        false => (None, None),
+    };
     let mut raw = vec![0u8; 16 * (n_deleted + n_rounds) as usize];
     read_at(file, &mut raw, PLAN_AT)?;
     let deleted = (0..n_deleted as usize)
@@ -186,13 +223,40 @@ fn decode(file: &File) -> Result<Header, JournalError> {
     if plan.start != start || plan.rounds() != n_rounds {
         return Err(bad());
     }
+    // The checked bytes lie in [W + m, N): what the update never writes.
+    if tail.is_some_and(|t| t.len > plan.deleted_bytes().saturating_sub(m)) {
+        return Err(bad());
+    }
     Ok(Header {
         ino,
         plan,
         marker: h[72..72 + m as usize].to_vec(),
         spool,
+        account,
+        tail,
         round_hashes,
     })
+}
+
+/// The tail check: `Some(None)` in an older journal (zeros), `None` when
+/// the field is damaged.
+fn decode_tail(h: &[u8]) -> Option<Option<TailCheck>> {
+    let hash = u128::from_le_bytes(h.get(TAIL_AT + 16..ACCOUNT_LEN_AT)?.try_into().ok()?);
+    match (u64_at(h, TAIL_AT)?, u64_at(h, TAIL_AT + 8)?) {
+        (0, _) => Some(None),
+        (1, len) if len <= limits::JOURNAL_TAIL_CHECK => Some(Some(TailCheck { len, hash })),
+        _ => None,
+    }
+}
+
+/// The recorded account name; `None` when there is none, or when the
+/// bytes are not one.
+fn decode_account(h: &[u8]) -> Option<String> {
+    let len = usize::try_from(u64_at(h, ACCOUNT_LEN_AT)?).ok()?;
+    let name = h.get(ACCOUNT_AT..ACCOUNT_AT.checked_add(len)?)?;
+    (len > 0)
+        .then(|| String::from_utf8(name.to_vec()).ok())
+        .flatten()
 }
 
 fn encode_record(seq: u64, p: Progress) -> [u8; RECORD_LEN] {

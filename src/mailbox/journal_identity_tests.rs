@@ -78,3 +78,56 @@ fn a_progress_record_outside_the_plan_is_set_aside_not_a_panic() {
     assert_eq!(std::fs::read(&path).unwrap(), on_disk);
     assert!(!journal_path.exists());
 }
+
+/// The journal names the spool's account and its tail check for startup
+/// recovery; a journal of an earlier version (zeros there) and a name
+/// that does not fit read as "none", never as a cut or garbled value.
+#[test]
+fn the_account_name_and_tail_check_are_recorded_or_absent() {
+    use super::journal::{Header, Journal, TailCheck};
+    use super::plan::Plan;
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::new(dir.path());
+    let write = |spool: &Path, account: Option<String>| {
+        let header = Header {
+            ino: 7,
+            plan: Plan::new(100, vec![(0, 20)], 4096).unwrap(),
+            marker: vec![1; 10],
+            spool: spool.to_path_buf(),
+            account,
+            tail: Some(TailCheck { len: 10, hash: 77 }),
+            round_hashes: vec![0],
+        };
+        let j = Journal::create(&state, header, false).unwrap();
+        j.path().to_path_buf()
+    };
+    let header = |path: &Path| Journal::open(path).unwrap().unwrap().header;
+    let read = |path: &Path| header(path).account;
+    let spool = dir.path().join("dave.mbox");
+    let path = write(&spool, Some("dave".into()));
+    assert_eq!(read(&path).as_deref(), Some("dave"));
+    assert_eq!(header(&path).tail, Some(TailCheck { len: 10, hash: 77 }));
+    // A tail check longer than the bytes no round writes is damage.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[3808..3816].copy_from_slice(&11u64.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(Journal::open(&path).is_err());
+    // As an older ironpop wrote it: nothing after the path.
+    bytes[3800..4096].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(read(&path), None);
+    assert_eq!(header(&path).tail, None);
+    let path = write(&spool, Some("d".repeat(265)));
+    assert_eq!(read(&path), None, "too long to record");
+    // An older journal whose path reached into the account's bytes.
+    let long = dir.path().join("x".repeat(255)).join("y".repeat(3700));
+    let path = write(&long, Some("dave".into()));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let len = long.as_os_str().len() as u64;
+    assert!(len > 3704);
+    bytes[88..96].copy_from_slice(&len.to_le_bytes());
+    bytes[96..4096].fill(b'z');
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(read(&path), None);
+    assert_eq!(header(&path).tail, None);
+}

@@ -99,11 +99,15 @@ impl MboxOpener {
 
 impl MaildropOpener for MboxOpener {
     fn open(&self, login: Login) -> Result<Box<dyn Maildrop>, MailboxError> {
-        let path = login.principal.mailbox;
+        let (path, account) = (login.principal.mailbox, Some(login.principal.user));
         let settings = Arc::clone(&self.settings);
         let maildrop = match login.spool {
-            Spool::Opened(file) => MboxMaildrop::open_locked_file(&path, file, settings)?,
-            Spool::ByPath if self.by_path => MboxMaildrop::open_locked(&path, settings)?,
+            Spool::Opened(file) => {
+                MboxMaildrop::open_locked_with(&path, account, settings, || Ok(file))?
+            }
+            Spool::ByPath if self.by_path => {
+                MboxMaildrop::open_locked_with(&path, account, settings, || open_spool(&path))?
+            }
             Spool::ByPath => {
                 return Err(MailboxError::Refused {
                     path,
@@ -171,6 +175,9 @@ pub struct MboxMaildrop {
     index_doubted: bool,
     /// `None`: opened for inspection only (no locks), cannot commit.
     settings: Option<Arc<MboxSettings>>,
+    /// The login's account name, recorded in an update's journal (`None`:
+    /// opened without a login).
+    account: Option<String>,
     /// The spool resolved once at login, naming its index (`None`: opened
     /// for inspection only).
     key: Option<SpoolKey>,
@@ -186,21 +193,14 @@ impl MboxMaildrop {
         path: &Path,
         settings: Arc<MboxSettings>,
     ) -> Result<MboxMaildrop, MailboxError> {
-        MboxMaildrop::open_locked_with(path, settings, || open_spool(path))
+        MboxMaildrop::open_locked_with(path, None, settings, || open_spool(path))
     }
 
-    /// [`open_locked`](Self::open_locked) for a spool the privileged
-    /// helper opened (`None`: there is none): same locks, recovery, scan.
-    pub fn open_locked_file(
-        path: &Path,
-        file: Option<File>,
-        settings: Arc<MboxSettings>,
-    ) -> Result<MboxMaildrop, MailboxError> {
-        MboxMaildrop::open_locked_with(path, settings, || Ok(file))
-    }
-
+    /// [`open_locked`](Self::open_locked) for `account`'s login, the spool
+    /// opened by `open` (the privileged helper's descriptor, or by path).
     fn open_locked_with(
         path: &Path,
+        account: Option<String>,
         settings: Arc<MboxSettings>,
         open: impl FnOnce() -> Result<Option<File>, MailboxError>,
     ) -> Result<MboxMaildrop, MailboxError> {
@@ -258,6 +258,7 @@ impl MboxMaildrop {
         let mut md = MboxMaildrop::from_contents(path.to_path_buf(), file, found)?;
         drop(locks);
         md.settings = Some(settings);
+        md.account = account;
         md.key = Some(key);
         md._session = Some(session);
         Ok(md)
@@ -313,6 +314,7 @@ impl MboxMaildrop {
                 index_stale: false,
                 index_doubted: false,
                 settings: None,
+                account: None,
                 key: None,
                 _session: None,
             });
@@ -349,6 +351,7 @@ impl MboxMaildrop {
             scan_kind: Some(kind),
             contents,
             settings: None,
+            account: None,
             key: None,
             _session: None,
         })
@@ -484,6 +487,7 @@ impl Maildrop for MboxMaildrop {
                 &settings.state,
                 &spool.file,
                 &self.path,
+                self.account.as_deref(),
                 &self.spans,
                 deleted,
             )

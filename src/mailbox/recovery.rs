@@ -7,7 +7,10 @@
 //! truncate), every finished round's destination hashes to what the round
 //! wrote, every byte of the round in progress is either its original or
 //! its new value (and the new value is what the hash says), and the
-//! sources of every round still to run hash to what they must. Anything
+//! sources of every round still to run hash to what they must, and so
+//! must the last bytes before N that no round writes (the tail check,
+//! which also makes a journal forged without reading the spool fail
+//! here, even one whose plan moves nothing). Anything
 //! after N is mail appended since and is kept. A program that rewrote,
 //! shortened, re-created or replaced the spool fails one of these checks
 //! (short of an XXH3-128 collision): the spool is served as it now is, and
@@ -178,6 +181,18 @@ fn prove(j: &Journal, file: &File) -> io::Result<Verdict> {
         return Ok(Verdict::Foreign(format!(
             "the spool is shorter ({len} bytes) than when the update began ({n}): another program rewrote it"
         )));
+    }
+    // Bytes no round writes, which whoever made the journal must have read.
+    if let Some(tail) = h.tail {
+        let mut now = vec![0u8; tail.len as usize];
+        file.read_exact_at(&mut now, n - tail.len)?;
+        if xxh3_128(&now) != tail.hash {
+            return Ok(Verdict::Foreign(format!(
+                "the {} bytes before offset {n} differ from when the update began: \
+                 another program changed the spool, or the journal is not its own",
+                tail.len
+            )));
+        }
     }
     let changed = |what: &str, k: u64| {
         Verdict::Foreign(format!(

@@ -23,7 +23,7 @@ pub(super) fn crashed_mid_round() -> (tempfile::TempDir, PathBuf, StateDir, Vec<
     for k in 0.. {
         let (dir, path, state, file) = spool_in_scratch(&before);
         let (r, _) = with_fault(k, Fault::Crash, || {
-            apply(&state, &file, &path, &spans, &deleted)
+            apply(&state, &file, &path, None, &spans, &deleted)
         });
         assert!(r.is_err(), "no crash point inside a round");
         let now = std::fs::read(&path).unwrap();
@@ -147,7 +147,7 @@ fn power_loss_at_every_step_leaves_the_spool_before_or_after() {
         let (_dir, path, state, file) = spool_in_scratch(&before);
         DURABLE.with(|d| *d.borrow_mut() = Some(Default::default()));
         let (r, fired) = with_fault(k, Fault::Crash, || {
-            apply(&state, &file, &path, &spans, &deleted)
+            apply(&state, &file, &path, None, &spans, &deleted)
         });
         let durable = DURABLE.with(|d| d.borrow_mut().take()).unwrap();
         if !fired {
@@ -203,4 +203,46 @@ fn a_journal_that_cannot_be_read_now_stays() {
         recover(&state, &path, &SpoolKey::of(&path), Some(&file)).unwrap(),
         Some(Recovered::Completed { .. })
     ));
+}
+
+/// A journal written by whoever owns `state_dir` without reading the spool
+/// (a compromised daemon that knows its inode and length): a plan that
+/// moves nothing, so no round hash is needed, and would truncate the
+/// spool to nothing. The tail check stops it; the same journal with the
+/// right tail hash, as only a reader of the spool could make it, would be
+/// applied.
+#[test]
+fn a_journal_made_without_reading_the_spool_is_set_aside() {
+    use super::journal::{Header, Journal, TailCheck};
+    use super::plan::Plan;
+    let before = spool_bytes();
+    let forge = |state: &StateDir, path: &Path, hash: u128| {
+        let len = before.len() as u64;
+        let header = Header {
+            ino: std::fs::metadata(path).unwrap().ino(),
+            plan: Plan::new(len, vec![(0, len)], 1 << 16).unwrap(),
+            marker: b"forged".to_vec(),
+            spool: path.to_path_buf(),
+            account: Some("dave".into()),
+            tail: Some(TailCheck { len: 64, hash }),
+            round_hashes: Vec::new(),
+        };
+        Journal::create(state, header, false).unwrap();
+    };
+    let (_dir, path, state, _file) = spool_in_scratch(&before);
+    // Knowing everything but the bytes: "From " at 0, guesses elsewhere.
+    for guess in [0, xxhash_rust::xxh3::xxh3_128(&[b'\n'; 64])] {
+        forge(&state, &path, guess);
+        let r = recover_now(&state, &path);
+        assert_set_aside(r, &state, &path, "forged");
+        assert_eq!(std::fs::read(&path).unwrap(), before, "spool untouched");
+    }
+    let right = xxhash_rust::xxh3::xxh3_128(&before[before.len() - 64..]);
+    forge(&state, &path, right);
+    let r = recover_now(&state, &path);
+    assert!(matches!(r, Some(Recovered::Completed { .. })), "{r:?}");
+    assert!(
+        std::fs::read(&path).unwrap().is_empty(),
+        "what the plan said"
+    );
 }

@@ -2,15 +2,19 @@
 //!
 //! Runs in the daemon (and in each inetd process) after the privilege
 //! drop, before anything is served: a crash never leaves a damaged spool
-//! waiting for its owner's next login. The spools are opened as the
-//! daemon's user, which can open every spool it serves from a mail spool
-//! directory (group `mail`); a spool it cannot open (in a home directory)
-//! keeps its journal until its owner's next login, when the privileged
-//! helper opens it and the same recovery runs. Not as root, on purpose:
+//! waiting for its owner's next login. With a privileged helper, a
+//! journal that names its account (every journal a login wrote) has its
+//! spool opened by the helper over the startup channel, with a login's
+//! checks and only if it is that account's own spool (`privsep/helper.rs`);
+//! the daemon closes that channel when this is done, before its first
+//! accept. Otherwise the spool is opened as the daemon's user, which can
+//! open every spool of a mail spool directory (group `mail`); a journal
+//! whose spool it cannot open keeps waiting for its owner's next login.
+//! The recovery itself always runs here, unprivileged, on the descriptor:
 //! `state_dir` belongs to the daemon's user, and root must not write the
 //! files a journal names.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -21,19 +25,27 @@ use super::mbox::{open_spool, MboxSettings};
 use super::recovery;
 use super::session_lock::SessionLock;
 use super::state::{self, SpoolKey};
+use crate::account::{AuthOutcome, Login, Spool};
 use crate::config::Config;
+use crate::limits::JOURNAL_TAIL_CHECK_MIN;
+
+/// Opens the spool a journal names for the account it names, with a
+/// login's checks (the privileged helper's startup channel): `user`,
+/// `spool`.
+pub type OwnerOpen<'a> = &'a dyn Fn(&str, &Path) -> AuthOutcome<Login>;
 
 /// [`recover_all`] for a configuration: its `state_dir`, lock settings and
 /// spool directory.
-pub fn recover_for(config: &Config) {
+pub fn recover_for(config: &Config, owner_open: Option<OwnerOpen>) {
     let dirs: Vec<PathBuf> = spool_dir(&config.mailbox).into_iter().collect();
-    recover_all(&MboxSettings::from_config(config), &dirs);
+    recover_all(&MboxSettings::from_config(config), &dirs, owner_open);
 }
 
-/// Recovers every journal in `state_dir`, then removes the dotlocks of
-/// dead ironpop processes of this host next to the spools `state_dir`
-/// knows and in `spool_dirs`. Everything is logged; nothing fails.
-pub fn recover_all(settings: &MboxSettings, spool_dirs: &[PathBuf]) {
+/// Recovers every journal in `state_dir` (spools opened by `owner_open`
+/// where a journal names its account), then removes the dotlocks of dead
+/// ironpop processes of this host next to the spools `state_dir` knows
+/// and in `spool_dirs`. Everything is logged; nothing fails.
+pub fn recover_all(settings: &MboxSettings, spool_dirs: &[PathBuf], owner_open: Option<OwnerOpen>) {
     let names = match entries(settings.state.path()) {
         Ok(names) => names,
         Err(e) => {
@@ -48,7 +60,7 @@ pub fn recover_all(settings: &MboxSettings, spool_dirs: &[PathBuf]) {
     for name in &names {
         let path = settings.state.path().join(name);
         if name.ends_with(".journal") {
-            recover_one(settings, &path);
+            recover_one(settings, &path, owner_open);
         } else if name.ends_with(".journal.new") {
             // Never renamed into place: its update never touched the spool.
             match fs::remove_file(&path) {
@@ -96,10 +108,19 @@ fn entries(dir: &Path) -> io::Result<Vec<String>> {
     Ok(names)
 }
 
-fn recover_one(settings: &MboxSettings, jpath: &Path) {
+fn recover_one(settings: &MboxSettings, jpath: &Path, owner_open: Option<OwnerOpen>) {
     let state = &settings.state;
-    let spool = match Journal::open(jpath) {
-        Ok(Some(j)) => j.header.spool.clone(),
+    let (spool, account) = match Journal::open(jpath) {
+        Ok(Some(j)) => {
+            // The helper opens a spool only for a journal whose proof
+            // includes bytes its maker must have read (older journals
+            // have no tail check: they are recovered as before).
+            let checked = j
+                .header
+                .tail
+                .is_some_and(|t| t.len >= JOURNAL_TAIL_CHECK_MIN);
+            (j.header.spool, j.header.account.filter(|_| checked))
+        }
         Ok(None) => return,
         Err(JournalError::Io(e)) => {
             log::warn!(
@@ -134,7 +155,11 @@ fn recover_one(settings: &MboxSettings, jpath: &Path) {
         Ok(lock) => lock,
         Err(e) => return skip(&e),
     };
-    let file = match open_spool(&spool) {
+    let opened = match (owner_open, &account) {
+        (Some(open), Some(user)) => opened_for(user, &spool, open(user, &spool)),
+        _ => open_spool(&spool).map_err(|e| e.to_string()),
+    };
+    let file = match opened {
         Ok(file) => file,
         Err(e) => return skip(&e),
     };
@@ -149,6 +174,43 @@ fn recover_one(settings: &MboxSettings, jpath: &Path) {
         Ok(Some(done)) => log::warn!("startup recovery: {}", done.describe(&spool)),
         Ok(None) => {}
         Err(e) => skip(&e),
+    }
+}
+
+/// The spool the privileged helper opened for `user`, if it is the one
+/// the journal names (`spool`); otherwise why not.
+fn opened_for(
+    user: &str,
+    spool: &Path,
+    answer: AuthOutcome<Login>,
+) -> Result<Option<File>, String> {
+    let login = match answer {
+        AuthOutcome::Accepted(login) => login,
+        AuthOutcome::Rejected => {
+            return Err(format!(
+                "the privileged helper would not open it: it is not the spool of a usable account {user:?}"
+            ))
+        }
+        AuthOutcome::Unavailable(why) => {
+            return Err(format!("the privileged helper could not open it: {why}"))
+        }
+    };
+    let p = &login.principal;
+    if p.user != user || p.mailbox.as_os_str() != spool.as_os_str() {
+        return Err(format!(
+            "the privileged helper opened {} of {:?} instead",
+            p.mailbox.display(),
+            p.user
+        ));
+    }
+    match login.spool {
+        Spool::Opened(file) => Ok(file),
+        Spool::Refused(why) => Err(format!("the privileged helper refused it: {why}")),
+        Spool::Failed(errno) => Err(format!(
+            "the privileged helper could not open it: {}",
+            io::Error::from_raw_os_error(errno)
+        )),
+        Spool::ByPath => Err("the privileged helper did not open it".into()),
     }
 }
 

@@ -57,7 +57,7 @@ use std::path::Path;
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
 use super::fault::{fault_point, made_durable};
-use super::journal::{self, Header, Journal, Progress};
+use super::journal::{self, Header, Journal, Progress, TailCheck};
 use super::plan::Plan;
 use super::scan::ScannedMessage;
 use super::state::StateDir;
@@ -147,6 +147,15 @@ pub fn verify(
         Ok(m) if m.dev() == now.dev && m.ino() == now.ino => {}
         Ok(_) => return Err(changed()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(changed()),
+        // A spool only the privileged helper can reach (in a home
+        // directory the daemon's user cannot enter): the file itself
+        // still having its one link shows it was neither removed nor
+        // replaced by a rename.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            if meta.nlink() != 1 {
+                return Err(changed());
+            }
+        }
         Err(e) => return Err(io_error(path, "checking")(e)),
     }
     if now != *scanned || meta.size() < scanned_len {
@@ -223,10 +232,13 @@ fn hash_range(
 /// Removes the raw ranges of the deleted messages from the spool and
 /// keeps every other byte, crash-safely (see the module documentation).
 /// Returns the new length. Nothing is written when nothing is deleted.
+/// `account` (the login's name) is recorded in the journal for startup
+/// recovery.
 pub fn apply(
     state: &StateDir,
     file: &File,
     path: &Path,
+    account: Option<&str>,
     spans: &[Span],
     deleted: &[bool],
 ) -> Result<u64, MailboxError> {
@@ -259,14 +271,17 @@ pub fn apply(
     made_durable(file);
     fault_point().map_err(io_error(path, "syncing"))?;
     // Step 1.
+    let marker = make_marker(
+        plan.deleted_bytes().min(journal::MAX_MARKER as u64) as usize,
+        &meta,
+    );
     let header = Header {
         ino: meta.ino(),
-        marker: make_marker(
-            plan.deleted_bytes().min(journal::MAX_MARKER as u64) as usize,
-            &meta,
-        ),
         spool: path.to_path_buf(),
+        account: account.map(str::to_owned),
+        tail: Some(tail_check(file, &plan, marker.len()).map_err(io_error(path, "reading"))?),
         round_hashes: round_hashes(file, &plan).map_err(io_error(path, "reading"))?,
+        marker,
         plan,
     };
     let journal = Journal::create(state, header, false)
@@ -327,6 +342,7 @@ fn finish(mut journal: Journal, file: &File) -> io::Result<u64> {
         })?;
         let next = Header {
             round_hashes: round_hashes(file, &plan)?,
+            tail: Some(tail_check(file, &plan, h.marker.len())?),
             plan,
             ..h.clone()
         };
@@ -362,6 +378,20 @@ fn run_inner(journal: Journal, file: &File) -> io::Result<u64> {
     run(journal, file, &path, None).map_err(|e| match e {
         MailboxError::Io { source, .. } => source,
         other => io::Error::other(other.to_string()),
+    })
+}
+
+/// The tail check of `plan` (see `journal.rs`), read from the file as it
+/// is now: the last bytes before N, after W and the marker (`marker_len`).
+pub fn tail_check(file: &File, plan: &Plan, marker_len: usize) -> io::Result<TailCheck> {
+    let n = plan.orig_len;
+    let from =
+        (plan.new_len() + marker_len as u64).max(n.saturating_sub(limits::JOURNAL_TAIL_CHECK));
+    let mut bytes = vec![0u8; n.saturating_sub(from) as usize];
+    file.read_exact_at(&mut bytes, from)?;
+    Ok(TailCheck {
+        len: bytes.len() as u64,
+        hash: xxh3_128(&bytes),
     })
 }
 

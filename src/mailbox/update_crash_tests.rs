@@ -165,7 +165,7 @@ fn a_crash_at_any_point_loses_nothing() {
                     let (_dir, path, state, file) = spool_in_scratch(&before);
                     let ino = file.metadata().unwrap().ino();
                     let (r, _) = with_fault(k, Fault::Crash, || {
-                        apply(&state, &file, &path, &spans, &case.deleted)
+                        apply(&state, &file, &path, None, &spans, &case.deleted)
                     });
                     drop(file);
                     let what = format!(
@@ -220,7 +220,7 @@ fn a_failed_system_call_leaves_the_spool_as_before() {
             for k in 0.. {
                 let (_dir, path, state, file) = spool_in_scratch(&before);
                 let (r, fired) = with_fault(k, Fault::Fail(errno), || {
-                    apply(&state, &file, &path, &spans, &case.deleted)
+                    apply(&state, &file, &path, None, &spans, &case.deleted)
                 });
                 let r = r.expect("no crash injected");
                 let what = format!("errno {errno} case {ci} fault after {k}");

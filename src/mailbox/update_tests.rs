@@ -43,7 +43,7 @@ fn every_subset_of_deletions_keeps_exactly_the_rest() {
         let ino = f.metadata().unwrap().ino();
         let state = tempfile::tempdir().unwrap();
         let state = StateDir::new(state.path());
-        let len = apply(&state, &f, t.path(), &spans, &deleted).unwrap();
+        let len = apply(&state, &f, t.path(), None, &spans, &deleted).unwrap();
         assert!(!state.journal(&SpoolKey::of(t.path())).exists());
         let got = std::fs::read(t.path()).unwrap();
         assert_eq!(got, expected, "mask {mask:05b}");
@@ -59,7 +59,7 @@ fn delete_all_without_new_mail_truncates_to_zero() {
     let spans = spans_of(data);
     let state = tempfile::tempdir().unwrap();
     let state = StateDir::new(state.path().join("never-created"));
-    let len = apply(&state, &f, t.path(), &spans, &[true, true]).unwrap();
+    let len = apply(&state, &f, t.path(), None, &spans, &[true, true]).unwrap();
     assert_eq!(len, 0);
     assert!(!state.path().exists(), "a truncate needs no journal");
     assert_eq!(std::fs::metadata(t.path()).unwrap().len(), 0);
@@ -72,7 +72,7 @@ fn nothing_deleted_writes_nothing() {
     std::thread::sleep(std::time::Duration::from_millis(20));
     let spans = spans_of(SPOOL);
     let state = StateDir::new(t.path().with_extension("state"));
-    let len = apply(&state, &f, t.path(), &spans, &[false; 5]).unwrap();
+    let len = apply(&state, &f, t.path(), None, &spans, &[false; 5]).unwrap();
     assert_eq!(len, SPOOL.len() as u64);
     let after = std::fs::metadata(t.path()).unwrap().modified().unwrap();
     assert_eq!(before, after);

@@ -5,8 +5,12 @@
 //! or a SCRAM proof checked against the stored secret. There is no
 //! password-less lookup by name from outside, so whoever can ask (the
 //! network process, talking to the helper) cannot obtain an account, nor
-//! have its spool opened, without one of them.
+//! have its spool opened, without one of them. The one exception is
+//! [`AccountDb::startup_spool`], which the helper answers only on the
+//! startup channel the daemon closes before it serves anyone
+//! (`helper.rs`), and only for the account's own spool.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use nix::unistd::Uid;
@@ -115,6 +119,28 @@ impl AccountDb {
         }
     }
 
+    /// Startup recovery: the account `user` as a login would find it
+    /// (locked and expired accounts refused), provided its spool is
+    /// `spool`. A journal names both, and the journal is the unprivileged
+    /// daemon's file: any other path is refused, so no journal can have an
+    /// arbitrary file opened as root.
+    pub fn startup_spool(&self, user: &str, spool: &Path) -> Checked {
+        match self.lookup(user) {
+            (AuthOutcome::Accepted(p), owner) if p.mailbox.as_os_str() == spool.as_os_str() => {
+                (AuthOutcome::Accepted(p), owner)
+            }
+            (AuthOutcome::Accepted(p), _) => {
+                log::error!(
+                    "startup recovery: refused to open {} for {user:?}: the account's spool is {}",
+                    spool.display(),
+                    p.mailbox.display()
+                );
+                (AuthOutcome::Rejected, None)
+            }
+            other => other,
+        }
+    }
+
     pub fn offers_scram(&self) -> bool {
         match &self.accounts {
             AccountBackend::PasswdFile { db, .. } => db.offers_scram(),
@@ -218,7 +244,7 @@ pub fn build_authenticator(config: &Config) -> Result<Arc<dyn Authenticator>, St
 mod tests {
     use super::*;
     use crate::sasl::ScramSecret;
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
 
     fn db(dir: &tempfile::TempDir) -> AccountDb {
         let secret = ScramSecret::derive(b"pencil", b"salt of s", 4096).unwrap();
@@ -341,6 +367,30 @@ mod tests {
         );
         assert!(matches!(db.verify("p", b"pw").0, AuthOutcome::Accepted(_)));
         assert_eq!(db.verify("p", b"pW").0, AuthOutcome::Rejected);
+    }
+
+    #[test]
+    fn startup_spool_is_only_the_accounts_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        let (outcome, owner) = db.startup_spool("p", Path::new("/m/p"));
+        assert!(matches!(outcome, AuthOutcome::Accepted(ref a) if a.mailbox == Path::new("/m/p")));
+        assert_eq!(owner, Some(Uid::from_raw(4242)));
+        for (user, spool) in [
+            ("p", "/m/s"),
+            ("p", "/etc/shadow"),
+            ("p", "/m/p/../p"),
+            ("p", "/m/./p"),
+            ("p", "/m//p"),
+            ("locked", "/m/locked"),
+            ("nobody", "/m/nobody"),
+        ] {
+            assert_eq!(
+                db.startup_spool(user, Path::new(spool)).0,
+                AuthOutcome::Rejected,
+                "{user} {spool}"
+            );
+        }
     }
 
     #[test]

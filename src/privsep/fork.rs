@@ -19,9 +19,12 @@ pub enum Separation {
     /// reads it and the spools with its own rights.
     InProcess(Arc<dyn Authenticator>),
     /// Started as root: the helpers run and root is dropped. `channels`:
-    /// the network side's end of each helper's channel, with its pid.
+    /// the network side's end of each helper's channel, with its pid;
+    /// `startup`: the first helper's startup channel (`helper.rs`), for
+    /// startup recovery only, to be closed before the first accept.
     Helpers {
         channels: Vec<(OwnedFd, i32)>,
+        startup: (OwnedFd, i32),
         pids: Vec<Pid>,
     },
 }
@@ -47,6 +50,7 @@ pub fn helper_count() -> usize {
 /// Sets up account access. As root: checks the account database, forks
 /// `helpers` helper processes (which must not inherit `close_in_child`),
 /// and drops privileges for good. Must run before any thread exists.
+/// Only the first helper gets a startup channel.
 pub fn setup(
     config: &Config,
     helpers: usize,
@@ -59,20 +63,30 @@ pub fn setup(
     let db = AccountDb::for_config(config, identity.uid).map_err(PrivsepError::Auth)?;
     let mut channels = Vec::with_capacity(helpers);
     let mut pids = Vec::with_capacity(helpers);
+    let mut startup = None;
     for _ in 0..helpers.max(1) {
         // A helper must hold neither the listeners nor the other
-        // helpers' channels (it would never see their end of file).
+        // helpers' channels, startup channel included (it would never see
+        // their end of file).
         let mut close: Vec<RawFd> = close_in_child.to_vec();
         close.extend(
             channels
                 .iter()
+                .chain(&startup)
                 .map(|(fd, _): &(OwnedFd, i32)| fd.as_raw_fd()),
         );
-        let h = helper::spawn(&db, &close)
+        let h = helper::spawn(&db, &close, channels.is_empty())
             .map_err(|e| PrivsepError::system("start the privileged helper", e))?;
         pids.push(h.pid);
+        startup = startup.or(h.startup.map(|fd| (fd, h.pid.as_raw())));
         channels.push((h.channel, h.pid.as_raw()));
     }
+    let startup = startup.ok_or_else(|| {
+        PrivsepError::system(
+            "start the privileged helper",
+            std::io::Error::other("the first helper has no startup channel"),
+        )
+    })?;
     // The network process keeps no copy of the account database.
     drop(db);
     privileges::drop_to(&identity)?;
@@ -94,5 +108,9 @@ pub fn setup(
             .collect::<Vec<_>>()
             .join(",")
     );
-    Ok(Separation::Helpers { channels, pids })
+    Ok(Separation::Helpers {
+        channels,
+        startup,
+        pids,
+    })
 }

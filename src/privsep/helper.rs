@@ -9,11 +9,21 @@
 //! never sleeps on a failure — the failed-login delay is the network
 //! process's business — so a helper is busy only while hashing.
 //!
-//! No request names an account without a credential: a compromised
-//! network process can have a spool opened only with the account's
-//! password, a certificate chain the helper itself verifies against
-//! `tls_client_ca`, or a SCRAM proof it checks against the stored key
-//! (which never leaves the helper).
+//! No request on the channel names an account without a credential: a
+//! compromised network process can have a spool opened only with the
+//! account's password, a certificate chain the helper itself verifies
+//! against `tls_client_ca`, or a SCRAM proof it checks against the stored
+//! key (which never leaves the helper).
+//!
+//! The one request without a credential — startup recovery's "open this
+//! account's spool" — has a channel of its own, the *startup channel*,
+//! which only the first helper has. That helper serves the startup
+//! channel first and nothing else, until it reads end of file: the daemon
+//! closes its end after startup recovery, before its first accept. Then
+//! the helper closes its own end and serves the ordinary channel, where
+//! that request is refused. Nothing can reopen a socketpair, so once the
+//! daemon serves clients the capability is gone for good, whatever the
+//! daemon does later.
 
 use std::fs::File;
 use std::io::{self, IoSlice};
@@ -44,18 +54,33 @@ use crate::sasl::SecretLookup;
 pub struct HelperProcess {
     pub pid: Pid,
     pub channel: OwnedFd,
+    /// The daemon's end of the startup channel (see the module
+    /// documentation), when asked for.
+    pub startup: Option<OwnedFd>,
 }
 
-/// Forks one helper. Must be called while the process is single-threaded
-/// and still root. `close_in_child` are descriptors the helper must not
-/// keep (listening sockets, other helpers' channels).
-pub fn spawn(db: &AccountDb, close_in_child: &[RawFd]) -> io::Result<HelperProcess> {
-    let (ours, theirs) = socketpair(
+fn channel_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
         None,
         SockFlag::SOCK_CLOEXEC,
-    )?;
+    )?)
+}
+
+/// Forks one helper, with a startup channel if `startup`. Must be called
+/// while the process is single-threaded and still root. `close_in_child`
+/// are descriptors the helper must not keep (listening sockets, other
+/// helpers' channels).
+pub fn spawn(db: &AccountDb, close_in_child: &[RawFd], startup: bool) -> io::Result<HelperProcess> {
+    let (ours, theirs) = channel_pair()?;
+    let (startup_ours, startup_theirs) = match startup {
+        true => {
+            let (ours, theirs) = channel_pair()?;
+            (Some(ours), Some(theirs))
+        }
+        false => (None, None),
+    };
     let parent = unistd::getpid();
     // SAFETY: the daemon calls this before it starts any thread (see
     // daemon::run and daemon::inetd), so the child cannot inherit a lock
@@ -63,19 +88,20 @@ pub fn spawn(db: &AccountDb, close_in_child: &[RawFd]) -> io::Result<HelperProce
     // loop and exits.
     match unsafe { unistd::fork() }? {
         ForkResult::Parent { child } => {
-            drop(theirs);
+            drop((theirs, startup_theirs));
             Ok(HelperProcess {
                 pid: child,
                 channel: ours,
+                startup: startup_ours,
             })
         }
         ForkResult::Child => {
-            drop(ours);
+            drop((ours, startup_ours));
             for &fd in close_in_child {
                 let _ = unistd::close(fd);
             }
             let code = match become_helper(parent) {
-                Ok(()) => serve(&theirs, db),
+                Ok(()) => run(theirs, startup_theirs, db),
                 Err(e) => {
                     log::error!("privileged helper: cannot start: {e}");
                     1
@@ -115,12 +141,30 @@ fn become_helper(parent: Pid) -> io::Result<()> {
     Ok(())
 }
 
-/// The request loop; returns the exit code. Ends at end of file (the
-/// daemon closed the channel) and only then, or when the channel itself
-/// is broken: a request that cannot be served (malformed, a resource
-/// exhausted, a panic while checking it) is answered with an error and
-/// the loop goes on.
+/// The helper's life: the startup channel (if any) until the daemon
+/// closes it, then the ordinary channel until it ends. Returns the exit
+/// code.
+pub(crate) fn run(channel: OwnedFd, startup: Option<OwnedFd>, db: &AccountDb) -> i32 {
+    if let Some(startup) = startup {
+        // Ends at end of file (the daemon is about to accept), or when the
+        // channel breaks: either way it is closed here, for good.
+        serve_with(&startup, db, handle_startup);
+        drop(startup);
+    }
+    serve(&channel, db)
+}
+
+/// The ordinary request loop; returns the exit code.
 pub(crate) fn serve(channel: &OwnedFd, db: &AccountDb) -> i32 {
+    serve_with(channel, db, handle)
+}
+
+/// A request loop answering with `handle`; returns the exit code. Ends at
+/// end of file (the daemon closed the channel) and only then, or when the
+/// channel itself is broken: a request that cannot be served (malformed,
+/// a resource exhausted, a panic while checking it) is answered with an
+/// error and the loop goes on.
+fn serve_with(channel: &OwnedFd, db: &AccountDb, handle: Handler) -> i32 {
     let mut buf = vec![0u8; MAX_HELPER_FRAME + 1];
     loop {
         let n = match recv(channel.as_raw_fd(), &mut buf, MsgFlags::empty()) {
@@ -145,7 +189,7 @@ pub(crate) fn serve(channel: &OwnedFd, db: &AccountDb) -> i32 {
         // Zeroed in place (the buffer is reused for the next request).
         buf.as_mut_slice().zeroize();
         let (response, spool) = match request {
-            Some(request) => handle_guarded(db, request),
+            Some(request) => handle_guarded(db, request, handle),
             None => {
                 log::error!("privileged helper: malformed request ({n} bytes) refused");
                 (Response::Unavailable("malformed request".into()), None)
@@ -158,9 +202,12 @@ pub(crate) fn serve(channel: &OwnedFd, db: &AccountDb) -> i32 {
     }
 }
 
-/// [`handle`], with a panic while serving one request turned into an
+/// How a channel answers one request.
+type Handler = fn(&AccountDb, Request) -> (Response, Option<File>);
+
+/// `handle`, with a panic while serving one request turned into an
 /// error answer to that request: the helper serves every other login.
-fn handle_guarded(db: &AccountDb, request: Request) -> (Response, Option<File>) {
+fn handle_guarded(db: &AccountDb, request: Request, handle: Handler) -> (Response, Option<File>) {
     let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         fault::before_request();
         handle(db, request)
@@ -204,8 +251,33 @@ fn handle(db: &AccountDb, request: Request) -> (Response, Option<File>) {
             return (response, None);
         }
         Request::OffersScram => return (Response::Flag(db.offers_scram()), None),
+        Request::StartupSpool { user, mailbox } => {
+            log::error!(
+                "privileged helper: refused to open {} for {user:?} without a credential: \
+                 startup recovery is over (the daemon serves clients)",
+                mailbox.display()
+            );
+            return (
+                Response::Unavailable("startup recovery is over".into()),
+                None,
+            );
+        }
     };
     login_response(checked, server_signature)
+}
+
+/// The startup channel's only request: an account's own spool, opened
+/// with a login's checks (`open_checked`), for startup recovery.
+fn handle_startup(db: &AccountDb, request: Request) -> (Response, Option<File>) {
+    match request {
+        Request::StartupSpool { user, mailbox } => {
+            login_response(db.startup_spool(&user, &mailbox), None)
+        }
+        _ => (
+            Response::Unavailable("the startup channel serves startup recovery only".into()),
+            None,
+        ),
+    }
 }
 
 /// An accepted login comes with its spool, opened and checked here.

@@ -21,6 +21,7 @@ const REQ_OFFERS_SCRAM: u8 = 4;
 const REQ_CERTIFICATE: u8 = 5;
 const REQ_SCRAM_PARAMS: u8 = 6;
 const REQ_SCRAM_PROOF: u8 = 7;
+const REQ_STARTUP_SPOOL: u8 = 8;
 const RESP_ACCEPTED: u8 = 1;
 const RESP_REJECTED: u8 = 2;
 const RESP_UNAVAILABLE: u8 = 3;
@@ -57,6 +58,12 @@ pub enum Request {
     },
     /// Whether any account has a SCRAM-SHA-256 secret.
     OffersScram,
+    /// Startup recovery: open `user`'s spool, which an update journal
+    /// names as `mailbox`. No credential: answered only on the startup
+    /// channel, which the daemon closes before its first accept
+    /// (`helper.rs`), and only when `mailbox` is the account's own spool.
+    /// The path is absolute (a template expansion always is).
+    StartupSpool { user: String, mailbox: PathBuf },
 }
 
 /// The state of the spool the helper opened for an accepted login.
@@ -224,6 +231,15 @@ impl Request {
                 Some(e.finish())
             }
             Request::OffersScram => Some(Encoder::new(REQ_OFFERS_SCRAM).finish()),
+            Request::StartupSpool { user, mailbox } => {
+                if !mailbox.is_absolute() {
+                    return None;
+                }
+                let mut e = Encoder::new(REQ_STARTUP_SPOOL);
+                e.field(user.as_bytes(), MAX_HELPER_USER)?;
+                e.field(mailbox.to_str()?.as_bytes(), MAX_HELPER_PATH)?;
+                Some(e.finish())
+            }
         }
     }
 
@@ -262,6 +278,14 @@ impl Request {
                 })
             }
             REQ_OFFERS_SCRAM => d.end(Request::OffersScram),
+            REQ_STARTUP_SPOOL => {
+                let user = d.text(MAX_HELPER_USER)?;
+                let mailbox = PathBuf::from(d.text(MAX_HELPER_PATH)?);
+                if !mailbox.is_absolute() {
+                    return None;
+                }
+                d.end(Request::StartupSpool { user, mailbox })
+            }
             _ => None,
         }
     }
@@ -410,6 +434,14 @@ mod tests {
                 proof: [7; KEY_LEN],
             },
             Request::OffersScram,
+            Request::StartupSpool {
+                user: "dave".into(),
+                mailbox: "/home/dave/mbox".into(),
+            },
+            Request::StartupSpool {
+                user: "u".repeat(MAX_HELPER_USER),
+                mailbox: PathBuf::from(format!("/{}", "p".repeat(MAX_HELPER_PATH - 1))),
+            },
         ] {
             let frame = r.encode().unwrap();
             assert!(frame.len() <= MAX_HELPER_FRAME);
@@ -539,6 +571,31 @@ mod tests {
         assert_eq!(Response::decode(&[]), None);
         assert_eq!(Response::decode(&[RESP_REJECTED, 0]), None);
         assert_eq!(Response::decode(&[RESP_ACCEPTED, 0, 1, b'a']), None);
+    }
+
+    #[test]
+    fn a_startup_spool_request_names_an_absolute_path() {
+        let request = |mailbox: &str| Request::StartupSpool {
+            user: "dave".into(),
+            mailbox: mailbox.into(),
+        };
+        assert!(request("mbox").encode().is_none());
+        assert!(request("").encode().is_none());
+        // Decoding refuses what encoding would not make.
+        let mut e = Encoder::new(REQ_STARTUP_SPOOL);
+        e.field(b"dave", MAX_HELPER_USER).unwrap();
+        e.field(b"home/dave/mbox", MAX_HELPER_PATH).unwrap();
+        assert_eq!(Request::decode(&e.finish()), None);
+        let good = request("/home/dave/mbox").encode().unwrap();
+        for cut in 0..good.len() {
+            assert_eq!(Request::decode(&good[..cut]), None, "cut at {cut}");
+        }
+        let long = PathBuf::from(format!("/{}", "p".repeat(MAX_HELPER_PATH)));
+        let too_long = Request::StartupSpool {
+            user: "dave".into(),
+            mailbox: long,
+        };
+        assert!(too_long.encode().is_none());
     }
 
     #[test]

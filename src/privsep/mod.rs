@@ -16,14 +16,25 @@
 //! * `helper.rs` — the helper loop: one request at a time over a
 //!   socketpair; checks a credential and, on success, opens the account's
 //!   spool as root and passes its descriptor back. It holds no network
-//!   socket.
+//!   socket. Before that, the first helper serves a second socketpair,
+//!   the *startup channel*, and only it: startup recovery's "open this
+//!   account's spool" (no credential: a crash left the update journal,
+//!   not a password). The daemon closes the channel after startup
+//!   recovery, before it accepts or reads any client; the helper then
+//!   closes its end and serves the ordinary channel, which refuses that
+//!   request. A socketpair cannot be reopened, so a daemon compromised
+//!   through the network can never ask it. Even in the window the answer
+//!   is only the account's own spool (its template expansion, the
+//!   login's owner/one-link/no-symlink checks); the recovery itself runs
+//!   unprivileged in the daemon, on the descriptor.
 //! * `spool.rs` — opens the account's spool for the helper: no symbolic
 //!   link, a regular file with one link, owned by the account.
 //! * `helper_wire.rs` — the helper's bounded frame format, decoded without
 //!   I/O: the helper's only input from the less trusted side.
 //! * `accounts.rs` — the account database the helper consults: every way to
 //!   an account goes through a credential checked here (`checked.rs`: the
-//!   answer every backend gives it).
+//!   answer every backend gives it), except `startup_spool`, which only
+//!   the startup channel reaches.
 //! * `system.rs` (`/etc/shadow`, readable only by root), `pam.rs` (the PAM
 //!   stack, which may need root), `passwd_file.rs` + `passwd_ids.rs` (a
 //!   passwd file the admin may keep root-only), `crypt.rs` (libxcrypt

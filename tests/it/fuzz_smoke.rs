@@ -344,6 +344,10 @@ fn helper_wire_round_trip() {
             proof: [7; ironpop::sasl::KEY_LEN],
         },
         Request::OffersScram,
+        Request::StartupSpool {
+            user: "dave".into(),
+            mailbox: "/home/dave/mbox".into(),
+        },
     ];
     let responses = [
         Response::Accepted {

@@ -32,6 +32,7 @@ mod retention;
 mod safety;
 mod server;
 mod spool_index;
+mod startup_recovery;
 mod survival;
 mod tls;
 mod virtual_users;
