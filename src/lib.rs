@@ -21,7 +21,9 @@
 //! * `mailbox` turns that spool into a maildrop: scans it once, serves
 //!   messages from it and applies deletions at QUIT without losing any
 //!   other byte. `sasl` holds the AUTH mechanisms as pure state machines;
-//!   `account` the few types every side of a login shares.
+//!   `account` the few types every side of a login shares; `pki` the TLS
+//!   files and the client-certificate checks both the handshake and the
+//!   account database use.
 
 pub mod account;
 pub mod auth;
@@ -36,6 +38,7 @@ pub mod limits;
 pub mod logging;
 pub mod mailbox;
 pub mod net;
+pub mod pki;
 pub mod pop3;
 pub mod privsep;
 pub mod sasl;

@@ -21,7 +21,7 @@ pub enum DaemonError {
     /// the helpers, or the privilege drop.
     Privsep(crate::privsep::error::PrivsepError),
     /// The TLS certificate, key or client CA cannot be used.
-    Tls(crate::net::tls::TlsError),
+    Tls(crate::pki::files::TlsError),
     /// A system call the daemon depends on failed; `what` says which step.
     System {
         what: &'static str,

@@ -19,7 +19,8 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::account::ClientChain;
 use crate::config::CertUserField;
-use crate::net::cert_identity::cert_identity;
+use crate::pki::identity::cert_identity;
+use crate::pki::verified_chain;
 
 /// The chain to keep from a finished handshake.
 pub fn keep_chain(chain: Option<&[CertificateDer<'_>]>) -> Option<ClientChain> {
@@ -85,20 +86,6 @@ impl ClientCertVerifier for RequestOnly {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.webpki.supported_verify_schemes()
     }
-}
-
-/// Checks the client's chain (end-entity first, as rustls keeps it) with
-/// the WebPki verifier, now.
-pub fn verified_chain(
-    webpki: &dyn ClientCertVerifier,
-    chain: &[CertificateDer<'_>],
-) -> Result<(), rustls::Error> {
-    let (end_entity, intermediates) = chain
-        .split_first()
-        .ok_or(rustls::Error::NoCertificatesPresented)?;
-    webpki
-        .verify_client_cert(end_entity, intermediates, UnixTime::now())
-        .map(|_| ())
 }
 
 /// The account a client certificate names, if it verifies; why not is

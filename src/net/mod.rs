@@ -1,7 +1,6 @@
 //! Network I/O: client connections, bounded line framing, TLS and the blocking session driver.
 
 pub mod activity;
-pub mod cert_identity;
 pub mod client_cert;
 pub mod conn;
 pub mod driver;

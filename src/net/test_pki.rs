@@ -12,7 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
 use tempfile::TempDir;
 
-use crate::net::tls::provider;
+use crate::pki::provider;
 
 pub struct Pki {
     pub dir: TempDir,

@@ -42,7 +42,7 @@ pub struct SessionSettings {
     /// Negotiated TLS protocol for the login line (`tls=`), `None`: plain.
     pub tls_protocol: Option<&'static str>,
     /// The account a verified TLS client certificate names, for AUTH
-    /// EXTERNAL (`net::cert_identity`); `None` without one.
+    /// EXTERNAL (`pki::identity`); `None` without one.
     pub cert_identity: Option<String>,
     /// That certificate's chain: AUTH EXTERNAL hands it to the passdb,
     /// which verifies it again (in the privileged helper when there is one).

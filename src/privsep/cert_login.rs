@@ -13,8 +13,8 @@ use rustls::server::danger::ClientCertVerifier;
 
 use crate::config::{CertUserField, Config};
 use crate::limits::{MAX_CERT, MAX_CERT_CHAIN};
-use crate::net::cert_identity::cert_identity;
-use crate::net::client_cert::verified_chain;
+use crate::pki::identity::cert_identity;
+use crate::pki::{client_verifier, provider, verified_chain};
 
 /// The trust anchors and naming rule for client certificates.
 pub struct CertCheck {
@@ -29,8 +29,7 @@ impl CertCheck {
         let Some(ca) = &config.tls_client_ca else {
             return Ok(None);
         };
-        let verifier = crate::net::tls::client_verifier(ca, crate::net::tls::provider())
-            .map_err(|e| e.to_string())?;
+        let verifier = client_verifier(ca, provider()).map_err(|e| e.to_string())?;
         Ok(Some(CertCheck::new(verifier, config.tls_cert_user)))
     }
 

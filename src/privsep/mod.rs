@@ -46,7 +46,8 @@
 //!   to end and removes its pid file, which the daemon cannot unlink after
 //!   the drop.
 //! * `cert_login.rs` — AUTH EXTERNAL's certificate chain checked against
-//!   `tls_client_ca`, which the helper read as root at startup.
+//!   `tls_client_ca`, which the helper read as root at startup (with
+//!   `pki/`'s verifier and name reading, which the handshake shares).
 //!
 //! Without root (`ironpop` started as an ordinary user, or `-i`/demo modes
 //! that choose it) the same code runs in-process with the user's own rights.
@@ -54,7 +55,10 @@
 //! `Authenticator` built on it in `auth/access.rs`, the failed-login
 //! throttle) lives in `auth/`; nothing here imports it. The
 //! `Authenticator` trait the account database implements is in
-//! `authenticator.rs`, below both sides.
+//! `authenticator.rs`, below both sides. Besides `crate::account`,
+//! `crate::authenticator` and `crate::pki`, this folder uses only the
+//! config, the limits, `exhaustion` and the SASL secrets: nothing of the
+//! network side.
 
 pub mod accounts;
 pub mod cert_login;

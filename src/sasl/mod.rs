@@ -76,7 +76,7 @@ pub struct Context {
     /// them (system accounts), and then SCRAM-SHA-256 is not offered.
     pub scram: Option<Arc<dyn ScramLookup>>,
     /// The account the TLS client certificate names
-    /// (`net::cert_identity`); `None` without one. It decides whether
+    /// (`pki::identity`); `None` without one. It decides whether
     /// EXTERNAL is offered; the passdb verifies the chain again at login.
     pub cert_identity: Option<String>,
 }

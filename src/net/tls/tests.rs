@@ -2,10 +2,13 @@
 
 use std::io::Write as _;
 
+use rustls::pki_types::pem::PemObject;
 use rustls::{ClientConfig, ClientConnection, ConnectionCommon, ServerConnection};
 
 use super::*;
+use crate::limits::MAX_PEM_FILE;
 use crate::net::test_pki::Pki;
+use crate::pki::files::TlsError;
 
 fn pump<A, B>(
     from: &mut ConnectionCommon<A>,
@@ -162,7 +165,7 @@ fn expired_or_untrusted_client_certificate_is_served_but_not_verified() {
             )
             .expect("the handshake never fails over a client certificate");
             let chain = s.peer_certificates().expect("certificate kept");
-            let verified = crate::net::client_cert::verified_chain(verifier.as_ref(), chain);
+            let verified = crate::pki::verified_chain(verifier.as_ref(), chain);
             assert_eq!(verified.is_ok(), valid, "{v:?}");
         }
     }

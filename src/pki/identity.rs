@@ -1,7 +1,7 @@
 //! The account a verified TLS client certificate names (config `tls_cert_user`), for AUTH EXTERNAL.
 //!
 //! The caller must have verified the chain against `tls_client_ca` first
-//! (`client_cert::account_of` does; the handshake itself only checks that
+//! (`net::client_cert::account_of` and `privsep::cert_login` do; the handshake itself only checks that
 //! the client holds the key): this only reads one field of the end-entity
 //! certificate. Parsing uses RustCrypto's
 //! `x509-cert` (DER only, no I/O): rustls-webpki exposes neither the
