@@ -17,6 +17,8 @@
 
 #[allow(dead_code)]
 mod common;
+// Shared with the flood and cluster benches: not every helper is used here.
+#[allow(dead_code)]
 mod loadgen;
 
 use std::net::SocketAddr;

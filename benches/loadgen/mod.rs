@@ -205,10 +205,24 @@ impl Client {
         Client::with_stream(loopback::connect_from(addr, src)?)
     }
 
+    /// [`Client::connect_from`] giving up on the connect and on every
+    /// reply after `timeout` (a server whose queue is full may not answer).
+    pub fn connect_from_within(
+        addr: SocketAddr,
+        src: std::net::Ipv4Addr,
+        timeout: Duration,
+    ) -> io::Result<Client> {
+        Client::with_timeout(connect_within(addr, src, timeout)?, timeout)
+    }
+
     fn with_stream(s: TcpStream) -> io::Result<Client> {
+        Client::with_timeout(s, IO_TIMEOUT)
+    }
+
+    fn with_timeout(s: TcpStream, timeout: Duration) -> io::Result<Client> {
         s.set_nodelay(true)?;
-        s.set_read_timeout(Some(IO_TIMEOUT))?;
-        s.set_write_timeout(Some(IO_TIMEOUT))?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
         let w = s.try_clone()?;
         let mut c = Client {
             r: BufReader::with_capacity(256 * 1024, s),
@@ -432,4 +446,50 @@ pub(crate) fn positive(line: String, what: &str) -> io::Result<String> {
     } else {
         Err(io::Error::other(format!("{what}: {}", line.trim_end())))
     }
+}
+
+/// A TCP connection from the loopback address `src` to `addr`, given up
+/// after `timeout`: a server that stops accepting fills its backlog, and
+/// a blocking connect would then wait out the SYN retries (minutes).
+pub fn connect_within(
+    addr: SocketAddr,
+    src: std::net::Ipv4Addr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    use nix::sys::socket::{
+        bind, connect, getsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+    use std::os::fd::{AsFd, AsRawFd};
+    let SocketAddr::V4(to) = addr else {
+        return Err(io::ErrorKind::Unsupported.into());
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    bind(
+        fd.as_raw_fd(),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(src, 0)),
+    )?;
+    match connect(fd.as_raw_fd(), &SockaddrIn::from(to)) {
+        Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut polled = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::POLLOUT,
+    )];
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    if nix::poll::poll(&mut polled, ms)? == 0 {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    let err = getsockopt(&fd, sockopt::SocketError)?;
+    if err != 0 {
+        return Err(io::Error::from_raw_os_error(err));
+    }
+    let stream = TcpStream::from(fd);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
 }
