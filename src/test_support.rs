@@ -16,6 +16,14 @@ pub(crate) fn scratch_path(name: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// A fresh scratch directory holding the file `name` with `contents`, and
+/// that file's path.
+pub(crate) fn scratch_file(name: &str, contents: impl AsRef<[u8]>) -> (tempfile::TempDir, PathBuf) {
+    let (dir, path) = scratch_path(name);
+    std::fs::write(&path, contents).unwrap();
+    (dir, path)
+}
+
 /// proptest's settings for our properties: `cases` runs, and no failure
 /// files written into the source tree (a failing seed is in the output).
 pub(crate) fn proptest_cases(cases: u32) -> proptest::test_runner::Config {

@@ -443,9 +443,10 @@ fn warnings_for_risky_settings() {
 
 #[test]
 fn load_reads_files_and_reports_problems() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ironpop.conf");
-    std::fs::write(&path, "listen = 127.0.0.1:0\nmax_sessions = 4\n").unwrap();
+    let (dir, path) = crate::test_support::scratch_file(
+        "ironpop.conf",
+        "listen = 127.0.0.1:0\nmax_sessions = 4\n",
+    );
     let c = load(&path).unwrap();
     assert_eq!(c.max_sessions, 4);
     assert_eq!(c.source, path);

@@ -113,9 +113,10 @@ mod tests {
 
     #[test]
     fn a_lock_file_cannot_send_escape_sequences_to_the_terminal() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.session");
-        fs::write(&path, "1700000000 42 /var/mail/\u{1b}[2J\u{7}eve\n").unwrap();
+        let (_dir, path) = crate::test_support::scratch_file(
+            "x.session",
+            "1700000000 42 /var/mail/\u{1b}[2J\u{7}eve\n",
+        );
         let held = describe(File::open(&path).unwrap(), "/var/mail/%u");
         assert_eq!(held.spool, "/var/mail/?[2J?eve");
         assert_eq!(held.user, "?[2J?eve");

@@ -159,9 +159,7 @@ mod tests {
     }
 
     fn spool() -> (tempfile::TempDir, PathBuf, File) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bob");
-        std::fs::write(&path, b"From a\n\nx\n").unwrap();
+        let (dir, path) = crate::test_support::scratch_file("bob", b"From a\n\nx\n");
         let f = File::options().read(true).write(true).open(&path).unwrap();
         (dir, path, f)
     }

@@ -41,9 +41,7 @@ fn settings(dir: &Path, expire: Expire) -> Arc<MboxSettings> {
 }
 
 fn setup(data: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bob");
-    std::fs::write(&path, data).unwrap();
+    let (dir, path) = crate::test_support::scratch_file("bob", data);
     (dir, path)
 }
 

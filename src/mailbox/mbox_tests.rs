@@ -13,9 +13,7 @@ const SPOOL: &[u8] = b"From a@x Mon Jan  1 00:00:00 2024\nMessage-ID: <1@x>\nSub
 From c@x Mon Jan  1 00:00:02 2024\nMessage-ID: <1@x>\nSubject: one\n\ndup, no final newline";
 
 fn spool(data: &[u8]) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bob");
-    std::fs::write(&path, data).unwrap();
+    let (dir, path) = crate::test_support::scratch_file("bob", data);
     (dir, path)
 }
 

@@ -208,9 +208,7 @@ mod tests {
 
     #[test]
     fn unusable_state_dir_is_an_io_error_not_in_use() {
-        let dir = tempfile::tempdir().unwrap();
-        let blocker = dir.path().join("file");
-        std::fs::write(&blocker, b"").unwrap();
+        let (dir, blocker) = crate::test_support::scratch_file("file", b"");
         let state = StateDir::new(blocker.join("sub"));
         let spool = dir.path().join("dave");
         let e = acquire(&state, &spool).unwrap_err();

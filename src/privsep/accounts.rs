@@ -395,9 +395,7 @@ mod tests {
 
     #[test]
     fn passwd_file_passdb_builds_a_working_authenticator() {
-        let dir = tempfile::tempdir().unwrap();
-        let users = dir.path().join("users");
-        std::fs::write(&users, "demo:{PLAIN}demo\n").unwrap();
+        let (_dir, users) = crate::test_support::scratch_file("users", "demo:{PLAIN}demo\n");
         let mut config = Config::defaults(Path::new("/test.conf"));
         config.passdb = crate::config::Passdb::PasswdFile(users);
         config.mailbox = "/srv/%u.mbox".into();

@@ -95,9 +95,7 @@ pub(crate) mod test_pki {
             .der()
             .clone();
         let selfsigned = client_params(cn).self_signed(&key).unwrap().der().clone();
-        let dir = tempfile::tempdir().unwrap();
-        let ca_path = dir.path().join("ca.pem");
-        std::fs::write(&ca_path, ca.pem()).unwrap();
+        let (dir, ca_path) = crate::test_support::scratch_file("ca.pem", ca.pem());
         let mut config = Config::defaults(std::path::Path::new("/t.conf"));
         config.tls_client_ca = Some(ca_path);
         (dir, config, good, selfsigned)

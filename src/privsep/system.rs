@@ -333,9 +333,7 @@ mod tests {
 
     #[test]
     fn unknown_user_is_rejected() {
-        let dir = tempfile::tempdir().unwrap();
-        let shadow = dir.path().join("shadow");
-        std::fs::write(&shadow, TEXT).unwrap();
+        let (_dir, shadow) = crate::test_support::scratch_file("shadow", TEXT);
         let db = SystemDb::with_shadow(shadow, "/var/mail/%u".into());
         db.check().unwrap();
         let (outcome, owner) = db.verify_account("no-such-user-ironpop", b"pw");
