@@ -111,6 +111,13 @@ impl Encoder {
         Encoder { buf }
     }
 
+    /// A frame about one account: the tag, then the account name.
+    fn for_account(tag: u8, user: &str) -> Option<Encoder> {
+        let mut e = Encoder::new(tag);
+        e.field(user.as_bytes(), MAX_HELPER_USER)?;
+        Some(e)
+    }
+
     fn byte(&mut self, b: u8) {
         self.buf.push(b);
     }
@@ -197,8 +204,7 @@ impl Request {
     pub fn encode(&self) -> Option<Vec<u8>> {
         match self {
             Request::Verify { user, password } => {
-                let mut e = Encoder::new(REQ_VERIFY);
-                e.field(user.as_bytes(), MAX_HELPER_USER)?;
+                let mut e = Encoder::for_account(REQ_VERIFY, user)?;
                 e.field(password.as_bytes(), MAX_PASSWORD)?;
                 Some(e.finish())
             }
@@ -215,17 +221,14 @@ impl Request {
                 Some(e.finish())
             }
             Request::ScramParams { user } => {
-                let mut e = Encoder::new(REQ_SCRAM_PARAMS);
-                e.field(user.as_bytes(), MAX_HELPER_USER)?;
-                Some(e.finish())
+                Some(Encoder::for_account(REQ_SCRAM_PARAMS, user)?.finish())
             }
             Request::ScramProof {
                 user,
                 auth_message,
                 proof,
             } => {
-                let mut e = Encoder::new(REQ_SCRAM_PROOF);
-                e.field(user.as_bytes(), MAX_HELPER_USER)?;
+                let mut e = Encoder::for_account(REQ_SCRAM_PROOF, user)?;
                 e.field(auth_message, MAX_AUTH_MESSAGE)?;
                 e.raw(proof)?;
                 Some(e.finish())
@@ -235,8 +238,7 @@ impl Request {
                 if !mailbox.is_absolute() {
                     return None;
                 }
-                let mut e = Encoder::new(REQ_STARTUP_SPOOL);
-                e.field(user.as_bytes(), MAX_HELPER_USER)?;
+                let mut e = Encoder::for_account(REQ_STARTUP_SPOOL, user)?;
                 e.field(mailbox.to_str()?.as_bytes(), MAX_HELPER_PATH)?;
                 Some(e.finish())
             }
@@ -313,8 +315,7 @@ impl Response {
                 spool,
                 server_signature,
             } => {
-                let mut e = Encoder::new(RESP_ACCEPTED);
-                e.field(user.as_bytes(), MAX_HELPER_USER)?;
+                let mut e = Encoder::for_account(RESP_ACCEPTED, user)?;
                 e.field(mailbox.to_str()?.as_bytes(), MAX_HELPER_PATH)?;
                 match spool {
                     SpoolAnswer::Open => e.byte(SPOOL_OPEN),
