@@ -47,7 +47,6 @@ pub fn answer(request: &Request, table: &SessionTable, started: Instant) -> Vec<
 mod tests {
     use super::*;
     use crate::control::protocol::{decode_stat, parse_reply, Target, WhoRow};
-    use crate::net::live::LiveSession;
     use crate::pop3::State;
 
     #[test]
@@ -55,9 +54,9 @@ mod tests {
         let table = Arc::new(SessionTable::new(0));
         let started = Instant::now();
         let ticket = table.admit("192.0.2.1".parse().unwrap(), None).unwrap();
-        let live = Arc::new(LiveSession::new("192.0.2.1:5000".parse().unwrap(), 110));
+        let live = Arc::clone(&ticket.live);
+        live.connected("192.0.2.1:5000".parse().unwrap(), 110);
         live.progress(2, 50, State::Transaction, Some("alice"));
-        ticket.watch(Arc::clone(&live));
         let _unstarted = table.admit("192.0.2.2".parse().unwrap(), None).unwrap();
 
         let who = answer(&Request::Who, &table, started);

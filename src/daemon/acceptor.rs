@@ -371,9 +371,9 @@ mod tests {
                     stack_size: 64 * 1024,
                 },
                 move |job: Job| {
-                    job.ticket.activity.serving();
+                    job.ticket.live.activity.serving();
                     if !evictable {
-                        job.ticket.activity.authenticated();
+                        job.ticket.live.activity.authenticated();
                     }
                     let mut stream = job.stream;
                     stream.set_nonblocking(false).unwrap();

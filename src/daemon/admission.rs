@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::auth::throttle::Throttle;
 use crate::counters::Counter;
 use crate::daemon::sessions::{Evicted, SessionTable, Ticket};
-use crate::net::activity::BUSY_REPLY;
+use crate::net::live::BUSY_REPLY;
 use crate::net::socket::Socket;
 
 /// Why a connection is turned away.

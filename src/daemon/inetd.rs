@@ -82,9 +82,8 @@ pub fn run(config: &Config, tls: bool) -> Result<(), DaemonError> {
         &Timeouts::from_config(config),
         &AtomicBool::new(false),
         service.as_deref(),
-        None,
-        // One connection, nothing to evict it for.
-        &crate::net::activity::Activity::default(),
+        // One connection: nothing to evict it for, no table to show it in.
+        &crate::net::live::LiveSession::default(),
     );
     log::debug!("inetd session ended: {ended:?}");
     Ok(())

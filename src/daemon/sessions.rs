@@ -6,7 +6,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::control::protocol::{Target, WhoRow};
-use crate::net::activity::Activity;
 use crate::net::live::LiveSession;
 use crate::net::socket::Waker;
 
@@ -22,10 +21,8 @@ struct Slot {
     /// Wakes a worker blocked in read(2) on the session's socket, for
     /// shutdown, eviction and `--kick`; it holds no descriptor of its own.
     waker: Option<Waker>,
-    /// What `--who` shows, once the worker has started the session.
-    live: Option<Arc<LiveSession>>,
-    /// What eviction picks by.
-    activity: Arc<Activity>,
+    /// What eviction picks by and `--who` and `--kick` see.
+    live: Arc<LiveSession>,
     /// The client, once known (a proxied one after its header).
     ip: Option<IpAddr>,
 }
@@ -42,8 +39,9 @@ pub struct SessionTable {
 /// the slot back.
 pub struct Ticket {
     table: Arc<SessionTable>,
-    /// Shared with the table: what eviction picks by.
-    pub activity: Arc<Activity>,
+    /// Shared with the table: what eviction picks by and `--who` and
+    /// `--kick` see; the worker hands it to the session's driver.
+    pub live: Arc<LiveSession>,
     /// The address the slot is counted for; `None` until a trusted proxy's
     /// header names the client (see [`SessionTable::admit_proxied`]).
     ip: Option<IpAddr>,
@@ -104,17 +102,16 @@ impl SessionTable {
     ) -> Ticket {
         let id = inner.next_id;
         inner.next_id = inner.next_id.wrapping_add(1);
-        let activity = Arc::new(Activity::default());
+        let live = Arc::new(LiveSession::default());
         let slot = Slot {
             waker,
-            live: None,
-            activity: Arc::clone(&activity),
+            live: Arc::clone(&live),
             ip,
         };
         inner.open.insert(id, slot);
         Ticket {
             table: Arc::clone(self),
-            activity,
+            live,
             ip,
             id,
         }
@@ -139,9 +136,9 @@ impl SessionTable {
             .open
             .values()
             .filter(|s| s.waker.is_some())
-            .filter_map(|s| Some((s.activity.evictable_since()?, s)))
+            .filter_map(|s| Some((s.live.activity.evictable_since()?, s)))
             .min_by_key(|(since, _)| *since)?;
-        if !slot.activity.evict() {
+        if !slot.live.activity.evict() {
             return None;
         }
         if let Some(waker) = &slot.waker {
@@ -179,11 +176,7 @@ impl SessionTable {
     /// `--who`: the started sessions, in no particular order.
     pub fn who(&self) -> Vec<WhoRow> {
         let inner = self.lock();
-        inner
-            .open
-            .values()
-            .filter_map(|s| s.live.as_ref().map(|live| live.row()))
-            .collect()
+        inner.open.values().filter_map(|s| s.live.row()).collect()
     }
 
     /// `--kick`: ends the sessions `target` names, like shutdown does one
@@ -192,10 +185,10 @@ impl SessionTable {
         let inner = self.lock();
         let mut kicked = 0;
         for slot in inner.open.values() {
-            let Some(live) = slot.live.as_ref().filter(|l| l.matches(target)) else {
+            if !slot.live.matches(target) {
                 continue;
-            };
-            live.kick();
+            }
+            slot.live.kick();
             if let Some(waker) = &slot.waker {
                 waker.shutdown(Shutdown::Read);
             }
@@ -241,13 +234,6 @@ impl SessionTable {
 }
 
 impl Ticket {
-    /// Shows the session to `--who` and `--kick` from now on.
-    pub fn watch(&self, live: Arc<LiveSession>) {
-        if let Some(slot) = self.table.lock().open.get_mut(&self.id) {
-            slot.live = Some(live);
-        }
-    }
-
     /// Counts an uncounted ticket (from [`SessionTable::admit_proxied`])
     /// for `ip`, under the same per-address limit as [`SessionTable::admit`].
     /// A ticket already counted for an address stays as it is.
@@ -343,13 +329,13 @@ mod tests {
         let older = table.admit(ip("192.0.2.1"), Some(s1.waker())).unwrap();
         let logged_in = table.admit(ip("192.0.2.2"), Some(s2.waker())).unwrap();
         let queued = table.admit(ip("192.0.2.3"), Some(s3.waker())).unwrap();
-        logged_in.activity.serving();
+        logged_in.live.activity.serving();
         thread::sleep(Duration::from_millis(5));
-        older.activity.serving();
-        logged_in.activity.authenticated();
+        older.live.activity.serving();
+        logged_in.live.activity.authenticated();
         let evicted = table.evict_idlest().unwrap();
         assert_eq!(evicted.ip, Some(ip("192.0.2.1")));
-        assert!(older.activity.is_evicted());
+        assert!(older.live.activity.is_evicted());
         let mut buf = [0u8; 1];
         assert_eq!(
             (&*s1).read(&mut buf).unwrap(),
@@ -361,7 +347,7 @@ mod tests {
             None,
             "neither a logged-in nor a queued session is evicted"
         );
-        assert!(!logged_in.activity.is_evicted() && !queued.activity.is_evicted());
+        assert!(!logged_in.live.activity.is_evicted() && !queued.live.activity.is_evicted());
     }
 
     #[test]

@@ -13,7 +13,6 @@ use crate::daemon::sessions::Ticket;
 use crate::limits::MAX_PROXY_HEADER_WAIT;
 use crate::net::conn::is_loopback_ip;
 use crate::net::driver::{self, Timeouts};
-use crate::net::live::LiveSession;
 use crate::net::proxy::Header;
 use crate::net::proxy_read;
 use crate::net::tls_conn::TlsService;
@@ -75,7 +74,7 @@ impl Server {
             proxied,
             submitted: _,
         } = job;
-        ticket.activity.serving();
+        ticket.live.activity.serving();
         let ends = if proxied {
             match self.proxied_client(&stream, peer, tls, &mut ticket) {
                 Some(ends) => ends,
@@ -92,8 +91,7 @@ impl Server {
             .local
             .or_else(|| stream.local_addr().ok())
             .map_or(0, |a| a.port());
-        let live = Arc::new(LiveSession::new(peer, local_port));
-        ticket.watch(Arc::clone(&live));
+        ticket.live.connected(peer, local_port);
         // Accepted sockets are blocking on Linux, not on every Unix.
         let conn = match stream
             .set_nonblocking(false)
@@ -150,8 +148,7 @@ impl Server {
             &self.timeouts,
             &self.stopping,
             self.tls.as_deref(),
-            Some(&live),
-            &ticket.activity,
+            &ticket.live,
         );
         log::debug!("connection from {peer} ended: {ended:?}");
         drop(ticket);

@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, PlaintextAuth};
 use crate::counters::{self, Counter};
 use crate::limits::{self, GOODBYE_WRITE_TIMEOUT, READ_TIMEOUT_SLACK};
-use crate::net::activity::{Activity, BUSY_REPLY};
 use crate::net::conn::{is_loopback_ip, Conn};
 use crate::net::line_buffer::{LineBuffer, LineEvent};
-use crate::net::live::LiveSession;
+use crate::net::live::{LiveSession, BUSY_REPLY};
 use crate::net::output::Output;
 use crate::net::tls_conn::TlsService;
 use crate::pop3::{Control, Session, SessionSettings, State};
@@ -139,40 +138,36 @@ pub fn serve(
         timeouts,
         stopping,
         None,
-        None,
-        &Activity::default(),
+        &LiveSession::default(),
     )
 }
 
 /// [`serve`], with `starttls` to run the handshake when the session
 /// accepts STLS (the session offers it when its settings say so), and
-/// `live` to show the session to `--who` and let `--kick` end it, and
-/// `activity` kept up to date for the acceptor, which may evict the
-/// session while it has not logged in.
+/// `live` kept up to date: it shows the session to `--who`, lets `--kick`
+/// end it, and tells the acceptor, which may evict the session while it
+/// has not logged in, how long its client has been silent.
 pub fn serve_with_tls(
     conn: Conn,
     session: &mut Session,
     timeouts: &Timeouts,
     stopping: &AtomicBool,
     starttls: Option<&TlsService>,
-    live: Option<&LiveSession>,
-    activity: &Activity,
+    live: &LiveSession,
 ) -> Ended {
-    if let (Some(live), true) = (live, conn.is_tls()) {
+    if conn.is_tls() {
         live.tls_started(tls_protocol(&conn));
     }
     let mut out = output_for(conn, timeouts);
     let mut greet = true;
     let ended = loop {
-        match drive(session, &mut out, timeouts, greet, live, activity) {
+        match drive(session, &mut out, timeouts, greet, live) {
             Next::Ended(ended) => break ended,
             Next::StartTls => {
                 greet = false;
                 match upgrade(out, session, starttls) {
                     Some(tls) => {
-                        if let Some(live) = live {
-                            live.tls_started(tls_protocol(&tls));
-                        }
+                        live.tls_started(tls_protocol(&tls));
                         out = output_for(tls, timeouts);
                     }
                     None => {
@@ -185,7 +180,7 @@ pub fn serve_with_tls(
         }
     };
     let shutting_down = stopping.load(Ordering::Relaxed);
-    let kicked = live.is_some_and(LiveSession::is_kicked);
+    let kicked = live.is_kicked();
     match ended {
         // A kicked session may see end of file or a TLS error first.
         _ if kicked && ended != Ended::Closed => {
@@ -206,7 +201,7 @@ pub fn serve_with_tls(
             session.abort("timeout");
         }
         Ended::Eof | Ended::Error if shutting_down => session.abort("shutdown"),
-        Ended::Eof if activity.is_evicted() => {
+        Ended::Eof if live.activity.is_evicted() => {
             let _ = out.get_ref().set_write_timeout(Some(GOODBYE_WRITE_TIMEOUT));
             let _ = out.write_all(BUSY_REPLY).and_then(|()| out.flush());
             session.abort("evicted");
@@ -260,8 +255,7 @@ fn drive(
     out: &mut Output<Conn>,
     timeouts: &Timeouts,
     greet: bool,
-    live: Option<&LiveSession>,
-    activity: &Activity,
+    live: &LiveSession,
 ) -> Next {
     if greet {
         if let Err(e) = session.greeting(out).and_then(|()| out.flush()) {
@@ -269,14 +263,12 @@ fn drive(
         }
     }
     let show = |out: &mut Output<Conn>, session: &Session, commands: usize| {
-        if let Some(live) = live {
-            live.progress(
-                commands as u64,
-                out.take_sent(),
-                session.state(),
-                session.user(),
-            );
-        }
+        live.progress(
+            commands as u64,
+            out.take_sent(),
+            session.state(),
+            session.user(),
+        );
     };
     show(out, session, 0);
     let mut lines = LineBuffer::new(session.max_line());
@@ -294,10 +286,10 @@ fn drive(
         };
         // A client that keeps sending would never see the end of file
         // `--kick` left in its socket.
-        if live.is_some_and(LiveSession::is_kicked) {
+        if live.is_kicked() {
             return Next::Ended(Ended::Kicked);
         }
-        activity.input();
+        live.activity.input();
         lines.push(chunk.get(..n).unwrap_or_default());
         let mut commands = 0usize;
         loop {
@@ -310,7 +302,7 @@ fn drive(
             lines.set_max_line(session.max_line());
             // Before the login's `+OK` leaves: from now on never evicted,
             // unless the eviction came first, which then stands.
-            if session.state() == State::Transaction && !activity.authenticated() {
+            if session.state() == State::Transaction && !live.activity.authenticated() {
                 out.discard();
                 return Next::Ended(Ended::Eof);
             }

@@ -1,6 +1,5 @@
 //! Network I/O: client connections, bounded line framing, TLS and the blocking session driver.
 
-pub mod activity;
 pub mod client_cert;
 pub mod conn;
 pub mod driver;

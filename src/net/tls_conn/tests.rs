@@ -156,8 +156,7 @@ fn stls_server(pki: &Pki, server: TcpStream) -> thread::JoinHandle<Ended> {
             &timeouts,
             &AtomicBool::new(false),
             Some(&service),
-            None,
-            &crate::net::activity::Activity::default(),
+            &crate::net::live::LiveSession::default(),
         )
     })
 }
