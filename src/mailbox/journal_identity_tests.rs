@@ -107,11 +107,13 @@ fn the_account_name_and_tail_check_are_recorded_or_absent() {
     let path = write(&spool, Some("dave".into()));
     assert_eq!(read(&path).as_deref(), Some("dave"));
     assert_eq!(header(&path).tail, Some(TailCheck { len: 10, hash: 77 }));
-    // A tail check longer than the bytes no round writes is damage.
+    // A tail check of any other length than the writer's is damage.
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[3808..3816].copy_from_slice(&11u64.to_le_bytes());
-    std::fs::write(&path, &bytes).unwrap();
-    assert!(Journal::open(&path).is_err());
+    for wrong in [0u64, 9, 11] {
+        bytes[3808..3816].copy_from_slice(&wrong.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(Journal::open(&path).is_err(), "tail of {wrong} bytes");
+    }
     // As an older ironpop wrote it: nothing after the path.
     bytes[3800..4096].fill(0);
     std::fs::write(&path, &bytes).unwrap();
