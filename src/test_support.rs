@@ -3,6 +3,16 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use crate::account::AuthOutcome;
+
+/// The account of an accepted login; any other verdict fails the test.
+pub(crate) fn accepted<A: std::fmt::Debug>(outcome: AuthOutcome<A>) -> A {
+    match outcome {
+        AuthOutcome::Accepted(account) => account,
+        other => panic!("not accepted: {other:?}"),
+    }
+}
+
 /// A client address written the way a test reads best.
 pub(crate) fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

@@ -7,6 +7,7 @@ use crate::privsep::accounts::AccountBackend;
 use crate::privsep::cert_login::CertCheck;
 use crate::privsep::helper::{serve, AccountDb};
 use crate::privsep::passwd_file::PasswdFile;
+use crate::test_support::accepted;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use std::thread;
 
@@ -54,13 +55,6 @@ fn opener(fx: &Fixture) -> MboxOpener {
     config.state_dir = state;
     config.lock_timeout = std::time::Duration::from_secs(2);
     MboxOpener::helper_opened(MboxSettings::from_config(&config))
-}
-
-fn accepted(outcome: AuthOutcome<Login>) -> Login {
-    match outcome {
-        AuthOutcome::Accepted(login) => login,
-        other => panic!("{other:?}"),
-    }
 }
 
 /// The outcome without its spool, to compare.

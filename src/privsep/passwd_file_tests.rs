@@ -1,6 +1,7 @@
 //! Tests of the passwd-file parser, verifier, reload and mailbox expansion.
 
 use super::*;
+use crate::test_support::accepted;
 use nix::unistd::{Gid, Group, Uid, User};
 use std::io::Write as _;
 
@@ -25,13 +26,6 @@ fn db(text: &str, template: &str) -> (tempfile::TempDir, PasswdFile) {
     let dir = tempfile::tempdir().unwrap();
     let path = write(&dir, text);
     (dir, PasswdFile::new(path, template.to_owned()))
-}
-
-fn accepted(outcome: AuthOutcome) -> Principal {
-    match outcome {
-        AuthOutcome::Accepted(p) => p,
-        other => panic!("not accepted: {other:?}"),
-    }
 }
 
 #[test]
