@@ -124,20 +124,30 @@ fn failure_cpu(s: &TestServer, user: &str, attempts: u8, first: u8) -> f64 {
 
 // What is compared is the server's CPU time, not the wall clock, so the
 // load of the machine does not decide it: a real yescrypt hash for alice,
-// the decoy for an unknown user. Without the decoy the unknown user would
-// cost ~100x less; a 2x margin each way leaves room for tick rounding.
+// the decoy for an unknown user, a locked entry and an entry whose scheme
+// ironpop cannot verify. Without the decoy each of those would cost ~100x
+// less; a 2x margin each way leaves room for tick rounding.
 #[test]
 fn unknown_users_cost_what_a_wrong_password_costs() {
-    let s = ServerBuilder::new().set("auth_fail_delay", "0").start();
-    let (mut known, mut unknown) = (0.0, 0.0);
-    for round in 0..2 {
-        known += failure_cpu(&s, "alice", 8, 2 * round);
-        unknown += failure_cpu(&s, "nobody-here", 8, 2 * round + 1);
+    let s = ServerBuilder::new()
+        .set("auth_fail_delay", "0")
+        .passwd_line("locked:!$y$j9T$abcdefghijklmnop$0123456789012345678901234567890123456789012")
+        .passwd_line("unusable:{MD5}X03MO1qnZdYdgyfeuILPmQ==")
+        .start();
+    let users = ["alice", "nobody-here", "locked", "unusable"];
+    let mut cpu = [0.0; 4];
+    for round in 0..2u8 {
+        for (i, user) in (0u8..).zip(users) {
+            cpu[usize::from(i)] += failure_cpu(&s, user, 8, 4 * round + i);
+        }
     }
-    assert!(
-        unknown * 2.0 >= known && known * 2.0 >= unknown,
-        "CPU for 16 failures of a known user {known:.3} s, of an unknown one {unknown:.3} s"
-    );
+    let known = cpu[0];
+    for (user, other) in users.iter().zip(cpu).skip(1) {
+        assert!(
+            other * 2.0 >= known && known * 2.0 >= other,
+            "CPU for 16 failures of a known user {known:.3} s, of {user:?} {other:.3} s"
+        );
+    }
     assert!(
         s.log().contains("unknown users cost a $y$j9T check"),
         "{}",
