@@ -219,9 +219,9 @@ fn owner_tag() -> String {
 
 /// `true` when the lock says it was made by an ironpop on this host whose
 /// process no longer exists: a SIGKILLed session, not a live MDA. Any
-/// other content (MDAs write only a pid, or nothing) waits for the
-/// 5-minute rule, since a pid from another host or pid namespace proves
-/// nothing.
+/// other content (MDAs write only a pid, or nothing) waits for the age
+/// rule ([`limits::DOTLOCK_STALE_AFTER`]), since a pid from another host
+/// or pid namespace proves nothing.
 pub fn left_by_dead_ironpop(path: &Path) -> bool {
     let Ok(text) = fs::read(path) else {
         return false;
@@ -432,7 +432,7 @@ mod tests {
         for (content, stale) in [
             (format!("{dead}\n{}\n", owner_tag()), true),
             (format!("{}\n{}\n", std::process::id(), owner_tag()), false),
-            (format!("{dead}\n"), false), // an MDA's lock: only the 5-minute rule
+            (format!("{dead}\n"), false), // an MDA's lock: only the age rule
             (format!("{dead}\nironpop@some-other-host\n"), false),
         ] {
             fs::write(lock_path(&spool), &content).unwrap();
