@@ -50,7 +50,20 @@ pub fn check_pid_file(path: &Path) -> Result<(), DaemonError> {
         source,
     };
     if !path.exists() {
-        return Ok(());
+        // Its directory must be there when the pid file is written, which
+        // is after binding: say so now, before "listening on".
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        return match fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => Err(err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", dir.display()),
+            ))),
+            Err(e) => Err(err(io::Error::new(
+                e.kind(),
+                format!("its directory {}: {e}", dir.display()),
+            ))),
+        };
     }
     match read_pid(path).map_err(err)? {
         Some(pid) if pid != std::process::id() as i32 && process_exists(pid) => {

@@ -75,7 +75,7 @@ impl fmt::Display for DaemonError {
                 pid_file.display()
             ),
             DaemonError::PidFile { path, source } => {
-                write!(f, "cannot write pid file {}: {source}", path.display())
+                write!(f, "cannot write pid_file {}: {source}", path.display())
             }
             DaemonError::Privsep(e) => write!(f, "{e}"),
             DaemonError::Tls(e) => write!(f, "cannot set up TLS: {e}"),

@@ -103,6 +103,7 @@ const CHECKS: &[Check] = &[
     identity,
     passdb,
     state_dir,
+    pid_file,
     mailbox_dir,
     descriptors,
     syslog,
@@ -296,6 +297,45 @@ fn warning(what: String) -> Finding {
         key: "passdb",
         verdict: Verdict::Warning(format!("{what}: nobody can log in")),
     }
+}
+
+/// `pid_file`: a daemon started without `-F` writes it when it detaches,
+/// so its directory must exist. Only `-t` looks: at a start the daemon
+/// checks it itself before binding (`detach::check_pid_file`), and with
+/// `-F` the file is not used, so a start must not be refused for it.
+fn pid_file(cx: &Context<'_>) -> Vec<Finding> {
+    if cx.purpose != Purpose::CheckCommand {
+        return Vec::new();
+    }
+    let path = &cx.config.pid_file;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let finding = match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Finding::ok(
+            "pid_file",
+            format!(
+                "{} (written when ironpop detaches; -F does not use it)",
+                path.display()
+            ),
+        ),
+        Ok(_) => Finding::error(
+            "pid_file",
+            format!(
+                "{} is not a directory, so a start without -F cannot write {}",
+                dir.display(),
+                path.display()
+            ),
+        ),
+        Err(e) => Finding::io_error(
+            "pid_file",
+            format!(
+                "{} (the directory of {}; a start without -F would fail, -F does not use it)",
+                dir.display(),
+                path.display()
+            ),
+            &e,
+        ),
+    };
+    vec![finding]
 }
 
 /// `state_dir`: a directory the sessions' identity may write (session

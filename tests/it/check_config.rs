@@ -287,3 +287,33 @@ fn the_detached_daemon_warns_about_syslog_and_removes_its_pid_file() {
         "the daemon still runs: {state}"
     );
 }
+
+#[test]
+fn a_pid_file_in_a_missing_directory_is_refused_by_minus_t_and_a_detached_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let conf = write(
+        d,
+        &usable_lines(d).replace("/ironpop.pid\n", "/no-run/ironpop.pid\n"),
+    );
+    let line = refused(&conf, "pid_file", "no-run");
+    assert!(line.contains("-F does not use it"), "{line}");
+    // Without -F the daemon says so before it binds; with -F the file is
+    // not used and nothing is refused for it.
+    let out = ironpop(&["-f", conf.to_str().unwrap()]);
+    let text = out.all_text();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(!text.contains("listening on"), "{text}");
+    assert!(
+        text.contains("cannot write pid_file") && text.contains("no-run"),
+        "{text}"
+    );
+    let fine = write(d, &usable_lines(d));
+    let out = check(&fine);
+    assert_eq!(out.status.code(), Some(0), "{}", out.all_text());
+    assert!(
+        out.all_text().contains(": pid_file: "),
+        "{}",
+        out.all_text()
+    );
+}
