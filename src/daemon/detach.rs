@@ -56,7 +56,7 @@ pub fn check_pid_file(path: &Path) -> Result<(), DaemonError> {
         return match fs::metadata(dir) {
             Ok(meta) if meta.is_dir() => Ok(()),
             Ok(_) => Err(err(io::Error::new(
-                io::ErrorKind::NotADirectory,
+                io::ErrorKind::Other,
                 format!("{} is not a directory", dir.display()),
             ))),
             Err(e) => Err(err(io::Error::new(
