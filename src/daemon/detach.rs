@@ -55,10 +55,10 @@ pub fn check_pid_file(path: &Path) -> Result<(), DaemonError> {
         let dir = path.parent().unwrap_or(Path::new("/"));
         return match fs::metadata(dir) {
             Ok(meta) if meta.is_dir() => Ok(()),
-            Ok(_) => Err(err(io::Error::new(
-                io::ErrorKind::Other,
-                format!("{} is not a directory", dir.display()),
-            ))),
+            Ok(_) => Err(err(io::Error::other(format!(
+                "{} is not a directory",
+                dir.display()
+            )))),
             Err(e) => Err(err(io::Error::new(
                 e.kind(),
                 format!("its directory {}: {e}", dir.display()),
