@@ -171,7 +171,7 @@ pub fn require_tool(tool: &str, probe: &[&str]) -> bool {
         if std::env::var_os("CI").is_some() {
             panic!("{tool} is required for this test under CI (install it: .ci/run does)");
         }
-        eprintln!("\n*** SKIPPED: `{tool}` is not available; install it to run this test ***\n");
+        crate::system::not_run(&format!("`{tool}` is not available"));
     }
     ok
 }

@@ -182,7 +182,7 @@ print("parsed", len(families))
             std::env::var_os("CI").is_none(),
             "python3-prometheus-client is required under CI (.ci/run installs it)"
         );
-        eprintln!("\n*** SKIPPED: the OpenMetrics check needs python3-prometheus-client ***\n");
+        crate::system::not_run("the OpenMetrics check needs python3-prometheus-client");
         return;
     }
     assert!(

@@ -30,10 +30,7 @@ fn unavailable(why: &str) {
     if std::env::var_os("CI").is_some() {
         panic!("popa3d compatibility test cannot run: {why}");
     }
-    eprintln!();
-    eprintln!("!!! SKIPPED popa3d UIDL compatibility test: {why}");
-    eprintln!("!!! (set CI=1 to make this a failure)");
-    eprintln!();
+    crate::system::not_run(&format!("popa3d: {why} (CI=1 makes this a failure)"));
 }
 
 /// Everything the test adds to the system, removed again on drop.

@@ -85,7 +85,7 @@ fn ipv6_and_ipv4_listeners_side_by_side() {
         if std::env::var_os("CI").is_some() {
             panic!("no IPv6 loopback (::1) on this CI machine");
         }
-        eprintln!("\n*** SKIPPED: this machine has no IPv6 loopback (::1) ***\n");
+        crate::system::not_run("this machine has no IPv6 loopback (::1)");
         return;
     }
     let s = ServerBuilder::new()

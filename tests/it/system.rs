@@ -42,14 +42,19 @@ pub(crate) fn root_or_not_run() -> bool {
     false
 }
 
-/// The root-only tests this run returned from early (libtest names each
+/// The tests this run returned from early, with why (libtest names each
 /// test's thread after the test).
-static NOT_RUN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static NOT_RUN: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
 
-/// Records that the calling test needs root and did not run; the first
-/// one arranges for [`print_not_run`] at exit, so the run ends with one
-/// summary instead of looking like a clean pass.
+/// Records that the calling test needs root and did not run.
 pub(crate) fn not_run_without_root() {
+    not_run("needs root");
+}
+
+/// Records that the calling test did not run, and `why`; the first one
+/// arranges for [`print_not_run`] at exit, so the run ends with one
+/// summary instead of looking like a clean pass.
+pub(crate) fn not_run(why: &str) {
     let name = thread::current().name().unwrap_or("(unnamed)").to_string();
     let mut list = NOT_RUN.lock().unwrap_or_else(|p| p.into_inner());
     if list.is_empty() {
@@ -57,20 +62,24 @@ pub(crate) fn not_run_without_root() {
         // takes nothing and never unwinds across the C boundary.
         unsafe { nix::libc::atexit(print_not_run) };
     }
-    list.push(name);
+    list.push((name, why.to_string()));
 }
 
-/// At exit, after libtest's own summary: which tests did not run and how
-/// to run them (straight to stderr, past the test harness's capture).
+/// At exit, after libtest's own summary: which tests did not run, why, and
+/// how to run them (straight to stderr, past the test harness's capture).
 extern "C" fn print_not_run() {
     let _ = std::panic::catch_unwind(|| {
         let mut list = NOT_RUN.lock().unwrap_or_else(|p| p.into_inner()).clone();
         list.sort();
+        let lines: String = list
+            .iter()
+            .map(|(name, why)| format!("  {name}: {why}\n"))
+            .collect();
         let text = format!(
-            "\nNOT RUN: {} root-only tests counted as passed without running, because this \
-             user is not root: {}\nRun them as root (README.md, \"Tests that need root\").\n",
+            "\nNOT RUN: {} tests counted as passed without running:\n{lines}\
+             Run root-only tests as root and install what is missing \
+             (README.md, \"Tests that need root\"; .ci/run installs every tool).\n",
             list.len(),
-            list.join(", ")
         );
         let _ = std::io::stderr().write_all(text.as_bytes());
     });
@@ -88,6 +97,9 @@ pub(crate) fn tool(name: &str) -> bool {
         found || std::env::var_os("CI").is_none(),
         "{name} is required for this test under CI (install it: .ci/run does)"
     );
+    if !found {
+        not_run(&format!("`{name}` is not installed"));
+    }
     found
 }
 
