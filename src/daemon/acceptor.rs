@@ -178,21 +178,24 @@ impl Acceptor {
         let mut retry_accept = false;
         loop {
             // The earliest of: an accept retry, a queued connection's
-            // check, a control conversation's deadline.
-            let control_due = self
-                .control
-                .as_ref()
-                .and_then(ControlServer::next_deadline)
-                .map(|due| due.saturating_duration_since(Instant::now()));
+            // check, a control conversation's deadline, a count of
+            // left-out log lines.
+            let now = Instant::now();
             let own = match (retry_accept, pool.queued() > 0) {
                 (true, _) => Some(limits::ACCEPT_RETRY),
                 (false, true) => Some(limits::QUEUE_CHECK),
                 (false, false) => None,
             };
-            let timeout = match (own, control_due) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let timeout = [
+                self.control.as_ref().and_then(ControlServer::next_deadline),
+                self.refusals.due(),
+                self.accept_errors.due(),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|due| due.saturating_duration_since(now))
+            .chain(own)
+            .min();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -221,9 +224,12 @@ impl Acceptor {
                     Token(i) => retry_accept |= self.accept_all(i, pool),
                 }
             }
+            let now = Instant::now();
             if let Some(control) = self.control.as_mut() {
-                control.expire(Instant::now(), self.poll.registry());
+                control.expire(now, self.poll.registry());
             }
+            self.refusals.flush(now);
+            self.accept_errors.flush(now);
             self.expire_queued(pool);
             if self.stop.load(Ordering::SeqCst) {
                 return Ok(StopReason::Requested);
