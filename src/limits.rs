@@ -271,6 +271,18 @@ pub const MAX_LOCK_TIMEOUT_SECS: u64 = 3_600;
 /// costly hash takes well under a second.
 pub const HELPER_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a helper whose reply timed out is waited for before its
+/// channel is given up (and the helper, which then reads end of file,
+/// exits): a PAM, NSS or LDAP lookup still hanging after this long is not
+/// coming back, while one that merely hit a slow server has long returned.
+pub const HELPER_LATE_REPLY_WAIT: Duration = Duration::from_secs(600);
+
+/// Longest a login waits for a free helper before it gets `[SYS/TEMP]`:
+/// a helper is busy only while hashing (well under a second), so this
+/// long means the helpers are stuck or swamped; the client hears why well
+/// inside the 30–60 s it waits for an answer.
+pub const HELPER_QUEUE_WAIT: Duration = Duration::from_secs(20);
+
 /// How long the answer to "does any account have a SCRAM secret?" is
 /// reused: every CAPA asks, and unauthenticated clients must not be able to
 /// keep the helpers (shared with the costly hash checks) busy with it. An
@@ -280,6 +292,10 @@ pub const OFFERS_SCRAM_TTL: Duration = Duration::from_secs(5);
 /// Most helper processes: each holds a yescrypt hash (16 MiB) while it
 /// works, and more than the machine has cores only queues in the kernel.
 pub const MAX_HELPERS: usize = 8;
+
+/// Fewest helper processes, whatever the core count: with one, a single
+/// hung account lookup would stop every login until it returns.
+pub const MIN_HELPERS: usize = 2;
 
 /// Longest user name on the wire (Linux allows 32; passwd files more).
 pub const MAX_HELPER_USER: usize = 256;

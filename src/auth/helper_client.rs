@@ -4,47 +4,114 @@
 //! request at a time, so at most that many password hashes run at once
 //! however many sessions log in; the others wait their turn here. A login
 //! whose exchange fails gets `[SYS/TEMP]`: nothing but a well-formed
-//! `Accepted` from a helper lets a session in. A channel that may be out
-//! of step (helper gone, reply timed out) is dropped and never reused; one
-//! that only failed this request (a garbled or truncated reply, socket
-//! buffers short) serves the next.
+//! `Accepted` from a helper lets a session in. A channel whose helper is
+//! gone is dropped; one that only failed this request (a garbled or
+//! truncated reply, socket buffers short) serves the next; one whose reply
+//! timed out (a hung PAM or NSS lookup) serves again once the late reply
+//! has come and been discarded, so one slow request costs a helper only
+//! while it lasts. A login waits a bounded time for a free helper.
 
 use crate::counters::{self, Counter};
 use std::fs::File;
-use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use nix::sys::socket::{recvmsg, sendmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 
 use rustls::pki_types::CertificateDer;
 use zeroize::Zeroizing;
 
+use super::helper_channel::{discard_late_reply, exchange, Channel, Failure};
 use crate::account::{AuthOutcome, Login, Password, Principal, Spool};
 use crate::authenticator::{Authenticator, ScramLogin};
-use crate::exhaustion::is_exhaustion_errno;
-use crate::limits::{HELPER_REPLY_TIMEOUT, MAX_HELPER_FRAME, OFFERS_SCRAM_TTL};
+use crate::limits::{
+    HELPER_LATE_REPLY_WAIT, HELPER_QUEUE_WAIT, HELPER_REPLY_TIMEOUT, OFFERS_SCRAM_TTL,
+};
 use crate::privsep::helper_wire::{Request, Response, SpoolAnswer};
 use crate::sasl::{ScramParams, SecretLookup, KEY_LEN};
 
-struct Channel {
-    fd: OwnedFd,
-    pid: i32,
+/// How long the pool waits on its helpers.
+#[derive(Debug, Clone, Copy)]
+pub struct Waits {
+    /// For a reply: after this the login fails ([`HELPER_REPLY_TIMEOUT`]).
+    pub reply: Duration,
+    /// For a free helper: after this the login fails ([`HELPER_QUEUE_WAIT`]).
+    pub free_helper: Duration,
+    /// For a reply that timed out, before its channel is given up
+    /// ([`HELPER_LATE_REPLY_WAIT`]).
+    pub late_reply: Duration,
+}
+
+impl Waits {
+    /// The limits of `limits.rs`. Debug builds take a shorter reply
+    /// timeout, in milliseconds, from `IRONPOP_TEST_HELPER_REPLY_TIMEOUT_MS`
+    /// (the end-to-end test of a slow helper); release builds ignore it.
+    pub fn standard() -> Waits {
+        let reply = HELPER_REPLY_TIMEOUT;
+        #[cfg(debug_assertions)]
+        let reply = std::env::var("IRONPOP_TEST_HELPER_REPLY_TIMEOUT_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map_or(reply, Duration::from_millis);
+        Waits {
+            reply,
+            free_helper: HELPER_QUEUE_WAIT,
+            late_reply: HELPER_LATE_REPLY_WAIT,
+        }
+    }
 }
 
 struct Idle {
     channels: Vec<Channel>,
-    /// Channels in existence (idle or in use); 0 means every helper is gone.
+    /// Channels in existence (idle, in use, or waiting for a late reply);
+    /// 0 means every helper is gone.
     alive: usize,
+}
+
+/// The channel list, shared with the threads that wait for late replies.
+struct Shared {
+    idle: Mutex<Idle>,
+    freed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Idle> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Returns a channel in step to the idle list.
+    fn give_back(&self, channel: Channel) {
+        self.lock().channels.push(channel);
+        self.freed.notify_all();
+    }
+
+    /// Closes a channel for good: its helper sees end of file and exits;
+    /// the daemon goes on with the others.
+    fn give_up(&self, channel: Channel, e: &io::Error) {
+        let pid = channel.pid;
+        drop(channel);
+        self.lost(pid, e);
+    }
+
+    /// Counts the closed channel of helper `pid` out.
+    fn lost(&self, pid: i32, e: &io::Error) {
+        let mut idle = self.lock();
+        idle.alive = idle.alive.saturating_sub(1);
+        drop(idle);
+        self.freed.notify_all();
+        counters::bump(Counter::HelperFailures);
+        log::error!("privileged helper (pid {pid}) failed and is given up: {e}");
+    }
 }
 
 /// The channels to the helper processes.
 pub struct HelperPool {
-    idle: Mutex<Idle>,
-    freed: Condvar,
+    shared: Arc<Shared>,
+    waits: Waits,
     offers_scram: Mutex<Option<(Instant, bool)>>,
 }
 
@@ -58,7 +125,12 @@ pub struct Verdict {
 impl HelperPool {
     /// Takes over the network-side ends of the helpers' channels.
     pub fn new(channels: Vec<(OwnedFd, i32)>) -> io::Result<HelperPool> {
-        let timeout = TimeVal::new(HELPER_REPLY_TIMEOUT.as_secs() as _, 0);
+        HelperPool::with_waits(channels, Waits::standard())
+    }
+
+    /// The same, waiting on the helpers as `waits` says.
+    pub fn with_waits(channels: Vec<(OwnedFd, i32)>, waits: Waits) -> io::Result<HelperPool> {
+        let timeout = TimeVal::new(waits.reply.as_secs() as _, waits.reply.subsec_micros() as _);
         let mut list = Vec::with_capacity(channels.len());
         for (fd, pid) in channels {
             setsockopt(&fd, sockopt::ReceiveTimeout, &timeout)?;
@@ -66,11 +138,14 @@ impl HelperPool {
             list.push(Channel { fd, pid });
         }
         Ok(HelperPool {
-            idle: Mutex::new(Idle {
-                alive: list.len(),
-                channels: list,
+            shared: Arc::new(Shared {
+                idle: Mutex::new(Idle {
+                    alive: list.len(),
+                    channels: list,
+                }),
+                freed: Condvar::new(),
             }),
-            freed: Condvar::new(),
+            waits,
             offers_scram: Mutex::new(None),
         })
     }
@@ -98,17 +173,15 @@ impl HelperPool {
         answer
     }
 
-    fn lock(&self) -> MutexGuard<'_, Idle> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Helpers still reachable.
     pub fn alive(&self) -> usize {
-        self.lock().alive
+        self.shared.lock().alive
     }
 
+    /// A free channel, waiting at most `waits.free_helper` for one.
     fn take(&self) -> Result<Channel, String> {
-        let mut idle = self.lock();
+        let deadline = Instant::now() + self.waits.free_helper;
+        let mut idle = self.shared.lock();
         loop {
             if let Some(c) = idle.channels.pop() {
                 return Ok(c);
@@ -116,21 +189,20 @@ impl HelperPool {
             if idle.alive == 0 {
                 return Err("no privileged helper is running".into());
             }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "every privileged helper stayed busy for {} s",
+                    self.waits.free_helper.as_secs_f32()
+                ));
+            }
             idle = self
+                .shared
                 .freed
-                .wait(idle)
-                .unwrap_or_else(PoisonError::into_inner);
+                .wait_timeout(idle, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
-    }
-
-    fn give_back(&self, channel: Option<Channel>) {
-        let mut idle = self.lock();
-        match channel {
-            Some(c) => idle.channels.push(c),
-            None => idle.alive = idle.alive.saturating_sub(1),
-        }
-        drop(idle);
-        self.freed.notify_all();
     }
 
     /// Asks a helper to check `password` (and open the spool). `Err` means
@@ -159,144 +231,64 @@ impl HelperPool {
                 .inspect_err(|_| counters::bump(Counter::HelperFailures))?;
             match exchange(&channel, &frame) {
                 Ok(verdict) => {
-                    self.give_back(Some(channel));
+                    self.shared.give_back(channel);
                     return Ok(verdict);
                 }
                 Err(Failure::Request(e)) => {
                     // The channel is still in step (nothing was sent, or
                     // the whole reply was read): it serves the next login.
-                    self.give_back(Some(channel));
+                    self.shared.give_back(channel);
                     log::warn!("privileged helper: a login failed: {e}");
                     return Err(format!("privileged helper: {e}"));
                 }
                 // A helper that died before it read the request never saw
                 // it: another one may answer it.
-                Err(Failure::Gone(e)) => self.give_up(channel, &e),
+                Err(Failure::Gone(e)) => self.shared.give_up(channel, &e),
+                Err(Failure::Late(e)) => {
+                    counters::bump(Counter::HelperFailures);
+                    log::warn!(
+                        "privileged helper (pid {}) did not answer in time ({} s): \
+                         the login fails; the helper serves again once its late \
+                         answer is in",
+                        channel.pid,
+                        self.waits.reply.as_secs_f32()
+                    );
+                    self.await_late_reply(channel);
+                    return Err(format!("privileged helper: {e}"));
+                }
                 Err(Failure::Channel(e)) => {
-                    self.give_up(channel, &e);
+                    self.shared.give_up(channel, &e);
                     return Err(format!("privileged helper failed: {e}"));
                 }
             }
         }
     }
 
-    /// Closes a channel for good: its helper sees end of file and exits;
-    /// the daemon goes on with the others.
-    fn give_up(&self, channel: Channel, e: &io::Error) {
+    /// Keeps a channel whose reply timed out out of the idle list until
+    /// that reply has come and been discarded (then it serves again), or
+    /// [`Waits::late_reply`] has passed (then it is given up). A thread of
+    /// its own waits, so the login that timed out is answered at once.
+    fn await_late_reply(&self, channel: Channel) {
+        let shared = Arc::clone(&self.shared);
+        let deadline = Instant::now() + self.waits.late_reply;
         let pid = channel.pid;
-        drop(channel);
-        self.give_back(None);
-        counters::bump(Counter::HelperFailures);
-        log::error!("privileged helper (pid {pid}) failed and is given up: {e}");
-    }
-}
-
-/// How an exchange with a helper failed.
-enum Failure {
-    /// This request failed; the channel is in step and can be reused.
-    Request(io::Error),
-    /// The helper was gone before the request reached it: the channel is
-    /// closed, and another helper may take the request.
-    Gone(io::Error),
-    /// The channel cannot be trusted to be in step any more (the helper
-    /// ended while working on the request, or a reply may still be on its
-    /// way): it is closed.
-    Channel(io::Error),
-}
-
-fn exchange(channel: &Channel, frame: &[u8]) -> Result<Verdict, Failure> {
-    let fd = channel.fd.as_raw_fd();
-    loop {
-        match sendmsg::<()>(
-            fd,
-            &[IoSlice::new(frame)],
-            &[],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        ) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            // A send timeout (EAGAIN) means the helper stopped reading.
-            Err(e) if e != nix::errno::Errno::EAGAIN && is_exhaustion_errno(e as i32) => {
-                return Err(Failure::Request(e.into()))
-            }
-            Err(e @ (nix::errno::Errno::EPIPE | nix::errno::Errno::ECONNRESET)) => {
-                return Err(Failure::Gone(e.into()))
-            }
-            Err(e) => return Err(Failure::Channel(e.into())),
-            Ok(_) => break,
-        }
-    }
-    let mut buf = vec![0u8; MAX_HELPER_FRAME + 1];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let (n, files, truncated) = loop {
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        match recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            // Includes the reply timeout: a late reply would answer the
-            // next request, so the channel is given up.
-            Err(e) => return Err(Failure::Channel(e.into())),
-            Ok(msg) => {
-                // Every received descriptor is owned at once, before any
-                // check can return, so none stays open on an error.
-                let mut files: Vec<File> = Vec::new();
-                if let Ok(cmsgs) = msg.cmsgs() {
-                    for cmsg in cmsgs {
-                        if let ControlMessageOwned::ScmRights(received) = cmsg {
-                            files.extend(received.into_iter().map(owned_file));
-                        }
-                    }
+        let waiter = std::thread::Builder::new()
+            .name("helper-late-reply".into())
+            .spawn(move || match discard_late_reply(&channel, deadline) {
+                Ok(()) => {
+                    log::warn!(
+                        "privileged helper (pid {pid}) answered late; \
+                         the reply was discarded and the helper serves again"
+                    );
+                    shared.give_back(channel);
                 }
-                let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
-                break (msg.bytes, files, truncated);
-            }
+                Err(e) => shared.give_up(channel, &e),
+            });
+        if let Err(e) = waiter {
+            // The closure, and the channel with it, is already dropped.
+            self.shared.lost(pid, &e);
         }
-    };
-    if n == 0 {
-        return Err(Failure::Channel(io::Error::other(
-            "the helper closed the channel",
-        )));
     }
-    let mut files = files;
-    if truncated {
-        // The kernel drops descriptors this process has no room for.
-        return Err(Failure::Request(io::Error::other(
-            "the spool's descriptor did not arrive (out of file descriptors?)",
-        )));
-    }
-    let response = buf
-        .get(..n)
-        .filter(|_| n <= MAX_HELPER_FRAME)
-        .and_then(Response::decode)
-        .ok_or_else(|| {
-            Failure::Request(io::Error::other(format!("malformed reply ({n} bytes)")))
-        })?;
-    let wants_fd = matches!(
-        response,
-        Response::Accepted {
-            spool: SpoolAnswer::Open,
-            ..
-        }
-    );
-    match (wants_fd, files.len()) {
-        (true, 1) => Ok(Verdict {
-            response,
-            spool: files.pop(),
-        }),
-        (false, 0) => Ok(Verdict {
-            response,
-            spool: None,
-        }),
-        (_, k) => Err(Failure::Request(io::Error::other(format!(
-            "reply carries {k} descriptors, which does not fit its content"
-        )))),
-    }
-}
-
-fn owned_file(fd: RawFd) -> File {
-    // SAFETY: `fd` was just installed in this process by the kernel from
-    // an SCM_RIGHTS message; nothing else refers to it, so this is its
-    // only owner.
-    File::from(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// One session's view of the helper, as its `Authenticator`. The spool

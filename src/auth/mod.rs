@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod hash_cmd;
+mod helper_channel;
 pub mod helper_client;
 pub mod throttle;
 

@@ -11,7 +11,7 @@ use super::helper::{self, AccountDb};
 use super::privileges;
 use crate::authenticator::Authenticator;
 use crate::config::Config;
-use crate::limits::MAX_HELPERS;
+use crate::limits::{MAX_HELPERS, MIN_HELPERS};
 
 /// What privilege separation left the network process.
 pub enum Separation {
@@ -40,11 +40,12 @@ pub fn direct(config: &Config, why: &str) -> Result<Separation, PrivsepError> {
     Ok(Separation::InProcess(auth))
 }
 
-/// How many helpers: one per core, within [`MAX_HELPERS`].
+/// How many helpers: one per core, within [`MIN_HELPERS`] and
+/// [`MAX_HELPERS`].
 pub fn helper_count() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .clamp(1, MAX_HELPERS)
+        .clamp(MIN_HELPERS, MAX_HELPERS)
 }
 
 /// Sets up account access. As root: checks the account database, forks

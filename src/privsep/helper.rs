@@ -369,6 +369,14 @@ mod fault {
     #[cfg(debug_assertions)]
     const REQUEST_PANIC: &str = "IRONPOP_TEST_FAULT_REQUEST_PANIC";
 
+    /// The same, but the request takes [`SLOW_REQUEST`] (a hung account
+    /// lookup), past the reply timeout the test gives the daemon.
+    #[cfg(debug_assertions)]
+    const REQUEST_SLOW: &str = "IRONPOP_TEST_FAULT_REQUEST_SLOW";
+
+    #[cfg(debug_assertions)]
+    const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_secs(5);
+
     #[cfg(debug_assertions)]
     fn armed(var: &str) -> bool {
         std::env::var_os(var).is_some_and(|path| std::fs::remove_file(path).is_ok())
@@ -386,6 +394,10 @@ mod fault {
         #[cfg(debug_assertions)]
         if armed(REQUEST_PANIC) {
             panic!("injected fault");
+        }
+        #[cfg(debug_assertions)]
+        if armed(REQUEST_SLOW) {
+            std::thread::sleep(SLOW_REQUEST);
         }
     }
 }
