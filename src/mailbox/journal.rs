@@ -208,6 +208,12 @@ fn decode(file: &File) -> Result<Header, JournalError> {
         true => (decode_tail(&h).ok_or_else(bad)?, decode_account(&h)),
         false => (None, None),
     };
+    // Every writer that records the account records the tail check too:
+    // an account without one is a forgery that would have the privileged
+    // helper open the spool for an older journal's weaker proof.
+    if account.is_some() && tail.is_none() {
+        return Err(bad());
+    }
     let mut raw = vec![0u8; 16 * (n_deleted + n_rounds) as usize];
     read_at(file, &mut raw, PLAN_AT)?;
     let deleted = (0..n_deleted as usize)

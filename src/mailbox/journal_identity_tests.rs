@@ -10,7 +10,7 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use super::recovery::{recover, Recovered};
+use super::recovery::{recover, OpenedBy, Recovered};
 use super::recovery_tests::crashed_mid_round;
 use super::state::{SpoolKey, StateDir};
 
@@ -49,7 +49,14 @@ fn replaced_spool_is_left_alone_and_the_journal_set_aside() {
 /// the spool must then hold `want` and no journal be left for it.
 fn recover_leaving(state: &StateDir, path: &Path, want: &[u8]) -> Option<Recovered> {
     let spool = File::options().read(true).write(true).open(path).unwrap();
-    let outcome = recover(state, path, &SpoolKey::of(path), Some(&spool)).unwrap();
+    let outcome = recover(
+        state,
+        path,
+        &SpoolKey::of(path),
+        Some(&spool),
+        OpenedBy::Daemon,
+    )
+    .unwrap();
     assert_eq!(std::fs::read(path).unwrap(), want);
     assert!(!state.journal(&SpoolKey::of(path)).exists());
     outcome
@@ -70,7 +77,14 @@ fn a_progress_record_outside_the_plan_is_set_aside_not_a_panic() {
     drop(journal);
     let on_disk = std::fs::read(&path).unwrap();
     let spool = File::options().read(true).write(true).open(&path).unwrap();
-    let outcome = recover(&state, &path, &SpoolKey::of(&path), Some(&spool)).unwrap();
+    let outcome = recover(
+        &state,
+        &path,
+        &SpoolKey::of(&path),
+        Some(&spool),
+        OpenedBy::Daemon,
+    )
+    .unwrap();
     assert!(
         matches!(outcome, Some(Recovered::SetAside { .. })),
         "{outcome:?}"

@@ -26,7 +26,7 @@ use super::delivery_lock::{DeliveryLocks, LockPolicy};
 use super::index_check::{self, Contents};
 use super::indexed_scan::{self, ScanKind};
 use super::policy::{self, MailPolicy};
-use super::recovery;
+use super::recovery::{self, OpenedBy};
 use super::scan::Scanner;
 use super::session_lock::SessionLock;
 use super::state::{SpoolKey, StateDir};
@@ -103,10 +103,14 @@ impl MaildropOpener for MboxOpener {
         let settings = Arc::clone(&self.settings);
         let maildrop = match login.spool {
             Spool::Opened(file) => {
-                MboxMaildrop::open_locked_with(&path, account, settings, || Ok(file))?
+                MboxMaildrop::open_locked_with(&path, account, settings, OpenedBy::Helper, || {
+                    Ok(file)
+                })?
             }
             Spool::ByPath if self.by_path => {
-                MboxMaildrop::open_locked_with(&path, account, settings, || open_spool(&path))?
+                MboxMaildrop::open_locked_with(&path, account, settings, OpenedBy::Daemon, || {
+                    open_spool(&path)
+                })?
             }
             Spool::ByPath => {
                 return Err(MailboxError::Refused {
@@ -193,15 +197,17 @@ impl MboxMaildrop {
         path: &Path,
         settings: Arc<MboxSettings>,
     ) -> Result<MboxMaildrop, MailboxError> {
-        MboxMaildrop::open_locked_with(path, None, settings, || open_spool(path))
+        MboxMaildrop::open_locked_with(path, None, settings, OpenedBy::Daemon, || open_spool(path))
     }
 
     /// [`open_locked`](Self::open_locked) for `account`'s login, the spool
-    /// opened by `open` (the privileged helper's descriptor, or by path).
+    /// opened by `open` (the privileged helper's descriptor, or by path:
+    /// `by`).
     fn open_locked_with(
         path: &Path,
         account: Option<String>,
         settings: Arc<MboxSettings>,
+        by: OpenedBy,
         open: impl FnOnce() -> Result<Option<File>, MailboxError>,
     ) -> Result<MboxMaildrop, MailboxError> {
         // Resolved once: every state file of this session is named from it.
@@ -232,7 +238,7 @@ impl MboxMaildrop {
         };
         // The dotlock's own thread keeps it fresh (`dotlock.rs`).
         let mut tick = || {};
-        let recovered = recovery::recover(&settings.state, path, &key, file.as_ref())?;
+        let recovered = recovery::recover(&settings.state, path, &key, file.as_ref(), by)?;
         if let Some(done) = &recovered {
             log::warn!("{}", done.describe(path));
         }

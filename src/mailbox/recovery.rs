@@ -74,14 +74,28 @@ enum Verdict {
     Foreign(String),
 }
 
+/// Who opened the spool, which decides what its journal must prove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenedBy {
+    /// The daemon, as its own user: a journal older than the tail check
+    /// is still proved the older way (the update may have been cut short
+    /// by the upgrade to this version).
+    Daemon,
+    /// The privileged helper, for a spool the daemon cannot open itself:
+    /// only a journal with a tail check is applied (no journal of a
+    /// version without it ever updated such a spool).
+    Helper,
+}
+
 /// Recovers an interrupted update of `spool` (resolved as `key`, open as
-/// `file`, `None` if it does not exist), with the session and delivery
-/// locks held, before anything reads it.
+/// `file`, `None` if it does not exist, by `by`), with the session and
+/// delivery locks held, before anything reads it.
 pub fn recover(
     state: &StateDir,
     spool: &Path,
     key: &SpoolKey,
     file: Option<&File>,
+    by: OpenedBy,
 ) -> Result<Option<Recovered>, MailboxError> {
     // A journal that never got its final name: the update never touched
     // the spool.
@@ -95,47 +109,71 @@ pub fn recover(
         Err(e) => log::warn!("cannot remove {}: {e}", tmp.display()),
     }
     let jpath = state.journal(key);
-    let io_err = |source: io::Error| MailboxError::Io {
-        path: spool.to_path_buf(),
-        action: "recovering an interrupted update of",
-        source,
-    };
-    let aside = |reason: String| -> Result<Option<Recovered>, MailboxError> {
-        let aside = journal::set_aside(&jpath).map_err(io_err)?;
-        Ok(Some(Recovered::SetAside { aside, reason }))
-    };
-    let journal = match Journal::open(&jpath) {
-        Ok(None) => return Ok(None),
-        Ok(Some(j)) => j,
+    match Journal::open(&jpath) {
+        Ok(None) => Ok(None),
+        Ok(Some(journal)) => complete(journal, spool, file, by).map(Some),
         // Out of descriptors or memory, or EIO: this login fails, the
         // journal stays for the next.
-        Err(JournalError::Io(source)) => {
-            return Err(MailboxError::Io {
-                path: spool.to_path_buf(),
-                action: "opening the update journal of",
-                source,
-            })
-        }
+        Err(JournalError::Io(source)) => Err(MailboxError::Io {
+            path: spool.to_path_buf(),
+            action: "opening the update journal of",
+            source,
+        }),
         Err(JournalError::Unusable(reason)) => {
-            return aside(format!("the journal is unusable: {reason}"))
+            set_aside(&jpath, spool, format!("the journal is unusable: {reason}")).map(Some)
         }
-    };
+    }
+}
+
+/// Completes the update `journal` describes, if `file` is provably what
+/// it left; otherwise sets the journal aside. `journal` is the open file
+/// its caller read and checked: it is never opened again by name, so a
+/// file renamed into its place meanwhile is never what gets applied.
+pub fn complete(
+    journal: Journal,
+    spool: &Path,
+    file: Option<&File>,
+    by: OpenedBy,
+) -> Result<Recovered, MailboxError> {
+    let io_err = recovering(spool);
     let Some(file) = file else {
-        return aside("the spool no longer exists".into());
+        return set_aside(journal.path(), spool, "the spool no longer exists".into());
     };
+    if by == OpenedBy::Helper && journal.header.tail.is_none() {
+        return set_aside(
+            journal.path(),
+            spool,
+            "the journal has no tail check, which a spool the privileged helper opened needs"
+                .into(),
+        );
+    }
     let phase = journal.progress;
-    match prove(&journal, file).map_err(io_err)? {
-        Verdict::Foreign(reason) => aside(reason),
+    match prove(&journal, file).map_err(&io_err)? {
+        Verdict::Foreign(reason) => set_aside(journal.path(), spool, reason),
         Verdict::Done => {
-            journal.remove().map_err(io_err)?;
+            journal.remove().map_err(&io_err)?;
             crate::counters::bump(crate::counters::Counter::JournalsRecovered);
-            Ok(Some(Recovered::Completed { phase }))
+            Ok(Recovered::Completed { phase })
         }
         Verdict::Continue(original) => {
             update::run(journal, file, spool, original)?;
             crate::counters::bump(crate::counters::Counter::JournalsRecovered);
-            Ok(Some(Recovered::Completed { phase }))
+            Ok(Recovered::Completed { phase })
         }
+    }
+}
+
+/// Moves the journal at `jpath` aside for `reason`, leaving `spool` as it is.
+fn set_aside(jpath: &Path, spool: &Path, reason: String) -> Result<Recovered, MailboxError> {
+    let aside = journal::set_aside(jpath).map_err(recovering(spool))?;
+    Ok(Recovered::SetAside { aside, reason })
+}
+
+fn recovering(spool: &Path) -> impl Fn(io::Error) -> MailboxError + '_ {
+    move |source| MailboxError::Io {
+        path: spool.to_path_buf(),
+        action: "recovering an interrupted update of",
+        source,
     }
 }
 

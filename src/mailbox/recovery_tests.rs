@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::fault::{Fault, DURABLE};
-use super::recovery::{recover, Recovered};
+use super::recovery::{recover, OpenedBy, Recovered};
 use super::state::{SpoolKey, StateDir};
 use super::update::apply;
 use super::update_crash_tests::{
@@ -39,7 +39,14 @@ pub(super) fn crashed_mid_round() -> (tempfile::TempDir, PathBuf, StateDir, Vec<
 
 fn recover_now(state: &StateDir, path: &Path) -> Option<Recovered> {
     let file = File::options().read(true).write(true).open(path).ok();
-    recover(state, path, &SpoolKey::of(path), file.as_ref()).expect("recovery never refuses")
+    recover(
+        state,
+        path,
+        &SpoolKey::of(path),
+        file.as_ref(),
+        OpenedBy::Daemon,
+    )
+    .expect("recovery never refuses")
 }
 
 fn assert_set_aside(r: Option<Recovered>, state: &StateDir, path: &Path, what: &str) {
@@ -194,15 +201,52 @@ fn a_journal_that_cannot_be_read_now_stays() {
     std::fs::rename(&journal, &real).unwrap();
     std::fs::create_dir(&journal).unwrap();
     let file = File::options().read(true).write(true).open(&path).unwrap();
-    let e = recover(&state, &path, &SpoolKey::of(&path), Some(&file)).unwrap_err();
+    let e = recover(
+        &state,
+        &path,
+        &SpoolKey::of(&path),
+        Some(&file),
+        OpenedBy::Daemon,
+    )
+    .unwrap_err();
     assert!(!e.is_permanent(), "{e}");
     assert!(journal.is_dir(), "set aside: {e}");
     std::fs::remove_dir(&journal).unwrap();
     std::fs::rename(&real, &journal).unwrap();
     assert!(matches!(
-        recover(&state, &path, &SpoolKey::of(&path), Some(&file)).unwrap(),
+        recover(
+            &state,
+            &path,
+            &SpoolKey::of(&path),
+            Some(&file),
+            OpenedBy::Daemon
+        )
+        .unwrap(),
         Some(Recovered::Completed { .. })
     ));
+}
+
+/// Writes the journal whoever owns `state_dir` can make without reading
+/// the spool at `path` (`len` bytes), knowing only its inode and length: a
+/// plan that deletes all of it and so moves nothing (no round hash), with
+/// a tail check of the writer's length whose hash is `tail` (guessed), or
+/// none, for `account`.
+fn forge(state: &StateDir, path: &Path, len: u64, account: Option<&str>, tail: Option<u128>) {
+    use super::journal::{Header, Journal, TailCheck};
+    use super::plan::Plan;
+    let header = Header {
+        ino: std::fs::metadata(path).unwrap().ino(),
+        plan: Plan::new(len, vec![(0, len)], 1 << 16).unwrap(),
+        marker: b"forged".to_vec(),
+        spool: path.to_path_buf(),
+        account: account.map(str::to_owned),
+        tail: tail.map(|hash| TailCheck {
+            len: (len - 6).min(crate::limits::JOURNAL_TAIL_CHECK),
+            hash,
+        }),
+        round_hashes: Vec::new(),
+    };
+    Journal::create(state, header, false).unwrap();
 }
 
 /// A journal written by whoever owns `state_dir` without reading the spool
@@ -213,40 +257,108 @@ fn a_journal_that_cannot_be_read_now_stays() {
 /// applied.
 #[test]
 fn a_journal_made_without_reading_the_spool_is_set_aside() {
-    use super::journal::{Header, Journal, TailCheck};
-    use super::plan::Plan;
     let before = spool_bytes();
-    let forge = |state: &StateDir, path: &Path, hash: u128| {
-        let len = before.len() as u64;
-        let header = Header {
-            ino: std::fs::metadata(path).unwrap().ino(),
-            plan: Plan::new(len, vec![(0, len)], 1 << 16).unwrap(),
-            marker: b"forged".to_vec(),
-            spool: path.to_path_buf(),
-            account: Some("dave".into()),
-            tail: Some(TailCheck {
-                len: (len - 6).min(crate::limits::JOURNAL_TAIL_CHECK),
-                hash,
-            }),
-            round_hashes: Vec::new(),
-        };
-        Journal::create(state, header, false).unwrap();
-    };
+    let len = before.len() as u64;
     let (_dir, path, state, _file) = spool_in_scratch(&before);
     let tail = (before.len() - 6).min(crate::limits::JOURNAL_TAIL_CHECK as usize);
     // Knowing everything but the bytes.
     for guess in [0, xxhash_rust::xxh3::xxh3_128(&vec![b'\n'; tail])] {
-        forge(&state, &path, guess);
+        forge(&state, &path, len, Some("dave"), Some(guess));
         let r = recover_now(&state, &path);
         assert_set_aside(r, &state, &path, "forged");
         assert_eq!(std::fs::read(&path).unwrap(), before, "spool untouched");
     }
+    // A journal that names its account always has a tail check.
+    forge(&state, &path, len, Some("dave"), None);
+    let r = recover_now(&state, &path);
+    assert_set_aside(r, &state, &path, "an account without a tail check");
+    assert_eq!(std::fs::read(&path).unwrap(), before, "spool untouched");
     let right = xxhash_rust::xxh3::xxh3_128(&before[before.len() - tail..]);
-    forge(&state, &path, right);
+    forge(&state, &path, len, Some("dave"), Some(right));
     let r = recover_now(&state, &path);
     assert!(matches!(r, Some(Recovered::Completed { .. })), "{r:?}");
     assert!(
         std::fs::read(&path).unwrap().is_empty(),
         "what the plan said"
     );
+}
+
+/// A journal without a tail check (the format before it) is applied only
+/// to a spool the daemon opened itself, never to one the privileged
+/// helper opened.
+#[test]
+fn a_journal_without_a_tail_check_is_never_applied_to_a_spool_the_helper_opened() {
+    let before = spool_bytes();
+    let len = before.len() as u64;
+    let (_dir, path, state, file) = spool_in_scratch(&before);
+    forge(&state, &path, len, None, None);
+    let r = recover(
+        &state,
+        &path,
+        &SpoolKey::of(&path),
+        Some(&file),
+        OpenedBy::Helper,
+    );
+    assert_set_aside(r.unwrap(), &state, &path, "helper");
+    assert!(std::fs::read(&path).unwrap() == before, "spool untouched");
+    forge(&state, &path, len, None, None);
+    let r = recover(
+        &state,
+        &path,
+        &SpoolKey::of(&path),
+        Some(&file),
+        OpenedBy::Daemon,
+    );
+    assert!(matches!(r, Ok(Some(Recovered::Completed { .. }))), "{r:?}");
+    assert!(std::fs::read(&path).unwrap().is_empty(), "the older proof");
+}
+
+/// Startup recovery reads a journal once: a journal renamed into its place
+/// after the check that lets the privileged helper open the spool (here,
+/// while the helper opens it) is never what recovery applies. The swapped-in
+/// journal, with no tail check, would truncate the spool to nothing.
+#[test]
+fn a_journal_swapped_after_the_startup_check_is_never_applied() {
+    use super::startup::recover_all;
+    use crate::account::{AuthOutcome, Login, Principal, Spool};
+    let before = spool_bytes();
+    let len = before.len() as u64;
+    let (dir, path, state, _file) = spool_in_scratch(&before);
+    let jpath = state.journal(&SpoolKey::of(&path));
+    forge(&state, &path, len, None, None);
+    let swapped = dir.path().join("swapped-in");
+    std::fs::rename(&jpath, &swapped).unwrap();
+    // What the check sees: the account and a tail check (a wrong guess).
+    forge(&state, &path, len, Some("bob"), Some(0));
+    let asked = std::cell::Cell::new(false);
+    let helper = |user: &str, spool: &Path| {
+        asked.set(true);
+        std::fs::rename(&swapped, &jpath).unwrap();
+        let file = File::options().read(true).write(true).open(spool).unwrap();
+        AuthOutcome::Accepted(Login {
+            principal: Principal {
+                user: user.into(),
+                mailbox: spool.into(),
+            },
+            spool: Spool::Opened(Some(file)),
+        })
+    };
+    recover_all(&settings_in(dir.path()), &[], Some(&helper));
+    assert!(asked.get(), "the helper was not asked: no swap happened");
+    assert!(std::fs::read(&path).unwrap() == before, "spool untouched");
+    // The checked journal's verdict (its tail check fails) sets aside
+    // whatever has its name: the swapped-in one, unapplied.
+    assert!(!swapped.exists() && !jpath.exists());
+}
+
+/// Startup recovery's settings, `state_dir` being `dir/state`.
+fn settings_in(dir: &Path) -> super::mbox::MboxSettings {
+    super::mbox::MboxSettings {
+        state: StateDir::new(dir.join("state")),
+        locks: super::delivery_lock::LockPolicy {
+            methods: vec![crate::config::LockMethod::Fcntl],
+            timeout: std::time::Duration::from_millis(200),
+        },
+        policy: super::MailPolicy::default(),
+    }
 }

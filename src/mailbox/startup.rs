@@ -22,7 +22,7 @@ use super::delivery_lock::DeliveryLocks;
 use super::dotlock;
 use super::journal::{self, Journal, JournalError};
 use super::mbox::{open_spool, MboxSettings};
-use super::recovery;
+use super::recovery::{self, OpenedBy};
 use super::session_lock::SessionLock;
 use super::state::{self, SpoolKey};
 use crate::account::{AuthOutcome, Login, Spool};
@@ -110,17 +110,25 @@ fn entries(dir: &Path) -> io::Result<Vec<String>> {
 
 fn recover_one(settings: &MboxSettings, jpath: &Path, owner_open: Option<OwnerOpen>) {
     let state = &settings.state;
-    let (spool, account) = match Journal::open(jpath) {
-        Ok(Some(j)) => {
-            // The helper opens a spool only for a journal whose proof
-            // includes bytes its maker must have read (older journals
-            // have no tail check: they are recovered as before).
-            let checked = j
-                .header
-                .tail
-                .is_some_and(|t| t.len >= JOURNAL_TAIL_CHECK_MIN);
-            (j.header.spool, j.header.account.filter(|_| checked))
-        }
+    // The spool as the journal's name says, so that its session lock is
+    // held before the journal is read.
+    let named = jpath
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".journal"))
+        .and_then(state::spool_of_key);
+    let Some(named) = named else {
+        return set_aside(jpath, "its name is not that of a spool's journal");
+    };
+    let key = SpoolKey::of(&named);
+    let _session = match SessionLock::acquire(state, &named, &key) {
+        Ok(lock) => lock,
+        Err(e) => return skip(&named, &e),
+    };
+    // Read once: what is checked here is what recovery applies, whatever
+    // is renamed into the journal's place meanwhile.
+    let journal = match Journal::open(jpath) {
+        Ok(Some(j)) => j,
         Ok(None) => return,
         Err(JournalError::Io(e)) => {
             log::warn!(
@@ -130,51 +138,59 @@ fn recover_one(settings: &MboxSettings, jpath: &Path, owner_open: Option<OwnerOp
             return;
         }
         Err(JournalError::Unusable(reason)) => {
-            set_aside(jpath, &format!("the journal is unusable: {reason}"));
-            return;
+            return set_aside(jpath, &format!("the journal is unusable: {reason}"))
         }
     };
-    let key = SpoolKey::of(&spool);
-    if state.journal(&key) != jpath {
-        set_aside(
+    let spool = journal.header.spool.clone();
+    if SpoolKey::of(&spool) != key {
+        return set_aside(
             jpath,
             &format!(
                 "it names the spool {}, whose journal has another name",
                 spool.display()
             ),
         );
-        return;
     }
-    let skip = |why: &dyn std::fmt::Display| {
-        log::warn!(
-            "startup recovery: spool={} outcome=left-for-next-login ({why})",
-            spool.display()
-        )
-    };
-    let _session = match SessionLock::acquire(state, &spool, &key) {
-        Ok(lock) => lock,
-        Err(e) => return skip(&e),
-    };
-    let opened = match (owner_open, &account) {
-        (Some(open), Some(user)) => opened_for(user, &spool, open(user, &spool)),
-        _ => open_spool(&spool).map_err(|e| e.to_string()),
+    // The helper opens a spool only for a journal whose proof includes
+    // bytes its maker must have read (older journals have no tail check:
+    // the daemon opens their spools itself, as before).
+    let checked = journal
+        .header
+        .tail
+        .is_some_and(|t| t.len >= JOURNAL_TAIL_CHECK_MIN);
+    let account = journal.header.account.as_deref().filter(|_| checked);
+    let (opened, by) = match (owner_open, account) {
+        (Some(open), Some(user)) => (
+            opened_for(user, &spool, open(user, &spool)),
+            OpenedBy::Helper,
+        ),
+        _ => (
+            open_spool(&spool).map_err(|e| e.to_string()),
+            OpenedBy::Daemon,
+        ),
     };
     let file = match opened {
         Ok(file) => file,
-        Err(e) => return skip(&e),
+        Err(e) => return skip(&spool, &e),
     };
     let _locks = match &file {
         Some(f) => match DeliveryLocks::acquire(f, &spool, &settings.locks) {
             Ok(locks) => Some(locks),
-            Err(e) => return skip(&e),
+            Err(e) => return skip(&spool, &e),
         },
         None => None,
     };
-    match recovery::recover(state, &spool, &key, file.as_ref()) {
-        Ok(Some(done)) => log::warn!("startup recovery: {}", done.describe(&spool)),
-        Ok(None) => {}
-        Err(e) => skip(&e),
+    match recovery::complete(journal, &spool, file.as_ref(), by) {
+        Ok(done) => log::warn!("startup recovery: {}", done.describe(&spool)),
+        Err(e) => skip(&spool, &e),
     }
+}
+
+fn skip(spool: &Path, why: &dyn std::fmt::Display) {
+    log::warn!(
+        "startup recovery: spool={} outcome=left-for-next-login ({why})",
+        spool.display()
+    )
 }
 
 /// The spool the privileged helper opened for `user`, if it is the one

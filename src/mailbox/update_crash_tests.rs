@@ -15,7 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use super::fault::{Fault, FAULT_AFTER};
-use super::recovery;
+use super::recovery::{self, OpenedBy};
 use super::scan::scan_bytes;
 use super::state::{SpoolKey, StateDir};
 use super::update::{apply, Span};
@@ -131,7 +131,14 @@ fn recover_through_crashes(state: &StateDir, path: &Path) -> Vec<u8> {
     for j in 0.. {
         let file = File::options().read(true).write(true).open(path).unwrap();
         let (done, _) = with_fault(j, Fault::Crash, || {
-            recovery::recover(state, path, &SpoolKey::of(path), Some(&file)).unwrap()
+            recovery::recover(
+                state,
+                path,
+                &SpoolKey::of(path),
+                Some(&file),
+                OpenedBy::Daemon,
+            )
+            .unwrap()
         });
         if done.is_ok() {
             break;
@@ -140,7 +147,14 @@ fn recover_through_crashes(state: &StateDir, path: &Path) -> Vec<u8> {
     // Whatever happened, a final recovery finds nothing left to do.
     let file = File::open(path).unwrap();
     assert_eq!(
-        recovery::recover(state, path, &SpoolKey::of(path), Some(&file)).unwrap(),
+        recovery::recover(
+            state,
+            path,
+            &SpoolKey::of(path),
+            Some(&file),
+            OpenedBy::Daemon
+        )
+        .unwrap(),
         None
     );
     std::fs::read(path).unwrap()
