@@ -362,3 +362,19 @@ fn settings_in(dir: &Path) -> super::mbox::MboxSettings {
         policy: super::MailPolicy::default(),
     }
 }
+
+/// A `.journal.new` may be a journal another process (`-i`) is writing
+/// under its session lock: startup recovery, which holds no lock for it,
+/// leaves it; the spool's next login removes it under the lock.
+#[test]
+fn startup_recovery_leaves_a_journal_being_written() {
+    let before = spool_bytes();
+    let (dir, path, state, _file) = spool_in_scratch(&before);
+    state.ensure().unwrap();
+    let tmp = state.journal_tmp(&SpoolKey::of(&path));
+    std::fs::write(&tmp, b"being written").unwrap();
+    super::startup::recover_all(&settings_in(dir.path()), &[], None);
+    assert_eq!(std::fs::read(&tmp).unwrap(), b"being written");
+    assert_eq!(recover_now(&state, &path), None);
+    assert!(!tmp.exists(), "the login removes it");
+}

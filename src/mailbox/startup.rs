@@ -59,17 +59,11 @@ pub fn recover_all(settings: &MboxSettings, spool_dirs: &[PathBuf], owner_open: 
     let mut spools = Vec::new();
     for name in &names {
         let path = settings.state.path().join(name);
+        // A `.journal.new` is left to the next login of its spool, which
+        // removes it under the session lock: one could be in the middle
+        // of `Journal::create` in a concurrent `-i` process.
         if name.ends_with(".journal") {
             recover_one(settings, &path, owner_open);
-        } else if name.ends_with(".journal.new") {
-            // Never renamed into place: its update never touched the spool.
-            match fs::remove_file(&path) {
-                Ok(()) => log::warn!(
-                    "startup recovery: removed the incomplete journal {} (its update had not started)",
-                    path.display()
-                ),
-                Err(e) => log::warn!("cannot remove {}: {e}", path.display()),
-            }
         }
         let key = name
             .strip_suffix(".journal")
