@@ -227,13 +227,15 @@ fn fake_helper(
     })
 }
 
-#[test]
-fn a_truncated_descriptor_list_leaks_nothing_and_keeps_the_channel() {
+/// A fake helper answers a first login "accepted" with `copies` copies of
+/// a pipe's write end attached, after `delay`, then rejects a second. The
+/// first login fails with an error saying `why`; the channel stays and
+/// answers the second; no received copy of the write end stays open.
+fn first_answer_fails_and_leaks_nothing(waits: Waits, delay: Duration, copies: usize, why: &str) {
     let (fx, _db) = fixture();
     let (a, b) = pair();
-    let pool = Arc::new(HelperPool::new(vec![(a, 0)]).unwrap());
-    // Two write ends of one pipe where one is expected: the list arrives
-    // truncated. When every copy is closed, the read end sees end of file.
+    let pool = Arc::new(HelperPool::with_waits(vec![(a, 0)], waits).unwrap());
+    // When every copy is closed, the read end sees end of file.
     let (read_end, write_end) = nix::unistd::pipe().unwrap();
     let accepted = Response::Accepted {
         user: "alice".into(),
@@ -241,25 +243,27 @@ fn a_truncated_descriptor_list_leaks_nothing_and_keeps_the_channel() {
         spool: SpoolAnswer::Open,
         server_signature: None,
     };
-    let raw = write_end.as_raw_fd();
     let fake = fake_helper(
         b,
         vec![
-            (Duration::ZERO, accepted, vec![raw, raw]),
+            (delay, accepted, vec![write_end.as_raw_fd(); copies]),
             (Duration::ZERO, Response::Rejected, Vec::new()),
         ],
     );
     let session = HelperSession::new(Arc::clone(&pool));
-    match session.verify_password("alice", b"x") {
-        AuthOutcome::Unavailable(why) => assert!(why.contains("descriptor"), "{why}"),
+    match session.verify_password("alice", b"secret") {
+        AuthOutcome::Unavailable(e) => assert!(e.contains(why), "{e}"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(pool.alive(), 1, "the channel is still in step");
+    assert_eq!(pool.alive(), 1, "the channel is kept");
+    // The next request gets its own answer (after a late one, once the
+    // late one is in and discarded).
     assert_eq!(
         account(session.verify_password("alice", b"x")),
         AuthOutcome::Rejected,
         "and answers the next request"
     );
+    assert_eq!(pool.alive(), 1);
     drop(fake.join().unwrap());
     drop(write_end);
     let mut byte = [0u8; 1];
@@ -270,121 +274,10 @@ fn a_truncated_descriptor_list_leaks_nothing_and_keeps_the_channel() {
     );
 }
 
-/// Waits for tests: a short reply timeout, long enough otherwise.
-fn quick(reply_ms: u64, late_ms: u64) -> Waits {
-    Waits {
-        reply: Duration::from_millis(reply_ms),
-        free_helper: Duration::from_secs(10),
-        late_reply: Duration::from_millis(late_ms),
-    }
-}
-
 #[test]
-fn a_late_reply_is_discarded_and_the_helper_serves_again() {
-    let (fx, _db) = fixture();
-    let (a, b) = pair();
-    let pool = Arc::new(HelperPool::with_waits(vec![(a, 0)], quick(150, 10_000)).unwrap());
-    // The late reply carries a spool: the write end of a pipe, whose read
-    // end sees end of file once every copy is closed.
-    let (read_end, write_end) = nix::unistd::pipe().unwrap();
-    let late = Response::Accepted {
-        user: "alice".into(),
-        mailbox: fx.mail.join("alice"),
-        spool: SpoolAnswer::Open,
-        server_signature: None,
-    };
-    let fake = fake_helper(
-        b,
-        vec![
-            (
-                Duration::from_millis(600),
-                late,
-                vec![write_end.as_raw_fd()],
-            ),
-            (Duration::ZERO, Response::Rejected, Vec::new()),
-        ],
-    );
-    let session = HelperSession::new(Arc::clone(&pool));
-    match session.verify_password("alice", b"secret") {
-        AuthOutcome::Unavailable(why) => assert!(why.contains("no reply in time"), "{why}"),
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(pool.alive(), 1, "the channel is kept");
-    // The next request waits for the channel and gets its own answer, not
-    // the late one.
-    assert_eq!(
-        account(session.verify_password("alice", b"x")),
-        AuthOutcome::Rejected
-    );
-    assert_eq!(pool.alive(), 1);
-    drop(fake.join().unwrap());
-    drop(write_end);
-    let mut byte = [0u8; 1];
-    assert_eq!(
-        nix::unistd::read(&read_end, &mut byte).unwrap(),
-        0,
-        "the late reply's descriptor was closed"
-    );
-}
-
-#[test]
-fn a_reply_that_never_comes_costs_the_channel_after_the_longer_wait() {
-    let (_fx, _db) = fixture();
-    let (a, b) = pair();
-    let pool = Arc::new(HelperPool::with_waits(vec![(a, 0)], quick(100, 300)).unwrap());
-    let (hang_up, hung) = std::sync::mpsc::channel::<()>();
-    let fake = thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        let _ = nix::sys::socket::recv(b.as_raw_fd(), &mut buf, MsgFlags::empty());
-        let _ = hung.recv();
-        b
-    });
-    assert!(pool.verify("alice", b"secret").is_err());
-    assert_eq!(pool.alive(), 1, "kept while the late reply may come");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pool.alive() == 1 {
-        assert!(Instant::now() < deadline, "the channel is never given up");
-        thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(pool.alive(), 0);
-    match pool.verify("alice", b"secret") {
-        Err(why) => assert!(why.contains("no privileged helper"), "{why}"),
-        Ok(v) => panic!("{v:?}"),
-    }
-    drop(hang_up);
-    drop(fake.join().unwrap());
-}
-
-#[test]
-fn a_login_waits_a_bounded_time_for_a_free_helper() {
-    let (_fx, db) = fixture();
-    let (a, b) = pair();
-    let helper = thread::spawn(move || serve(&b, &db));
-    let waits = Waits {
-        free_helper: Duration::from_millis(200),
-        ..Waits::standard()
-    };
-    let pool = HelperPool::with_waits(vec![(a, 0)], waits).unwrap();
-    let busy = pool.take().unwrap();
-    let started = Instant::now();
-    match pool.verify("alice", b"secret") {
-        Err(why) => assert!(why.contains("busy"), "{why}"),
-        Ok(v) => panic!("{v:?}"),
-    }
-    let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(200), "{waited:?}");
-    assert!(waited < Duration::from_secs(5), "{waited:?}");
-    // Free again, the helper answers.
-    pool.shared.give_back(busy);
-    assert!(matches!(
-        pool.verify("alice", b"secret"),
-        Ok(Verdict {
-            response: Response::Accepted { .. },
-            ..
-        })
-    ));
-    drop(pool);
-    assert_eq!(helper.join().unwrap(), 0);
+fn a_truncated_descriptor_list_leaks_nothing_and_keeps_the_channel() {
+    // Two descriptors where one is expected: the list arrives truncated.
+    first_answer_fails_and_leaks_nothing(Waits::standard(), Duration::ZERO, 2, "descriptor");
 }
 
 #[test]
@@ -587,3 +480,6 @@ fn without_a_startup_channel_the_request_is_always_refused() {
     drop(pool);
     assert_eq!(helper.join().unwrap(), 0);
 }
+
+#[path = "helper_client_wait_tests.rs"]
+mod waits;

@@ -128,6 +128,29 @@ fn pass(addr: &str, user: &str, password: &str) -> String {
     reply
 }
 
+/// Arms the fault `marker` names: the next login fails with
+/// `[SYS/TEMP]`, the fault fires once, and the login after it succeeds.
+fn fault_fails_one_login(
+    addr: &str,
+    user: &crate::system::SystemUser,
+    password: &str,
+    marker: &std::path::Path,
+    what: &str,
+) {
+    std::fs::write(marker, "").unwrap();
+    let reply = pass(addr, &user.name, password);
+    assert!(
+        reply.starts_with("-ERR [SYS/TEMP]"),
+        "login hit by the {what} fault: {reply:?}"
+    );
+    assert!(!marker.exists(), "the {what} fault fired once");
+    let reply = pass(addr, &user.name, password);
+    assert!(
+        reply.starts_with("+OK"),
+        "next login after {what}: {reply:?}"
+    );
+}
+
 #[test]
 fn a_helper_failing_one_request_fails_only_that_login() {
     require_root!();
@@ -146,18 +169,7 @@ fn a_helper_failing_one_request_fails_only_that_login() {
     // The spool's descriptor cannot be passed (ENOBUFS), then a request
     // fails in the middle (a panic): each time that login only.
     for (marker, what) in [(&enobufs, "ENOBUFS"), (&panic, "panic")] {
-        std::fs::write(marker, "").unwrap();
-        let reply = pass(&addr, &user.name, "pw-1");
-        assert!(
-            reply.starts_with("-ERR [SYS/TEMP]"),
-            "login hit by the {what} fault: {reply:?}"
-        );
-        assert!(!marker.exists(), "the fault fired once");
-        let reply = pass(&addr, &user.name, "pw-1");
-        assert!(
-            reply.starts_with("+OK"),
-            "next login after {what}: {reply:?}"
-        );
+        fault_fails_one_login(&addr, &user, "pw-1", marker, what);
     }
     assert_eq!(server.helpers(), helpers, "every helper still runs");
     server.wait_log("cannot pass a spool to the daemon");
@@ -181,19 +193,8 @@ fn a_helper_hanging_on_one_request_fails_only_that_login_and_is_not_lost() {
     let addr = server.addr();
     let helpers = server.helpers();
     assert!(helpers.len() >= 2, "at least two helpers: {helpers:?}");
-    std::fs::write(&slow, "").unwrap();
-    let reply = pass(&addr, &user.name, "pw-3");
-    assert!(
-        reply.starts_with("-ERR [SYS/TEMP]"),
-        "login the helper did not answer in time: {reply:?}"
-    );
-    assert!(!slow.exists(), "the fault fired");
-    // Meanwhile another helper serves.
-    let reply = pass(&addr, &user.name, "pw-3");
-    assert!(
-        reply.starts_with("+OK"),
-        "login beside the hung helper: {reply:?}"
-    );
+    // Meanwhile another helper serves the next login.
+    fault_fails_one_login(&addr, &user, "pw-3", &slow, "hang");
     // Its late reply is read and dropped; then it serves again.
     server.wait_log("answered late; the reply was discarded and the helper serves again");
     for _ in 0..3 {
