@@ -12,8 +12,9 @@
 //! Environment: `IRONPOP_BENCH_SESSIONS` (2000), `IRONPOP_BENCH_IDLE`
 //! (1000), `IRONPOP_BENCH_ROUNDS` (3) rounds of the comparison,
 //! `IRONPOP_BENCH_SECS` (3) seconds per throughput figure,
-//! `IRONPOP_BENCH_ORACLE_PAIRS` (60), `IRONPOP_BENCH_POPA3D=0` and
-//! `IRONPOP_BENCH_DOVECOT=0` skip those.
+//! `IRONPOP_BENCH_ORACLE_PAIRS` (200) attempts of each sort per passdb in
+//! the timing oracle, `IRONPOP_BENCH_POPA3D=0` and `IRONPOP_BENCH_DOVECOT=0`
+//! skip those, `IRONPOP_BENCH_ONLY=oracle` runs the timing oracle alone.
 
 #[allow(dead_code)]
 mod common;
@@ -134,6 +135,14 @@ fn latency(name: &str, addr: SocketAddr, user: &str, rounds: usize) -> Latency {
 }
 
 fn main() {
+    let oracle_pairs = env_u64("IRONPOP_BENCH_ORACLE_PAIRS", 200) as usize;
+    match std::env::var("IRONPOP_BENCH_ONLY").as_deref() {
+        Err(_) => {}
+        Ok("oracle") => return loadgen::oracle::run_all(oracle_pairs),
+        Ok(other) => {
+            panic!("IRONPOP_BENCH_ONLY={other:?}: the only part that runs alone is \"oracle\"")
+        }
+    }
     let sessions = env_u64("IRONPOP_BENCH_SESSIONS", 2000) as usize;
     let idle = env_u64("IRONPOP_BENCH_IDLE", 1000) as usize;
     let nofile = loadgen::raise_nofile();
@@ -365,7 +374,7 @@ fn main() {
 
     // ---- timing oracle
     println!();
-    loadgen::oracle::run_all(env_u64("IRONPOP_BENCH_ORACLE_PAIRS", 60) as usize);
+    loadgen::oracle::run_all(oracle_pairs);
 }
 
 /// Server CPU ms per USER/PASS/STAT/QUIT session of `user`, and wall time.

@@ -124,6 +124,37 @@ fn own_cpu(pid: u32) -> Option<(f64, f64, u32)> {
     Some((ticks(11) / USER_HZ, ticks(12) / USER_HZ, ppid))
 }
 
+/// The living children of `pid` (the server's privileged helpers).
+pub fn child_pids(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| own_cpu(p).is_some_and(|(_, _, ppid)| ppid == pid))
+        .collect()
+}
+
+/// Nanoseconds on a CPU so far of every living thread of `pids`, from
+/// /proc/PID/task/TID/schedstat: exact, where /proc/PID/stat counts
+/// 10 ms ticks.
+pub fn on_cpu_ns(pids: &[u32]) -> u64 {
+    let mut total = 0;
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            total += stat
+                .split_whitespace()
+                .next()
+                .and_then(|ns| ns.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
+}
+
 /// CPU of the living children of `pid`.
 fn children(pid: u32) -> Vec<(f64, f64, u32)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
