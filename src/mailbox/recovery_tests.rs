@@ -9,19 +9,24 @@ use super::recovery::{recover, OpenedBy, Recovered};
 use super::state::{SpoolKey, StateDir};
 use super::update::apply;
 use super::update_crash_tests::{
-    append, expected, spans_of, spool_bytes, spool_in_scratch, with_fault,
+    append, expected, spans_of, spool_bytes, spool_in_scratch, spool_named_in_scratch, with_fault,
 };
 
 /// A spool whose update (delete messages 1 and 4) was killed in the middle
 /// of a round that had already written the spool: (dir, spool, state,
 /// before, after).
 pub(super) fn crashed_mid_round() -> (tempfile::TempDir, PathBuf, StateDir, Vec<u8>, Vec<u8>) {
+    crashed_mid_round_named("spool")
+}
+
+/// [`crashed_mid_round`], the spool's file name being `name`.
+fn crashed_mid_round_named(name: &str) -> (tempfile::TempDir, PathBuf, StateDir, Vec<u8>, Vec<u8>) {
     let before = spool_bytes();
     let spans = spans_of(&before);
     let deleted = [true, false, false, true, false];
     let after = expected(&before, &spans, &deleted);
     for k in 0.. {
-        let (dir, path, state, file) = spool_in_scratch(&before);
+        let (dir, path, state, file) = spool_named_in_scratch(&before, name);
         let (r, _) = with_fault(k, Fault::Crash, || {
             apply(&state, &file, &path, None, &spans, &deleted)
         });
@@ -377,4 +382,18 @@ fn startup_recovery_leaves_a_journal_being_written() {
     assert_eq!(std::fs::read(&tmp).unwrap(), b"being written");
     assert_eq!(recover_now(&state, &path), None);
     assert!(!tmp.exists(), "the login removes it");
+}
+
+/// A spool whose path is too long for a readable state file name has a
+/// hashed journal name, which does not say the spool: startup recovery
+/// learns it from the journal and completes the update all the same.
+#[test]
+fn startup_recovery_completes_a_journal_with_a_hashed_name() {
+    let (dir, path, state, _, after) = crashed_mid_round_named(&"s".repeat(220));
+    let journal = state.journal(&SpoolKey::of(&path));
+    let name = journal.file_name().unwrap().to_str().unwrap();
+    assert!(name.starts_with("md5-"), "{name}");
+    super::startup::recover_all(&settings_in(dir.path()), &[], None);
+    assert!(std::fs::read(&path).unwrap() == after, "completed");
+    assert!(!journal.exists());
 }

@@ -104,45 +104,33 @@ fn entries(dir: &Path) -> io::Result<Vec<String>> {
 
 fn recover_one(settings: &MboxSettings, jpath: &Path, owner_open: Option<OwnerOpen>) {
     let state = &settings.state;
-    // The spool as the journal's name says, so that its session lock is
-    // held before the journal is read.
-    let named = jpath
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_suffix(".journal"))
-        .and_then(state::spool_of_key);
-    let Some(named) = named else {
-        return set_aside(jpath, "its name is not that of a spool's journal");
+    // Which spool, for its session lock: the journal is read again under
+    // the lock, and only that reading is checked and applied.
+    let Some(named) = read(jpath).map(|j| j.header.spool) else {
+        return;
     };
     let key = SpoolKey::of(&named);
-    let _session = match SessionLock::acquire(state, &named, &key) {
-        Ok(lock) => lock,
-        Err(e) => return skip(&named, &e),
-    };
-    // Read once: what is checked here is what recovery applies, whatever
-    // is renamed into the journal's place meanwhile.
-    let journal = match Journal::open(jpath) {
-        Ok(Some(j)) => j,
-        Ok(None) => return,
-        Err(JournalError::Io(e)) => {
-            log::warn!(
-                "startup recovery: journal {} outcome=left-for-next-login (cannot read it: {e})",
-                jpath.display()
-            );
-            return;
-        }
-        Err(JournalError::Unusable(reason)) => {
-            return set_aside(jpath, &format!("the journal is unusable: {reason}"))
-        }
-    };
-    let spool = journal.header.spool.clone();
-    if SpoolKey::of(&spool) != key {
+    if state.journal(&key) != jpath {
         return set_aside(
             jpath,
             &format!(
                 "it names the spool {}, whose journal has another name",
-                spool.display()
+                named.display()
             ),
+        );
+    }
+    let _session = match SessionLock::acquire(state, &named, &key) {
+        Ok(lock) => lock,
+        Err(e) => return skip(&named, &e),
+    };
+    // Read once under the lock: what is checked here is what recovery
+    // applies, whatever is renamed into the journal's place meanwhile.
+    let Some(journal) = read(jpath) else { return };
+    let spool = journal.header.spool.clone();
+    if SpoolKey::of(&spool) != key {
+        return set_aside(
+            jpath,
+            "it was replaced by a journal of another spool while its session lock was taken",
         );
     }
     // The helper opens a spool only for a journal whose proof includes
@@ -185,6 +173,25 @@ fn skip(spool: &Path, why: &dyn std::fmt::Display) {
         "startup recovery: spool={} outcome=left-for-next-login ({why})",
         spool.display()
     )
+}
+
+/// The journal at `jpath`; `None` when there is none any more, or it
+/// cannot be read now (logged) or ever (set aside).
+fn read(jpath: &Path) -> Option<Journal> {
+    match Journal::open(jpath) {
+        Ok(journal) => journal,
+        Err(JournalError::Io(e)) => {
+            log::warn!(
+                "startup recovery: journal {} outcome=left-for-next-login (cannot read it: {e})",
+                jpath.display()
+            );
+            None
+        }
+        Err(JournalError::Unusable(reason)) => {
+            set_aside(jpath, &format!("the journal is unusable: {reason}"));
+            None
+        }
+    }
 }
 
 /// The spool the privileged helper opened for `user`, if it is the one

@@ -25,8 +25,16 @@ use super::update::{apply, Span};
 pub(super) fn spool_in_scratch(
     data: &[u8],
 ) -> (tempfile::TempDir, std::path::PathBuf, StateDir, File) {
+    spool_named_in_scratch(data, "spool")
+}
+
+/// [`spool_in_scratch`], the spool's file name being `name`.
+pub(super) fn spool_named_in_scratch(
+    data: &[u8],
+    name: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, StateDir, File) {
     let dir = scratch();
-    let path = dir.path().join("spool");
+    let path = dir.path().join(name);
     std::fs::write(&path, data).unwrap();
     let state = StateDir::new(dir.path().join("state"));
     let file = File::options().read(true).write(true).open(&path).unwrap();
