@@ -9,14 +9,11 @@ use nix::sys::termios::{
     tcgetattr, tcsetattr, LocalFlags, SetArg, SpecialCharacterIndices, Termios,
 };
 
-use crate::account::constant_time_eq;
+use crate::account::{constant_time_eq, Password};
 use crate::privsep::crypt;
 
 /// What the terminal sends for ^C while ISIG is off.
 const CTRL_C: u8 = 0x03;
-
-/// A password in memory, overwritten when dropped.
-type Password = Zeroizing<Vec<u8>>;
 
 /// Reads a password from the terminal (asked twice, no echo) or, when
 /// stdin is not a terminal, one line of stdin; returns the yescrypt hash
@@ -28,7 +25,7 @@ pub fn hash_password_command() -> Result<String, String> {
     } else {
         read_line(&mut stdin.lock())?
     };
-    crypt::hash_password(&password).map_err(|e| format!("cannot hash the password: {e}"))
+    crypt::hash_password(password.as_bytes()).map_err(|e| format!("cannot hash the password: {e}"))
 }
 
 /// One line from a pipe or file, without its line end.
@@ -47,7 +44,7 @@ fn read_line(input: &mut dyn BufRead) -> Result<Password, String> {
 }
 
 /// Strips the line end and applies the rules every password must meet.
-fn finish(mut pw: Password) -> Result<Password, String> {
+fn finish(mut pw: Zeroizing<Vec<u8>>) -> Result<Password, String> {
     if pw.last() == Some(&b'\n') {
         pw.pop();
         if pw.last() == Some(&b'\r') {
@@ -66,7 +63,8 @@ fn finish(mut pw: Password) -> Result<Password, String> {
     if pw.contains(&0) {
         return Err("the password contains a NUL byte".into());
     }
-    Ok(pw)
+    // The bytes move (no copy); `pw` is left empty.
+    Ok(Password::new(std::mem::take(&mut *pw)))
 }
 
 /// Puts the terminal back as it was, also on early returns.
@@ -102,7 +100,7 @@ fn read_from_tty(fd: BorrowedFd<'_>, prompt: &mut dyn Write) -> Result<Password,
 
     let first = ask(fd, prompt, "Password: ")?;
     let second = ask(fd, prompt, "Retype password: ")?;
-    if !constant_time_eq(&first, &second) {
+    if !constant_time_eq(first.as_bytes(), second.as_bytes()) {
         return Err("the passwords do not match".into());
     }
     Ok(first)
@@ -143,7 +141,7 @@ mod tests {
     use std::sync::mpsc;
 
     fn line(input: &[u8]) -> Result<Vec<u8>, String> {
-        read_line(&mut Cursor::new(input.to_vec())).map(|p| p.to_vec())
+        read_line(&mut Cursor::new(input.to_vec())).map(|p| p.as_bytes().to_vec())
     }
 
     #[test]
@@ -211,7 +209,7 @@ mod tests {
         let mut echoed = vec![0u8; 4096];
         let n = nix::unistd::read(&pty.master, &mut echoed).unwrap_or(0);
         echoed.truncate(n);
-        (result.map(|p| p.to_vec()), echoed, echo_restored)
+        (result.map(|p| p.as_bytes().to_vec()), echoed, echo_restored)
     }
 
     #[test]

@@ -27,8 +27,8 @@ struct Client {
     deadline: Instant,
 }
 
-/// What happened to a conversation in one step.
-enum Step {
+/// Where a conversation stands after one step.
+enum Conversation {
     Waiting,
     Done,
 }
@@ -81,7 +81,7 @@ impl ControlServer {
         let Some(Some(client)) = self.clients.get_mut(slot) else {
             return;
         };
-        if let Step::Done = advance(client, answer) {
+        if let Conversation::Done = advance(client, answer) {
             self.close(slot, registry);
         }
     }
@@ -133,10 +133,10 @@ impl ControlServer {
             };
             // The request may already be there (edge-triggered: no second event).
             match advance(&mut client, &mut self.answer) {
-                Step::Done => {
+                Conversation::Done => {
                     let _ = registry.deregister(&mut client.stream);
                 }
-                Step::Waiting => self.clients[slot] = Some(client),
+                Conversation::Waiting => self.clients[slot] = Some(client),
             }
         }
     }
@@ -150,7 +150,7 @@ impl ControlServer {
 
 /// Reads the request, answers it, writes the reply — as far as the socket
 /// allows without blocking.
-fn advance(client: &mut Client, answer: &mut Answer) -> Step {
+fn advance(client: &mut Client, answer: &mut Answer) -> Conversation {
     if client.reply.is_none() {
         match read_request(client) {
             Ok(Some(line)) => {
@@ -163,20 +163,20 @@ fn advance(client: &mut Client, answer: &mut Answer) -> Step {
                 };
                 client.reply = Some(reply);
             }
-            Ok(None) => return Step::Waiting,
-            Err(_) => return Step::Done,
+            Ok(None) => return Conversation::Waiting,
+            Err(_) => return Conversation::Done,
         }
     }
     let Some(reply) = &client.reply else {
-        return Step::Waiting;
+        return Conversation::Waiting;
     };
     while let Some(rest) = reply.get(client.written..).filter(|r| !r.is_empty()) {
         match client.stream.write(rest) {
-            Ok(0) => return Step::Done,
+            Ok(0) => return Conversation::Done,
             Ok(n) => client.written += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Waiting,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Conversation::Waiting,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Step::Done,
+            Err(_) => return Conversation::Done,
         }
     }
     // Unread input at close would reset the client before it reads the
@@ -188,7 +188,7 @@ fn advance(client: &mut Client, answer: &mut Answer) -> Step {
             _ => break,
         }
     }
-    Step::Done
+    Conversation::Done
 }
 
 /// The request line once complete (up to LF, end of file, or one octet

@@ -41,7 +41,7 @@ pub struct DeliveryLocks {
     dotlock: Option<Dotlock>,
 }
 
-enum Step {
+enum LockAttempt {
     Held(DeliveryLocks),
     Busy(String),
 }
@@ -59,8 +59,8 @@ impl DeliveryLocks {
         let mut delay = limits::DELIVERY_LOCK_FIRST_RETRY;
         loop {
             let why = match attempt(file, spool, &policy.methods) {
-                Ok(Step::Held(locks)) => return Ok(locks),
-                Ok(Step::Busy(why)) => why,
+                Ok(LockAttempt::Held(locks)) => return Ok(locks),
+                Ok(LockAttempt::Busy(why)) => why,
                 Err(source) => {
                     return Err(MailboxError::Io {
                         path: spool.to_path_buf(),
@@ -82,7 +82,7 @@ impl DeliveryLocks {
     }
 }
 
-fn attempt(file: &File, spool: &Path, methods: &[LockMethod]) -> io::Result<Step> {
+fn attempt(file: &File, spool: &Path, methods: &[LockMethod]) -> io::Result<LockAttempt> {
     let mut held = DeliveryLocks {
         path: spool.to_path_buf(),
         fcntl: None,
@@ -95,7 +95,7 @@ fn attempt(file: &File, spool: &Path, methods: &[LockMethod]) -> io::Result<Step
             LockMethod::Fcntl if held.fcntl.is_none() => {
                 let dup = file.try_clone()?;
                 if !ofd::try_lock(&dup)? {
-                    return Ok(Step::Busy(format!(
+                    return Ok(LockAttempt::Busy(format!(
                         "another program holds an fcntl lock on {}",
                         spool.display()
                     )));
@@ -106,7 +106,7 @@ fn attempt(file: &File, spool: &Path, methods: &[LockMethod]) -> io::Result<Step
                 match Flock::lock(file.try_clone()?, FlockArg::LockExclusiveNonblock) {
                     Ok(l) => held.flock = Some(l),
                     Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                        return Ok(Step::Busy(format!(
+                        return Ok(LockAttempt::Busy(format!(
                             "another program holds a flock lock on {}",
                             spool.display()
                         )))
@@ -116,7 +116,7 @@ fn attempt(file: &File, spool: &Path, methods: &[LockMethod]) -> io::Result<Step
             }
             LockMethod::Dotlock if held.dotlock.is_none() => match dotlock::try_lock(spool) {
                 Ok(dotlock::Attempt::Held(d)) => held.dotlock = Some(d),
-                Ok(dotlock::Attempt::Busy(why)) => return Ok(Step::Busy(why)),
+                Ok(dotlock::Attempt::Busy(why)) => return Ok(LockAttempt::Busy(why)),
                 Err(e) => {
                     return Err(io::Error::new(
                         e.kind(),
@@ -130,7 +130,7 @@ fn attempt(file: &File, spool: &Path, methods: &[LockMethod]) -> io::Result<Step
             _ => {} // a method listed twice
         }
     }
-    Ok(Step::Held(held))
+    Ok(LockAttempt::Held(held))
 }
 
 impl Drop for DeliveryLocks {
