@@ -169,6 +169,10 @@ pub const IDLE_WRITE_CAPACITY: usize = 512;
 /// stopped reading.
 pub const GOODBYE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The TLS close_notify at the end of a session is best effort: a client
+/// that stopped reading holds the worker no longer than this.
+pub const CLOSE_NOTIFY_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How far the socket's read timeout may be off the time left before the
 /// deadline (at most this, and at most an eighth of the time left).
 pub const READ_TIMEOUT_SLACK: Duration = Duration::from_secs(1);
@@ -221,6 +225,30 @@ pub const MAX_CERT: usize = 16 * 1024;
 
 /// `CRYPT_MAX_PASSPHRASE_SIZE` in `<crypt.h>` counts the terminating NUL.
 pub const MAX_PASSWORD: usize = 511;
+
+// Failed logins per client address (auth/throttle.rs; the base delay is
+// `auth_fail_delay`).
+
+/// The delay after a failure doubles with each failure from the same
+/// address up to this: a guesser gets two tries a minute, and a client
+/// still waits (they time out after a minute or more).
+pub const THROTTLE_MAX_DELAY: Duration = Duration::from_secs(30);
+
+/// Failures in a row after which the address is refused: more than anyone
+/// mistyping a password makes, few for a guesser.
+pub const THROTTLE_BLOCK_AFTER: u32 = 10;
+
+/// How long a blocked address stays refused: guessing becomes slow, and
+/// users sharing the address (NAT) are not locked out for long.
+pub const THROTTLE_BLOCK_FOR: Duration = Duration::from_secs(300);
+
+/// Failures older than this are forgotten: a user who mistyped earlier
+/// starts afresh.
+pub const THROTTLE_FORGET_AFTER: Duration = Duration::from_secs(900);
+
+/// Addresses remembered at most, the stalest forgotten first: about 1 MiB,
+/// and a client with many addresses cannot grow it.
+pub const THROTTLE_MAX_ADDRESSES: usize = 16 * 1024;
 
 // Files read at startup.
 
@@ -327,6 +355,14 @@ pub const IDLE_WORKER_LINGER: Duration = Duration::from_secs(60);
 /// quickly, this only absorbs bursts.
 pub const LISTEN_BACKLOG: i32 = 1024;
 
+/// Log lines a second about refused connections (then one line with the
+/// count left out): a flood shows in the log without filling it.
+pub const REFUSAL_LOG_LINES_PER_SECOND: u32 = 5;
+
+/// Log lines a second about failures of accept(2) (out of descriptors): it
+/// fails again at every wakeup, and one line says it.
+pub const ACCEPT_ERROR_LOG_LINES_PER_SECOND: u32 = 1;
+
 /// After SIGTERM, sessions in the middle of a command get this long to
 /// finish it; idle sessions are closed at once.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -359,6 +395,11 @@ pub const CONTROL_MAX_REPLY: usize = 8 * 1024 * 1024;
 
 /// The longest `KICK` target: user names and addresses are far shorter.
 pub const CONTROL_MAX_TARGET: usize = 200;
+
+/// Unread input taken before a conversation is closed (closing with input
+/// unread would reset the client before it reads the reply); bounded so a
+/// client that keeps sending cannot hold the poll loop.
+pub const CONTROL_DRAIN_AT_CLOSE: usize = 64 * 1024;
 
 // Mailbox.
 

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use crate::account::{AuthOutcome, Login};
 use crate::authenticator::{Authenticator, ScramLogin};
+use crate::limits;
 use crate::sasl::{SecretLookup, KEY_LEN};
 
-/// The knobs; [`Policy::new`] gives the defaults.
+/// The knobs; [`Policy::new`] gives the defaults (limits.rs `THROTTLE_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     /// The driver's delay before every failure reply (`auth_fail_delay`).
@@ -36,11 +37,11 @@ impl Policy {
     pub fn new(base: Duration) -> Policy {
         Policy {
             base,
-            max_delay: Duration::from_secs(30),
-            block_after: 10,
-            block_for: Duration::from_secs(300),
-            forget_after: Duration::from_secs(900),
-            max_addresses: 16 * 1024,
+            max_delay: limits::THROTTLE_MAX_DELAY,
+            block_after: limits::THROTTLE_BLOCK_AFTER,
+            block_for: limits::THROTTLE_BLOCK_FOR,
+            forget_after: limits::THROTTLE_FORGET_AFTER,
+            max_addresses: limits::THROTTLE_MAX_ADDRESSES,
         }
     }
 }

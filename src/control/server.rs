@@ -13,7 +13,9 @@ use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use super::protocol::{err_reply, parse_request, Request};
-use crate::limits::{CONTROL_CLIENT_TIME, CONTROL_MAX_CLIENTS, CONTROL_MAX_REQUEST};
+use crate::limits::{
+    CONTROL_CLIENT_TIME, CONTROL_DRAIN_AT_CLOSE, CONTROL_MAX_CLIENTS, CONTROL_MAX_REQUEST,
+};
 
 /// What a request is answered with: the whole reply, framed.
 pub type Answer = Box<dyn FnMut(&Request) -> Vec<u8> + Send>;
@@ -182,7 +184,7 @@ fn advance(client: &mut Client, answer: &mut Answer) -> Conversation {
     // Unread input at close would reset the client before it reads the
     // reply: take what is there (bounded) first.
     let mut sink = [0u8; 1024];
-    for _ in 0..64 {
+    for _ in 0..CONTROL_DRAIN_AT_CLOSE / sink.len() {
         match client.stream.read(&mut sink) {
             Ok(n) if n > 0 => {}
             _ => break,

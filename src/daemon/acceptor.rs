@@ -138,8 +138,11 @@ impl Acceptor {
             waker,
             stop: Arc::new(AtomicBool::new(false)),
             admission,
-            refusals: LogLimiter::new("refused connections", 5),
-            accept_errors: LogLimiter::new("failures to accept a connection", 1),
+            refusals: LogLimiter::new("refused connections", limits::REFUSAL_LOG_LINES_PER_SECOND),
+            accept_errors: LogLimiter::new(
+                "failures to accept a connection",
+                limits::ACCEPT_ERROR_LOG_LINES_PER_SECOND,
+            ),
             on_reload: None,
             helpers: HelperWatch::new(&[]),
             control: None,

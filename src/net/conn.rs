@@ -4,6 +4,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
+use crate::limits;
 use crate::net::socket::Socket;
 use crate::net::stdio::Stdio;
 use crate::net::tls_conn::TlsConn;
@@ -111,7 +112,7 @@ impl Conn {
             let _ = t
                 .stream
                 .sock
-                .set_write_timeout(Some(Duration::from_secs(1)));
+                .set_write_timeout(Some(limits::CLOSE_NOTIFY_WRITE_TIMEOUT));
             t.stream.conn.send_close_notify();
             let _ = t.stream.flush();
         }
