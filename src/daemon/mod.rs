@@ -1,8 +1,11 @@
 //! The standalone daemon: startup in DESIGN.md's order, the accept loop, and an orderly shutdown.
 //!
-//! Startup: file-descriptor budget (daemon/fd_budget.rs) → listeners (bound, or from systemd) →
-//! detach (unless `-F`) → privileged helpers and privilege drop (when
-//! root; all before any thread exists) → block signals → worker pool →
+//! Startup: checks (daemon/preflight.rs) → file-descriptor budget
+//! (daemon/fd_budget.rs) → TLS keys → listeners (bound, or from systemd)
+//! and the control socket → detach (unless `-F`) → privileged helpers and
+//! privilege drop (when root; all before any thread exists) → block
+//! signals → startup recovery of spools a crash left mid-update (through
+//! the helper's startup channel, closed after it) → worker pool →
 //! `READY=1` → accept loop. SIGHUP reloads the log level and the TLS
 //! certificate and key; SIGTERM/SIGINT stop; the end of the last
 //! privileged helper stops the daemon with an error (while one lives, it

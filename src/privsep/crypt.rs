@@ -2,10 +2,13 @@
 //!
 //! libxcrypt implements every scheme Debian writes (`$y$` yescrypt is the
 //! default since bullseye) and is what PAM and shadow use, so hashes checked
-//! here behave exactly as they do for `login`. The two FFI calls below are
-//! this file's only `unsafe` code (the PAM conversation in `pam.rs` and the
-//! descriptor passing in `helper.rs` and `auth/helper_client.rs` have their
-//! own, each commented where it stands).
+//! here behave exactly as they do for `login`. This file's only `unsafe`
+//! code is the two FFI calls below and the reading of `crypt_rn`'s
+//! NUL-terminated result (`CStr::from_ptr`); elsewhere, the PAM
+//! conversation in `pam.rs`, the forks in `helper.rs`, `pid_file_keeper.rs`
+//! and `daemon/detach.rs`, and taking ownership of a received or inherited
+//! descriptor in `auth/helper_client.rs` and `daemon/systemd.rs` have their
+//! own, each commented where it stands.
 
 use std::ffi::{c_char, c_int, c_ulong, c_void, CStr, CString};
 use std::fmt;

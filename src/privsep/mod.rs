@@ -49,6 +49,28 @@
 //!   `tls_client_ca`, which the helper read as root at startup (with
 //!   `pki/`'s verifier and name reading, which the handshake shares).
 //!
+//! Also as root, before the drop, outside this folder: only what it
+//! produces (the configuration, the TLS keys, the bound sockets, the log's
+//! connection, the pid file) outlives `privileges.rs`, not the code:
+//!
+//! * `main.rs`, `config/`, `logging.rs` — reading the configuration file
+//!   and setting up the log.
+//! * `daemon/preflight.rs` — the startup checks (paths, owners, modes);
+//!   `daemon/fd_budget.rs` — raising the descriptor limit.
+//! * `net/tls.rs` with `pki/files.rs` — reading the TLS certificate and
+//!   key (the key file may be readable by root only).
+//! * `daemon/listeners.rs` (or `daemon/systemd.rs` for sockets systemd
+//!   passes) — binding the POP3 ports (below 1024).
+//! * `daemon/detach.rs` — the pid file check, the fork into the background
+//!   and writing the pid file.
+//!
+//! Inside the helper, from other folders: `pki/` (the client CA verifier
+//! and certificate names, for `cert_login.rs`), `sasl/scram_secret.rs`
+//! (stored SCRAM secrets read from the passwd file and the proof checked
+//! against them), `account.rs`, `authenticator.rs`, `config/`, `limits.rs`
+//! and `exhaustion.rs` — data types and pure code; their only I/O there
+//! is `pki/files.rs` reading `tls_client_ca` at startup.
+//!
 //! Without root (`ironpop` started as an ordinary user, or `-i`/demo modes
 //! that choose it) the same code runs in-process with the user's own rights.
 //! The network side of the helper (its client, the per-session
