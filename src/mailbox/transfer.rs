@@ -401,49 +401,57 @@ mod tests {
         out
     }
 
-    #[test]
-    fn random_messages_match_the_reference_encoder_in_random_chunks() {
-        // Long runs without LF make chunks sparse enough for the
-        // line-copying path; the rest sends most chunks to the byte loop.
-        let pieces: [&[u8]; 10] = [
-            b"\n",
-            b"\r",
-            b"\r\n",
-            b".",
-            b"..",
-            b"x",
-            b"text ",
-            b"\n.\n",
-            b"\n\n",
-            b"a longer run of text, with no line end in it at all",
-        ];
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut below = |n: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n as u64) as usize
-        };
-        for round in 0..3000 {
-            let mut input = Vec::new();
-            for _ in 0..below(60) {
-                input.extend_from_slice(pieces[below(pieces.len())]);
-            }
-            let body_lines = [None, Some(0), Some(1), Some(3)][below(4)];
+    /// What random messages are spliced from. Long runs without LF make
+    /// chunks sparse enough for the line-copying path; the rest sends most
+    /// chunks to the byte loop.
+    const PIECES: [&[u8]; 10] = [
+        b"\n",
+        b"\r",
+        b"\r\n",
+        b".",
+        b"..",
+        b"x",
+        b"text ",
+        b"\n.\n",
+        b"\n\n",
+        b"a longer run of text, with no line end in it at all",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(crate::test_support::proptest_cases(3000))]
+
+        /// Messages spliced from [`PIECES`], encoded in chunks of 1 to 80
+        /// bytes, come out as the reference encoder says, with the count of
+        /// stuffed dots.
+        #[test]
+        fn random_messages_match_the_reference_encoder_in_random_chunks(
+            picks in proptest::collection::vec(0..PIECES.len(), 0..60),
+            body_lines in proptest::prop_oneof![
+                proptest::strategy::Just(None),
+                proptest::strategy::Just(Some(0)),
+                proptest::strategy::Just(Some(1)),
+                proptest::strategy::Just(Some(3)),
+            ],
+            chunks in proptest::collection::vec(1usize..=80, 1..64),
+        ) {
+            let input: Vec<u8> = picks.iter().flat_map(|&i| PIECES[i].iter().copied()).collect();
             let expected = reference_encode(&input, body_lines);
             let mut enc = Encoder::new(body_lines);
             let mut out = Vec::new();
             let mut rest = &input[..];
-            while !rest.is_empty() {
-                let n = (1 + below(80)).min(rest.len());
+            for &n in chunks.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let n = n.min(rest.len());
                 enc.encode(&rest[..n], &mut out);
                 rest = &rest[n..];
             }
             enc.finish(&mut out);
-            assert_eq!(out, expected, "round {round}, {body_lines:?}: {input:?}");
+            proptest::prop_assert_eq!(&out, &expected);
             let dots = expected.windows(3).filter(|w| w == b"\n..").count()
                 + usize::from(expected.starts_with(b".."));
-            assert_eq!(enc.stuffed_dots(), dots as u64, "round {round}");
+            proptest::prop_assert_eq!(enc.stuffed_dots(), dots as u64);
         }
     }
 }

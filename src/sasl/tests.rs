@@ -206,23 +206,21 @@ fn failure_classes_and_texts() {
     assert!(Failure::TooLong.to_string().contains("8192"));
 }
 
-#[test]
-fn arbitrary_input_never_panics() {
-    // A cheap deterministic fuzz over every mechanism and both entry points.
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    for round in 0..2000 {
-        let len = (round % 64) as usize;
-        let mut bytes = Vec::with_capacity(len);
-        for _ in 0..len {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            bytes.push(if seed % 3 == 0 {
-                b','
-            } else {
-                (seed >> 8) as u8
-            });
-        }
+proptest::proptest! {
+    #![proptest_config(crate::test_support::proptest_cases(2000))]
+
+    /// A cheap fuzz over every mechanism and both entry points: bytes with
+    /// many commas (SCRAM's separator), none of which may panic.
+    #[test]
+    fn arbitrary_input_never_panics(
+        bytes in proptest::collection::vec(
+            proptest::prop_oneof![
+                1 => proptest::strategy::Just(b','),
+                2 => proptest::num::u8::ANY,
+            ],
+            0..64,
+        ),
+    ) {
         for mech in Mechanism::ALL {
             let mut ex = Exchange::start(mech, &ctx_with_all()).unwrap();
             let _ = ex.step(&bytes);
