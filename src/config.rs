@@ -93,7 +93,7 @@ pub struct Config {
     pub lock_timeout: Duration,
     /// RFC 2449 EXPIRE: retrieved messages are deleted this long after
     /// their first retrieval (default never).
-    pub expire_days: crate::mailbox::Expire,
+    pub expire_days: Expire,
     /// RFC 2449 LOGIN-DELAY: minimum time between two logins to a spool.
     pub login_delay: Duration,
     pub proxy_protocol_from: Vec<IpAddr>,
@@ -101,6 +101,8 @@ pub struct Config {
     pub log_level: log::LevelFilter,
 }
 
+mod expire;
+mod facility;
 mod keyword;
 mod lex;
 mod render;
@@ -108,6 +110,8 @@ mod render;
 mod tests;
 mod validate;
 
+pub use expire::Expire;
+pub use facility::facility_from_name;
 pub use lex::{lex, Entry};
 pub use validate::validate;
 
@@ -291,7 +295,7 @@ impl Config {
             auth_fail_delay: limits::DEFAULT_AUTH_FAIL_DELAY,
             lock_methods: vec![LockMethod::Fcntl, LockMethod::Dotlock],
             lock_timeout: limits::DEFAULT_LOCK_TIMEOUT,
-            expire_days: crate::mailbox::Expire::Never,
+            expire_days: Expire::Never,
             login_delay: Duration::ZERO,
             proxy_protocol_from: Vec::new(),
             syslog_facility: "mail".to_owned(),

@@ -5,6 +5,8 @@ use std::ffi::CStr;
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use nix::syslog::{self, Facility, LogFlags, Priority, Severity};
 
+use crate::config::facility_from_name;
+
 /// The syslog ident (program name in each line).
 const IDENT: &CStr = c"ironpop";
 
@@ -94,30 +96,6 @@ pub fn install_panic_hook() {
     }));
 }
 
-/// The facility for a `syslog_facility` config value.
-pub fn facility_from_name(name: &str) -> Option<Facility> {
-    Some(match name.to_ascii_lowercase().as_str() {
-        "mail" => Facility::LOG_MAIL,
-        "daemon" => Facility::LOG_DAEMON,
-        "auth" => Facility::LOG_AUTH,
-        "user" => Facility::LOG_USER,
-        "kern" => Facility::LOG_KERN,
-        "syslog" => Facility::LOG_SYSLOG,
-        "lpr" => Facility::LOG_LPR,
-        "news" => Facility::LOG_NEWS,
-        "uucp" => Facility::LOG_UUCP,
-        "local0" => Facility::LOG_LOCAL0,
-        "local1" => Facility::LOG_LOCAL1,
-        "local2" => Facility::LOG_LOCAL2,
-        "local3" => Facility::LOG_LOCAL3,
-        "local4" => Facility::LOG_LOCAL4,
-        "local5" => Facility::LOG_LOCAL5,
-        "local6" => Facility::LOG_LOCAL6,
-        "local7" => Facility::LOG_LOCAL7,
-        _ => return None,
-    })
-}
-
 fn severity(level: Level) -> Severity {
     match level {
         Level::Error => Severity::LOG_ERR,
@@ -154,19 +132,6 @@ impl Log for SyslogLogger {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn facility_names() {
-        assert!(matches!(
-            facility_from_name("mail"),
-            Some(Facility::LOG_MAIL)
-        ));
-        assert!(matches!(
-            facility_from_name("LOCAL7"),
-            Some(Facility::LOG_LOCAL7)
-        ));
-        assert!(facility_from_name("mial").is_none());
-    }
 
     #[test]
     fn syslog_reachability_is_probed() {

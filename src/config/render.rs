@@ -5,9 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::keyword::Keyword;
-use super::{CertUserField, Config, LockMethod, Passdb, PlaintextAuth};
+use super::{CertUserField, Config, Expire, LockMethod, Passdb, PlaintextAuth};
 use crate::limits;
-use crate::mailbox::Expire;
 
 fn addrs(list: &[SocketAddr]) -> Vec<String> {
     list.iter().map(SocketAddr::to_string).collect()

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use super::keyword::Keyword;
 use super::lex::{shorten, Entry};
-use super::{default_listen_tls, Config, ConfigError, LockMethod, Passdb};
+use super::{
+    default_listen_tls, facility_from_name, Config, ConfigError, Expire, LockMethod, Passdb,
+};
 use crate::limits::{
     self, MAX_FAIL_DELAY_SECS, MAX_LOCK_TIMEOUT_SECS, MAX_SESSIONS_LIMIT, MAX_TIMEOUT_SECS,
 };
-use crate::mailbox::Expire;
 
 /// Keys that may be repeated (each line adds to the list).
 const LIST_KEYS: &[&str] = &[
@@ -230,7 +231,7 @@ fn set_scalar(c: &mut Config, key: &str, v: &str) -> Result<(), String> {
         "login_delay" => c.login_delay = seconds(key, v, 0, limits::MAX_LOGIN_DELAY_SECS)?,
         "syslog_facility" => {
             // The logger's own table, so -t accepts exactly what the daemon can open.
-            if crate::logging::facility_from_name(v).is_none() {
+            if facility_from_name(v).is_none() {
                 return Err(bad(
                     key,
                     "a syslog facility such as mail, daemon or local0",

@@ -6,12 +6,13 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::config::Expire;
 use crate::config::LockMethod;
 use crate::mailbox::delivery_lock::LockPolicy;
 use crate::mailbox::indexed_scan::ScanKind;
 use crate::mailbox::mbox::{MboxMaildrop, MboxSettings};
 use crate::mailbox::state::{SpoolKey, StateDir};
-use crate::mailbox::{Expire, MailPolicy, Maildrop};
+use crate::mailbox::{MailPolicy, Maildrop};
 
 fn message(n: usize, body: &str) -> String {
     format!(

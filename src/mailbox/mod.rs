@@ -35,7 +35,7 @@ pub mod update;
 mod update_crash_tests;
 
 pub use mbox::{MboxMaildrop, MboxOpener};
-pub use policy::{Expire, MailPolicy};
+pub use policy::MailPolicy;
 
 use std::fmt;
 use std::io;
