@@ -1,8 +1,9 @@
 //! The control socket: `ironpop --who`, `--kick` and `--stats` ask the running daemon over a Unix socket.
 //!
 //! * `protocol`: the request and reply lines (pure, fuzzed);
-//! * `server`: the daemon's side, served from the acceptor's poll loop;
-//!   `answer`: what it answers, from the session table and the counters;
+//! * `server`: the daemon's side, served from the acceptor's poll loop
+//!   (what it answers, from the session table and the counters, is
+//!   `daemon/control_answer.rs`: nothing here imports the daemon);
 //! * `client`: the command-line side; `command`: the three commands;
 //!   `render`: the tables and the OpenMetrics text they print;
 //! * `locks`: `--who` without a daemon (inetd mode), from the session
@@ -10,7 +11,6 @@
 //!
 //! The socket's file is made as root, in `privsep::control_socket`.
 
-pub mod answer;
 pub mod client;
 pub mod command;
 pub mod locks;

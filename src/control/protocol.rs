@@ -18,6 +18,10 @@ use std::net::IpAddr;
 
 use crate::limits::{CONTROL_MAX_REPLY, CONTROL_MAX_REQUEST, CONTROL_MAX_TARGET};
 
+/// The `STATS` lines that are not counters: gauges of the daemon itself.
+pub const UPTIME: &str = "uptime_seconds";
+pub const SESSIONS: &str = "sessions_now";
+
 /// What a control client asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {

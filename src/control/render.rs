@@ -2,8 +2,8 @@
 
 use std::fmt::Write;
 
-use super::answer::{SESSIONS, UPTIME};
 use super::protocol::WhoRow;
+use super::protocol::{SESSIONS, UPTIME};
 use crate::counters;
 
 /// `--who`: a header, then one line per session sorted by user (then

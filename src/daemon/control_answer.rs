@@ -1,18 +1,19 @@
 //! What the daemon answers on its control socket: `WHO`, `KICK` and `STATS` from the session table and the counters.
+//!
+//! Here, not in `control/`, because it reads the daemon's session table:
+//! `control/` (the protocol, the socket server, the client) imports
+//! nothing of the daemon.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::protocol::{ok_reply, Request};
+use super::sessions::SessionTable;
+use crate::control::protocol::{ok_reply, Request, SESSIONS, UPTIME};
+use crate::control::server::Answer;
 use crate::counters;
-use crate::daemon::sessions::SessionTable;
-
-/// The `STATS` lines that are not counters: gauges of the daemon itself.
-pub const UPTIME: &str = "uptime_seconds";
-pub const SESSIONS: &str = "sessions_now";
 
 /// The answer function of the daemon started at `started`.
-pub fn answerer(table: Arc<SessionTable>, started: Instant) -> super::server::Answer {
+pub fn answerer(table: Arc<SessionTable>, started: Instant) -> Answer {
     Box::new(move |request| answer(request, &table, started))
 }
 

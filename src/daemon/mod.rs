@@ -13,6 +13,7 @@
 
 pub mod acceptor;
 pub mod admission;
+pub mod control_answer;
 pub mod demo;
 pub mod demo_tls;
 pub mod detach;
@@ -180,7 +181,7 @@ pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), Dae
         .map_err(|e| DaemonError::system("set up the event loop", e))?;
     acceptor.watch_helpers(&helpers);
     if let Some(listener) = control {
-        let answer = crate::control::answer::answerer(Arc::clone(&table), Instant::now());
+        let answer = control_answer::answerer(Arc::clone(&table), Instant::now());
         acceptor
             .serve_control(ControlServer::new(listener, answer))
             .map_err(|e| DaemonError::system("set up the control socket", e))?;
