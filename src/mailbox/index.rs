@@ -11,8 +11,8 @@
 //! ```text
 //! magic "IRONPOPX" | version u32 | path_len u32 | path bytes
 //! inode u64 | indexed_len u64 (L: the prefix the entries describe)
-//! stat size u64 | mtime s,ns i64 i64 | ctime s,ns i64 i64   (hints only)
-//! written_at i64 | full_scan_at i64 | count u64
+//! stat size u64 | mtime s,ns i64 i64 | ctime s,ns i64 i64
+//! stat taken_at i64 | full_scan_at i64 | count u64
 //! count × entry: from_offset u64 | content_offset u64 | content_len u64
 //!                | size u64 | uid digest [16] | raw hash u128
 //!                | retrieved_at i64
@@ -29,7 +29,9 @@
 use super::scan::ScannedMessage;
 
 const MAGIC: &[u8; 8] = b"IRONPOPX";
-const VERSION: u32 = 2;
+/// 3: the stat is the one taken before the indexed bytes were read (2 took
+/// it when the index was written, which could hide an edit made meanwhile).
+const VERSION: u32 = 3;
 /// Bytes per message entry.
 pub const ENTRY_LEN: usize = 4 * 8 + 16 + 16 + 8;
 
@@ -45,13 +47,31 @@ pub struct Entry {
     pub retrieved_at: i64,
 }
 
-/// What the stat of the spool said when the index was written: a hint
-/// for how hard to check, never a proof on its own.
+/// What the stat of the spool said just before the bytes the index
+/// describes were read (after an update: right after this server wrote
+/// them, under the delivery locks). Any write changes mtime and ctime, so
+/// a spool that has not grown must still show exactly this stat; a spool
+/// that grew says nothing about its old bytes, and gets more samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StatHint {
     pub size: u64,
     pub mtime: Stamp,
     pub ctime: Stamp,
+    /// Unix time (the real clock) the stat was taken: a change within the
+    /// same clock tick may leave mtime and ctime as they were ("racy").
+    pub taken_at: i64,
+}
+
+impl StatHint {
+    /// The same size, mtime and ctime (whenever each was taken).
+    pub fn same_file_stat(&self, other: &StatHint) -> bool {
+        (self.size, self.mtime, self.ctime) == (other.size, other.mtime, other.ctime)
+    }
+
+    /// The spool changed less than a second before the stat was taken.
+    pub fn racy(&self) -> bool {
+        self.ctime.0.max(self.mtime.0) >= self.taken_at - 1
+    }
 }
 
 /// A decoded index.
@@ -64,7 +84,6 @@ pub struct Index {
     /// L: the entries describe exactly the bytes `[0, L)`.
     pub indexed_len: u64,
     pub hint: StatHint,
-    pub written_at: i64,
     /// When the entries were last built by a scan of the whole file.
     pub full_scan_at: i64,
     pub entries: Vec<Entry>,
@@ -131,7 +150,7 @@ impl Index {
             out.extend_from_slice(&v.to_le_bytes());
         }
         let (m, c) = (self.hint.mtime, self.hint.ctime);
-        for v in [m.0, m.1, c.0, c.1, self.written_at, self.full_scan_at] {
+        for v in [m.0, m.1, c.0, c.1, self.hint.taken_at, self.full_scan_at] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
@@ -173,7 +192,7 @@ impl Index {
         let size = r.u64()?;
         let mtime = (r.i64()?, r.i64()?);
         let ctime = (r.i64()?, r.i64()?);
-        let written_at = r.i64()?;
+        let taken_at = r.i64()?;
         let full_scan_at = r.i64()?;
         let count = r.u64()?;
         if Some(r.0.len() as u64) != count.checked_mul(ENTRY_LEN as u64) {
@@ -209,8 +228,12 @@ impl Index {
             path,
             inode,
             indexed_len,
-            hint: StatHint { size, mtime, ctime },
-            written_at,
+            hint: StatHint {
+                size,
+                mtime,
+                ctime,
+                taken_at,
+            },
             full_scan_at,
             entries,
         };

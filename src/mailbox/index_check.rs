@@ -1,7 +1,7 @@
 //! Whether a stored spool index still describes the spool, and the scan of what was appended since.
 //!
 //! The index describes the prefix `[0, L)`. It is used only if all of
-//! these hold; any doubt means a full scan (never stale data):
+//! these hold; any doubt means a full scan:
 //!
 //! 1. the file decodes: magic, version, checksum, ordered offsets (`index`);
 //! 2. it names this spool (canonical path) and this file (inode), and the
@@ -9,25 +9,31 @@
 //! 3. it was built by a full scan less than a day ago
 //!    (`limits::INDEX_FULL_SCAN_AFTER`): whatever the checks below miss
 //!    lives at most that long;
-//! 4. sampled messages — the first, the one before the last and
+//! 4. a spool that has not grown (size L) still shows the stat recorded
+//!    just before its bytes were read: the same size, mtime and ctime. Any
+//!    write sets both, so an in-place edit that keeps the length (a mail
+//!    reader changing a header) means a full scan. An append always grows
+//!    the file, so the common case costs nothing;
+//! 5. sampled messages — the first, the one before the last and
 //!    [`limits::INDEX_SAMPLES_QUIET`] or [`limits::INDEX_SAMPLES_CHANGED`] random others — are
 //!    re-read and re-scanned: each must start with `From ` after a blank
 //!    line, end where the next `From ` starts, and scan to the same
 //!    content range, POP3 size and UID digest. More samples when the
-//!    stat hint (size, mtime, ctime) differs from the one recorded, or was
-//!    recorded within a second of a change (a write in the same clock
-//!    tick leaves mtime unchanged): the hint only ever adds checks;
-//! 5. the last indexed message and everything after it are scanned again
+//!    spool grew, or its stat was taken within a second of a change;
+//! 6. the last indexed message and everything after it are scanned again
 //!    (a new message can only start after it): the rescan must find the
 //!    last message where the index has it, and, when the file has not
 //!    grown, exactly as the index has it.
 //!
-//! What this cannot catch: a rewrite that keeps every byte offset, hits
-//! no sampled message and not the last one (for instance one changed
-//! character in the body of message 500 of 100 000, or a size-neutral
-//! edit of a header). The LIST size, UIDL and framing of that message are
-//! then served from the index until the next full scan; its content is
-//! always read from the file, and RETR/TOP check its start and end first.
+//! What this cannot catch: a spool that grew (mail was appended) *and*
+//! was rewritten in place since the last login without moving any byte
+//! offset, where the rewritten message is neither sampled nor the last
+//! one; or an in-place edit in the same clock tick (a few milliseconds;
+//! a second where the file system keeps whole seconds) as the write
+//! before the recorded stat, which leaves mtime and ctime as they were. The LIST
+//! size and UIDL of that message are then served from the index until
+//! the next full scan; RETR and TOP re-scan the message before sending it,
+//! refuse it with `-ERR [SYS/TEMP]` and drop the index.
 
 use std::collections::hash_map::RandomState;
 use std::fs::{File, Metadata};
@@ -49,14 +55,22 @@ pub struct Contents {
     pub scanned_len: u64,
     /// When the messages before the tail were last found by a full scan.
     pub full_scan_at: i64,
+    /// The spool's stat taken before the bytes described were read.
+    pub stat: StatHint,
 }
 
-/// The stat hint of an open spool.
+/// The stat of an open spool (`meta`), taken now.
 pub fn hint_of(meta: &Metadata) -> StatHint {
+    // The real clock, not the test clock: it is compared with the file's
+    // own timestamps.
+    let taken_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     StatHint {
         size: meta.size(),
         mtime: (meta.mtime(), meta.mtime_nsec()),
         ctime: (meta.ctime(), meta.ctime_nsec()),
+        taken_at,
     }
 }
 
@@ -82,32 +96,36 @@ pub fn scan_file(
     Ok(scanner.finish())
 }
 
-/// Uses `index` for the spool `file` (whose canonical path is `path` and
-/// whose metadata is `meta`), scanning only its last message and what
-/// follows. `Ok(Err(why))`: the index cannot be trusted, scan it all.
+/// Uses `index` for the spool `file` (whose canonical path is `path`,
+/// inode `inode` and stat `stat`, taken before any of it was read),
+/// scanning only its last message and what follows. `Ok(Err(why))`: the
+/// index cannot be trusted, scan it all.
 pub fn reuse(
     index: &mut Index,
     path: &[u8],
     file: &File,
-    meta: &Metadata,
+    (inode, stat): (u64, StatHint),
     now: i64,
     tick: &mut dyn FnMut(),
 ) -> io::Result<Result<Contents, &'static str>> {
     if index.path != path {
         return Ok(Err("it belongs to another spool"));
     }
-    if index.inode != meta.ino() {
+    if index.inode != inode {
         return Ok(Err("the spool was replaced by another file"));
     }
-    if meta.size() < index.indexed_len {
+    if stat.size < index.indexed_len {
         return Ok(Err("the spool is shorter than the index"));
     }
     let age = now.saturating_sub(index.full_scan_at);
     if !(0..limits::INDEX_FULL_SCAN_AFTER.as_secs() as i64).contains(&age) {
         return Ok(Err("its last full scan is a day old"));
     }
-    let quiet = hint_of(meta) == index.hint && index.hint.ctime.0 < index.written_at - 1;
-    let samples = if quiet {
+    let unchanged = stat.same_file_stat(&index.hint);
+    if stat.size == index.indexed_len && !unchanged {
+        return Ok(Err("the spool was written without growing"));
+    }
+    let samples = if unchanged && !index.hint.racy() {
         limits::INDEX_SAMPLES_QUIET
     } else {
         limits::INDEX_SAMPLES_CHANGED
@@ -122,7 +140,7 @@ pub fn reuse(
             return Ok(Err("a sampled message is not where the index has it"));
         }
     }
-    rescan_tail(index, file, meta.size(), tick)
+    rescan_tail(index, file, stat, tick)
 }
 
 /// Entry 0, the one before the last, and `random` others below the last
@@ -195,14 +213,15 @@ pub fn message_matches(
     Ok(scanner.finish().messages.as_slice() == std::slice::from_ref(m))
 }
 
-/// Scans from the last indexed message to `size` and joins the result to
-/// the rest of the index.
+/// Scans from the last indexed message to the end the spool's `stat`
+/// shows and joins the result to the rest of the index.
 fn rescan_tail(
     index: &mut Index,
     file: &File,
-    size: u64,
+    stat: StatHint,
     tick: &mut dyn FnMut(),
 ) -> io::Result<Result<Contents, &'static str>> {
+    let size = stat.size;
     let last = index.entries.last();
     let scanner = match &last {
         Some(l) if l.message.from_offset > 0 => Scanner::resume_at(l.message.from_offset),
@@ -241,17 +260,19 @@ fn rescan_tail(
         retrieved,
         scanned_len: size,
         full_scan_at: index.full_scan_at,
+        stat,
     }))
 }
 
-/// The index that describes `contents` of the spool `file`.
-pub fn build(path: &[u8], meta: &Metadata, contents: &Contents, now: i64) -> Index {
+/// The index that describes `contents` of the spool `file` (`meta`: its
+/// metadata now, for the inode; the stat it records is the one taken
+/// before `contents` were read).
+pub fn build(path: &[u8], meta: &Metadata, contents: &Contents) -> Index {
     Index {
         path: path.to_vec(),
         inode: meta.ino(),
         indexed_len: contents.scanned_len,
-        hint: hint_of(meta),
-        written_at: now,
+        hint: contents.stat,
         full_scan_at: contents.full_scan_at,
         entries: contents
             .messages

@@ -16,8 +16,8 @@ fn sample() -> Index {
             size: scan.scanned_len,
             mtime: (1_700_000_000, 5),
             ctime: (1_700_000_001, 6),
+            taken_at: 1_700_000_002,
         },
-        written_at: 1_700_000_002,
         full_scan_at: 1_700_000_000,
         entries: scan
             .messages

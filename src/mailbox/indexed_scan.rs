@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::index_check::{self, Contents};
@@ -39,7 +40,10 @@ pub fn scan(
     now: i64,
     tick: &mut dyn FnMut(),
 ) -> io::Result<(Contents, ScanKind)> {
+    // Taken before anything is read: a write after it changes the stat
+    // the next login compares with.
     let meta = file.metadata()?;
+    let stat = index_check::hint_of(&meta);
     let stored = if use_index {
         index_store::load(state, key).unwrap_or_else(|why| {
             log::warn!("spool index not used: {why}");
@@ -50,29 +54,31 @@ pub fn scan(
     };
     let path = index_path(key);
     let old = match stored {
-        Some(mut index) => match index_check::reuse(&mut index, &path, file, &meta, now, tick)? {
-            Ok(contents) => {
-                let kind = if contents.scanned_len == index.indexed_len {
-                    ScanKind::Unchanged
-                } else {
-                    ScanKind::Tail
-                };
-                log::debug!(
-                    "mailbox {}: spool index used; {} new bytes scanned",
-                    spool.display(),
-                    contents.scanned_len - index.indexed_len
-                );
-                return Ok((contents, kind));
+        Some(mut index) => {
+            match index_check::reuse(&mut index, &path, file, (meta.ino(), stat), now, tick)? {
+                Ok(contents) => {
+                    let kind = if contents.scanned_len == index.indexed_len {
+                        ScanKind::Unchanged
+                    } else {
+                        ScanKind::Tail
+                    };
+                    log::debug!(
+                        "mailbox {}: spool index used; {} new bytes scanned",
+                        spool.display(),
+                        contents.scanned_len - index.indexed_len
+                    );
+                    return Ok((contents, kind));
+                }
+                Err(why) => {
+                    log::info!(
+                        "mailbox {}: spool index not used ({why}); scanning it all",
+                        spool.display()
+                    );
+                    // Retrieval times carry over only within this spool.
+                    Some(index).filter(|i| i.path == path)
+                }
             }
-            Err(why) => {
-                log::info!(
-                    "mailbox {}: spool index not used ({why}); scanning it all",
-                    spool.display()
-                );
-                // Retrieval times carry over only within this spool.
-                Some(index).filter(|i| i.path == path)
-            }
-        },
+        }
         None => None,
     };
     let scan = index_check::scan_file(file, Scanner::new(), meta.len(), tick)?;
@@ -86,6 +92,7 @@ pub fn scan(
             retrieved,
             scanned_len: scan.scanned_len,
             full_scan_at: now,
+            stat,
         },
         ScanKind::Full,
     ))

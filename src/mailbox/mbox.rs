@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::delivery_lock::{DeliveryLocks, LockPolicy};
+use super::index::StatHint;
 use super::index_check::{self, Contents};
 use super::indexed_scan::{self, ScanKind};
 use super::policy::{self, MailPolicy};
@@ -288,6 +289,8 @@ impl MboxMaildrop {
                     messages: scan.messages,
                     scanned_len: scan.scanned_len,
                     full_scan_at: 0,
+                    // Never stored: an inspection writes no index.
+                    stat: StatHint::default(),
                 };
                 Some((contents, ScanKind::Full))
             }
@@ -314,6 +317,7 @@ impl MboxMaildrop {
                     retrieved: Vec::new(),
                     scanned_len: 0,
                     full_scan_at: 0,
+                    stat: StatHint::default(),
                 },
                 retrieved_now: Vec::new(),
                 scan_kind: None,
@@ -498,6 +502,12 @@ impl Maildrop for MboxMaildrop {
                 deleted,
             )
         });
+        // The spool as this update left it, taken before the delivery
+        // locks go: the next login compares its stat with this one.
+        let stat = match &updated {
+            Ok(_) => spool.file.metadata().ok().map(|m| index_check::hint_of(&m)),
+            Err(_) => None,
+        };
         drop(locks);
         if let Err(e) = updated {
             // The spool changed under us, or the update was undone (or is
@@ -505,8 +515,13 @@ impl Maildrop for MboxMaildrop {
             self.drop_index();
             return Err(e);
         }
-        self.contents = maildrop_index::compacted(&self.contents, deleted);
-        self.index_stale = true;
+        match stat {
+            Some(stat) => {
+                self.contents = maildrop_index::compacted(&self.contents, deleted, stat);
+                self.index_stale = true;
+            }
+            None => self.drop_index(),
+        }
         Ok(report)
     }
 }

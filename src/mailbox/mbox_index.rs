@@ -2,9 +2,10 @@
 
 use super::{MboxMaildrop, ScanKind};
 use crate::limits;
+use crate::mailbox::index::StatHint;
 use crate::mailbox::index_check::{self, Contents};
 use crate::mailbox::indexed_scan;
-use crate::mailbox::{index_store, policy, MailboxError};
+use crate::mailbox::{index_store, MailboxError};
 
 impl MboxMaildrop {
     /// How the messages were found at login (`None`: no spool file).
@@ -69,7 +70,7 @@ impl MboxMaildrop {
         self.index_stale = false;
         let saved = spool.file.metadata().and_then(|meta| {
             let path = indexed_scan::index_path(key);
-            let index = index_check::build(&path, &meta, &self.contents, policy::now());
+            let index = index_check::build(&path, &meta, &self.contents);
             index_store::store(&settings.state, key, &index)
         });
         if let Err(e) = saved {
@@ -102,13 +103,15 @@ impl MboxMaildrop {
 
 /// The contents after the update removed the deleted messages' raw
 /// ranges: the kept ones move down by the bytes removed before them.
-pub(super) fn compacted(contents: &Contents, deleted: &[bool]) -> Contents {
+/// `stat`: the spool's, taken right after the update under its locks.
+pub(super) fn compacted(contents: &Contents, deleted: &[bool], stat: StatHint) -> Contents {
     let mut removed = 0;
     let mut out = Contents {
         messages: Vec::new(),
         retrieved: Vec::new(),
         scanned_len: 0,
         full_scan_at: contents.full_scan_at,
+        stat,
     };
     for (i, (m, &t)) in contents
         .messages
