@@ -101,10 +101,19 @@ impl Shared {
     fn lost(&self, pid: i32, e: &io::Error) {
         let mut idle = self.lock();
         idle.alive = idle.alive.saturating_sub(1);
+        let left = idle.alive;
         drop(idle);
         self.freed.notify_all();
         counters::bump(Counter::HelperFailures);
         log::error!("privileged helper (pid {pid}) failed and is given up: {e}");
+        if left == 0 {
+            // A helper that died stops the daemon (helpers_watch.rs); one
+            // that hangs for good does not, so say what that means here.
+            log::error!(
+                "no privileged helper answers any more: every login fails with [SYS/TEMP] \
+                 until the hung helpers end (the daemon then stops) or ironpop is restarted"
+            );
+        }
     }
 }
 
