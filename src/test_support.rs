@@ -34,6 +34,21 @@ pub(crate) fn scratch_file(name: &str, contents: impl AsRef<[u8]>) -> (tempfile:
     (dir, path)
 }
 
+/// `data` cut into pieces of `sizes` bytes, the sizes repeated as often as
+/// needed; the last piece may be shorter. `sizes` must not be empty (no
+/// pieces at all then).
+pub(crate) fn chunks<'a>(data: &'a [u8], sizes: &'a [usize]) -> impl Iterator<Item = &'a [u8]> {
+    let mut rest = data;
+    sizes.iter().cycle().map_while(move |&n| {
+        if rest.is_empty() {
+            return None;
+        }
+        let (piece, tail) = rest.split_at(n.clamp(1, rest.len()));
+        rest = tail;
+        Some(piece)
+    })
+}
+
 /// proptest's settings for our properties: `cases` runs, and no failure
 /// files written into the source tree (a failing seed is in the output).
 pub(crate) fn proptest_cases(cases: u32) -> proptest::test_runner::Config {

@@ -288,14 +288,8 @@ proptest::proptest! {
         let expected = reference_scan(&data);
         proptest::prop_assert_eq!(&scan_bytes(&data), &expected);
         let mut s = Scanner::new();
-        let mut rest = &data[..];
-        for &n in blocks.iter().cycle() {
-            if rest.is_empty() {
-                break;
-            }
-            let n = n.min(rest.len());
-            s.feed(&rest[..n]);
-            rest = &rest[n..];
+        for block in crate::test_support::chunks(&data, &blocks) {
+            s.feed(block);
         }
         proptest::prop_assert_eq!(&s.finish(), &expected);
     }

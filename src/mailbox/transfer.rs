@@ -432,20 +432,14 @@ mod tests {
                 proptest::strategy::Just(Some(1)),
                 proptest::strategy::Just(Some(3)),
             ],
-            chunks in proptest::collection::vec(1usize..=80, 1..64),
+            sizes in proptest::collection::vec(1usize..=80, 1..64),
         ) {
             let input: Vec<u8> = picks.iter().flat_map(|&i| PIECES[i].iter().copied()).collect();
             let expected = reference_encode(&input, body_lines);
             let mut enc = Encoder::new(body_lines);
             let mut out = Vec::new();
-            let mut rest = &input[..];
-            for &n in chunks.iter().cycle() {
-                if rest.is_empty() {
-                    break;
-                }
-                let n = n.min(rest.len());
-                enc.encode(&rest[..n], &mut out);
-                rest = &rest[n..];
+            for chunk in crate::test_support::chunks(&input, &sizes) {
+                enc.encode(chunk, &mut out);
             }
             enc.finish(&mut out);
             proptest::prop_assert_eq!(&out, &expected);
