@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use crate::harness::{self, crlf, split_mbox, ServerBuilder, TestServer, ALICE};
 use crate::safety::Process;
 
-/// A session serves exactly what the file holds: LIST sizes, and RETR of
-/// every message byte for byte; and, reading only, leaves the file byte
-/// for byte as it was (the index lives in `state_dir`, never in the mail).
+/// A session serves exactly what the file holds: LIST sizes, RETR of
+/// every message byte for byte, and UIDL as a full scan finds it; and,
+/// reading only, leaves the file byte for byte as it was (the index lives
+/// in `state_dir`, never in the mail).
 fn serves_the_file(server: &TestServer) {
     let before = server.read_spool("alice");
     let want = split_mbox(&before);
@@ -25,12 +26,35 @@ fn serves_the_file(server: &TestServer) {
         harness::assert_bytes_eq(&body, &crlf(msg), &format!("RETR {}", i + 1));
         assert_eq!(list[i], format!("{} {}", i + 1, body.len()));
     }
+    let uidl = c.ok_lines("UIDL");
     c.quit();
     harness::assert_bytes_eq(
         &server.read_spool("alice"),
         &before,
         "spool after a read-only session",
     );
+    assert_eq!(uidl, fresh_uidl(server), "UIDL and a full scan's");
+}
+
+/// UIDL as a full scan finds it: a session with Alice's index moved
+/// aside, which is then put back, so the test goes on as if this session
+/// had not been.
+fn fresh_uidl(server: &TestServer) -> Vec<String> {
+    let index = find_index(server, "alice");
+    let aside = server.dir().join("index.aside");
+    if let Some(index) = &index {
+        std::fs::rename(index, &aside).unwrap();
+    }
+    let mut c = server.login(ALICE);
+    let uidl = c.ok_lines("UIDL");
+    c.quit();
+    let written = find_index(server, "alice");
+    match (index, written) {
+        (Some(index), _) => std::fs::rename(&aside, index).unwrap(),
+        (None, Some(written)) => std::fs::remove_file(written).unwrap(),
+        (None, None) => {}
+    }
+    uidl
 }
 
 /// Files the test creates as root must be the server's (nobody's).
@@ -74,14 +98,17 @@ fn index_used(server: &TestServer, times: usize) -> bool {
     logged_times(server, "spool index used", times)
 }
 
-/// The index file of `user`'s spool in `state_dir`.
-fn index_file(server: &TestServer, user: &str) -> PathBuf {
-    let state = server.dir().join("state");
-    std::fs::read_dir(&state)
+/// The index file of `user`'s spool in `state_dir`, if there is one.
+fn find_index(server: &TestServer, user: &str) -> Option<PathBuf> {
+    std::fs::read_dir(server.dir().join("state"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.to_string_lossy().ends_with(&format!("{user}.index")))
-        .unwrap_or_else(|| panic!("no index of {user} in {}", state.display()))
+}
+
+/// The index file of `user`'s spool in `state_dir`.
+fn index_file(server: &TestServer, user: &str) -> PathBuf {
+    find_index(server, user).unwrap_or_else(|| panic!("no index of {user}:\n{}", server.log()))
 }
 
 /// LIST and UIDL of one session of Alice's.
@@ -240,8 +267,9 @@ fn retr_of_a_moved_message_is_refused_with_sys_temp() {
 }
 
 /// Random deliveries, sessions that DELE and QUIT, sessions of a second
-/// daemon killed with SIGKILL in the middle, and edits by other programs:
-/// after each step a session serves exactly what the file holds.
+/// daemon killed with SIGKILL in the middle or right after QUIT (in the
+/// update or the index write), and edits by other programs: after each
+/// step a session serves exactly what the file holds.
 #[test]
 fn random_histories_with_kill_9_agree_with_the_file() {
     let server = server();
@@ -254,8 +282,8 @@ fn random_histories_with_kill_9_agree_with_the_file() {
         seed % n
     };
     let mut next = 100;
-    for _ in 0..24 {
-        match rnd(5) {
+    for _ in 0..32 {
+        match rnd(6) {
             0 => {
                 next += 1;
                 server.append_spool("alice", &harness::mbox(&[harness::message(next)]));
@@ -283,16 +311,39 @@ fn random_histories_with_kill_9_agree_with_the_file() {
                 }
                 other.kill();
             }
+            5 => {
+                // Another daemon's session deletes and sends QUIT, and the
+                // daemon is killed 0–3 ms later: before, during or after
+                // the update and the index write. A restart finishes or
+                // undoes the update (startup recovery).
+                let mut other = Process::start(server.config_path());
+                let mut c = harness::Client::connect(other.addr);
+                c.greeting();
+                c.login(ALICE);
+                let n = c.ok_lines("LIST").len();
+                for i in 1..=n {
+                    if rnd(2) == 0 {
+                        c.ok(&format!("DELE {i}"));
+                    }
+                }
+                c.send("QUIT");
+                std::thread::sleep(Duration::from_micros(rnd(3000)));
+                other.kill();
+                Process::start(server.config_path()).kill();
+            }
             3 => {
                 // A local program inserts a line in place (same inode).
+                // After the first `From ` line: text before it is no mbox.
                 let mut data = server.read_spool("alice");
-                let at = rnd(data.len() as u64 + 1) as usize;
-                data.splice(at..at, b"X-Edited: yes\n".iter().copied());
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&spool)
-                    .unwrap();
-                f.write_all_at(&data, 0).unwrap();
+                if let Some(line) = data.iter().position(|&b| b == b'\n') {
+                    let at = line + 1 + rnd((data.len() - line - 1) as u64 + 1) as usize;
+                    data.splice(at..at, b"X-Edited: yes\n".iter().copied());
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&spool)
+                        .unwrap();
+                    f.write_all_at(&data, 0).unwrap();
+                }
             }
             _ => {
                 let len = std::fs::metadata(&spool).unwrap().len();
