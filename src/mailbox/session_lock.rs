@@ -118,9 +118,12 @@ fn record_holder(file: &File, spool: &Path) {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let line = format!("{since} {} {}\n", std::process::id(), spool.display());
+    // Written over the last holder's record, then cut to its length: a
+    // file truncated to 0 and written again is flushed to disk at its
+    // close by ext4 (auto_da_alloc), one disk write per login.
     if let Err(e) = file
-        .set_len(0)
-        .and_then(|()| file.write_all_at(line.as_bytes(), 0))
+        .write_all_at(line.as_bytes(), 0)
+        .and_then(|()| file.set_len(line.len() as u64))
     {
         log::debug!("cannot note the session in its lock file: {e}");
     }
@@ -128,7 +131,9 @@ fn record_holder(file: &File, spool: &Path) {
 
 /// The holder a lock file names: seconds since the epoch, and the spool.
 pub fn read_holder(text: &str) -> Option<(u64, &str)> {
-    let mut words = text.trim_end_matches('\n').splitn(3, ' ');
+    // The first line: while a new holder writes, a longer old record's
+    // tail may still follow it.
+    let mut words = text.lines().next()?.splitn(3, ' ');
     let since = words.next()?.parse().ok()?;
     let _pid = words.next()?;
     Some((since, words.next()?))
@@ -216,5 +221,33 @@ mod tests {
         assert!(e.to_string().contains("session lock"), "{e}");
         let e = acquire(&state, &spool).unwrap_err();
         assert!(!e.is_in_use(), "registry must be clean after a failure");
+    }
+
+    #[test]
+    fn the_lock_file_names_its_last_holder_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("state"));
+        let spool = dir.path().join("erin");
+        let lock_file = state.session_lock(&SpoolKey::of(&spool));
+        // A longer record left by an earlier holder is overwritten and cut.
+        std::fs::create_dir_all(dir.path().join("state")).unwrap();
+        std::fs::write(&lock_file, format!("1 2 {}\n", "/x".repeat(200))).unwrap();
+        let held = acquire(&state, &spool).unwrap();
+        let text = std::fs::read_to_string(&lock_file).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+        let (since, named) = read_holder(&text).expect("a holder record");
+        assert!(since > 1, "{text:?}");
+        assert!(named.ends_with("/erin"), "{text:?}");
+        drop(held);
+    }
+
+    #[test]
+    fn a_holder_record_is_its_first_line() {
+        assert_eq!(
+            read_holder("17 42 /var/mail/bob\n/a/longer/old/tail\n"),
+            Some((17, "/var/mail/bob"))
+        );
+        assert_eq!(read_holder(""), None);
+        assert_eq!(read_holder("17 42\n"), None);
     }
 }
