@@ -906,7 +906,7 @@ pub fn crlf(msg: &[u8]) -> Vec<u8> {
         }
         out.push(b);
     }
-    if !msg.ends_with(b"\n") {
+    if !msg.is_empty() && !msg.ends_with(b"\n") {
         out.extend_from_slice(b"\r\n");
     }
     out
@@ -935,33 +935,33 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Splits an mbox into its messages (without the `From ` lines and the
 /// blank separator lines), for spools the tests did not write themselves.
+/// Text before the first `From ` line is message 1 unless it is only blank
+/// lines, as the server serves it (mailbox/scan.rs).
 pub fn split_mbox(data: &[u8]) -> Vec<Vec<u8>> {
     let mut msgs: Vec<Vec<u8>> = Vec::new();
-    let mut current: Option<Vec<u8>> = None;
+    let mut current: Vec<u8> = Vec::new();
+    let mut leading = true;
     let mut prev_blank = true;
-    for line in data.split_inclusive(|&b| b == b'\n') {
-        if prev_blank && line.starts_with(b"From ") {
-            if let Some(mut m) = current.take() {
-                if m.ends_with(b"\n\n") {
-                    m.pop();
-                }
-                msgs.push(m);
-            }
-            current = Some(Vec::new());
-            prev_blank = false;
-            continue;
+    let mut finish = |mut m: Vec<u8>, leading: bool| {
+        if leading && m.iter().all(|&b| b == b'\n') {
+            return;
         }
-        prev_blank = line == b"\n";
-        if let Some(m) = current.as_mut() {
-            m.extend_from_slice(line);
-        }
-    }
-    if let Some(mut m) = current {
         if m.ends_with(b"\n\n") {
             m.pop();
         }
         msgs.push(m);
+    };
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        if prev_blank && line.starts_with(b"From ") {
+            finish(std::mem::take(&mut current), leading);
+            leading = false;
+            prev_blank = false;
+            continue;
+        }
+        prev_blank = line == b"\n";
+        current.extend_from_slice(line);
     }
+    finish(current, leading);
     msgs
 }
 
