@@ -164,6 +164,7 @@ fn procmail_appends_are_scanned_alone() {
 
 #[test]
 fn truncation_replacement_and_rewrites_are_noticed() {
+    const NOT_USED: &str = "spool index not used";
     let server = server();
     let spool = server.spool_path("alice");
     serves_the_file(&server);
@@ -176,7 +177,11 @@ fn truncation_replacement_and_rewrites_are_noticed() {
         .set_len(len - 7)
         .unwrap();
     serves_the_file(&server);
-    // A local mail reader rewrites message 2's header in place, same size.
+    assert!(logged_times(&server, NOT_USED, 1), "after the truncation");
+    // A local mail reader rewrites message 2's header in place, same size
+    // (a clock tick after the last change, as in
+    // a_same_length_edit_in_the_middle_is_noticed).
+    std::thread::sleep(Duration::from_millis(30));
     let data = server.read_spool("alice");
     let at = harness::find(&data, b"Subject: test message 2").unwrap();
     let f = std::fs::OpenOptions::new()
@@ -186,13 +191,14 @@ fn truncation_replacement_and_rewrites_are_noticed() {
     f.write_all_at(b"Subject: TEST MESSAGE 2\nMessage-ID: <x", at as u64)
         .unwrap();
     serves_the_file(&server);
+    assert!(logged_times(&server, NOT_USED, 2), "after the rewrite");
     // Replaced by another file.
     let tmp = server.dir().join("mail/alice.new");
     std::fs::write(&tmp, harness::mbox(&harness::messages(3))).unwrap();
     std::fs::rename(&tmp, &spool).unwrap();
     owned_by_server(&server);
     serves_the_file(&server);
-    assert!(logged(&server, "spool index not used"));
+    assert!(logged_times(&server, NOT_USED, 3), "after the replacement");
 }
 
 /// A local program changes a header in the middle of a 300-message spool
@@ -252,18 +258,26 @@ fn damaged_or_foreign_indexes_are_not_used() {
     assert!(logged(&server, "belongs to another spool"));
 }
 
+/// RETR and TOP of a message another program moved while the session
+/// was open: `-ERR [SYS/TEMP]`, the index is dropped at once, and the
+/// next session serves the file.
 #[test]
-fn retr_of_a_moved_message_is_refused_with_sys_temp() {
+fn retr_and_top_of_a_moved_message_are_refused_with_sys_temp() {
     let server = server();
-    serves_the_file(&server);
-    let mut c = server.login(ALICE);
-    // Another program removes message 1 while the session is open.
     let msgs = harness::messages(8);
-    std::fs::write(server.spool_path("alice"), harness::mbox(&msgs[1..])).unwrap();
-    let reply = c.cmd("RETR 5");
-    assert!(reply.starts_with("-ERR [SYS/TEMP] "), "{reply}");
-    c.quit();
-    serves_the_file(&server);
+    for cmd in ["RETR 5", "TOP 5 0"] {
+        std::fs::write(server.spool_path("alice"), harness::mbox(&msgs)).unwrap();
+        serves_the_file(&server);
+        assert!(find_index(&server, "alice").is_some(), "{cmd}: an index");
+        let mut c = server.login(ALICE);
+        // Another program removes message 1 while the session is open.
+        std::fs::write(server.spool_path("alice"), harness::mbox(&msgs[1..])).unwrap();
+        let reply = c.cmd(cmd);
+        assert!(reply.starts_with("-ERR [SYS/TEMP] "), "{cmd}: {reply}");
+        assert_eq!(find_index(&server, "alice"), None, "{cmd}: index dropped");
+        c.quit();
+        serves_the_file(&server);
+    }
 }
 
 /// Random deliveries, sessions that DELE and QUIT, sessions of a second
