@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::config::DEFAULT_CONFIG_PATH;
+use crate::control::render::StatsFormat;
 
 /// What the process is asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,8 +25,8 @@ pub enum Mode {
     Who,
     /// `--kick USER|ADDRESS`: end the matching sessions.
     Kick(String),
-    /// `--stats [--openmetrics]`: the daemon's counters.
-    Stats { openmetrics: bool },
+    /// `--stats [--openmetrics | --prometheus]`: the daemon's counters.
+    Stats { format: StatsFormat },
     /// `-V`
     Version,
     /// `-h`
@@ -77,6 +78,11 @@ fn table() -> getopts::Options {
     );
     o.optflag("", "stats", "print the running daemon's counters");
     o.optflag("", "openmetrics", "with --stats: OpenMetrics text format");
+    o.optflag(
+        "",
+        "prometheus",
+        "with --stats: Prometheus text format (node_exporter)",
+    );
     o.optflag("V", "version", "print the version");
     o.optflag("h", "help", "print this help");
     o
@@ -114,6 +120,22 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
         "openmetrics",
         "--openmetrics only applies to --stats",
     )?;
+    let prometheus = modifier(
+        &m,
+        "stats",
+        "prometheus",
+        "--prometheus only applies to --stats",
+    )?;
+    let format = match (openmetrics, prometheus) {
+        (false, false) => StatsFormat::Table,
+        (true, false) => StatsFormat::OpenMetrics,
+        (false, true) => StatsFormat::Prometheus,
+        (true, true) => {
+            return Err(CliError(
+                "--openmetrics and --prometheus cannot be combined".into(),
+            ))
+        }
+    };
     // Each mode by its option, in the order the usage lists them.
     let mut modes: Vec<(String, Mode)> = [
         ("t", Mode::CheckConfig),
@@ -122,7 +144,7 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
         ("hash-password", Mode::HashPassword),
         ("who", Mode::Who),
         ("kick", Mode::Kick(kick)),
-        ("stats", Mode::Stats { openmetrics }),
+        ("stats", Mode::Stats { format }),
         ("V", Mode::Version),
         ("h", Mode::Help),
     ]
@@ -241,7 +263,8 @@ usage:
   ironpop --hash-password    read a password, print a yescrypt hash for the passwd file
   ironpop --who [-f FILE]    list the running daemon's sessions
   ironpop --kick USER|ADDRESS [-f FILE]  end those sessions (without UPDATE)
-  ironpop --stats [--openmetrics] [-f FILE]  print the daemon's counters
+  ironpop --stats [--openmetrics | --prometheus] [-f FILE]
+                             print the daemon's counters
   ironpop -V | -h
 
 options:
@@ -259,7 +282,8 @@ options:
   --kick TARGET     end the sessions of user TARGET, or from address TARGET;
                     exit status 1 when none matched
   --stats           the daemon's counters since it started
-  --openmetrics     with --stats: OpenMetrics text (node_exporter's textfile collector)
+  --openmetrics     with --stats: the OpenMetrics text format
+  --prometheus      with --stats: the Prometheus text format (node_exporter's textfile collector)
   -V, --version     print the version
   -h, --help        print this help
 
@@ -405,12 +429,20 @@ mod tests {
         assert_eq!(o.config, PathBuf::from("/etc/x.conf"));
         assert_eq!(mode(&["--kick", "alice"]), Mode::Kick("alice".into()));
         assert_eq!(mode(&["--kick=192.0.2.1"]), Mode::Kick("192.0.2.1".into()));
-        assert_eq!(mode(&["--stats"]), Mode::Stats { openmetrics: false });
+        let stats = |format| Mode::Stats { format };
+        assert_eq!(mode(&["--stats"]), stats(StatsFormat::Table));
         assert_eq!(
             mode(&["--stats", "--openmetrics"]),
-            Mode::Stats { openmetrics: true }
+            stats(StatsFormat::OpenMetrics)
+        );
+        assert_eq!(
+            mode(&["--stats", "--prometheus"]),
+            stats(StatsFormat::Prometheus)
         );
         assert!(err(&["--openmetrics"]).contains("only applies to --stats"));
+        assert!(err(&["--prometheus"]).contains("only applies to --stats"));
+        assert!(err(&["--stats", "--prometheus", "--openmetrics"])
+            .contains("--openmetrics and --prometheus cannot be combined"));
         assert!(err(&["--kick"]).contains("needs a value"));
         assert!(err(&["--kick="]).contains("needs a user name"));
         assert!(err(&["--who", "--stats"]).contains("cannot be combined"));
@@ -434,6 +466,7 @@ mod tests {
             "--kick",
             "--stats",
             "--openmetrics",
+            "--prometheus",
             "-V",
             "-h",
         ] {

@@ -66,7 +66,7 @@ fn control(mode: &Mode, config_path: &Path) -> ExitCode {
     };
     let result = match mode {
         Mode::Kick(target) => command::kick(&config, target),
-        Mode::Stats { openmetrics } => command::stats(&config, *openmetrics),
+        Mode::Stats { format } => command::stats(&config, *format),
         _ => command::who(&config),
     };
     match result {

@@ -2,7 +2,7 @@
 
 use super::client::{ask, ControlError};
 use super::protocol::{decode_stat, Request, Target, WhoRow};
-use super::render;
+use super::render::{self, StatsFormat};
 use crate::config::Config;
 
 /// What a control command printed, and whether it found anything to act on.
@@ -69,17 +69,13 @@ pub fn kick(config: &Config, target: &str) -> Result<Printed, ControlError> {
     })
 }
 
-/// `--stats [--openmetrics]`.
-pub fn stats(config: &Config, openmetrics: bool) -> Result<Printed, ControlError> {
+/// `--stats [--openmetrics | --prometheus]`.
+pub fn stats(config: &Config, format: StatsFormat) -> Result<Printed, ControlError> {
     let lines = ask(&config.control_socket, &Request::Stats)?;
     let stats = lines
         .iter()
         .map(|l| decode_stat(l).map(|(n, v)| (n.to_owned(), v)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(ControlError::Reply)?;
-    Ok(printed(if openmetrics {
-        render::openmetrics(&stats)
-    } else {
-        render::stats_text(&stats)
-    }))
+    Ok(printed(render::stats(&stats, format)))
 }

@@ -98,7 +98,7 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 }
 
 /// `--stats`: `name value`, aligned.
-pub fn stats_text(stats: &[(String, u64)]) -> String {
+fn stats_text(stats: &[(String, u64)]) -> String {
     let table: Vec<[String; 2]> = stats
         .iter()
         .map(|(name, value)| [name.clone(), value.to_string()])
@@ -106,26 +106,63 @@ pub fn stats_text(stats: &[(String, u64)]) -> String {
     aligned(&table)
 }
 
-/// `--stats --openmetrics`: gauges for uptime and sessions, one counter
-/// family per event (labelled by reason or method), `# EOF` at the end.
-/// Counters a newer daemon reports that this binary does not know are
-/// exported unlabelled under their own name.
-pub fn openmetrics(stats: &[(String, u64)]) -> String {
+/// How `--stats` prints the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsFormat {
+    /// `name value`, aligned.
+    Table,
+    /// `--openmetrics`: the OpenMetrics text format (`# EOF` at the end).
+    OpenMetrics,
+    /// `--prometheus`: the Prometheus text format 0.0.4, the one
+    /// node_exporter's textfile collector parses.
+    Prometheus,
+}
+
+/// `--stats` in `format`.
+pub fn stats(stats: &[(String, u64)], format: StatsFormat) -> String {
+    match format {
+        StatsFormat::Table => stats_text(stats),
+        StatsFormat::OpenMetrics | StatsFormat::Prometheus => exposition(stats, format),
+    }
+}
+
+/// The metrics text: gauges for uptime and sessions, one counter family
+/// per event (labelled by reason or method). Counters a newer daemon
+/// reports that this binary does not know are exported unlabelled under
+/// their own name.
+///
+/// The two formats differ in a counter's `# TYPE` and `# HELP` name:
+/// OpenMetrics names the family without the `_total` of its samples; the
+/// Prometheus format names it as its samples are named, and node_exporter
+/// (its parser) reads `ironpop_x_total` samples after an OpenMetrics
+/// `# TYPE ironpop_x counter` as another, untyped metric. Only OpenMetrics
+/// ends with `# EOF`.
+fn exposition(stats: &[(String, u64)], format: StatsFormat) -> String {
     let value = |name: &str| stats.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
     let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, v: Option<u64>| {
-        if let Some(v) = v {
-            let _ = writeln!(out, "# TYPE ironpop_{name} gauge");
-            let _ = writeln!(out, "# HELP ironpop_{name} {help}");
-            let _ = writeln!(out, "ironpop_{name} {v}");
+    let header = |out: &mut String, family: &str, kind: &str, help: Option<&str>| {
+        let name = match (format, kind) {
+            (StatsFormat::Prometheus, "counter") => format!("ironpop_{family}_total"),
+            _ => format!("ironpop_{family}"),
+        };
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        if let Some(help) = help {
+            let _ = writeln!(out, "# HELP {name} {help}");
         }
     };
-    gauge(
-        "uptime_seconds",
-        "Seconds since the daemon started.",
-        value(UPTIME),
-    );
-    gauge("sessions", "Sessions open now.", value(SESSIONS));
+    for (name, help, v) in [
+        (
+            "uptime_seconds",
+            "Seconds since the daemon started.",
+            value(UPTIME),
+        ),
+        ("sessions", "Sessions open now.", value(SESSIONS)),
+    ] {
+        if let Some(v) = v {
+            header(&mut out, name, "gauge", Some(help));
+            let _ = writeln!(out, "ironpop_{name} {v}");
+        }
+    }
     let mut family_done: Option<&str> = None;
     for &c in counters::ALL.iter() {
         let Some(v) = value(&c.name()) else {
@@ -133,8 +170,7 @@ pub fn openmetrics(stats: &[(String, u64)]) -> String {
         };
         let (family, label) = c.family();
         if family_done != Some(family) {
-            let _ = writeln!(out, "# TYPE ironpop_{family} counter");
-            let _ = writeln!(out, "# HELP ironpop_{family} {}", c.help());
+            header(&mut out, family, "counter", Some(c.help()));
             family_done = Some(family);
         }
         match label {
@@ -150,10 +186,12 @@ pub fn openmetrics(stats: &[(String, u64)]) -> String {
         name == UPTIME || name == SESSIONS || counters::ALL.iter().any(|c| c.name() == name)
     };
     for (name, v) in stats.iter().filter(|(n, _)| !known(n)) {
-        let _ = writeln!(out, "# TYPE ironpop_{name} counter");
+        header(&mut out, name, "counter", None);
         let _ = writeln!(out, "ironpop_{name}_total {v}");
     }
-    out.push_str("# EOF\n");
+    if format == StatsFormat::OpenMetrics {
+        out.push_str("# EOF\n");
+    }
     out
 }
 
@@ -199,18 +237,21 @@ mod tests {
         assert_eq!(utc(4_102_444_799), "2099-12-31 23:59:59");
     }
 
-    #[test]
-    fn openmetrics_families_labels_and_eof() {
-        let stats: Vec<(String, u64)> = vec![
+    fn sample() -> Vec<(String, u64)> {
+        vec![
             (UPTIME.into(), 5),
             (SESSIONS.into(), 1),
             ("connections_refused_limit".into(), 2),
             ("connections_refused_per_address".into(), 3),
             ("logins_failed_user".into(), 1),
             ("from_the_future".into(), 7),
-        ];
+        ]
+    }
+
+    #[test]
+    fn openmetrics_families_labels_and_eof() {
         assert_eq!(
-            openmetrics(&stats),
+            stats(&sample(), StatsFormat::OpenMetrics),
             "# TYPE ironpop_uptime_seconds gauge\n\
              # HELP ironpop_uptime_seconds Seconds since the daemon started.\n\
              ironpop_uptime_seconds 5\n\
@@ -227,6 +268,28 @@ mod tests {
              # TYPE ironpop_from_the_future counter\n\
              ironpop_from_the_future_total 7\n\
              # EOF\n"
+        );
+    }
+
+    #[test]
+    fn prometheus_names_counters_as_their_samples_without_eof() {
+        assert_eq!(
+            stats(&sample(), StatsFormat::Prometheus),
+            "# TYPE ironpop_uptime_seconds gauge\n\
+             # HELP ironpop_uptime_seconds Seconds since the daemon started.\n\
+             ironpop_uptime_seconds 5\n\
+             # TYPE ironpop_sessions gauge\n\
+             # HELP ironpop_sessions Sessions open now.\n\
+             ironpop_sessions 1\n\
+             # TYPE ironpop_connections_refused_total counter\n\
+             # HELP ironpop_connections_refused_total Connections refused, by reason.\n\
+             ironpop_connections_refused_total{reason=\"limit\"} 2\n\
+             ironpop_connections_refused_total{reason=\"per_address\"} 3\n\
+             # TYPE ironpop_logins_failed_total counter\n\
+             # HELP ironpop_logins_failed_total Logins refused for wrong credentials, by method.\n\
+             ironpop_logins_failed_total{method=\"USER\"} 1\n\
+             # TYPE ironpop_from_the_future_total counter\n\
+             ironpop_from_the_future_total 7\n"
         );
     }
 

@@ -192,6 +192,128 @@ print("parsed", len(families))
     );
 }
 
+/// The `ironpop` arguments of the shipped example unit that writes the
+/// textfile collector's file (its `ExecStart`, up to the redirection).
+fn example_unit_stats_args() -> Vec<String> {
+    let unit =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/examples/ironpop-stats.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    let exec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart in ironpop-stats.service");
+    let (_, after) = exec
+        .split_once("/usr/sbin/ironpop ")
+        .expect("the unit runs /usr/sbin/ironpop");
+    let (args, _) = after.split_once('>').expect("and redirects its output");
+    args.split_whitespace().map(str::to_owned).collect()
+}
+
+/// node_exporter, killed when dropped.
+struct Exporter(std::process::Child);
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET /metrics` from 127.0.0.1:`port` once it answers; the body.
+fn scrape(port: u16) -> String {
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                .unwrap();
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).unwrap();
+            let (head, body) = reply.split_once("\r\n\r\n").expect("an HTTP reply");
+            assert!(
+                head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+                "{head}"
+            );
+            return body.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node_exporter did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn node_exporter_reads_the_example_units_counters_with_their_types() {
+    const EXPORTER: &str = "prometheus-node-exporter";
+    if !require_tool(EXPORTER, &["--version"]) {
+        return;
+    }
+    let server = ServerBuilder::new()
+        .spool("alice", mbox(&messages(2)))
+        .start();
+    let mut failed = server.greeted();
+    failed.ok(&format!("USER {}", ALICE.user));
+    assert!(failed.cmd("PASS wrong").starts_with("-ERR [AUTH]"));
+    failed.quit();
+    let mut alice = server.login(ALICE);
+    alice.ok("RETR 1");
+    alice.multi_body();
+    alice.quit();
+
+    let args = example_unit_stats_args();
+    let stats = control(
+        server.config_path(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(stats.status.success(), "{:?}: {}", args, stats.all_text());
+    let textfiles = tempfile::tempdir().unwrap();
+    std::fs::write(textfiles.path().join("ironpop.prom"), stats.stdout_text()).unwrap();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let exporter = Exporter(
+        Command::new(EXPORTER)
+            .args(["--collector.disable-defaults", "--collector.textfile"])
+            .arg(format!(
+                "--collector.textfile.directory={}",
+                textfiles.path().display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let metrics = scrape(port);
+    drop(exporter);
+    for line in [
+        "node_textfile_scrape_error 0",
+        "# TYPE ironpop_uptime_seconds gauge",
+        "# TYPE ironpop_logins_failed_total counter",
+        "ironpop_logins_failed_total{method=\"USER\"} 1",
+        "# TYPE ironpop_logins_succeeded_total counter",
+        "ironpop_logins_succeeded_total{method=\"USER\"} 1",
+        "# TYPE ironpop_messages_retrieved_total counter",
+        "ironpop_messages_retrieved_total 1",
+        "# HELP ironpop_connections_accepted_total Connections accepted and handed to a worker.",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("# TYPE ironpop_") && l.ends_with(" untyped")),
+        "{metrics}"
+    );
+}
+
 #[test]
 fn without_a_daemon_the_commands_say_so() {
     let dir = tempfile::tempdir().unwrap();
