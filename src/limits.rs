@@ -389,8 +389,11 @@ pub const LOCK_FILE_MAX_LINE: u64 = 4096;
 /// The longest request line, LF included: a command and a user name.
 pub const CONTROL_MAX_REQUEST: usize = 256;
 
-/// The longest reply a client accepts: a `WHO` line is under 200 octets,
-/// so this holds tens of thousands of sessions and still bounds memory.
+/// The longest reply: what a client reads, and what the daemon makes. A
+/// `WHO` line is about 100 octets (up to ~400 with a 255-octet user name),
+/// so this holds tens of thousands of sessions and still bounds memory;
+/// with more (`max_sessions` goes up to [`MAX_SESSIONS_LIMIT`]) the daemon
+/// sends the lines that fit and a last line that counts the rest.
 pub const CONTROL_MAX_REPLY: usize = 8 * 1024 * 1024;
 
 /// The longest `KICK` target: user names and addresses are far shorter.

@@ -299,7 +299,7 @@ pub fn proxy(data: &[u8]) {
 /// is read back as a refusal; no body line holds a line end.
 pub fn control(data: &[u8]) {
     use ironpop::control::protocol::{
-        decode_stat, err_reply, parse_reply, parse_request, ReplyError, WhoRow,
+        decode_stat, decode_who, err_reply, parse_reply, parse_request, ReplyError, WhoRow,
     };
     use ironpop::limits::CONTROL_MAX_REQUEST;
     let (sel, _, payload) = header(data, 0);
@@ -316,6 +316,9 @@ pub fn control(data: &[u8]) {
     }
     match parse_reply(payload) {
         Ok(body) => {
+            if let Ok((rows, _)) = decode_who(&body) {
+                assert!(body.len() - rows.len() <= 1, "only the last line counts");
+            }
             for line in body {
                 assert!(!line.contains('\n') && line != ".");
                 if let Ok(row) = WhoRow::decode(line) {

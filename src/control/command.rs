@@ -1,9 +1,10 @@
 //! `ironpop --who`, `--kick` and `--stats`: ask the daemon, print the answer.
 
 use super::client::{ask, ControlError};
-use super::protocol::{decode_stat, Request, Target, WhoRow};
+use super::protocol::{decode_stat, decode_who, Request, Target};
 use super::render::{self, StatsFormat};
 use crate::config::Config;
+use crate::limits::CONTROL_MAX_REPLY;
 
 /// What a control command printed, and whether it found anything to act on.
 pub struct Printed {
@@ -24,12 +25,16 @@ fn printed(text: String) -> Printed {
 pub fn who(config: &Config) -> Result<Printed, ControlError> {
     match ask(&config.control_socket, &Request::Who) {
         Ok(lines) => {
-            let mut rows = lines
-                .iter()
-                .map(|l| WhoRow::decode(l))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(ControlError::Reply)?;
-            Ok(printed(render::who_table(&mut rows)))
+            let body: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let (mut rows, left_out) = decode_who(&body).map_err(ControlError::Reply)?;
+            let mut text = render::who_table(&mut rows);
+            if left_out > 0 {
+                text.push_str(&format!(
+                    "and {left_out} more sessions, left out: a reply holds at most {} MiB\n",
+                    CONTROL_MAX_REPLY >> 20
+                ));
+            }
+            Ok(printed(text))
         }
         // No socket, or one an earlier daemon left behind with nobody
         // listening (it cannot remove it after the privilege drop).

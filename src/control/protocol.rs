@@ -270,6 +270,52 @@ impl WhoRow {
     }
 }
 
+/// The first word of the last line of a `WHO` reply that could not hold
+/// every session: `more N`. A session line is never like it (it has tabs).
+const MORE: &str = "more";
+
+/// The `WHO` reply: one line per session while the whole reply stays
+/// within [`CONTROL_MAX_REPLY`], the most a client reads; the sessions left
+/// out are counted in a last line `more N`.
+pub fn who_reply(rows: &[WhoRow]) -> Vec<u8> {
+    who_reply_within(rows, CONTROL_MAX_REPLY)
+}
+
+fn who_reply_within(rows: &[WhoRow], limit: usize) -> Vec<u8> {
+    // `OK`, the final `.` and the longest `more N` line are always sent.
+    let mut size = "OK\n.\n".len() + format!("{MORE} {}\n", u64::MAX).len();
+    let mut body = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let line = row.encode();
+        size += line.len() + 1;
+        if size > limit {
+            body.push(format!("{MORE} {}", rows.len() - i));
+            break;
+        }
+        body.push(line);
+    }
+    ok_reply(&body)
+}
+
+/// The sessions of a `WHO` reply's body, and how many it left out.
+pub fn decode_who(body: &[&str]) -> Result<(Vec<WhoRow>, u64), ReplyError> {
+    let mut rows = body;
+    let mut left_out = 0;
+    if let Some((last, before)) = body.split_last() {
+        if let Some(count) = last.strip_prefix(MORE).and_then(|r| r.strip_prefix(' ')) {
+            left_out = count
+                .parse()
+                .map_err(|_| ReplyError::Malformed("a bad count of sessions left out"))?;
+            rows = before;
+        }
+    }
+    let rows = rows
+        .iter()
+        .map(|l| WhoRow::decode(l))
+        .collect::<Result<_, _>>()?;
+    Ok((rows, left_out))
+}
+
 /// One `name value` line of a `STATS` reply.
 pub fn decode_stat(line: &str) -> Result<(&str, u64), ReplyError> {
     let bad = ReplyError::Malformed("a counter line that is not `name value`");

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::sessions::SessionTable;
-use crate::control::protocol::{ok_reply, Request, SESSIONS, UPTIME};
+use crate::control::protocol::{ok_reply, who_reply, Request, SESSIONS, UPTIME};
 use crate::control::server::Answer;
 use crate::counters;
 
@@ -20,10 +20,7 @@ pub fn answerer(table: Arc<SessionTable>, started: Instant) -> Answer {
 /// The framed reply to `request`.
 pub fn answer(request: &Request, table: &SessionTable, started: Instant) -> Vec<u8> {
     match request {
-        Request::Who => {
-            let rows: Vec<String> = table.who().iter().map(|r| r.encode()).collect();
-            ok_reply(&rows)
-        }
+        Request::Who => who_reply(&table.who()),
         Request::Kick(target) => {
             let kicked = table.kick(target);
             log::info!("control: kick {target}: {kicked} sessions ended");

@@ -131,3 +131,48 @@ fn stat_lines() {
     assert!(decode_stat("a b 1").is_err());
     assert!(decode_stat("a -1").is_err());
 }
+
+fn longest_row() -> WhoRow {
+    WhoRow {
+        user: "u".repeat(255),
+        client: "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".into(),
+        local_port: u16::MAX,
+        tls: "TLSv1.3".into(),
+        state: "AUTHORIZATION".into(),
+        since: Some(u64::MAX),
+        bytes_sent: u64::MAX,
+        commands: u64::MAX,
+    }
+}
+
+#[test]
+fn a_who_reply_counts_the_sessions_that_do_not_fit() {
+    let rows = vec![longest_row(); 3];
+    let one_row =
+        "OK\n.\n".len() + "more 18446744073709551615\n".len() + rows[0].encode().len() + 1;
+    let reply = who_reply_within(&rows, one_row);
+    assert_eq!(
+        String::from_utf8(reply.clone()).unwrap(),
+        format!("OK\n{}\nmore 2\n.\n", rows[0].encode())
+    );
+    let body = parse_reply(&reply).unwrap();
+    assert_eq!(decode_who(&body), Ok((vec![longest_row()], 2)));
+
+    let all = who_reply_within(&rows, one_row * 3);
+    assert_eq!(decode_who(&parse_reply(&all).unwrap()), Ok((rows, 0)));
+    assert_eq!(decode_who(&[]), Ok((vec![], 0)));
+    assert!(decode_who(&["more x"]).is_err());
+}
+
+#[test]
+fn a_who_reply_of_the_most_sessions_a_config_allows_is_read_whole() {
+    let most = usize::try_from(crate::limits::MAX_SESSIONS_LIMIT).unwrap();
+    let rows = vec![longest_row(); most];
+    let reply = who_reply(&rows);
+    assert!(reply.len() <= CONTROL_MAX_REPLY, "{}", reply.len());
+    let body = parse_reply(&reply).expect("a client reads it");
+    let (shown, left_out) = decode_who(&body).unwrap();
+    assert!(left_out > 0);
+    assert_eq!(shown.len() + usize::try_from(left_out).unwrap(), most);
+    assert_eq!(shown[0], longest_row());
+}
