@@ -385,14 +385,18 @@ fn systemd_units_verify() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    for unit in [
-        "ironpop.service",
-        "ironpop.socket",
-        "ironpop-pop3s.socket",
-        "ironpop-inetd.socket",
-        "ironpop-inetd@.service",
-    ] {
-        let text = std::fs::read_to_string(packaging(&format!("systemd/{unit}"))).unwrap();
+    let units = [
+        "systemd/ironpop.service",
+        "systemd/ironpop.socket",
+        "systemd/ironpop-pop3s.socket",
+        "systemd/ironpop-inetd.socket",
+        "systemd/ironpop-inetd@.service",
+        "examples/ironpop-stats.service",
+        "examples/ironpop-stats.timer",
+    ];
+    for path in units {
+        let unit = Path::new(path).file_name().unwrap();
+        let text = std::fs::read_to_string(packaging(path)).unwrap();
         // Point the units at the binary under test.
         std::fs::write(
             dir.path().join(unit),
@@ -402,11 +406,7 @@ fn systemd_units_verify() {
     }
     let out = Command::new("systemd-analyze")
         .arg("verify")
-        .arg(dir.path().join("ironpop.service"))
-        .arg(dir.path().join("ironpop.socket"))
-        .arg(dir.path().join("ironpop-pop3s.socket"))
-        .arg(dir.path().join("ironpop-inetd.socket"))
-        .arg(dir.path().join("ironpop-inetd@.service"))
+        .args(units.map(|path| dir.path().join(Path::new(path).file_name().unwrap())))
         .env("SYSTEMD_LOG_LEVEL", "warning")
         .output()
         .unwrap();
