@@ -248,17 +248,20 @@ mod tests {
         ]
     }
 
-    #[test]
-    fn openmetrics_families_labels_and_eof() {
-        assert_eq!(
-            stats(&sample(), StatsFormat::OpenMetrics),
-            "# TYPE ironpop_uptime_seconds gauge\n\
+    /// The gauges of [`sample`], the same in both formats.
+    const GAUGES: &str = "# TYPE ironpop_uptime_seconds gauge\n\
              # HELP ironpop_uptime_seconds Seconds since the daemon started.\n\
              ironpop_uptime_seconds 5\n\
              # TYPE ironpop_sessions gauge\n\
              # HELP ironpop_sessions Sessions open now.\n\
-             ironpop_sessions 1\n\
-             # TYPE ironpop_connections_refused counter\n\
+             ironpop_sessions 1\n";
+
+    #[test]
+    fn openmetrics_families_labels_and_eof() {
+        assert_eq!(
+            stats(&sample(), StatsFormat::OpenMetrics),
+            GAUGES.to_owned()
+                + "# TYPE ironpop_connections_refused counter\n\
              # HELP ironpop_connections_refused Connections refused, by reason.\n\
              ironpop_connections_refused_total{reason=\"limit\"} 2\n\
              ironpop_connections_refused_total{reason=\"per_address\"} 3\n\
@@ -275,13 +278,8 @@ mod tests {
     fn prometheus_names_counters_as_their_samples_without_eof() {
         assert_eq!(
             stats(&sample(), StatsFormat::Prometheus),
-            "# TYPE ironpop_uptime_seconds gauge\n\
-             # HELP ironpop_uptime_seconds Seconds since the daemon started.\n\
-             ironpop_uptime_seconds 5\n\
-             # TYPE ironpop_sessions gauge\n\
-             # HELP ironpop_sessions Sessions open now.\n\
-             ironpop_sessions 1\n\
-             # TYPE ironpop_connections_refused_total counter\n\
+            GAUGES.to_owned()
+                + "# TYPE ironpop_connections_refused_total counter\n\
              # HELP ironpop_connections_refused_total Connections refused, by reason.\n\
              ironpop_connections_refused_total{reason=\"limit\"} 2\n\
              ironpop_connections_refused_total{reason=\"per_address\"} 3\n\

@@ -37,6 +37,14 @@ fn raw_request(socket: &Path, request: &[u8]) -> String {
     String::from_utf8_lossy(&reply).into_owned()
 }
 
+/// One login as alice with a wrong password.
+fn failed_login(server: &TestServer) {
+    let mut failed = server.greeted();
+    failed.ok(&format!("USER {}", ALICE.user));
+    assert!(failed.cmd("PASS wrong").starts_with("-ERR [AUTH]"));
+    failed.quit();
+}
+
 #[test]
 fn who_kick_and_stats_with_a_plain_and_a_tls_session() {
     let certs = tempfile::tempdir().unwrap();
@@ -55,10 +63,7 @@ fn who_kick_and_stats_with_a_plain_and_a_tls_session() {
     let (plain, tls) = (server.addr(), pop3s_addr(&server));
 
     // Exactly one failed and two successful logins.
-    let mut failed = server.greeted();
-    failed.ok(&format!("USER {}", ALICE.user));
-    assert!(failed.cmd("PASS wrong").starts_with("-ERR [AUTH]"));
-    failed.quit();
+    failed_login(&server);
     let mut alice = server.login(ALICE);
     alice.ok("DELE 1");
     let mut bob = TlsClient::implicit(pki.rustls_client(None), tls);
@@ -253,10 +258,7 @@ fn node_exporter_reads_the_example_units_counters_with_their_types() {
     let server = ServerBuilder::new()
         .spool("alice", mbox(&messages(2)))
         .start();
-    let mut failed = server.greeted();
-    failed.ok(&format!("USER {}", ALICE.user));
-    assert!(failed.cmd("PASS wrong").starts_with("-ERR [AUTH]"));
-    failed.quit();
+    failed_login(&server);
     let mut alice = server.login(ALICE);
     alice.ok("RETR 1");
     alice.multi_body();
