@@ -14,10 +14,16 @@ use std::time::Instant;
 use nix::errno::Errno;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessageOwned, MsgFlags};
 
-use super::helper_client::Verdict;
 use crate::exhaustion::is_exhaustion_errno;
 use crate::limits::MAX_HELPER_FRAME;
 use crate::privsep::helper_wire::{Response, SpoolAnswer};
+
+/// What a helper said about a login, with the spool it opened.
+#[derive(Debug)]
+pub struct Verdict {
+    pub response: Response,
+    pub spool: Option<File>,
+}
 
 /// The network side's end of one helper's channel.
 pub(super) struct Channel {

@@ -12,7 +12,6 @@
 //! while it lasts. A login waits a bounded time for a free helper.
 
 use crate::counters::{self, Counter};
-use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -25,7 +24,7 @@ use nix::sys::time::TimeVal;
 use rustls::pki_types::CertificateDer;
 use zeroize::Zeroizing;
 
-use super::helper_channel::{discard_late_reply, exchange, Channel, Failure};
+use super::helper_channel::{discard_late_reply, exchange, Channel, Failure, Verdict};
 use crate::account::{AuthOutcome, Login, Password, Principal, Spool};
 use crate::authenticator::{Authenticator, ScramLogin};
 use crate::limits::{
@@ -122,13 +121,6 @@ pub struct HelperPool {
     shared: Arc<Shared>,
     waits: Waits,
     offers_scram: Mutex<Option<(Instant, bool)>>,
-}
-
-/// What a helper said about a login, with the spool it opened.
-#[derive(Debug)]
-pub struct Verdict {
-    pub response: Response,
-    pub spool: Option<File>,
 }
 
 impl HelperPool {
