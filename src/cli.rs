@@ -58,33 +58,105 @@ impl fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
-fn table() -> getopts::Options {
-    let mut o = getopts::Options::new();
-    o.optopt("f", "", "configuration file", "FILE");
-    o.optflag("F", "", "stay in the foreground, log to stderr");
-    o.optflag("t", "", "check the configuration and print it");
-    o.optflag("i", "", "serve one session on stdin/stdout (inetd)");
-    o.optflag("", "tls", "with -i: start with a TLS handshake (port 995)");
-    // Optional value: `--demo=DIR`; `--demo DIR` arrives as a free argument.
-    o.optflagopt("", "demo", "run a self-contained demo", "DIR");
-    o.optopt("", "listen", "with --demo: serve POP3 on ADDR", "ADDR");
-    o.optflag("", "hash-password", "read a password, print its hash");
-    o.optflag("", "who", "list the running daemon's sessions");
-    o.optopt(
+/// What an option takes after it.
+enum Takes {
+    Nothing,
+    /// A value, named in the help by the hint.
+    Value(&'static str),
+    /// `--opt=VALUE` or nothing.
+    OptionalValue(&'static str),
+}
+
+/// Every option: short name, long name, help text, what it takes; in the
+/// order the help lists them.
+const OPTIONS: &[(&str, &str, &str, Takes)] = &[
+    ("f", "", "configuration file", Takes::Value("FILE")),
+    (
+        "F",
+        "",
+        "stay in the foreground, log to stderr",
+        Takes::Nothing,
+    ),
+    (
+        "t",
+        "",
+        "check the configuration and print it",
+        Takes::Nothing,
+    ),
+    (
+        "i",
+        "",
+        "serve one session on stdin/stdout (inetd)",
+        Takes::Nothing,
+    ),
+    (
+        "",
+        "tls",
+        "with -i: start with a TLS handshake (port 995)",
+        Takes::Nothing,
+    ),
+    // `--demo=DIR`; `--demo DIR` arrives as a free argument.
+    (
+        "",
+        "demo",
+        "run a self-contained demo",
+        Takes::OptionalValue("DIR"),
+    ),
+    (
+        "",
+        "listen",
+        "with --demo: serve POP3 on ADDR",
+        Takes::Value("ADDR"),
+    ),
+    (
+        "",
+        "hash-password",
+        "read a password, print its hash",
+        Takes::Nothing,
+    ),
+    (
+        "",
+        "who",
+        "list the running daemon's sessions",
+        Takes::Nothing,
+    ),
+    (
         "",
         "kick",
         "end the sessions of a user or address",
-        "USER|ADDRESS",
-    );
-    o.optflag("", "stats", "print the running daemon's counters");
-    o.optflag("", "openmetrics", "with --stats: OpenMetrics text format");
-    o.optflag(
+        Takes::Value("USER|ADDRESS"),
+    ),
+    (
+        "",
+        "stats",
+        "print the running daemon's counters",
+        Takes::Nothing,
+    ),
+    (
+        "",
+        "openmetrics",
+        "with --stats: OpenMetrics text format",
+        Takes::Nothing,
+    ),
+    (
         "",
         "prometheus",
         "with --stats: Prometheus text format (node_exporter)",
-    );
-    o.optflag("V", "version", "print the version");
-    o.optflag("h", "help", "print this help");
+        Takes::Nothing,
+    ),
+    ("V", "version", "print the version", Takes::Nothing),
+    ("h", "help", "print this help", Takes::Nothing),
+];
+
+fn table() -> getopts::Options {
+    let mut o = getopts::Options::new();
+    for (short, long, help, takes) in OPTIONS {
+        match takes {
+            Takes::Nothing => o.optflag(short, long, help),
+            Takes::Value(hint) => o.optopt(short, long, help, hint),
+            Takes::OptionalValue(hint) => o.optflagopt(short, long, help, hint),
+        };
+    }
     o
 }
 
