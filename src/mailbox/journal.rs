@@ -110,6 +110,7 @@ impl Header {
             h[16 + 8 * i..24 + 8 * i].copy_from_slice(&v.to_le_bytes());
         }
         h[72..72 + self.marker.len()].copy_from_slice(&self.marker);
+        // At most MAX_PATH bytes (`create` refuses longer ones).
         let path = self.spool.as_os_str().as_bytes();
         let path = &path[..path.len().min(MAX_PATH)];
         h[88..PATH_AT].copy_from_slice(&(path.len() as u64).to_le_bytes());
@@ -324,6 +325,14 @@ impl Journal {
     /// update never happened), a replacing one leaves whichever is in
     /// place, both being valid.
     pub fn create(state: &StateDir, header: Header, replacing: bool) -> io::Result<Journal> {
+        // A cut path would name another file: after a crash the journal
+        // would be set aside and the spool left half compacted.
+        if header.spool.as_os_str().len() > MAX_PATH {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the spool's path is longer than an update journal can record ({MAX_PATH} bytes)"),
+            ));
+        }
         state.ensure()?;
         let key = SpoolKey::of(&header.spool);
         let (tmp, path) = (state.journal_tmp(&key), state.journal(&key));

@@ -281,3 +281,36 @@ fn a_failed_system_call_leaves_the_spool_as_before() {
         }
     }
 }
+
+/// A spool path longer than the journal's path field (3704 bytes) cannot
+/// be recorded whole, and a cut one names another file (after a crash the
+/// journal would be set aside, the spool left half compacted): the update
+/// is refused before anything changes.
+#[test]
+fn a_spool_path_too_long_for_the_journal_refuses_the_update() {
+    let dir = scratch();
+    let mut long = dir.path().to_path_buf();
+    while long.as_os_str().len() <= 3704 {
+        long.push("d".repeat(250));
+    }
+    std::fs::create_dir_all(&long).unwrap();
+    let path = long.join("spool");
+    let before = spool_bytes();
+    std::fs::write(&path, &before).unwrap();
+    let state = StateDir::new(dir.path().join("state"));
+    let file = File::options().read(true).write(true).open(&path).unwrap();
+    let deleted = [true, false, false, true, false];
+    let e = apply(&state, &file, &path, None, &spans_of(&before), &deleted).unwrap_err();
+    assert!(!e.is_permanent() && !e.update_pending(), "{e}");
+    assert!(
+        e.to_string()
+            .contains("longer than an update journal can record"),
+        "{e}"
+    );
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "the spool is unchanged"
+    );
+    assert!(!state.journal(&SpoolKey::of(&path)).exists());
+    assert!(!state.journal_tmp(&SpoolKey::of(&path)).exists());
+}
