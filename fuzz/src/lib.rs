@@ -14,6 +14,8 @@ use std::path::Path;
 
 use ironpop::limits::MAX_HELPER_FRAME;
 use ironpop::mailbox::index::{self, Index};
+use ironpop::mailbox::journal::{self, Header, Progress, TailCheck};
+use ironpop::mailbox::plan::Plan;
 use ironpop::mailbox::scan::{scan_bytes, Scanner};
 use ironpop::mailbox::transfer::Encoder;
 use ironpop::net::line_buffer::{LineBuffer, LineEvent};
@@ -379,4 +381,77 @@ pub fn helper_wire(data: &[u8]) {
         assert!(frame.len() <= MAX_HELPER_FRAME);
         assert_eq!(Response::decode(&frame), Some(response), "round trip");
     }
+}
+
+/// Update journal decoder (what startup recovery reads before the
+/// privileged helper opens a spool): arbitrary bytes never panic; then a
+/// valid journal patched by the input (`offset` u16 LE, `length` u8,
+/// bytes; repeated) so every field is reached: what decodes is
+/// consistent (hashes per round, rounds inside the spool, tail check
+/// inside N, an account only with a tail check, progress inside the plan)
+/// and encodes to a journal that decodes to the same header.
+pub fn journal(data: &[u8]) {
+    let _ = journal::decode_bytes(data);
+    let plan = Plan::new(300, vec![(10, 50), (100, 120)], 64).expect("a plan");
+    let marker = b"0123456789abcdef".to_vec();
+    let header = Header {
+        ino: 7,
+        tail: Some(TailCheck {
+            len: plan.deleted_bytes() - marker.len() as u64,
+            hash: 1,
+        }),
+        round_hashes: vec![2; plan.rounds() as usize],
+        plan,
+        marker,
+        spool: "/var/mail/bob".into(),
+        account: Some("bob".into()),
+    };
+    let with_undo = |h: &Header| {
+        let mut image = journal::image(h);
+        image.resize(image.len() + h.plan.round as usize, 0);
+        image
+    };
+    let mut image = with_undo(&header);
+    let valid = journal::decode_bytes(&image);
+    assert!(
+        matches!(&valid, Ok((h, 1, Progress::Between { round: 0 })) if *h == header),
+        "the unpatched journal decodes to its header"
+    );
+    let mut rest = data;
+    while let [a, b, n, tail @ ..] = rest {
+        let at = usize::from(u16::from_le_bytes([*a, *b])) % image.len();
+        let n = usize::from(*n).min(tail.len()).min(image.len() - at);
+        image[at..at + n].copy_from_slice(&tail[..n]);
+        rest = &tail[n..];
+    }
+    let Ok((h, _, progress)) = journal::decode_bytes(&image) else {
+        return;
+    };
+    let plan = &h.plan;
+    assert_eq!(h.round_hashes.len() as u64, plan.rounds());
+    assert!(h.marker.len() <= journal::MAX_MARKER);
+    for k in 0..plan.rounds() {
+        let (from, to) = plan.destination(k);
+        assert!(
+            from <= to && to <= plan.orig_len,
+            "round {k} inside the spool"
+        );
+    }
+    if let Some(tail) = h.tail {
+        assert!(tail.len <= plan.orig_len, "the tail check lies before N");
+    }
+    assert!(
+        h.account.is_none() || h.tail.is_some(),
+        "an account only with a tail check"
+    );
+    match progress {
+        Progress::Between { round } => assert!(round <= plan.rounds()),
+        Progress::InRound { round } => assert!(round < plan.rounds()),
+        Progress::Truncating => {}
+    }
+    let again = journal::decode_bytes(&with_undo(&h)).map(|(again, _, _)| again);
+    assert!(
+        matches!(again, Ok(again) if again == h),
+        "encode/decode round trip"
+    );
 }

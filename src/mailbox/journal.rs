@@ -39,7 +39,7 @@ use super::plan::Plan;
 use super::state::{SpoolKey, StateDir};
 use crate::limits;
 
-const MAGIC: &[u8; 16] = b"ironpop-journal2";
+pub const MAGIC: &[u8; 16] = b"ironpop-journal2";
 const HEADER_LEN: usize = 4096;
 const RECORD_AT: [u64; 2] = [4096, 4608];
 const RECORD_LEN: usize = 32;
@@ -167,20 +167,65 @@ pub enum JournalError {
     Unusable(String),
 }
 
-fn read_at(file: &File, buf: &mut [u8], at: u64) -> Result<(), JournalError> {
+/// Fills a buffer with a journal's bytes at an offset; a journal too
+/// short for it is `Unusable`.
+type ReadAt<'a> = &'a dyn Fn(&mut [u8], u64) -> Result<(), JournalError>;
+
+fn truncated() -> JournalError {
+    JournalError::Unusable("it is truncated".into())
+}
+
+fn read_file_at(file: &File, buf: &mut [u8], at: u64) -> Result<(), JournalError> {
     match file.read_exact_at(buf, at) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            Err(JournalError::Unusable("it is truncated".into()))
-        }
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(truncated()),
         Err(e) => Err(JournalError::Io(e)),
     }
 }
 
+/// A journal's header and its state (record sequence number, progress),
+/// decoded and checked from its bytes alone: `read` reads them, `len` is
+/// the file's length. Pure, so that it is fuzzed (`fuzz/fuzz_targets/journal.rs`).
+pub fn decode(read: ReadAt, len: u64) -> Result<(Header, u64, Progress), JournalError> {
+    let header = decode_header(read, len)?;
+    if len < header.file_len() {
+        return Err(truncated());
+    }
+    let (seq, progress) = decode_progress(read, header.plan.rounds())?;
+    Ok((header, seq, progress))
+}
+
+/// [`decode`] of a journal held in memory.
+pub fn decode_bytes(bytes: &[u8]) -> Result<(Header, u64, Progress), JournalError> {
+    let read = |buf: &mut [u8], at: u64| {
+        let from = usize::try_from(at).map_err(|_| truncated())?;
+        let src = bytes
+            .get(from..from.saturating_add(buf.len()))
+            .ok_or_else(truncated)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    };
+    decode(&read, bytes.len() as u64)
+}
+
+/// The bytes a new journal of `header` starts with (header, the first
+/// progress record: sequence 1, before round 0, and the plan), up to
+/// where the original bytes of a round go: what [`decode`] reads.
+pub fn image(header: &Header) -> Vec<u8> {
+    let mut out = header.encode();
+    out.resize(PLAN_AT as usize, 0);
+    let record = RECORD_AT[1] as usize;
+    out[record..record + RECORD_LEN]
+        .copy_from_slice(&encode_record(1, Progress::Between { round: 0 }));
+    out.extend_from_slice(&header.encode_plan());
+    out.resize(header.undo_at() as usize, 0);
+    out
+}
+
 /// Reads and checks a header and its plan.
-fn decode(file: &File) -> Result<Header, JournalError> {
+fn decode_header(read: ReadAt, len: u64) -> Result<Header, JournalError> {
     let mut h = vec![0u8; HEADER_LEN];
-    read_at(file, &mut h, 0)?;
+    read(&mut h, 0)?;
     if &h[..16] != MAGIC {
         return Err(JournalError::Unusable(
             "not an ironpop journal of this version".into(),
@@ -215,8 +260,13 @@ fn decode(file: &File) -> Result<Header, JournalError> {
     if account.is_some() && tail.is_none() {
         return Err(bad());
     }
-    let mut raw = vec![0u8; 16 * (n_deleted + n_rounds) as usize];
-    read_at(file, &mut raw, PLAN_AT)?;
+    // Checked before the allocation: a damaged count costs no memory.
+    let plan_len = 16 * (n_deleted + n_rounds);
+    if len < PLAN_AT + plan_len {
+        return Err(truncated());
+    }
+    let mut raw = vec![0u8; plan_len as usize];
+    read(&mut raw, PLAN_AT)?;
     let deleted = (0..n_deleted as usize)
         .map(|i| Some((u64_at(&raw, 16 * i)?, u64_at(&raw, 16 * i + 8)?)))
         .collect::<Option<Vec<_>>>()
@@ -301,6 +351,39 @@ fn decode_record(r: &[u8]) -> Option<(u64, Progress)> {
     Some((u64_at(r, 0)?, p))
 }
 
+/// The valid progress record with the highest sequence number, checked
+/// against a plan of `rounds` rounds.
+fn decode_progress(read: ReadAt, rounds: u64) -> Result<(u64, Progress), JournalError> {
+    let mut best: Option<(u64, Progress)> = None;
+    for at in RECORD_AT {
+        let mut r = [0u8; RECORD_LEN];
+        // The file is long enough (checked): only EIO fails here, which is
+        // temporary and must not get a journal set aside while its spool
+        // is half updated.
+        read(&mut r, at)?;
+        if let Some((seq, p)) = decode_record(&r) {
+            if best.map_or(true, |(s, _)| seq > s) {
+                best = Some((seq, p));
+            }
+        }
+    }
+    let (seq, progress) =
+        best.ok_or_else(|| JournalError::Unusable("it has no valid progress record".into()))?;
+    // A record whose checksum holds but whose round the plan does not
+    // have (a bug, or a hand-made file) is damage, not a reason to panic.
+    let in_plan = match progress {
+        Progress::Between { round } => round <= rounds,
+        Progress::InRound { round } => round < rounds,
+        Progress::Truncating => true,
+    };
+    if !in_plan {
+        return Err(JournalError::Unusable(
+            "its progress record names a round the update does not have".into(),
+        ));
+    }
+    Ok((seq, progress))
+}
+
 /// A complete, durable journal.
 #[derive(Debug)]
 pub struct Journal {
@@ -348,10 +431,7 @@ impl Journal {
             // Every block now, so that no later write can meet ENOSPC.
             nix::fcntl::posix_fallocate(&file, 0, header.file_len() as i64)?;
             fault_point()?;
-            file.write_all_at(&header.encode(), 0)?;
-            let first = Progress::Between { round: 0 };
-            file.write_all_at(&encode_record(1, first), RECORD_AT[1])?;
-            file.write_all_at(&header.encode_plan(), PLAN_AT)?;
+            file.write_all_at(&image(&header), 0)?;
             fault_point()?;
             // (1) data durable before its name appears ...
             file.sync_all()?;
@@ -401,43 +481,8 @@ impl Journal {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(JournalError::Io(e)),
         };
-        let header = decode(&file)?;
         let len = file.metadata().map_err(JournalError::Io)?.len();
-        if len < header.file_len() {
-            return Err(JournalError::Unusable("it is truncated".into()));
-        }
-        let mut best: Option<(u64, Progress)> = None;
-        for at in RECORD_AT {
-            let mut r = [0u8; RECORD_LEN];
-            // Only a short file makes a record invalid; any other read
-            // error (EIO) is temporary and must not get a journal set aside
-            // while its spool is half updated.
-            match file.read_exact_at(&mut r, at) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => continue,
-                Err(e) => return Err(JournalError::Io(e)),
-            }
-            if let Some((seq, p)) = decode_record(&r) {
-                if best.map_or(true, |(s, _)| seq > s) {
-                    best = Some((seq, p));
-                }
-            }
-        }
-        let (seq, progress) =
-            best.ok_or_else(|| JournalError::Unusable("it has no valid progress record".into()))?;
-        // A record whose checksum holds but whose round the plan does not
-        // have (a bug, or a hand-made file) is damage, not a reason to panic.
-        let rounds = header.plan.rounds();
-        let in_plan = match progress {
-            Progress::Between { round } => round <= rounds,
-            Progress::InRound { round } => round < rounds,
-            Progress::Truncating => true,
-        };
-        if !in_plan {
-            return Err(JournalError::Unusable(
-                "its progress record names a round the update does not have".into(),
-            ));
-        }
+        let (header, seq, progress) = decode(&|buf, at| read_file_at(&file, buf, at), len)?;
         Ok(Some(Journal {
             file,
             path: path.to_path_buf(),

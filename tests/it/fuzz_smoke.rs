@@ -325,6 +325,38 @@ fn spool_index_decoder() {
 }
 
 #[test]
+fn update_journal_decoder() {
+    // Patches (offset u16 LE, length, bytes) onto the fields of a valid
+    // journal: the counts and lengths at 16..72, the marker at 72, the
+    // path at 88, the tail check at 3800, the account at 3832, the
+    // progress records at 4096 and 4608, the plan at 8192.
+    const D: &[&[u8]] = &[
+        b"\x20\0\x08",
+        b"\x28\0\x08",
+        b"\x30\0\x08",
+        b"\x38\0\x08",
+        b"\x40\0\x08",
+        b"\x58\0\x08",
+        b"\xd8\x0e\x08",
+        b"\xe0\x0e\x08",
+        b"\xf8\x0e\x08",
+        b"\x00\x10\x20",
+        b"\x00\x12\x20",
+        b"\x00\x20\x10",
+        b"\0\0\0\0\0\0\0\0",
+        b"\x01\0\0\0\0\0\0\0",
+        b"\x02\0\0\0\0\0\0\0",
+        b"\x40\0\0\0\0\0\0\0",
+        b"\xff\xff\xff\xff\xff\xff\xff\xff",
+    ];
+    let inputs = Inputs {
+        selector: false,
+        ..inputs(2000, 24, D)
+    };
+    run("journal", bodies::journal, inputs);
+}
+
+#[test]
 fn helper_wire_round_trip() {
     use ironpop::account::Password;
     use ironpop::privsep::helper_wire::{Request, Response, SpoolAnswer};
