@@ -283,6 +283,9 @@ if [ "$LOGIN" = 1 ]; then
     grep -Eq '^logins_failed_(user|plain) +[1-9][0-9]*$' "$WORK/stats" || fail "--stats: no failed login counted"
     /usr/sbin/ironpop --stats --openmetrics | tail -n 1 | grep -qx '# EOF' \
         || fail "--stats --openmetrics does not end with # EOF"
+    /usr/sbin/ironpop --stats --prometheus > "$WORK/prom" || fail "ironpop --stats --prometheus"
+    grep -qx '# TYPE ironpop_logins_failed_total counter' "$WORK/prom" \
+        || fail "--stats --prometheus: no typed counter for node_exporter's textfile collector"
     if /usr/sbin/ironpop --kick "$TEST_USER" > "$WORK/kick"; then
         fail "--kick matched a session nobody has open: $(cat "$WORK/kick")"
     fi
