@@ -16,6 +16,13 @@
 //! (short of an XXH3-128 collision): the spool is served as it now is, and
 //! the journal is moved aside for the administrator. A mailbox is never
 //! refused because of a journal.
+//!
+//! The limit: bytes of the deleted messages that no round has overwritten
+//! yet and that lie outside the tail check and every round's sources are
+//! not compared with anything. A program that, between the crash and the
+//! recovery, changes only such bytes in place, leaving the spool's length
+//! as it was, is not noticed: recovery completes the update and those
+//! bytes go with the messages the session deleted.
 
 use std::fs::{self, File};
 use std::io;
