@@ -296,24 +296,14 @@ fn a_journal_without_a_tail_check_is_never_applied_to_a_spool_the_helper_opened(
     let before = spool_bytes();
     let len = before.len() as u64;
     let (_dir, path, state, file) = spool_in_scratch(&before);
-    forge(&state, &path, len, None, None);
-    let r = recover(
-        &state,
-        &path,
-        &SpoolKey::of(&path),
-        Some(&file),
-        OpenedBy::Helper,
-    );
+    let recover_by = |by| {
+        forge(&state, &path, len, None, None);
+        recover(&state, &path, &SpoolKey::of(&path), Some(&file), by)
+    };
+    let r = recover_by(OpenedBy::Helper);
     assert_set_aside(r.unwrap(), &state, &path, "helper");
     assert!(std::fs::read(&path).unwrap() == before, "spool untouched");
-    forge(&state, &path, len, None, None);
-    let r = recover(
-        &state,
-        &path,
-        &SpoolKey::of(&path),
-        Some(&file),
-        OpenedBy::Daemon,
-    );
+    let r = recover_by(OpenedBy::Daemon);
     assert!(matches!(r, Ok(Some(Recovered::Completed { .. }))), "{r:?}");
     assert!(std::fs::read(&path).unwrap().is_empty(), "the older proof");
 }
