@@ -16,7 +16,7 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessageOwned, MsgFlags};
 
 use crate::exhaustion::is_exhaustion_errno;
 use crate::limits::MAX_HELPER_FRAME;
-use crate::privsep::helper_wire::{Response, SpoolAnswer};
+use crate::privsep::helper_wire::{Accepted, Response, SpoolAnswer};
 
 /// What a helper said about a login, with the spool it opened.
 #[derive(Debug)]
@@ -110,10 +110,10 @@ pub(super) fn exchange(channel: &Channel, frame: &[u8]) -> Result<Verdict, Failu
         })?;
     let wants_fd = matches!(
         response,
-        Response::Accepted {
+        Response::Accepted(Accepted {
             spool: SpoolAnswer::Open,
             ..
-        }
+        })
     );
     match (wants_fd, files.len()) {
         (true, 1) => Ok(Verdict {

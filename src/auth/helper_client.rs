@@ -395,22 +395,20 @@ fn login(verdict: Result<Verdict, String>) -> (AuthOutcome<Login>, Option<[u8; K
         Err(e) => return (AuthOutcome::Unavailable(e), None),
     };
     let outcome = match verdict.response {
-        Response::Accepted {
-            user,
-            mailbox,
-            spool,
-            server_signature,
-        } => {
-            let spool = match spool {
+        Response::Accepted(accepted) => {
+            let spool = match accepted.spool {
                 SpoolAnswer::Open => Spool::Opened(verdict.spool),
                 SpoolAnswer::Missing => Spool::Opened(None),
                 SpoolAnswer::Refused(reason) => Spool::Refused(reason),
                 SpoolAnswer::Failed(errno) => Spool::Failed(errno),
             };
-            let principal = Principal { user, mailbox };
+            let principal = Principal {
+                user: accepted.user,
+                mailbox: accepted.mailbox,
+            };
             return (
                 AuthOutcome::Accepted(Login { principal, spool }),
-                server_signature,
+                accepted.server_signature,
             );
         }
         Response::Rejected => AuthOutcome::Rejected,

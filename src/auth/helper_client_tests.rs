@@ -6,6 +6,7 @@ use crate::mailbox::MaildropOpener;
 use crate::privsep::accounts::AccountBackend;
 use crate::privsep::cert_login::CertCheck;
 use crate::privsep::helper::{serve, AccountDb};
+use crate::privsep::helper_wire::Accepted;
 use crate::privsep::passwd_file::PasswdFile;
 use crate::test_support::accepted;
 use nix::sys::socket::{sendmsg, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
@@ -156,12 +157,12 @@ fn a_garbled_reply_is_not_trusted() {
         let mut buf = [0u8; 64];
         let _ = nix::sys::socket::recv(b.as_raw_fd(), &mut buf, MsgFlags::empty());
         // "Accepted" with the spool open, but no descriptor attached.
-        let frame = Response::Accepted {
+        let frame = Response::Accepted(Accepted {
             user: "alice".into(),
             mailbox: "/etc/shadow".into(),
             spool: SpoolAnswer::Open,
             server_signature: None,
-        }
+        })
         .encode()
         .unwrap();
         nix::sys::socket::send(b.as_raw_fd(), &frame, MsgFlags::empty()).unwrap();
@@ -237,12 +238,12 @@ fn first_answer_fails_and_leaks_nothing(waits: Waits, delay: Duration, copies: u
     let pool = Arc::new(HelperPool::with_waits(vec![(a, 0)], waits).unwrap());
     // When every copy is closed, the read end sees end of file.
     let (read_end, write_end) = nix::unistd::pipe().unwrap();
-    let accepted = Response::Accepted {
+    let accepted = Response::Accepted(Accepted {
         user: "alice".into(),
         mailbox: fx.mail.join("alice"),
         spool: SpoolAnswer::Open,
         server_signature: None,
-    };
+    });
     let fake = fake_helper(
         b,
         vec![

@@ -42,7 +42,7 @@ use zeroize::Zeroize;
 
 pub use super::accounts::AccountDb;
 use super::checked::Checked;
-use super::helper_wire::{Request, Response};
+use super::helper_wire::{Accepted, Request, Response};
 use super::spool::open_checked;
 use crate::account::AuthOutcome;
 use crate::exhaustion::is_exhaustion_errno;
@@ -288,12 +288,12 @@ fn login_response(
     match checked {
         (AuthOutcome::Accepted(p), owner) => {
             let (spool, file) = open_checked(&p.mailbox, owner);
-            let response = Response::Accepted {
+            let response = Response::Accepted(Accepted {
                 user: p.user,
                 mailbox: p.mailbox,
                 spool,
                 server_signature,
-            };
+            });
             (response, file)
         }
         (AuthOutcome::Rejected, _) => (Response::Rejected, None),

@@ -79,16 +79,20 @@ pub enum SpoolAnswer {
     Failed(i32),
 }
 
+/// An accepted login as the helper answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub user: String,
+    pub mailbox: PathBuf,
+    pub spool: SpoolAnswer,
+    /// SCRAM's ServerSignature, after a [`Request::ScramProof`] only.
+    pub server_signature: Option<[u8; KEY_LEN]>,
+}
+
 /// The helper's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    Accepted {
-        user: String,
-        mailbox: PathBuf,
-        spool: SpoolAnswer,
-        /// SCRAM's ServerSignature, after a [`Request::ScramProof`] only.
-        server_signature: Option<[u8; KEY_LEN]>,
-    },
+    Accepted(Accepted),
     Rejected,
     Unavailable(String),
     /// The public half of a SCRAM secret.
@@ -309,15 +313,10 @@ impl Response {
     /// `None` only when the user name or path is over its bound.
     pub fn encode(&self) -> Option<Vec<u8>> {
         Some(match self {
-            Response::Accepted {
-                user,
-                mailbox,
-                spool,
-                server_signature,
-            } => {
-                let mut e = Encoder::for_account(RESP_ACCEPTED, user)?;
-                e.field(mailbox.to_str()?.as_bytes(), MAX_HELPER_PATH)?;
-                match spool {
+            Response::Accepted(accepted) => {
+                let mut e = Encoder::for_account(RESP_ACCEPTED, &accepted.user)?;
+                e.field(accepted.mailbox.to_str()?.as_bytes(), MAX_HELPER_PATH)?;
+                match &accepted.spool {
                     SpoolAnswer::Open => e.byte(SPOOL_OPEN),
                     SpoolAnswer::Missing => e.byte(SPOOL_MISSING),
                     SpoolAnswer::Refused(why) => {
@@ -329,7 +328,7 @@ impl Response {
                         e.buf.extend_from_slice(&errno.to_be_bytes());
                     }
                 }
-                match server_signature {
+                match &accepted.server_signature {
                     None => e.byte(0),
                     Some(sig) => {
                         e.byte(1);
@@ -376,12 +375,12 @@ impl Response {
                     1 => Some(d.key()?),
                     _ => return None,
                 };
-                d.end(Response::Accepted {
+                d.end(Response::Accepted(Accepted {
                     user,
                     mailbox,
                     spool,
                     server_signature,
-                })
+                }))
             }
             RESP_REJECTED => d.end(Response::Rejected),
             RESP_UNAVAILABLE => {
@@ -461,36 +460,36 @@ mod tests {
                 iterations: 4096,
             },
             Response::Unavailable("shadow unreadable".into()),
-            Response::Accepted {
+            Response::Accepted(Accepted {
                 user: "bob".into(),
                 mailbox: "/var/mail/bob".into(),
                 spool: SpoolAnswer::Open,
                 server_signature: None,
-            },
-            Response::Accepted {
+            }),
+            Response::Accepted(Accepted {
                 user: "carol".into(),
                 mailbox: "/var/mail/carol".into(),
                 spool: SpoolAnswer::Open,
                 server_signature: Some([9; KEY_LEN]),
-            },
-            Response::Accepted {
+            }),
+            Response::Accepted(Accepted {
                 user: "bob".into(),
                 mailbox: "/var/mail/bob".into(),
                 spool: SpoolAnswer::Missing,
                 server_signature: None,
-            },
-            Response::Accepted {
+            }),
+            Response::Accepted(Accepted {
                 user: "bob".into(),
                 mailbox: "/var/mail/bob".into(),
                 spool: SpoolAnswer::Refused("it is a symbolic link".into()),
                 server_signature: None,
-            },
-            Response::Accepted {
+            }),
+            Response::Accepted(Accepted {
                 user: "bob".into(),
                 mailbox: "/var/mail/bob".into(),
                 spool: SpoolAnswer::Failed(13),
                 server_signature: None,
-            },
+            }),
         ] {
             let frame = r.encode().unwrap();
             assert_eq!(Response::decode(&frame), Some(r));

@@ -359,7 +359,7 @@ fn update_journal_decoder() {
 #[test]
 fn helper_wire_round_trip() {
     use ironpop::account::Password;
-    use ironpop::privsep::helper_wire::{Request, Response, SpoolAnswer};
+    use ironpop::privsep::helper_wire::{Accepted, Request, Response, SpoolAnswer};
     let requests = [
         Request::Verify {
             user: "alice".into(),
@@ -382,24 +382,24 @@ fn helper_wire_round_trip() {
         },
     ];
     let responses = [
-        Response::Accepted {
+        Response::Accepted(Accepted {
             user: "alice".into(),
             mailbox: "/var/mail/alice".into(),
             spool: SpoolAnswer::Open,
             server_signature: None,
-        },
-        Response::Accepted {
+        }),
+        Response::Accepted(Accepted {
             user: "bob".into(),
             mailbox: "/var/mail/bob".into(),
             spool: SpoolAnswer::Refused("it is a symbolic link".into()),
             server_signature: Some([1; ironpop::sasl::KEY_LEN]),
-        },
-        Response::Accepted {
+        }),
+        Response::Accepted(Accepted {
             user: "c".into(),
             mailbox: "/m".into(),
             spool: SpoolAnswer::Failed(24),
             server_signature: None,
-        },
+        }),
         Response::Rejected,
         Response::Unavailable("helper busy".into()),
         Response::ScramParams {
