@@ -401,6 +401,7 @@ pub fn journal(data: &[u8]) {
             hash: 1,
         }),
         round_hashes: vec![2; plan.rounds() as usize],
+        deleted_hashes: Some(vec![3; plan.deleted_pieces(marker.len() as u64).len()]),
         plan,
         marker,
         spool: "/var/mail/bob".into(),
@@ -429,6 +430,12 @@ pub fn journal(data: &[u8]) {
     };
     let plan = &h.plan;
     assert_eq!(h.round_hashes.len() as u64, plan.rounds());
+    if let Some(pieces) = &h.deleted_hashes {
+        let cut = plan.deleted_pieces(h.marker.len() as u64);
+        assert_eq!(pieces.len(), cut.len(), "a hash per deleted piece");
+        assert!(cut.len() as u64 <= plan.deleted.len() as u64 + plan.rounds() + 2);
+        assert!(h.tail.is_some(), "deleted pieces only with a tail check");
+    }
     assert!(h.marker.len() <= journal::MAX_MARKER);
     for k in 0..plan.rounds() {
         let (from, to) = plan.destination(k);

@@ -8,15 +8,15 @@
 //! | 16 | spool inode, S, N, R, deleted ranges, rounds, marker length m |
 //! | 72 | marker (16 bytes, the first m used) |
 //! | 88 | spool path length, then the path (at most 3704 bytes) |
-//! | 3800 | 1 when the tail check follows (0: an older journal), its length t, its XXH3-128 |
+//! | 3800 | 2 when the tail check follows and the plan ends with the deleted pieces' hashes, 1: the tail check only (0: neither; older journals), the check's length t, its XXH3-128 |
 //! | 3832 | account name length, then the name (at most 256 bytes; 0: none) |
 //! | 4096, 4608 | two progress records (see [`Progress`]) |
-//! | 8192 | the deleted ranges (from, to), then XXH3-128 of each round's bytes |
+//! | 8192 | the deleted ranges (from, to), XXH3-128 of each round's bytes, then of each deleted piece (`Plan::deleted_pieces`) |
 //! | then, 4096-aligned | the original bytes of the round in progress (≤ R) |
 //!
 //! The file is allocated at its full size when it is created, so an
 //! update that starts never runs out of `state_dir` space halfway: the
-//! space is R + 16 bytes per deleted message and per round + 12 KiB,
+//! space is R + 32 bytes per deleted message and per round + 12 KiB,
 //! whatever the spool's size. No device number is stored: on a cluster
 //! the same spool has a different `st_dev` on every node.
 //!
@@ -90,6 +90,10 @@ pub struct Header {
     pub tail: Option<TailCheck>,
     /// XXH3-128 of the bytes each round writes.
     pub round_hashes: Vec<u128>,
+    /// XXH3-128 of each piece of the deleted bytes when the update began
+    /// (`Plan::deleted_pieces` with the marker's length); `None`: an
+    /// older journal, written before the check existed.
+    pub deleted_hashes: Option<Vec<u128>>,
 }
 
 impl Header {
@@ -116,7 +120,8 @@ impl Header {
         h[88..PATH_AT].copy_from_slice(&(path.len() as u64).to_le_bytes());
         h[PATH_AT..PATH_AT + path.len()].copy_from_slice(path);
         if let Some(tail) = self.tail {
-            h[TAIL_AT..TAIL_AT + 8].copy_from_slice(&1u64.to_le_bytes());
+            let version: u64 = if self.deleted_hashes.is_some() { 2 } else { 1 };
+            h[TAIL_AT..TAIL_AT + 8].copy_from_slice(&version.to_le_bytes());
             h[TAIL_AT + 8..TAIL_AT + 16].copy_from_slice(&tail.len.to_le_bytes());
             h[TAIL_AT + 16..ACCOUNT_LEN_AT].copy_from_slice(&tail.hash.to_le_bytes());
         }
@@ -135,7 +140,8 @@ impl Header {
             out.extend_from_slice(&a.to_le_bytes());
             out.extend_from_slice(&b.to_le_bytes());
         }
-        for h in &self.round_hashes {
+        let pieces = self.deleted_hashes.iter().flatten();
+        for h in self.round_hashes.iter().chain(pieces) {
             out.extend_from_slice(&h.to_le_bytes());
         }
         out
@@ -143,7 +149,8 @@ impl Header {
 
     /// Where the original bytes of the round in progress are kept.
     fn undo_at(&self) -> u64 {
-        let plan_len = 16 * (self.plan.deleted.len() + self.round_hashes.len()) as u64;
+        let pieces = self.deleted_hashes.as_ref().map_or(0, Vec::len);
+        let plan_len = 16 * (self.plan.deleted.len() + self.round_hashes.len() + pieces) as u64;
         (PLAN_AT + plan_len).next_multiple_of(4096)
     }
 
@@ -250,9 +257,9 @@ fn decode_header(read: ReadAt, len: u64) -> Result<Header, JournalError> {
             .ok_or_else(bad)?,
     ));
     // An older journal whose path reached this far has neither field.
-    let (tail, account) = match path_len <= MAX_PATH {
+    let ((tail, has_pieces), account) = match path_len <= MAX_PATH {
         true => (decode_tail(&h).ok_or_else(bad)?, decode_account(&h)),
-        false => (None, None),
+        false => ((None, false), None),
     };
     // Every writer that records the account records the tail check too:
     // an account without one is a forgery that would have the privileged
@@ -290,6 +297,24 @@ fn decode_header(read: ReadAt, len: u64) -> Result<Header, JournalError> {
     if tail.is_some_and(|t| t.len != tail_len) {
         return Err(bad());
     }
+    // At most n_deleted + n_rounds + 2 pieces, each cut point being used
+    // once: bounded like the rest of the plan.
+    let deleted_hashes = match has_pieces {
+        false => None,
+        true => {
+            let n = plan.deleted_pieces(m).len() as u64;
+            if len < PLAN_AT + plan_len + 16 * n {
+                return Err(truncated());
+            }
+            let mut raw = vec![0u8; 16 * n as usize];
+            read(&mut raw, PLAN_AT + plan_len)?;
+            Some(
+                raw.chunks_exact(16)
+                    .map(|c| u128::from_le_bytes(c.try_into().unwrap_or_default()))
+                    .collect(),
+            )
+        }
+    };
     Ok(Header {
         ino,
         plan,
@@ -298,16 +323,20 @@ fn decode_header(read: ReadAt, len: u64) -> Result<Header, JournalError> {
         account,
         tail,
         round_hashes,
+        deleted_hashes,
     })
 }
 
-/// The tail check: `Some(None)` in an older journal (zeros), `None` when
+/// The tail check, and whether the deleted pieces' hashes follow the
+/// plan: `Some((None, false))` in an older journal (zeros), `None` when
 /// the field is damaged.
-fn decode_tail(h: &[u8]) -> Option<Option<TailCheck>> {
+fn decode_tail(h: &[u8]) -> Option<(Option<TailCheck>, bool)> {
     let hash = u128::from_le_bytes(h.get(TAIL_AT + 16..ACCOUNT_LEN_AT)?.try_into().ok()?);
     match (u64_at(h, TAIL_AT)?, u64_at(h, TAIL_AT + 8)?) {
-        (0, _) => Some(None),
-        (1, len) if len <= limits::JOURNAL_TAIL_CHECK => Some(Some(TailCheck { len, hash })),
+        (0, _) => Some((None, false)),
+        (v @ (1 | 2), len) if len <= limits::JOURNAL_TAIL_CHECK => {
+            Some((Some(TailCheck { len, hash }), v == 2))
+        }
         _ => None,
     }
 }

@@ -111,6 +111,7 @@ fn the_account_name_and_tail_check_are_recorded_or_absent() {
             account,
             tail: Some(TailCheck { len: 10, hash: 77 }),
             round_hashes: vec![0],
+            deleted_hashes: None,
         };
         let j = Journal::create(&state, header, false).unwrap();
         j.path().to_path_buf()

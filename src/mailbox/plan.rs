@@ -93,6 +93,34 @@ impl Plan {
         }
         out
     }
+
+    /// The deleted bytes cut wherever a round's destination ends, at W
+    /// and at W + `marker_len`: however far the update got, its write
+    /// frontier falls between pieces, so each piece is either all
+    /// overwritten by rounds (and checked by their hashes) or all still
+    /// what the update began with. At most one piece per deleted range,
+    /// per round and two more.
+    pub fn deleted_pieces(&self, marker_len: u64) -> Vec<(u64, u64)> {
+        let w = self.new_len();
+        let mut out = Vec::new();
+        for &(from, to) in &self.deleted {
+            let mut at = from;
+            while at < to {
+                let round_end = match at < w {
+                    true => self.destination((at - self.start) / self.round).1,
+                    false => u64::MAX,
+                };
+                let cut = [round_end, w, w.saturating_add(marker_len), to]
+                    .into_iter()
+                    .filter(|&c| c > at)
+                    .min()
+                    .unwrap_or(to);
+                out.push((at, cut));
+                at = cut;
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +150,22 @@ mod tests {
             .filter(|&b| b >= 10 && !(10..20).contains(&b) && b != 35 && b < 90)
             .collect();
         assert_eq!(moved, kept);
+    }
+
+    #[test]
+    fn deleted_pieces_cover_the_deleted_bytes_and_never_straddle_a_frontier() {
+        let plan = Plan::new(100, vec![(10, 20), (35, 36), (50, 100)], 7).unwrap();
+        let pieces = plan.deleted_pieces(4);
+        let covered: Vec<u64> = pieces.iter().flat_map(|&(a, b)| a..b).collect();
+        let deleted: Vec<u64> = plan.deleted.iter().flat_map(|&(a, b)| a..b).collect();
+        assert_eq!(covered, deleted);
+        let w = plan.new_len();
+        let frontiers = (0..plan.rounds()).map(|k| plan.destination(k).1);
+        for f in frontiers.chain([w, w + 4]) {
+            assert!(pieces.iter().all(|&(a, b)| b <= f || a >= f), "{f}");
+        }
+        let bound = plan.deleted.len() as u64 + plan.rounds() + 2;
+        assert!(pieces.len() as u64 <= bound);
     }
 
     #[test]

@@ -17,12 +17,18 @@
 //! the journal is moved aside for the administrator. A mailbox is never
 //! refused because of a journal.
 //!
-//! The limit: bytes of the deleted messages that no round has overwritten
-//! yet and that lie outside the tail check and every round's sources are
-//! not compared with anything. A program that, between the crash and the
-//! recovery, changes only such bytes in place, leaving the spool's length
-//! as it was, is not noticed: recovery completes the update and those
-//! bytes go with the messages the session deleted.
+//! The deleted bytes no round has overwritten yet, outside the tail
+//! check and every round's sources, are checked too: the journal holds
+//! an XXH3-128 of each piece of the deleted bytes, cut where a round's
+//! destination ends, at W and after the marker (`Plan::deleted_pieces`),
+//! so the write frontier always falls between pieces. Every piece from
+//! the frontier on must hash to what the update began with (the piece
+//! where the marker goes may instead hold the marker); every piece before
+//! it was overwritten and is checked by the round hashes. So every byte
+//! of `[S, N)` is either the original or what the update writes there. A
+//! journal older than these hashes (no flag 2 in its tail check field)
+//! has none: for it, a same-length in-place change of such bytes after
+//! the crash is still not noticed and goes with the deleted messages.
 
 use std::fs::{self, File};
 use std::io;
@@ -198,6 +204,7 @@ fn prove(j: &Journal, file: &File) -> io::Result<Verdict> {
         )));
     }
     let (len, w, n) = (meta.len(), plan.new_len(), plan.orig_len);
+    let m = h.marker.len() as u64;
     let (finished, in_round) = match j.progress {
         Progress::Between { round } => (round, None),
         Progress::InRound { round } => (round, Some(round)),
@@ -282,6 +289,34 @@ fn prove(j: &Journal, file: &File) -> io::Result<Verdict> {
         let new = update::round_bytes(file, plan, k, None)?;
         if xxh3_128(&new) != h.round_hashes[k as usize] {
             return Ok(changed("mail the update was to move differs", k));
+        }
+    }
+    // The deleted bytes no round has written yet: all of them from the
+    // write frontier on (a piece boundary), except the marker once it is
+    // known to be there.
+    let frontier = match j.progress {
+        Progress::Truncating => w + m,
+        _ if next == 0 => plan.start,
+        _ => plan.destination(next - 1).1,
+    };
+    if let Some(hashes) = &h.deleted_hashes {
+        let mut buf = vec![0u8; 64 * 1024];
+        for ((from, to), hash) in plan.deleted_pieces(m).into_iter().zip(hashes) {
+            if from < frontier || update::hash_bytes(file, from, to, &mut buf)? == *hash {
+                continue;
+            }
+            // The marker may be written at W before "truncating" is.
+            let mut now = vec![0u8; (to - from) as usize];
+            let marker = (from >= w && to <= w + m) && {
+                file.read_exact_at(&mut now, from)?;
+                now[..] == h.marker[(from - w) as usize..(to - w) as usize]
+            };
+            if !marker {
+                return Ok(Verdict::Foreign(format!(
+                    "bytes {from}..{to} of the deleted messages, which the update had not \
+                     written yet, differ from when the update began: another program changed the spool"
+                )));
+            }
         }
     }
     Ok(Verdict::Continue(original))

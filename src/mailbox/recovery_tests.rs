@@ -5,12 +5,14 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::fault::{Fault, DURABLE};
+use super::journal::{Journal, Progress};
 use super::recovery::{recover, OpenedBy, Recovered};
 use super::state::{SpoolKey, StateDir};
 use super::update::apply;
 use super::update_crash_tests::{
     append, expected, spans_of, spool_bytes, spool_in_scratch, spool_named_in_scratch, with_fault,
 };
+use crate::limits;
 
 /// A spool whose update (delete messages 1 and 4) was killed in the middle
 /// of a round that had already written the spool: (dir, spool, state,
@@ -250,6 +252,7 @@ fn forge(state: &StateDir, path: &Path, len: u64, account: Option<&str>, tail: O
             hash,
         }),
         round_hashes: Vec::new(),
+        deleted_hashes: None,
     };
     Journal::create(state, header, false).unwrap();
 }
@@ -386,4 +389,71 @@ fn startup_recovery_completes_a_journal_with_a_hashed_name() {
     super::startup::recover_all(&settings_in(dir.path()), &[], None);
     assert!(std::fs::read(&path).unwrap() == after, "completed");
     assert!(!journal.exists());
+}
+
+/// Every crash of the update deleting `deleted` from [`spool_bytes`]
+/// whose journal then stands at `at`: (dir, spool, state, before, after).
+type Crashed = (tempfile::TempDir, PathBuf, StateDir, Vec<u8>, Vec<u8>);
+fn crashes_at(deleted: &[bool], at: Progress) -> Vec<Crashed> {
+    let before = spool_bytes();
+    let spans = spans_of(&before);
+    let after = expected(&before, &spans, deleted);
+    let mut out = Vec::new();
+    for k in 0.. {
+        let (dir, path, state, file) = spool_in_scratch(&before);
+        let (_, fired) = with_fault(k, Fault::Crash, || {
+            apply(&state, &file, &path, None, &spans, deleted)
+        });
+        if !fired {
+            break;
+        }
+        if let Ok(Some(j)) = Journal::open(&state.journal(&SpoolKey::of(&path))) {
+            if j.progress == at {
+                out.push((dir, path, state, before.clone(), after.clone()));
+            }
+        }
+    }
+    assert!(!out.is_empty(), "no crash leaves the journal at {at:?}");
+    out
+}
+
+/// A same-length change in place of deleted bytes that no round has
+/// overwritten yet, outside the tail check, sets the journal aside and
+/// leaves the spool as the other program left it; unchanged, the update
+/// completes.
+fn edit_of_unwritten_deleted_bytes_is_noticed(deleted: &[bool], at: Progress, offset: usize) {
+    for (_dir, path, state, before, _) in crashes_at(deleted, at) {
+        let n = before.len();
+        assert!(offset + 6 < n - limits::JOURNAL_TAIL_CHECK as usize);
+        let mut theirs = std::fs::read(&path).unwrap();
+        theirs[offset..offset + 6].copy_from_slice(b"EDITED");
+        let f = File::options().write(true).open(&path).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &theirs, 0).unwrap();
+        assert_set_aside(recover_now(&state, &path), &state, &path, "edited");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            theirs,
+            "their bytes, all of them"
+        );
+    }
+    for (_dir, path, state, _, after) in crashes_at(deleted, at) {
+        assert!(matches!(
+            recover_now(&state, &path),
+            Some(Recovered::Completed { .. })
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), after);
+    }
+}
+
+#[test]
+fn an_edit_of_deleted_bytes_past_the_write_frontier_is_never_removed() {
+    // Before round 0: message 0 (deleted) is past the frontier, far
+    // before the tail check.
+    let deleted = [true, false, false, true, false];
+    edit_of_unwritten_deleted_bytes_is_noticed(&deleted, Progress::Between { round: 0 }, 40);
+    // After the last round (with the marker at W or not yet): message 2
+    // (deleted) is partly overwritten; its part past W and the marker is
+    // checked.
+    let deleted = [true, false, true, false, false];
+    edit_of_unwritten_deleted_bytes_is_noticed(&deleted, Progress::Between { round: 1 }, 2000);
 }

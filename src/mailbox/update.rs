@@ -207,26 +207,38 @@ pub fn verify(
 fn hash_range(
     file: &File,
     path: &Path,
-    mut from: u64,
+    from: u64,
     to: u64,
     buf: &mut [u8],
 ) -> Result<u128, MailboxError> {
+    hash_bytes(file, from, to, buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => MailboxError::Changed {
+            path: path.to_path_buf(),
+        },
+        _ => io_error(path, "checking")(e),
+    })
+}
+
+/// XXH3-128 of the file's bytes `[from, to)`, read through `buf`.
+pub fn hash_bytes(file: &File, mut from: u64, to: u64, buf: &mut [u8]) -> io::Result<u128> {
     let mut hasher = Xxh3::new();
     while from < to {
         let n = usize::try_from(to - from).map_or(buf.len(), |n| n.min(buf.len()));
-        match file.read_exact_at(&mut buf[..n], from) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(MailboxError::Changed {
-                    path: path.to_path_buf(),
-                })
-            }
-            Err(e) => return Err(io_error(path, "checking")(e)),
-        }
+        file.read_exact_at(&mut buf[..n], from)?;
         hasher.update(&buf[..n]);
         from += n as u64;
     }
     Ok(hasher.digest128())
+}
+
+/// XXH3-128 of each piece of the deleted bytes of `plan` (see
+/// [`Plan::deleted_pieces`]), read from the file as it is now.
+pub fn deleted_hashes(file: &File, plan: &Plan, marker_len: usize) -> io::Result<Vec<u128>> {
+    let mut buf = vec![0u8; 64 * 1024];
+    plan.deleted_pieces(marker_len as u64)
+        .into_iter()
+        .map(|(a, b)| hash_bytes(file, a, b, &mut buf))
+        .collect()
 }
 
 /// Removes the raw ranges of the deleted messages from the spool and
@@ -280,6 +292,9 @@ pub fn apply(
         spool: path.to_path_buf(),
         account: account.map(str::to_owned),
         tail: Some(tail_check(file, &plan, marker.len()).map_err(io_error(path, "reading"))?),
+        deleted_hashes: Some(
+            deleted_hashes(file, &plan, marker.len()).map_err(io_error(path, "reading"))?,
+        ),
         round_hashes: round_hashes(file, &plan).map_err(io_error(path, "reading"))?,
         marker,
         plan,
@@ -343,6 +358,7 @@ fn finish(mut journal: Journal, file: &File) -> io::Result<u64> {
         let next = Header {
             round_hashes: round_hashes(file, &plan)?,
             tail: Some(tail_check(file, &plan, h.marker.len())?),
+            deleted_hashes: Some(deleted_hashes(file, &plan, h.marker.len())?),
             plan,
             ..h.clone()
         };

@@ -207,6 +207,7 @@ fn forge_journal(state: &Path, spool: &Path, account: Option<&str>) -> PathBuf {
             hash: 0,
         }),
         round_hashes: Vec::new(),
+        deleted_hashes: None,
     };
     let state_dir = ironpop::mailbox::state::StateDir::new(state);
     let journal = Journal::create(&state_dir, header, false).unwrap();
