@@ -234,11 +234,12 @@ fn prove(j: &Journal, file: &File) -> io::Result<Verdict> {
             "the spool is shorter ({len} bytes) than when the update began ({n}): another program rewrote it"
         )));
     }
+    // One buffer for every range hashed below: rounds are up to 1 MiB
+    // and deleted pieces up to a whole message.
+    let mut buf = vec![0u8; 64 * 1024];
     // Bytes no round writes, which whoever made the journal must have read.
     if let Some(tail) = h.tail {
-        let mut now = vec![0u8; tail.len as usize];
-        file.read_exact_at(&mut now, n - tail.len)?;
-        if xxh3_128(&now) != tail.hash {
+        if update::hash_bytes(file, n - tail.len, n, &mut buf)? != tail.hash {
             return Ok(Verdict::Foreign(format!(
                 "the {} bytes before offset {n} differ from when the update began: \
                  another program changed the spool, or the journal is not its own",
@@ -254,9 +255,7 @@ fn prove(j: &Journal, file: &File) -> io::Result<Verdict> {
     };
     for k in 0..finished {
         let (from, to) = plan.destination(k);
-        let mut now = vec![0u8; (to - from) as usize];
-        file.read_exact_at(&mut now, from)?;
-        if xxh3_128(&now) != h.round_hashes[k as usize] {
+        if update::hash_bytes(file, from, to, &mut buf)? != h.round_hashes[k as usize] {
             return Ok(changed("bytes the update had written differ", k));
         }
     }
@@ -300,14 +299,15 @@ fn prove(j: &Journal, file: &File) -> io::Result<Verdict> {
         _ => plan.destination(next - 1).1,
     };
     if let Some(hashes) = &h.deleted_hashes {
-        let mut buf = vec![0u8; 64 * 1024];
         for ((from, to), hash) in plan.deleted_pieces(m).into_iter().zip(hashes) {
             if from < frontier || update::hash_bytes(file, from, to, &mut buf)? == *hash {
                 continue;
             }
-            // The marker may be written at W before "truncating" is.
-            let mut now = vec![0u8; (to - from) as usize];
+            // The marker may be written at W before "truncating" is; only
+            // a piece inside its m bytes is read again (a piece elsewhere
+            // may be a whole message).
             let marker = (from >= w && to <= w + m) && {
+                let mut now = vec![0u8; (to - from) as usize];
                 file.read_exact_at(&mut now, from)?;
                 now[..] == h.marker[(from - w) as usize..(to - w) as usize]
             };

@@ -148,9 +148,12 @@ pub fn verify(
         Ok(_) => return Err(changed()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(changed()),
         // A spool only the privileged helper can reach (in a home
-        // directory the daemon's user cannot enter): the file itself
-        // still having its one link shows it was neither removed nor
-        // replaced by a rename.
+        // directory the daemon's user cannot enter): the path cannot be
+        // compared, so the file itself still having its one link stands
+        // in. That shows it was not removed, or renamed over; it does not
+        // show it still has its name: a spool moved aside (`mv`) and
+        // re-created by the MDA leaves this file one link, and the update
+        // goes to the moved file.
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
             if meta.nlink() != 1 {
                 return Err(changed());
@@ -403,11 +406,10 @@ pub fn tail_check(file: &File, plan: &Plan, marker_len: usize) -> io::Result<Tai
     let n = plan.orig_len;
     let from =
         (plan.new_len() + marker_len as u64).max(n.saturating_sub(limits::JOURNAL_TAIL_CHECK));
-    let mut bytes = vec![0u8; n.saturating_sub(from) as usize];
-    file.read_exact_at(&mut bytes, from)?;
+    let mut buf = vec![0u8; n.saturating_sub(from) as usize];
     Ok(TailCheck {
-        len: bytes.len() as u64,
-        hash: xxh3_128(&bytes),
+        len: n.saturating_sub(from),
+        hash: hash_bytes(file, from, n, &mut buf)?,
     })
 }
 
