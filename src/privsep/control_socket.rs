@@ -15,12 +15,14 @@
 
 use std::fs::{self, DirBuilder};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use nix::sys::stat::{umask, Mode};
-use nix::unistd::{chown, geteuid, mkdtemp, Gid, Group, Uid};
+use nix::fcntl::{renameat, AtFlags};
+use nix::sys::stat::{fchmodat, umask, FchmodatFlags, Mode};
+use nix::unistd::{fchownat, geteuid, mkdtemp, unlinkat, Gid, Group, Uid, UnlinkatFlags};
 
 /// The group whose members may use the control socket, besides root.
 pub const CONTROL_GROUP: &str = "ironpop";
@@ -71,39 +73,72 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlSocketError> {
     // then renamed into place: the directory of `path` may belong to the
     // daemon's user (systemd's RuntimeDirectory=), whose processes could
     // otherwise swap the new socket for a symlink between bind and chown
-    // and have root hand them any file. rename() replaces a name and
-    // follows nothing. Created 0600, so nobody can connect before the mode
-    // is set; startup is single-threaded here, so the umask change
-    // affects no one else.
+    // and have root hand them any file. They could also rename the fresh
+    // directory itself aside and put their own in its place, so after
+    // mkdtemp it is reached only through a descriptor, checked to be
+    // root's own 0700 directory: bind through /proc/self/fd, chown, chmod
+    // and rename relative to it. rename() replaces a name and follows
+    // nothing. Created 0600, so nobody can connect before the mode is set;
+    // startup is single-threaded here, so the umask change affects no one
+    // else.
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     let private = mkdtemp(&dir.join(".ironpop-control-XXXXXX"))
         .map_err(|e| fail("create a directory beside", e.into()))?;
-    let staged = private.join("socket");
-    let made = (|| {
-        let old = umask(Mode::from_bits_truncate(0o177));
-        let bound = UnixListener::bind(&staged);
-        umask(old);
-        let listener = bound.map_err(|e| fail("listen on", e))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| fail("set up", e))?;
-        if geteuid().is_root() {
-            share_with_group(&staged, path).map_err(|e| fail("set the owner of", e))?;
-        }
-        fs::rename(&staged, path).map_err(|e| fail("move the new socket to", e))?;
-        Ok(listener)
-    })();
-    let _ = fs::remove_file(&staged);
+    let made = staged_socket(&private, path, &fail);
+    // By name, best effort: a directory swapped in meanwhile is not ours
+    // to empty, and rmdir removes only an empty one.
     let _ = fs::remove_dir(&private);
     made
 }
 
+/// Binds, owns, modes and renames the socket inside `private` (made by
+/// mkdtemp), reached through one descriptor (see [`bind`]).
+fn staged_socket(
+    private: &Path,
+    path: &Path,
+    fail: &dyn Fn(&str, io::Error) -> ControlSocketError,
+) -> Result<UnixListener, ControlSocketError> {
+    let dir = fs::File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(private)
+        .map_err(|e| fail("open a directory beside", e))?;
+    let meta = dir
+        .metadata()
+        .map_err(|e| fail("inspect a directory beside", e))?;
+    if meta.uid() != geteuid().as_raw() || meta.mode() & 0o077 != 0 {
+        return Err(ControlSocketError(format!(
+            "{} was replaced while the control socket was made; check who else writes its directory",
+            private.display()
+        )));
+    }
+    let staged = PathBuf::from(format!("/proc/self/fd/{}/socket", dir.as_raw_fd()));
+    let old = umask(Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(&staged);
+    umask(old);
+    let listener = bound.map_err(|e| fail("listen on", e))?;
+    let made = (|| {
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| fail("set up", e))?;
+        if geteuid().is_root() {
+            share_with_group(&dir, path).map_err(|e| fail("set the owner of", e))?;
+        }
+        renameat(&dir, "socket", &dir, path).map_err(|e| fail("move the new socket to", e.into()))
+    })();
+    if let Err(e) = made {
+        let _ = unlinkat(&dir, "socket", UnlinkatFlags::NoRemoveDir);
+        return Err(e);
+    }
+    Ok(listener)
+}
+
 /// root:ironpop 0660 when the group exists; root's alone otherwise.
-/// `staged` is the socket, `path` its final name (for the log).
-fn share_with_group(staged: &Path, path: &Path) -> io::Result<()> {
+/// The socket is `socket` in `dir`; `path` is its final name (for the log).
+fn share_with_group(dir: &fs::File, path: &Path) -> io::Result<()> {
     let Ok(Some(group)) = Group::from_name(CONTROL_GROUP) else {
         log::warn!(
             "control socket {}: group {CONTROL_GROUP} does not exist, so only root can use it \
@@ -112,12 +147,21 @@ fn share_with_group(staged: &Path, path: &Path) -> io::Result<()> {
         );
         return Ok(());
     };
-    chown(
-        staged,
+    fchownat(
+        dir,
+        "socket",
         Some(Uid::from_raw(0)),
         Some(Gid::from_raw(group.gid.as_raw())),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
     )?;
-    fs::set_permissions(staged, fs::Permissions::from_mode(0o660))
+    // Nobody but root can write `dir`, so "socket" is still the socket.
+    fchmodat(
+        dir,
+        "socket",
+        Mode::from_bits_truncate(0o660),
+        FchmodatFlags::FollowSymlink,
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -130,9 +174,16 @@ mod tests {
     fn made_private_replacing_only_a_stale_socket() {
         let (dir, path) = scratch_path("run/control");
         let first = bind(&path).unwrap();
-        let mode = fs::metadata(&path).unwrap().mode() & 0o777;
-        if !geteuid().is_root() {
-            assert_eq!(mode, 0o600);
+        let meta = fs::metadata(&path).unwrap();
+        let mode = meta.mode() & 0o777;
+        match Group::from_name(CONTROL_GROUP) {
+            Ok(Some(group)) if geteuid().is_root() => {
+                assert_eq!(
+                    (mode, meta.uid(), meta.gid()),
+                    (0o660, 0, group.gid.as_raw())
+                );
+            }
+            _ => assert_eq!((mode, meta.uid()), (0o600, geteuid().as_raw())),
         }
         let e = bind(&path).unwrap_err().to_string();
         assert!(e.contains("in use by another running ironpop"), "{e}");
