@@ -42,6 +42,23 @@ fn process_exists(pid: i32) -> bool {
     pid > 0 && matches!(kill(Pid::from_raw(pid), None), Ok(()) | Err(Errno::EPERM))
 }
 
+/// Whether the directory `path` (a pid file) is to be written in exists;
+/// the error names it. Also `ironpop -t`'s check.
+pub fn pid_file_directory(path: &Path) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(io::Error::other(format!(
+            "its directory {} is not a directory",
+            dir.display()
+        ))),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("its directory {}: {e}", dir.display()),
+        )),
+    }
+}
+
 /// Refuses to start when the pid file names a live process other than
 /// us; removes a stale file (crash, reboot) so it can be created anew.
 pub fn check_pid_file(path: &Path) -> Result<(), DaemonError> {
@@ -52,18 +69,7 @@ pub fn check_pid_file(path: &Path) -> Result<(), DaemonError> {
     if !path.exists() {
         // Its directory must be there when the pid file is written, which
         // is after binding: say so now, before "listening on".
-        let dir = path.parent().unwrap_or(Path::new("/"));
-        return match fs::metadata(dir) {
-            Ok(meta) if meta.is_dir() => Ok(()),
-            Ok(_) => Err(err(io::Error::other(format!(
-                "{} is not a directory",
-                dir.display()
-            )))),
-            Err(e) => Err(err(io::Error::new(
-                e.kind(),
-                format!("its directory {}: {e}", dir.display()),
-            ))),
-        };
+        return pid_file_directory(path).map_err(err);
     }
     match read_pid(path).map_err(err)? {
         Some(pid) if pid != std::process::id() as i32 && process_exists(pid) => {

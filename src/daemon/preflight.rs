@@ -308,31 +308,20 @@ fn pid_file(cx: &Context<'_>) -> Vec<Finding> {
         return Vec::new();
     }
     let path = &cx.config.pid_file;
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let finding = match std::fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => Finding::ok(
+    let finding = match super::detach::pid_file_directory(path) {
+        Ok(()) => Finding::ok(
             "pid_file",
             format!(
                 "{} (written when ironpop detaches; -F does not use it)",
                 path.display()
             ),
         ),
-        Ok(_) => Finding::error(
+        Err(e) => Finding::error(
             "pid_file",
             format!(
-                "{} is not a directory, so a start without -F cannot write {}",
-                dir.display(),
+                "{}: {e}; a start without -F would fail (-F does not use it)",
                 path.display()
             ),
-        ),
-        Err(e) => Finding::io_error(
-            "pid_file",
-            format!(
-                "{} (the directory of {}; a start without -F would fail, -F does not use it)",
-                dir.display(),
-                path.display()
-            ),
-            &e,
         ),
     };
     vec![finding]
