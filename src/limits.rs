@@ -301,7 +301,8 @@ pub const HELPER_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a helper whose reply timed out is waited for before its
 /// channel is given up (and the helper, which then reads end of file,
-/// exits): a PAM, NSS or LDAP lookup still hanging after this long is not
+/// exits; looked at when a receive times out, so up to one
+/// [`HELPER_REPLY_TIMEOUT`] later): a PAM, NSS or LDAP lookup still hanging after this long is not
 /// coming back, while one that merely hit a slow server has long returned.
 pub const HELPER_LATE_REPLY_WAIT: Duration = Duration::from_secs(600);
 

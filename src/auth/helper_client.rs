@@ -267,7 +267,9 @@ impl HelperPool {
 
     /// Keeps a channel whose reply timed out out of the idle list until
     /// that reply has come and been discarded (then it serves again), or
-    /// [`Waits::late_reply`] has passed (then it is given up). A thread of
+    /// [`Waits::late_reply`] has passed (then it is given up; the deadline
+    /// is looked at each time a receive times out, so up to one
+    /// [`Waits::reply`] later). A thread of
     /// its own waits, so the login that timed out is answered at once.
     fn await_late_reply(&self, channel: Channel) {
         let shared = Arc::clone(&self.shared);
