@@ -110,7 +110,7 @@ pub const DEFAULT_AUTH_FAIL_DELAY: Duration = Duration::from_secs(2);
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Bytes one round of an update moves (R): the journal of an update needs
-/// R bytes of `state_dir` plus 16 per deleted message and per round,
+/// R bytes of `state_dir` plus 32 per deleted message and per round,
 /// whatever the spool's size; each round costs a few fsyncs, so a 1 GiB
 /// update makes ~1000 of them. Unit tests use 64 KiB so that their small
 /// spools take several rounds.
