@@ -15,6 +15,8 @@ mod cluster;
 mod common;
 #[allow(dead_code)]
 mod loadgen;
+#[path = "../tests/support/ports.rs"]
+mod ports;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::thread;

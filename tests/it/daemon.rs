@@ -260,12 +260,9 @@ fn inetd_tls_without_a_certificate_fails_quietly() {
     assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
 }
 
+/// A free loopback port no parallel test's port-0 bind can take.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::ports::unassigned_port(&[std::net::Ipv4Addr::LOCALHOST], &[])
 }
 
 #[test]

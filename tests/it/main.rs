@@ -7,6 +7,9 @@ mod harness;
 #[path = "../support/loopback.rs"]
 mod loopback;
 
+#[path = "../support/ports.rs"]
+mod ports;
+
 // Root-run fixtures, and the `require_root!` macro the modules after it use.
 #[macro_use]
 mod system;

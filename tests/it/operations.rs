@@ -273,10 +273,7 @@ fn node_exporter_reads_the_example_units_counters_with_their_types() {
     let textfiles = tempfile::tempdir().unwrap();
     std::fs::write(textfiles.path().join("ironpop.prom"), stats.stdout_text()).unwrap();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let port = crate::ports::unassigned_port(&[std::net::Ipv4Addr::LOCALHOST], &[]);
     let exporter = Exporter(
         Command::new(EXPORTER)
             .args(["--collector.disable-defaults", "--collector.textfile"])

@@ -511,12 +511,9 @@ fn sigterm_closes_open_sessions_without_update() {
     );
 }
 
-/// A loopback port that was free a moment ago.
+/// A free loopback port no parallel test's port-0 bind can take.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    crate::ports::unassigned_port(&[std::net::Ipv4Addr::LOCALHOST], &[])
 }
 
 #[test]

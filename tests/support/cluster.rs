@@ -7,7 +7,7 @@
 //! every node's `proxy_protocol_from`.
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+// `ports.rs`, included by every program that includes this file.
+use crate::ports::unassigned_port;
 
 /// The HAProxy configuration shipped in the package.
 pub const SHIPPED_HAPROXY_CFG: &str = include_str!("../../packaging/haproxy/ironpop.cfg");
@@ -159,23 +162,6 @@ impl Drop for Node {
     }
 }
 
-/// A free port on every one of `hosts` (probed, then released: a small
-/// race with other programs, acceptable on loopback).
-fn free_port(hosts: &[Ipv4Addr]) -> u16 {
-    for _ in 0..50 {
-        let first = TcpListener::bind(SocketAddrV4::new(hosts[0], 0)).expect("bind loopback");
-        let port = first.local_addr().expect("local addr").port();
-        let others: Vec<_> = hosts[1..]
-            .iter()
-            .map(|h| TcpListener::bind(SocketAddrV4::new(*h, port)))
-            .collect();
-        if others.iter().all(Result::is_ok) {
-            return port;
-        }
-    }
-    panic!("no port free on all of {hosts:?}");
-}
-
 /// A cluster's loopback ports: HAProxy's two frontends, and the POP3 and
 /// POP3S port every node listens on (each at its own address).
 pub struct Ports {
@@ -294,11 +280,13 @@ impl Cluster {
         let hosts: Vec<Ipv4Addr> = (1..=spec.nodes)
             .map(|n| Ipv4Addr::new(127, 0, 0, 10 + n as u8))
             .collect();
+        let front = unassigned_port(&[Ipv4Addr::LOCALHOST], &[]);
+        let node = unassigned_port(&hosts, &[]);
         let ports = Ports {
-            front: free_port(&[Ipv4Addr::LOCALHOST]),
-            front_tls: free_port(&[Ipv4Addr::LOCALHOST]),
-            node: free_port(&hosts),
-            node_tls: free_port(&hosts),
+            front,
+            front_tls: unassigned_port(&[Ipv4Addr::LOCALHOST], &[front]),
+            node,
+            node_tls: unassigned_port(&hosts, &[node]),
         };
         let mut nodes = Vec::new();
         for (i, host) in hosts.iter().enumerate() {
