@@ -114,9 +114,9 @@ mod tests {
     #[test]
     fn the_default_fits_a_debian_service() {
         let n = crate::limits::DEFAULT_MAX_SESSIONS;
-        // The packaged unit's LimitNOFILE=8192; systemd's default hard limit.
+        // The packaged unit's LimitNOFILE=16384; systemd's default hard limit.
         assert!(
-            matches!(fit(n, 8192, 8192), Fit::Fits { .. }),
+            matches!(fit(n, 16384, 16384), Fit::Fits { .. }),
             "{}",
             needed(n)
         );
@@ -147,7 +147,7 @@ mod tests {
         );
         assert_eq!(most_sessions(10), 0);
         let exact = needed(10);
-        assert_eq!(exact, 124, "64 fixed, 5 per session, 1 per queued");
+        assert_eq!(exact, 154, "64 fixed, 8 per session, 1 per queued");
         assert!(matches!(fit(10, exact, exact), Fit::Fits { .. }));
         assert!(matches!(fit(10, exact - 1, exact - 1), Fit::TooFew { .. }));
     }
