@@ -35,7 +35,7 @@ pub const WORKER_STACK: usize = 128 * 1024;
 /// 40 MiB; a flood of idle unauthenticated connections no longer fills them
 /// (a newcomer evicts the idlest), so the bound is for logged-in sessions
 /// and logins in progress. Its descriptor budget (see [`FDS_PER_SESSION`])
-/// is 8 512, inside the packaged unit's `LimitNOFILE=16384` and the 524 288
+/// is 7 488, inside the packaged unit's `LimitNOFILE=16384` and the 524 288
 /// hard limit systemd gives a Debian service.
 pub const DEFAULT_MAX_SESSIONS: usize = 1024;
 
@@ -47,12 +47,13 @@ pub const FDS_PER_IDLE_SESSION: u64 = 3;
 
 /// Descriptors a session opens besides those while it holds the delivery
 /// locks (the scan at login, the update at QUIT): a duplicate of the spool
-/// descriptor for the fcntl lock and one for the flock lock (each only when
-/// `lock_methods` names it), the dotlock (kept open so that its keeper
-/// thread refreshes it through the descriptor), and the journal and its
-/// directory, opened to fsync it (an update, or a recovery at login).
-/// Measured with strace: 4 with the default `fcntl dotlock`.
-pub const FDS_WHILE_LOCKED: u64 = 5;
+/// descriptor for the flock lock (only when `lock_methods` names it; the
+/// fcntl lock is taken on the session's own descriptor), the dotlock (kept
+/// open so that its keeper thread refreshes it through the descriptor),
+/// and the journal and its directory, opened to fsync it (an update, or a
+/// recovery at login). Measured with strace: 3 with the default
+/// `fcntl dotlock`.
+pub const FDS_WHILE_LOCKED: u64 = 4;
 
 /// Descriptors one session holds at most.
 pub const FDS_PER_SESSION: u64 = FDS_PER_IDLE_SESSION + FDS_WHILE_LOCKED;

@@ -147,7 +147,7 @@ mod tests {
         );
         assert_eq!(most_sessions(10), 0);
         let exact = needed(10);
-        assert_eq!(exact, 154, "64 fixed, 8 per session, 1 per queued");
+        assert_eq!(exact, 144, "64 fixed, 7 per session, 1 per queued");
         assert!(matches!(fit(10, exact, exact), Fit::Fits { .. }));
         assert!(matches!(fit(10, exact - 1, exact - 1), Fit::TooFew { .. }));
     }

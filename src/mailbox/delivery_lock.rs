@@ -7,8 +7,9 @@
 //! procmail that takes the dotlock first and then waits for fcntl.
 //!
 //! The fcntl lock is taken as an OFD lock on the session's own descriptor
-//! of the spool (see `ofd.rs`). The locks are held only while scanning and
-//! while updating, never while the client thinks.
+//! of the spool (see `ofd.rs`), so it costs no descriptor of its own. The
+//! locks are held only while scanning and while updating, never while the
+//! client thinks.
 
 use std::fs::File;
 use std::io;
@@ -30,31 +31,31 @@ pub struct LockPolicy {
     pub timeout: Duration,
 }
 
-/// Delivery locks held on one spool; dropping releases them in reverse order.
+/// Delivery locks held on one spool, borrowing its descriptor; dropping
+/// releases them in reverse order.
 #[derive(Debug)]
-pub struct DeliveryLocks {
+pub struct DeliveryLocks<'spool> {
     path: PathBuf,
-    /// A duplicate of the spool descriptor (same open file description)
-    /// carrying the OFD lock.
-    fcntl: Option<File>,
+    /// The spool descriptor whose open file description carries the OFD lock.
+    fcntl: Option<&'spool File>,
     flock: Option<Flock<File>>,
     dotlock: Option<Dotlock>,
 }
 
-enum LockAttempt {
-    Held(DeliveryLocks),
+enum LockAttempt<'spool> {
+    Held(DeliveryLocks<'spool>),
     Busy(String),
 }
 
-impl DeliveryLocks {
+impl<'spool> DeliveryLocks<'spool> {
     /// Takes every configured lock on `spool` (open as `file`), retrying
     /// until `policy.timeout`; then [`MailboxError::Locked`] naming the
     /// lock that was busy.
     pub fn acquire(
-        file: &File,
+        file: &'spool File,
         spool: &Path,
         policy: &LockPolicy,
-    ) -> Result<DeliveryLocks, MailboxError> {
+    ) -> Result<DeliveryLocks<'spool>, MailboxError> {
         let start = Instant::now();
         let mut delay = limits::DELIVERY_LOCK_FIRST_RETRY;
         loop {
@@ -82,7 +83,11 @@ impl DeliveryLocks {
     }
 }
 
-fn attempt(file: &File, spool: &Path, methods: &[LockMethod]) -> io::Result<LockAttempt> {
+fn attempt<'spool>(
+    file: &'spool File,
+    spool: &Path,
+    methods: &[LockMethod],
+) -> io::Result<LockAttempt<'spool>> {
     let mut held = DeliveryLocks {
         path: spool.to_path_buf(),
         fcntl: None,
@@ -93,16 +98,17 @@ fn attempt(file: &File, spool: &Path, methods: &[LockMethod]) -> io::Result<Lock
     for method in methods {
         match method {
             LockMethod::Fcntl if held.fcntl.is_none() => {
-                let dup = file.try_clone()?;
-                if !ofd::try_lock(&dup)? {
+                if !ofd::try_lock(file)? {
                     return Ok(LockAttempt::Busy(format!(
                         "another program holds an fcntl lock on {}",
                         spool.display()
                     )));
                 }
-                held.fcntl = Some(dup);
+                held.fcntl = Some(file);
             }
             LockMethod::Flock if held.flock.is_none() => {
+                // nix's guard owns its descriptor: a duplicate, which
+                // shares the open file description and so the lock.
                 match Flock::lock(file.try_clone()?, FlockArg::LockExclusiveNonblock) {
                     Ok(l) => held.flock = Some(l),
                     Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
@@ -133,14 +139,14 @@ fn attempt(file: &File, spool: &Path, methods: &[LockMethod]) -> io::Result<Lock
     Ok(LockAttempt::Held(held))
 }
 
-impl Drop for DeliveryLocks {
+impl Drop for DeliveryLocks<'_> {
     fn drop(&mut self) {
         drop(self.dotlock.take());
         drop(self.flock.take());
         if let Some(f) = self.fcntl.take() {
-            // Closing `f` alone would not release it: the session's own
-            // descriptor shares the open file description.
-            if let Err(e) = ofd::unlock(&f) {
+            // The session keeps its descriptor open, and with it the lock,
+            // until it is released explicitly.
+            if let Err(e) = ofd::unlock(f) {
                 log::error!("cannot release fcntl lock on {}: {e}", self.path.display());
             }
         }

@@ -262,8 +262,8 @@ impl MboxMaildrop {
             ),
             None => None,
         };
-        let mut md = MboxMaildrop::from_contents(path.to_path_buf(), file, found)?;
         drop(locks);
+        let mut md = MboxMaildrop::from_contents(path.to_path_buf(), file, found)?;
         md.settings = Some(settings);
         md.account = account;
         md.key = Some(key);
