@@ -13,11 +13,14 @@ fn ephemeral_start() -> u16 {
         .unwrap_or(32768)
 }
 
-/// A port that is free on every one of `hosts`, is none of `taken`, and that the kernel never
-/// assigns on its own: a probe of port 0 returns a port that another test's
-/// server, binding port 0 a moment later, may receive before the program it
-/// was meant for binds it. Random within [10000, ephemeral start), probed
-/// on every host; two tests drawing the same port is unlikely and retried.
+/// A port that is free on every one of `hosts`, is none of `taken`, and
+/// that the kernel never assigns on its own: a probe of port 0 returns a
+/// port that another test's server, binding port 0 a moment later, may
+/// receive before the program it was meant for binds it. Random within
+/// [10000, ephemeral start) and probed on every host: a port another test
+/// already bound fails the probe and another is drawn; two tests drawing
+/// the same port at the same moment is possible but unlikely (1 in about
+/// 22 000).
 pub fn unassigned_port(hosts: &[Ipv4Addr], taken: &[u16]) -> u16 {
     let low = 10_000u16;
     let high = ephemeral_start().max(low + 1000);
