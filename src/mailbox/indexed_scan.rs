@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::index_check::{self, Contents};
 use super::index_store;
-use super::scan::Scanner;
+use super::split_scan;
 use super::state::{SpoolKey, StateDir};
 
 /// How the messages were found, for the log and the tests.
@@ -81,7 +81,7 @@ pub fn scan(
         }
         None => None,
     };
-    let scan = index_check::scan_file(file, Scanner::new(), meta.len(), tick)?;
+    let scan = split_scan::scan_whole(file, meta.len(), tick)?;
     let retrieved = match &old {
         Some(old) => index_check::carry_retrievals(old, &scan.messages),
         None => vec![0; scan.messages.len()],

@@ -26,6 +26,7 @@ pub mod recovery;
 mod recovery_tests;
 pub mod scan;
 pub mod session_lock;
+pub mod split_scan;
 pub mod startup;
 pub mod state;
 pub mod transfer;

@@ -367,3 +367,64 @@ fn random_histories_with_kill_9_agree_with_the_file() {
         serves_the_file(&server);
     }
 }
+
+/// A message of about 10 KiB; every seventh with CRLF line ends.
+fn ten_kib_message(n: usize) -> Vec<u8> {
+    let end = if n % 7 == 0 { "\r\n" } else { "\n" };
+    let mut m = format!(
+        "From: Sender <sender@example.org>{end}Subject: large {n}{end}\
+         Message-ID: <{n}.large@example.org>{end}{end}"
+    );
+    for line in 0..140 {
+        m.push_str(&format!("message {n} line {line} {}{end}", "x".repeat(50)));
+    }
+    m.into_bytes()
+}
+
+/// `m` as RETR sends it: each bare LF as CRLF, a stored CRLF as it is.
+fn as_sent(m: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(m.len() + m.len() / 40);
+    for (i, &b) in m.iter().enumerate() {
+        if b == b'\n' && (i == 0 || m[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// A spool of 70 MiB, past `limits::SPLIT_SCAN_MIN_BYTES`, is scanned in
+/// two halves at once at its first login. The session serves what one
+/// scan finds — LIST sizes, the messages where the halves meet — and QUIT
+/// deletes messages on both sides of the middle, which it does only when
+/// each one's content hash from the scan still matches the file.
+#[test]
+fn a_spool_scanned_in_two_halves_serves_and_deletes_as_one_scan() {
+    let msgs: Vec<Vec<u8>> = (1..=7000).map(ten_kib_message).collect();
+    let spool = harness::mbox(&msgs);
+    assert!(spool.len() > 64 << 20, "{} bytes", spool.len());
+    let server = ServerBuilder::new().spool("alice", spool).start();
+    let mut c = server.login(ALICE);
+    let list = c.ok_lines("LIST");
+    assert_eq!(list.len(), msgs.len());
+    for (i, m) in msgs.iter().enumerate() {
+        assert_eq!(list[i], format!("{} {}", i + 1, as_sent(m).len()));
+    }
+    for n in 3490..=3510 {
+        let body = c.ok_body(&format!("RETR {n}"));
+        harness::assert_bytes_eq(&body, &as_sent(&msgs[n - 1]), &format!("RETR {n}"));
+    }
+    let uidl = c.ok_lines("UIDL");
+    let distinct: std::collections::HashSet<_> = uidl.iter().map(|l| l.split(' ').nth(1)).collect();
+    assert_eq!(distinct.len(), msgs.len(), "one UID per message");
+    let deleted = [3400, 3600, 6990];
+    for n in deleted {
+        c.ok(&format!("DELE {n}"));
+    }
+    c.quit();
+    harness::assert_bytes_eq(
+        &server.read_spool("alice"),
+        &harness::mbox_without(&msgs, &deleted),
+        "spool after deleting on both sides of the middle",
+    );
+}
