@@ -71,21 +71,30 @@ fn scan_halves_from(
 
 /// The start of the first `From ` line after a blank line at or after
 /// `from`, searched at most [`limits::SPLIT_SEARCH_MAX_BYTES`] far and
-/// before `until`.
+/// before `until`, one [`limits::SCAN_BLOCK`] at a time.
 fn boundary_after(file: &File, from: u64, until: u64) -> io::Result<Option<u64>> {
     let end = until.min(from.saturating_add(limits::SPLIT_SEARCH_MAX_BYTES));
-    let len = usize::try_from(end.saturating_sub(from)).unwrap_or(0);
-    let mut buf = vec![0u8; len];
-    let mut got = 0;
-    while got < len {
-        match file.read_at(&mut buf[got..], from + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+    let finder = memmem::Finder::new(BOUNDARY);
+    let mut buf = vec![0u8; limits::SCAN_BLOCK];
+    let mut at = from;
+    while at < end {
+        let want = usize::try_from(end - at).map_or(buf.len(), |n| n.min(buf.len()));
+        let got = match file.read_at(&mut buf[..want], at) {
+            Ok(0) => return Ok(None),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
+        };
+        if let Some(i) = finder.find(&buf[..got]) {
+            return Ok(Some(at + i as u64 + 2));
         }
+        if at + (got as u64) >= end {
+            return Ok(None);
+        }
+        // The next block starts early enough to see a boundary cut here.
+        at += (got - got.min(BOUNDARY.len() - 1)).max(1) as u64;
     }
-    Ok(memmem::find(&buf[..got], BOUNDARY).map(|i| from + i as u64 + 2))
+    Ok(None)
 }
 
 /// The scan of `[0, end)` from the scans of `[0, split)` (`first`, from

@@ -49,6 +49,31 @@ fn a_spool_split_near_its_middle_scans_as_a_whole() {
 }
 
 #[test]
+fn a_boundary_cut_by_a_read_block_is_found_and_one_too_far_is_not() {
+    let block = limits::SCAN_BLOCK;
+    for cut in 1..BOUNDARY.len() {
+        // The boundary's first `cut` bytes end the first block.
+        let mut data = vec![b'x'; block - cut];
+        data.extend_from_slice(b"\n\nFrom a\n\nbody\n");
+        let f = spool_file(&data);
+        let found = boundary_after(f.as_file(), 0, data.len() as u64).unwrap();
+        assert_eq!(found, Some((block - cut + 2) as u64), "cut {cut}");
+    }
+    let far = limits::SPLIT_SEARCH_MAX_BYTES as usize;
+    let mut data = vec![b'x'; far];
+    data.extend_from_slice(b"\n\nFrom a\n\nbody\n");
+    let f = spool_file(&data);
+    assert_eq!(
+        boundary_after(f.as_file(), 0, data.len() as u64).unwrap(),
+        None
+    );
+    assert_eq!(
+        boundary_after(f.as_file(), 8, data.len() as u64).unwrap(),
+        Some(far as u64 + 2)
+    );
+}
+
+#[test]
 fn unusual_spools_fall_back_to_one_scan_with_the_same_result() {
     let cases: [&[u8]; 5] = [
         // No boundary after the middle: one long message.
