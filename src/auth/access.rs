@@ -77,6 +77,14 @@ impl Access {
         }
     }
 
+    /// Calls `hook` with the reason once no privileged helper answers any
+    /// more (never without helpers).
+    pub fn when_no_helper_answers(&self, hook: impl FnOnce(String) + Send + 'static) {
+        if let Access::Helpers { pool, .. } = self {
+            pool.when_none_answers(hook);
+        }
+    }
+
     /// The helper processes (none when not root).
     pub fn helper_pids(&self) -> &[Pid] {
         match self {

@@ -46,20 +46,25 @@ pub struct Waits {
 }
 
 impl Waits {
-    /// The limits of `limits.rs`. Debug builds take a shorter reply
-    /// timeout, in milliseconds, from `IRONPOP_TEST_HELPER_REPLY_TIMEOUT_MS`
-    /// (the end-to-end test of a slow helper); release builds ignore it.
+    /// The limits of `limits.rs`. Debug builds take shorter waits for a
+    /// reply and for a late reply, in milliseconds, from
+    /// `IRONPOP_TEST_HELPER_REPLY_TIMEOUT_MS` and
+    /// `IRONPOP_TEST_HELPER_LATE_REPLY_MS` (the end-to-end tests of slow and
+    /// hung helpers); release builds ignore them.
     pub fn standard() -> Waits {
-        let reply = HELPER_REPLY_TIMEOUT;
         #[cfg(debug_assertions)]
-        let reply = std::env::var("IRONPOP_TEST_HELPER_REPLY_TIMEOUT_MS")
-            .ok()
-            .and_then(|ms| ms.parse().ok())
-            .map_or(reply, Duration::from_millis);
+        let test_ms = |var: &str, standard: Duration| {
+            std::env::var(var)
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .map_or(standard, Duration::from_millis)
+        };
+        #[cfg(not(debug_assertions))]
+        let test_ms = |_: &str, standard: Duration| standard;
         Waits {
-            reply,
+            reply: test_ms("IRONPOP_TEST_HELPER_REPLY_TIMEOUT_MS", HELPER_REPLY_TIMEOUT),
             free_helper: HELPER_QUEUE_WAIT,
-            late_reply: HELPER_LATE_REPLY_WAIT,
+            late_reply: test_ms("IRONPOP_TEST_HELPER_LATE_REPLY_MS", HELPER_LATE_REPLY_WAIT),
         }
     }
 }
@@ -71,10 +76,15 @@ struct Idle {
     alive: usize,
 }
 
+/// What the pool does once no helper answers any more.
+type NoneAnswers = Box<dyn FnOnce(String) + Send>;
+
 /// The channel list, shared with the threads that wait for late replies.
 struct Shared {
     idle: Mutex<Idle>,
     freed: Condvar,
+    /// Called once, when the last channel is given up.
+    none_answers: Mutex<Option<NoneAnswers>>,
 }
 
 impl Shared {
@@ -107,11 +117,19 @@ impl Shared {
         log::error!("privileged helper (pid {pid}) failed and is given up: {e}");
         if left == 0 {
             // A helper that died stops the daemon (helpers_watch.rs); one
-            // that hangs for good does not, so say what that means here.
-            log::error!(
-                "no privileged helper answers any more: every login fails with [SYS/TEMP] \
-                 until the hung helpers end (the daemon then stops) or ironpop is restarted"
+            // that hangs for good is as useless, so it stops it too.
+            let why = format!(
+                "no privileged helper answers any more (the last one, pid {pid}, was given up)"
             );
+            log::error!("{why}");
+            let hook = self
+                .none_answers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(hook) = hook {
+                hook(why);
+            }
         }
     }
 }
@@ -145,6 +163,7 @@ impl HelperPool {
                     channels: list,
                 }),
                 freed: Condvar::new(),
+                none_answers: Mutex::new(None),
             }),
             waits,
             offers_scram: Mutex::new(None),
@@ -172,6 +191,17 @@ impl HelperPool {
         );
         *cached = Some((Instant::now(), answer));
         answer
+    }
+
+    /// Calls `hook` with the reason once the last channel has been given
+    /// up (every helper hung past [`Waits::late_reply`], or failed): the
+    /// daemon stops rather than answer every login `[SYS/TEMP]` for good.
+    pub fn when_none_answers(&self, hook: impl FnOnce(String) + Send + 'static) {
+        *self
+            .shared
+            .none_answers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Box::new(hook));
     }
 
     /// Helpers still reachable.

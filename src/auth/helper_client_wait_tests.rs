@@ -27,6 +27,8 @@ fn a_reply_that_never_comes_costs_the_channel_after_the_longer_wait() {
     let (_fx, _db) = fixture();
     let (a, b) = pair();
     let pool = Arc::new(HelperPool::with_waits(vec![(a, 0)], quick(100, 300)).unwrap());
+    let (told, none_answers) = std::sync::mpsc::channel::<String>();
+    pool.when_none_answers(move |why| told.send(why).unwrap());
     let (hang_up, hung) = std::sync::mpsc::channel::<()>();
     let fake = thread::spawn(move || {
         let mut buf = [0u8; 512];
@@ -36,12 +38,21 @@ fn a_reply_that_never_comes_costs_the_channel_after_the_longer_wait() {
     });
     assert!(pool.verify("alice", b"secret").is_err());
     assert_eq!(pool.alive(), 1, "kept while the late reply may come");
+    assert!(none_answers.try_recv().is_err(), "not while it may answer");
     let deadline = Instant::now() + Duration::from_secs(10);
     while pool.alive() == 1 {
         assert!(Instant::now() < deadline, "the channel is never given up");
         thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(pool.alive(), 0);
+    // The daemon is told, once, so that it stops.
+    let why = none_answers
+        .recv_timeout(Duration::from_secs(10))
+        .expect("told that no helper answers");
+    assert!(
+        why.contains("no privileged helper answers any more"),
+        "{why}"
+    );
     match pool.verify("alice", b"secret") {
         Err(why) => assert!(why.contains("no privileged helper"), "{why}"),
         Ok(v) => panic!("{v:?}"),

@@ -10,7 +10,7 @@ use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use mio::unix::SourceFd;
@@ -57,7 +57,8 @@ pub enum StopReason {
     Signal(Signal),
     /// [`Stopper::stop`] was called.
     Requested,
-    /// The last privileged helper process ended; the text says which and how.
+    /// No privileged helper is left, or none answers any more; the text
+    /// says which and how.
     HelperDied(String),
 }
 
@@ -76,12 +77,22 @@ impl fmt::Display for StopReason {
 pub struct Stopper {
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
+    /// Why the daemon cannot serve on, when that is why it stops.
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl Stopper {
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
+    }
+
+    /// Stops the acceptor because no privileged helper answers any more:
+    /// it returns [`StopReason::HelperDied`] with `why`, and the daemon
+    /// exits with an error for its supervisor to restart it.
+    pub fn no_helper_answers(&self, why: String) {
+        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
+        self.stop();
     }
 }
 
@@ -92,6 +103,7 @@ pub struct Acceptor {
     signals: Option<Signals>,
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<String>>>,
     admission: Arc<Admission>,
     /// Refused and evicted connections: a few lines a second.
     refusals: LogLimiter,
@@ -137,6 +149,7 @@ impl Acceptor {
             signals,
             waker,
             stop: Arc::new(AtomicBool::new(false)),
+            failure: Arc::default(),
             admission,
             refusals: LogLimiter::new("refused connections", limits::REFUSAL_LOG_LINES_PER_SECOND),
             accept_errors: LogLimiter::new(
@@ -165,6 +178,7 @@ impl Acceptor {
         Stopper {
             waker: Arc::clone(&self.waker),
             stop: Arc::clone(&self.stop),
+            failure: Arc::clone(&self.failure),
         }
     }
 
@@ -173,8 +187,8 @@ impl Acceptor {
         self.listeners.iter().map(|l| l.local).collect()
     }
 
-    /// Accepts connections until a stop signal, [`Stopper::stop`] or the
-    /// end of the last helper. Never blocks on a client: refusals are
+    /// Accepts connections until a stop signal, [`Stopper::stop`], the
+    /// end of the last helper or [`Stopper::no_helper_answers`]. Never blocks on a client: refusals are
     /// written without blocking.
     pub fn run(&mut self, pool: &Pool<Job>) -> io::Result<StopReason> {
         let mut events = Events::with_capacity(64);
@@ -235,7 +249,12 @@ impl Acceptor {
             self.accept_errors.flush(now);
             self.expire_queued(pool);
             if self.stop.load(Ordering::SeqCst) {
-                return Ok(StopReason::Requested);
+                let failure = self
+                    .failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                return Ok(failure.map_or(StopReason::Requested, StopReason::HelperDied));
             }
         }
     }
@@ -444,6 +463,18 @@ mod tests {
             "queued one is served next"
         );
         assert_eq!(h.stop(), StopReason::Requested);
+    }
+
+    #[test]
+    fn no_helper_answering_stops_with_the_reason() {
+        let h = start(1, 1, 0, false);
+        drop(h.greeted());
+        h.stopper
+            .no_helper_answers("no privileged helper answers any more".into());
+        assert_eq!(
+            h.thread.join().unwrap(),
+            StopReason::HelperDied("no privileged helper answers any more".into())
+        );
     }
 
     #[test]

@@ -161,6 +161,11 @@ pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), Dae
         Some(Arc::clone(&throttle)),
         &config.proxy_protocol_from,
     ));
+    let mut acceptor = acceptor::Acceptor::new(listeners, Some(signals), Arc::clone(&admission))
+        .map_err(|e| DaemonError::system("set up the event loop", e))?;
+    acceptor.watch_helpers(&helpers);
+    let stopper = acceptor.stopper();
+    access.when_no_helper_answers(move |why| stopper.no_helper_answers(why));
     let server = Arc::new(worker::Server::new(
         config,
         access,
@@ -177,9 +182,6 @@ pub fn run(config: &Config, config_path: &Path, mode: RunMode) -> Result<(), Dae
         },
         move |job| server.serve(job),
     );
-    let mut acceptor = acceptor::Acceptor::new(listeners, Some(signals), admission)
-        .map_err(|e| DaemonError::system("set up the event loop", e))?;
-    acceptor.watch_helpers(&helpers);
     if let Some(listener) = control {
         let answer = control_answer::answerer(Arc::clone(&table), Instant::now());
         acceptor

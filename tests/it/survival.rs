@@ -352,3 +352,86 @@ fn out_of_file_descriptors_one_login_fails_temporarily_and_the_rest_go_on() {
     again.ok("STAT");
     again.quit();
 }
+
+/// The reply to USER/PASS, or `None` when the daemon no longer greets.
+fn login_reply(addr: &str, user: &str, password: &str) -> Option<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(IO_TIMEOUT)).ok()?;
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut writer = stream;
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    if !line.starts_with("+OK") {
+        return None;
+    }
+    writer
+        .write_all(format!("USER {user}\r\nPASS {password}\r\n").as_bytes())
+        .ok()?;
+    line.clear();
+    reader.read_line(&mut line).ok()?;
+    line.clear();
+    reader.read_line(&mut line).ok()?;
+    Some(line)
+}
+
+#[test]
+fn when_every_helper_hangs_for_good_the_daemon_stops_for_a_restart() {
+    require_root!();
+    let user = crate::system::SystemUser::create("pw-5");
+    // The daemon waits 1 s for a reply, then 0.5 s more for the late one.
+    let (_s, mut server) = daemon_with(
+        &user,
+        &[
+            ("IRONPOP_TEST_HELPER_REPLY_TIMEOUT_MS", "1000".as_ref()),
+            ("IRONPOP_TEST_HELPER_LATE_REPLY_MS", "500".as_ref()),
+        ],
+    );
+    let addr = server.addr();
+    let helpers = server.helpers();
+    assert!(helpers.len() >= 2, "at least two helpers: {helpers:?}");
+    // Every helper hangs, as on a lookup that never returns; killed at
+    // the end whatever happens (a stopped process outlives its daemon).
+    struct Hung(Vec<i32>);
+    impl Drop for Hung {
+        fn drop(&mut self) {
+            for &pid in &self.0 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    let _hung = Hung(helpers.clone());
+    for &pid in &helpers {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .unwrap();
+    }
+    // Each login hangs one more helper's channel until it is given up.
+    let mut refused = 0;
+    while !server
+        .log()
+        .contains("no privileged helper answers any more")
+    {
+        assert!(refused < 20, "still serving:\n{}", server.log());
+        let Some(reply) = login_reply(&addr, &user.name, "pw-5") else {
+            break; // stopping already
+        };
+        assert!(
+            reply.starts_with("-ERR [SYS/TEMP]"),
+            "login with every helper hung: {reply:?}"
+        );
+        refused += 1;
+    }
+    let status = server.wait_exit();
+    assert_eq!(status.code(), Some(1), "{}", server.log());
+    let log = server.log();
+    assert!(
+        log.contains("no privileged helper answers any more"),
+        "{log}"
+    );
+}
