@@ -67,8 +67,8 @@ enum Takes {
     OptionalValue(&'static str),
 }
 
-/// Every option: short name, long name, help text, what it takes; in the
-/// order the help lists them.
+/// Every option: short name, long name, a short help text, what it takes.
+/// The help the user sees is `usage()`'s; getopts only parses with these.
 const OPTIONS: &[(&str, &str, &str, Takes)] = &[
     ("f", "", "configuration file", Takes::Value("FILE")),
     (

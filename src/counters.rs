@@ -51,7 +51,9 @@ counters! {
     UpdatesFailed,
     /// Interrupted updates undone or finished from their journals.
     JournalsRecovered,
-    /// Requests to the privileged helpers, and those without an answer.
+    /// Requests to the privileged helpers, and those without an answer
+    /// (each counted once: a request another helper answers after the
+    /// first died is not, a late reply given up later is not again).
     HelperRequests,
     HelperFailures,
     TlsHandshakesFailed,

@@ -321,15 +321,18 @@ pub const MAX_LOCK_TIMEOUT_SECS: u64 = 3_600;
 pub const HELPER_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a helper whose reply timed out is waited for before its
-/// channel is given up (and the helper, which then reads end of file,
-/// exits; looked at when a receive times out, so up to one
-/// [`HELPER_REPLY_TIMEOUT`] later): a PAM, NSS or LDAP lookup still hanging after this long is not
-/// coming back, while one that merely hit a slow server has long returned.
+/// channel is given up (the helper reads end of file and exits if its
+/// lookup ever returns; when every channel is given up the daemon stops;
+/// looked at when a receive times out, so up to one
+/// [`HELPER_REPLY_TIMEOUT`] later): a PAM, NSS or LDAP lookup still
+/// hanging after this long is not coming back, while one that merely hit
+/// a slow server has long returned.
 pub const HELPER_LATE_REPLY_WAIT: Duration = Duration::from_secs(600);
 
 /// Longest a login waits for a free helper before it gets `[SYS/TEMP]`:
-/// a helper is busy only while hashing (well under a second), so this
-/// long means the helpers are stuck or swamped; the client hears why well
+/// a helper is busy only for a login check (well under a second) or
+/// while its late reply is awaited, so this long means the helpers are
+/// stuck or swamped; the client hears why well
 /// inside the 30–60 s it waits for an answer.
 pub const HELPER_QUEUE_WAIT: Duration = Duration::from_secs(20);
 

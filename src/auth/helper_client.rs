@@ -113,7 +113,6 @@ impl Shared {
         let left = idle.alive;
         drop(idle);
         self.freed.notify_all();
-        counters::bump(Counter::HelperFailures);
         log::error!("privileged helper (pid {pid}) failed and is given up: {e}");
         if left == 0 {
             // A helper that died stops the daemon (helpers_watch.rs); one
@@ -288,6 +287,7 @@ impl HelperPool {
                     return Err(format!("privileged helper: {e}"));
                 }
                 Err(Failure::Channel(e)) => {
+                    counters::bump(Counter::HelperFailures);
                     self.shared.give_up(channel, &e);
                     return Err(format!("privileged helper failed: {e}"));
                 }

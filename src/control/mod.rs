@@ -5,7 +5,7 @@
 //!   (what it answers, from the session table and the counters, is
 //!   `daemon/control_answer.rs`: nothing here imports the daemon);
 //! * `client`: the command-line side; `command`: the three commands;
-//!   `render`: the tables and the OpenMetrics text they print;
+//!   `render`: the tables and the OpenMetrics or Prometheus text they print;
 //! * `locks`: `--who` without a daemon (inetd mode), from the session
 //!   locks in `state_dir`.
 //!

@@ -1,4 +1,4 @@
-//! What `--who` and `--stats` print: an aligned table, `name value` lines, or the OpenMetrics text format.
+//! What `--who` and `--stats` print: an aligned table, `name value` lines, or the OpenMetrics or Prometheus text format.
 
 use std::fmt::Write;
 

@@ -188,8 +188,8 @@ impl Acceptor {
     }
 
     /// Accepts connections until a stop signal, [`Stopper::stop`], the
-    /// end of the last helper or [`Stopper::no_helper_answers`]. Never blocks on a client: refusals are
-    /// written without blocking.
+    /// end of the last helper or [`Stopper::no_helper_answers`]. Never
+    /// blocks on a client: refusals are written without blocking.
     pub fn run(&mut self, pool: &Pool<Job>) -> io::Result<StopReason> {
         let mut events = Events::with_capacity(64);
         let mut retry_accept = false;

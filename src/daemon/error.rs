@@ -31,7 +31,8 @@ pub enum DaemonError {
     Demo { path: PathBuf, source: io::Error },
     /// systemd's socket-activation variables or sockets are unusable.
     Activation(String),
-    /// A privileged helper process ended while the daemon ran.
+    /// The last privileged helper process ended while the daemon ran, or
+    /// none answers any more (every channel given up as hung).
     HelperDied(String),
     /// Implicit TLS was asked for and cannot be provided.
     TlsUnavailable(String),

@@ -9,7 +9,8 @@
 //! `READY=1` → accept loop. SIGHUP reloads the log level and the TLS
 //! certificate and key; SIGTERM/SIGINT stop; the end of the last
 //! privileged helper stops the daemon with an error (while one lives, it
-//! serves on).
+//! serves on), and so does the last helper channel given up as hung
+//! (`limits::HELPER_LATE_REPLY_WAIT`).
 
 pub mod acceptor;
 pub mod admission;

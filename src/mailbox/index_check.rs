@@ -32,8 +32,9 @@
 //! a second where the file system keeps whole seconds) as the write
 //! before the recorded stat, which leaves mtime and ctime as they were. The LIST
 //! size and UIDL of that message are then served from the index until
-//! the next full scan; RETR and TOP re-scan the message before sending it,
-//! refuse it with `-ERR [SYS/TEMP]` and drop the index.
+//! the next full scan; RETR and TOP re-scan the message before sending it
+//! (up to [`limits::RETR_CHECK_MAX_BYTES`]; a longer one only at its
+//! boundaries), refuse it with `-ERR [SYS/TEMP]` and drop the index.
 
 use std::collections::hash_map::RandomState;
 use std::fs::{File, Metadata};

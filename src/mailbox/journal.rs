@@ -39,7 +39,7 @@ use super::plan::Plan;
 use super::state::{SpoolKey, StateDir};
 use crate::limits;
 
-pub const MAGIC: &[u8; 16] = b"ironpop-journal2";
+const MAGIC: &[u8; 16] = b"ironpop-journal2";
 const HEADER_LEN: usize = 4096;
 const RECORD_AT: [u64; 2] = [4096, 4608];
 const RECORD_LEN: usize = 32;

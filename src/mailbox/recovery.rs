@@ -24,8 +24,11 @@
 //! so the write frontier always falls between pieces. Every piece from
 //! the frontier on must hash to what the update began with (the piece
 //! where the marker goes may instead hold the marker); every piece before
-//! it was overwritten and is checked by the round hashes. So every byte
-//! of `[S, N)` is either the original or what the update writes there. A
+//! it was overwritten and is checked by the round hashes. So every deleted
+//! byte, and every byte a round still has to move, is either the original
+//! or what the update writes there. Kept bytes a finished round already
+//! copied down are not checked where they were: the update only overwrites
+//! them or cuts them off, and their copies are checked by the round hashes. A
 //! journal older than these hashes (no flag 2 in its tail check field)
 //! has none: for it, a same-length in-place change of such bytes after
 //! the crash is still not noticed and goes with the deleted messages.
@@ -41,6 +44,7 @@ use super::journal::{self, Journal, JournalError, Progress};
 use super::state::{SpoolKey, StateDir};
 use super::update;
 use super::MailboxError;
+use crate::limits;
 
 /// What recovery did, for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,7 +152,7 @@ pub fn complete(
     file: Option<&File>,
     by: OpenedBy,
 ) -> Result<Recovered, MailboxError> {
-    let io_err = recovering(spool);
+    let io_err = update::io_error(spool, RECOVERING);
     let Some(file) = file else {
         return set_aside(journal.path(), spool, "the spool no longer exists".into());
     };
@@ -178,17 +182,12 @@ pub fn complete(
 
 /// Moves the journal at `jpath` aside for `reason`, leaving `spool` as it is.
 fn set_aside(jpath: &Path, spool: &Path, reason: String) -> Result<Recovered, MailboxError> {
-    let aside = journal::set_aside(jpath).map_err(recovering(spool))?;
+    let aside = journal::set_aside(jpath).map_err(update::io_error(spool, RECOVERING))?;
     Ok(Recovered::SetAside { aside, reason })
 }
 
-fn recovering(spool: &Path) -> impl Fn(io::Error) -> MailboxError + '_ {
-    move |source| MailboxError::Io {
-        path: spool.to_path_buf(),
-        action: "recovering an interrupted update of",
-        source,
-    }
-}
+/// What recovery's I/O errors say it was doing.
+const RECOVERING: &str = "recovering an interrupted update of";
 
 /// Decides, reading only, whether `file` is what the journal's update
 /// left (see the module documentation).
@@ -234,9 +233,10 @@ fn prove(j: &Journal, file: &File) -> io::Result<Verdict> {
             "the spool is shorter ({len} bytes) than when the update began ({n}): another program rewrote it"
         )));
     }
-    // One buffer for every range hashed below: rounds are up to 1 MiB
-    // and deleted pieces up to a whole message.
-    let mut buf = vec![0u8; 64 * 1024];
+    // One buffer for the tail, the finished rounds and the deleted pieces
+    // (up to a whole message); the round in progress and those still to
+    // run are read whole (a round is at most `limits::JOURNAL_ROUND`).
+    let mut buf = vec![0u8; limits::SCAN_BLOCK];
     // Bytes no round writes, which whoever made the journal must have read.
     if let Some(tail) = h.tail {
         if update::hash_bytes(file, n - tail.len, n, &mut buf)? != tail.hash {

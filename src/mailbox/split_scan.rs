@@ -99,10 +99,11 @@ fn boundary_after(file: &File, from: u64, until: u64) -> io::Result<Option<u64>>
 
 /// The scan of `[0, end)` from the scans of `[0, split)` (`first`, from
 /// the start) and `[split, end)` (`second`, resumed at `split`, a `From `
-/// line after a blank line). `None` when `first` holds no message: then
-/// the blank lines before `split` belong to the first message's content
-/// hash, which `second` did not see.
-pub fn join(first: Scan, second: Scan) -> Option<Scan> {
+/// line after a blank line). `None` when they do not fit together: when
+/// `first` holds no message (the blank lines before `split` then belong to
+/// the first message's content hash, which `second` did not see), or when
+/// `second` does not start with a message at `split` (the file changed).
+fn join(first: Scan, second: Scan) -> Option<Scan> {
     let split = first.scanned_len;
     if first.messages.is_empty() || second.messages.first()?.from_offset != split {
         return None;

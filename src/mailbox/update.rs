@@ -112,7 +112,10 @@ impl Identity {
     }
 }
 
-fn io_error<'a>(path: &'a Path, action: &'static str) -> impl Fn(io::Error) -> MailboxError + 'a {
+pub(super) fn io_error<'a>(
+    path: &'a Path,
+    action: &'static str,
+) -> impl Fn(io::Error) -> MailboxError + 'a {
     move |source| MailboxError::Io {
         path: path.to_path_buf(),
         action,
@@ -237,7 +240,7 @@ pub fn hash_bytes(file: &File, mut from: u64, to: u64, buf: &mut [u8]) -> io::Re
 /// XXH3-128 of each piece of the deleted bytes of `plan` (see
 /// [`Plan::deleted_pieces`]), read from the file as it is now.
 pub fn deleted_hashes(file: &File, plan: &Plan, marker_len: usize) -> io::Result<Vec<u128>> {
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; limits::SCAN_BLOCK];
     plan.deleted_pieces(marker_len as u64)
         .into_iter()
         .map(|(a, b)| hash_bytes(file, a, b, &mut buf))

@@ -7,7 +7,7 @@
 //! NUL-terminated result (`CStr::from_ptr`); elsewhere, the PAM
 //! conversation in `pam.rs`, the forks in `helper.rs`, `pid_file_keeper.rs`
 //! and `daemon/detach.rs`, and taking ownership of a received or inherited
-//! descriptor in `auth/helper_client.rs` and `daemon/systemd.rs` have their
+//! descriptor in `auth/helper_channel.rs` and `daemon/systemd.rs` have their
 //! own, each commented where it stands.
 
 use std::ffi::{c_char, c_int, c_ulong, c_void, CStr, CString};
