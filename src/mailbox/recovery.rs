@@ -24,11 +24,11 @@
 //! so the write frontier always falls between pieces. Every piece from
 //! the frontier on must hash to what the update began with (the piece
 //! where the marker goes may instead hold the marker); every piece before
-//! it was overwritten and is checked by the round hashes. So every deleted
-//! byte, and every byte a round still has to move, is either the original
-//! or what the update writes there. Kept bytes a finished round already
-//! copied down are not checked where they were: the update only overwrites
-//! them or cuts them off, and their copies are checked by the round hashes. A
+//! it was overwritten and is checked by the round hashes. Kept bytes a
+//! finished round copied down and that still sit at their old place past
+//! the write frontier must equal their copy. So every byte of `[S, N)` is
+//! either the original or what the update writes there (the marker's few
+//! bytes at W may be either). A
 //! journal older than these hashes (no flag 2 in its tail check field)
 //! has none: for it, a same-length in-place change of such bytes after
 //! the crash is still not noticed and goes with the deleted messages.
@@ -41,6 +41,7 @@ use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::journal::{self, Journal, JournalError, Progress};
+use super::plan::Plan;
 use super::state::{SpoolKey, StateDir};
 use super::update;
 use super::MailboxError;
@@ -189,6 +190,37 @@ fn set_aside(jpath: &Path, spool: &Path, reason: String) -> Result<Recovered, Ma
 /// What recovery's I/O errors say it was doing.
 const RECOVERING: &str = "recovering an interrupted update of";
 
+/// The first finished round (of `0..finished`) some of whose kept bytes,
+/// still at their old place at or past `written_to`, differ from their
+/// copy in its destination (which the round hash proved).
+fn copied_but_changed(
+    file: &File,
+    plan: &Plan,
+    finished: u64,
+    written_to: u64,
+    buf: &mut [u8],
+) -> io::Result<Option<u64>> {
+    let half = buf.len() / 2;
+    let (old, copy) = buf.split_at_mut(half);
+    for k in 0..finished {
+        let mut dst = plan.destination(k).0;
+        for (src, len) in plan.sources(k) {
+            let mut at = src.max(written_to);
+            while at < src + len {
+                let n = usize::try_from(src + len - at).map_or(half, |n| n.min(half));
+                file.read_exact_at(&mut old[..n], at)?;
+                file.read_exact_at(&mut copy[..n], dst + (at - src))?;
+                if old[..n] != copy[..n] {
+                    return Ok(Some(k));
+                }
+                at += n as u64;
+            }
+            dst += len;
+        }
+    }
+    Ok(None)
+}
+
 /// Decides, reading only, whether `file` is what the journal's update
 /// left (see the module documentation).
 fn prove(j: &Journal, file: &File) -> io::Result<Verdict> {
@@ -258,6 +290,22 @@ fn prove(j: &Journal, file: &File) -> io::Result<Verdict> {
         if update::hash_bytes(file, from, to, &mut buf)? != h.round_hashes[k as usize] {
             return Ok(changed("bytes the update had written differ", k));
         }
+    }
+    // Past everything written so far, the kept bytes of finished rounds
+    // are still at their old place too: they must equal their copies.
+    // After the last round the marker may already be at W, whatever the
+    // progress record says yet.
+    let written_to = match (in_round, finished) {
+        (Some(k), _) => plan.destination(k).1,
+        (None, f) if f == plan.rounds() => w + m,
+        (None, 0) => plan.start,
+        (None, f) => plan.destination(f - 1).1,
+    };
+    if let Some(k) = copied_but_changed(file, plan, finished, written_to, &mut buf)? {
+        return Ok(changed(
+            "mail the update had copied differs from its copy",
+            k,
+        ));
     }
     let mut original = None;
     let mut next = finished;

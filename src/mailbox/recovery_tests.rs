@@ -417,11 +417,12 @@ fn crashes_at(deleted: &[bool], at: Progress) -> Vec<Crashed> {
     out
 }
 
-/// A same-length change in place of deleted bytes that no round has
-/// overwritten yet, outside the tail check, sets the journal aside and
+/// A same-length change in place of bytes past the write frontier
+/// (deleted ones no round has overwritten yet, or kept ones a finished
+/// round copied), outside the tail check, sets the journal aside and
 /// leaves the spool as the other program left it; unchanged, the update
 /// completes.
-fn edit_of_unwritten_deleted_bytes_is_noticed(deleted: &[bool], at: Progress, offset: usize) {
+fn edit_past_the_write_frontier_is_noticed(deleted: &[bool], at: Progress, offset: usize) {
     for (_dir, path, state, before, _) in crashes_at(deleted, at) {
         let n = before.len();
         assert!(offset + 6 < n - limits::JOURNAL_TAIL_CHECK as usize);
@@ -450,10 +451,21 @@ fn an_edit_of_deleted_bytes_past_the_write_frontier_is_never_removed() {
     // Before round 0: message 0 (deleted) is past the frontier, far
     // before the tail check.
     let deleted = [true, false, false, true, false];
-    edit_of_unwritten_deleted_bytes_is_noticed(&deleted, Progress::Between { round: 0 }, 40);
+    edit_past_the_write_frontier_is_noticed(&deleted, Progress::Between { round: 0 }, 40);
     // After the last round (with the marker at W or not yet): message 2
     // (deleted) is partly overwritten; its part past W and the marker is
     // checked.
     let deleted = [true, false, true, false, false];
-    edit_of_unwritten_deleted_bytes_is_noticed(&deleted, Progress::Between { round: 1 }, 2000);
+    edit_past_the_write_frontier_is_noticed(&deleted, Progress::Between { round: 1 }, 2000);
+}
+
+#[test]
+fn an_edit_of_kept_bytes_a_finished_round_copied_is_never_overwritten() {
+    // Message 0 deleted: round 0 copied the first 64 KiB of what follows
+    // down by its length. The kept bytes just past round 0's destination
+    // are still at their old place, copied but not yet overwritten (round
+    // 1 writes there next), far before the tail check.
+    let deleted = [true, false, false, false, false];
+    let round = limits::JOURNAL_ROUND as usize;
+    edit_past_the_write_frontier_is_noticed(&deleted, Progress::Between { round: 1 }, round + 10);
 }
